@@ -1,0 +1,4 @@
+"""Append-only, hash-chained ledger of signed entries.
+
+Knows nothing about networking or peers: entries arrive as bytes and leave as bytes.
+"""

@@ -1,0 +1,403 @@
+"""Typed, self-validating bodies: one frozen dataclass per entry kind.
+
+A body travels as a msgpack map whose keys are exactly the dataclass's field names. `from_map`
+checks the key set and every value's type from the annotations (bool is not an int, an int is
+not a float), then `__post_init__` checks ranges and lengths. Unknown keys are rejected: a new
+field is a new protocol version, not a silent extension.
+
+Amounts are integer micro-credits (ucr); 1 credit = 1_000_000 ucr.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from ledger.errors import InvalidEntry
+
+HASH_BYTES = 32    # sha256: entry ids, bundle hashes
+COMMIT_BYTES = 20  # git object ids
+KEY_BYTES = 32     # Ed25519 public keys
+MAX_TEXT = 8192
+MAX_SHORT_TEXT = 256
+MAX_LIST = 512
+UCR_PER_CREDIT = 1_000_000
+
+CLAIM_STATUSES = frozenset({"ok", "crash", "timeout", "rejected", "discard"})
+MINT_REASONS = frozenset({"record", "verification"})
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def _fail(cls: type, msg: str) -> typing.NoReturn:
+    raise InvalidEntry(f"{cls.__name__.lower()}: {msg}")
+
+
+def _check_value(cls: type, name: str, tp: Any, value: Any) -> None:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        _check_value(cls, name, inner, value)
+        return
+    if origin is list:
+        if type(value) is not list:
+            _fail(cls, f"{name} must be a list")
+        if len(value) > MAX_LIST:
+            _fail(cls, f"{name} has more than {MAX_LIST} items")
+        (inner,) = get_args(tp)
+        for item in value:
+            _check_value(cls, name, inner, item)
+        return
+    if origin is dict:
+        if type(value) is not dict or len(value) > MAX_LIST:
+            _fail(cls, f"{name} must be a map of at most {MAX_LIST} items")
+        key_tp, val_tp = get_args(tp)
+        for k, v in value.items():
+            _check_value(cls, name, key_tp, k)
+            _check_value(cls, name, val_tp, v)
+        return
+    if type(value) is not tp:
+        _fail(cls, f"{name} must be {tp.__name__}, got {type(value).__name__}")
+    if tp is float and not math.isfinite(value):
+        _fail(cls, f"{name} must be finite")
+    if tp is str and len(value) > MAX_TEXT:
+        _fail(cls, f"{name} is longer than {MAX_TEXT} characters")
+
+
+_FIELD_TYPES: dict[type, tuple[list[str], dict[str, Any]]] = {}
+
+
+def _field_types(cls: type) -> tuple[list[str], dict[str, Any]]:
+    # get_type_hints evaluates the string annotations on every call (~2/3 of a decode): cache per class.
+    cached = _FIELD_TYPES.get(cls)
+    if cached is None:
+        names = [f.name for f in dataclasses.fields(cls)]
+        cached = _FIELD_TYPES[cls] = (names, get_type_hints(cls))
+    return cached
+
+
+class Body:
+    kind: ClassVar[str]
+
+    @classmethod
+    def from_map(cls, data: Any) -> Body:
+        if type(data) is not dict:
+            _fail(cls, "body must be a map")
+        names, hints = _field_types(cls)
+        if set(data) != set(names):
+            missing, extra = set(names) - set(data), set(data) - set(names)
+            _fail(cls, f"fields differ (missing {sorted(missing)}, unknown {sorted(extra)})")
+        for name in names:
+            _check_value(cls, name, hints[name], data[name])
+        return cls(**data)
+
+    def to_map(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def refs(self) -> tuple[bytes, ...]:
+        """Entry ids this body depends on: the store accepts it only once they are present."""
+        return ()
+
+    # helpers for __post_init__
+    def _bytes(self, name: str, value: bytes | None, size: int) -> None:
+        if value is not None and len(value) != size:
+            _fail(type(self), f"{name} must be {size} bytes, got {len(value)}")
+
+    def _text(self, name: str, value: str, limit: int) -> None:
+        if len(value) > limit:
+            _fail(type(self), f"{name} is longer than {limit} characters")
+
+    def _name(self, name: str, value: str) -> None:
+        if not _NAME.fullmatch(value):
+            _fail(type(self), f"{name} {value!r} is not a lowercase name of at most 64 characters")
+
+    def _nonneg(self, name: str, value: int | float) -> None:
+        if value < 0:
+            _fail(type(self), f"{name} must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile(Body):
+    kind: ClassVar[str] = "profile"
+    platform_class: str  # e.g. "h100-80g", "cpu-tiny"
+    gpu: str
+    gpu_memory_mb: int
+    driver: str
+    torch: str
+    cpu: str
+
+    def __post_init__(self) -> None:
+        self._name("platform_class", self.platform_class)
+        for name in ("gpu", "driver", "torch", "cpu"):
+            self._text(name, getattr(self, name), MAX_SHORT_TEXT)
+        self._nonneg("gpu_memory_mb", self.gpu_memory_mb)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim(Body):
+    """An experiment's result as its author measured it; failures and discards included."""
+
+    kind: ClassVar[str] = "claim"
+    commit: bytes            # git commit of the candidate
+    parent: bytes | None     # None only for the swarm's baseline
+    platform_class: str
+    status: str
+    val_bpb: float | None    # None unless the run finished
+    num_steps: int
+    seed: int
+    training_s: float
+    wall_s: float
+    peak_vram_mb: float
+    loss_curve: list[float]
+    diff_summary: str
+    message: str
+    bundle: bytes | None     # sha256 of the git bundle that carries the commit
+
+    def __post_init__(self) -> None:
+        self._bytes("commit", self.commit, COMMIT_BYTES)
+        self._bytes("parent", self.parent, COMMIT_BYTES)
+        self._bytes("bundle", self.bundle, HASH_BYTES)
+        self._name("platform_class", self.platform_class)
+        if self.status not in CLAIM_STATUSES:
+            _fail(type(self), f"status {self.status!r} not one of {sorted(CLAIM_STATUSES)}")
+        if (self.status == "ok") != (self.val_bpb is not None):
+            _fail(type(self), "val_bpb is given exactly when status is ok")
+        if self.val_bpb is not None and self.val_bpb <= 0:
+            _fail(type(self), "val_bpb must be positive")
+        for name in ("num_steps", "seed", "training_s", "wall_s", "peak_vram_mb"):
+            self._nonneg(name, getattr(self, name))
+        self._text("message", self.message, 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Verify(Body):
+    """A verifier's own re-run of a claim; its number, not the claimant's, is canonical."""
+
+    kind: ClassVar[str] = "verify"
+    claim: bytes             # entry id of the claim
+    commit: bytes
+    platform_class: str
+    status: str
+    val_bpb: float | None
+    num_steps: int
+    seed: int
+    training_s: float
+
+    def __post_init__(self) -> None:
+        self._bytes("claim", self.claim, HASH_BYTES)
+        self._bytes("commit", self.commit, COMMIT_BYTES)
+        self._name("platform_class", self.platform_class)
+        if self.status not in CLAIM_STATUSES:
+            _fail(type(self), f"status {self.status!r} not one of {sorted(CLAIM_STATUSES)}")
+        if (self.status == "ok") != (self.val_bpb is not None):
+            _fail(type(self), "val_bpb is given exactly when status is ok")
+        self._nonneg("num_steps", self.num_steps)
+        self._nonneg("training_s", self.training_s)
+
+    def refs(self) -> tuple[bytes, ...]:
+        return (self.claim,)
+
+
+@dataclass(frozen=True, slots=True)
+class Mint(Body):
+    """New credits, minted only by a trusted verifier for a reason the swarm's policy allows.
+
+    record: `subject` is the claim, `quorum` the verify entries that agree on it, `value` their
+    median, `prev_best` the best value this verifier had minted for in the class before (None
+    for the first), `to` the claim's author. verification: `subject` is the minter's own verify
+    entry and `to` the minter.
+    """
+
+    kind: ClassVar[str] = "mint"
+    reason: str
+    subject: bytes
+    quorum: list[bytes]
+    to: bytes
+    amount: int
+    value: float | None
+    prev_best: float | None
+
+    def __post_init__(self) -> None:
+        if self.reason not in MINT_REASONS:
+            _fail(type(self), f"reason {self.reason!r} not one of {sorted(MINT_REASONS)}")
+        self._bytes("subject", self.subject, HASH_BYTES)
+        self._bytes("to", self.to, KEY_BYTES)
+        for ref in self.quorum:
+            self._bytes("quorum item", ref, HASH_BYTES)
+        if len(set(self.quorum)) != len(self.quorum):
+            _fail(type(self), "quorum lists an entry twice")
+        self._nonneg("amount", self.amount)
+        if self.reason == "verification" and (self.quorum or self.value is not None or self.prev_best is not None):
+            _fail(type(self), "a verification mint carries no quorum, value or prev_best")
+        if self.reason == "record" and self.value is None:
+            _fail(type(self), "a record mint carries the measured value")
+
+    def refs(self) -> tuple[bytes, ...]:
+        return (self.subject, *self.quorum)
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer(Body):
+    """Pays `amount` to `to` from the payer's outputs in `spends`; the rest is change to the payer."""
+
+    kind: ClassVar[str] = "transfer"
+    to: bytes
+    amount: int
+    spends: list[bytes]      # entry ids whose outputs to the payer this transfer consumes
+    memo: str
+    job: bytes | None
+
+    def __post_init__(self) -> None:
+        self._bytes("to", self.to, KEY_BYTES)
+        self._bytes("job", self.job, HASH_BYTES)
+        if self.amount <= 0:
+            _fail(type(self), "amount must be positive")
+        if not 1 <= len(self.spends) <= 64:
+            _fail(type(self), "spends names 1 to 64 entries")
+        if len(set(self.spends)) != len(self.spends):
+            _fail(type(self), "spends names an entry twice")
+        for ref in self.spends:
+            self._bytes("spends item", ref, HASH_BYTES)
+        self._text("memo", self.memo, MAX_SHORT_TEXT)
+
+    def refs(self) -> tuple[bytes, ...]:
+        return tuple(self.spends)
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Body):
+    kind: ClassVar[str] = "job"
+    job_type: str            # what the executor may run, e.g. "train"
+    commit: bytes
+    bundle: bytes | None
+    args: list[str]
+    platform_class: str
+    max_gpu_s: int
+    price_ucr_per_gpu_s: int
+    expires_ms: int
+
+    def __post_init__(self) -> None:
+        self._name("job_type", self.job_type)
+        self._bytes("commit", self.commit, COMMIT_BYTES)
+        self._bytes("bundle", self.bundle, HASH_BYTES)
+        self._name("platform_class", self.platform_class)
+        if len(self.args) > 32 or any(len(a) > MAX_SHORT_TEXT for a in self.args):
+            _fail(type(self), f"at most 32 args of {MAX_SHORT_TEXT} characters")
+        if self.max_gpu_s <= 0:
+            _fail(type(self), "max_gpu_s must be positive")
+        self._nonneg("price_ucr_per_gpu_s", self.price_ucr_per_gpu_s)
+        self._nonneg("expires_ms", self.expires_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer(Body):
+    kind: ClassVar[str] = "offer"
+    job: bytes
+    price_ucr_per_gpu_s: int
+    expires_ms: int
+
+    def __post_init__(self) -> None:
+        self._bytes("job", self.job, HASH_BYTES)
+        self._nonneg("price_ucr_per_gpu_s", self.price_ucr_per_gpu_s)
+        self._nonneg("expires_ms", self.expires_ms)
+
+    def refs(self) -> tuple[bytes, ...]:
+        return (self.job,)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt(Body):
+    kind: ClassVar[str] = "receipt"
+    job: bytes
+    offer: bytes
+    status: str
+    gpu_s: float
+    metrics: dict[str, float]
+    artifacts: list[bytes]   # sha256 of small outputs, fetched by hash
+    log_tail: str
+
+    def __post_init__(self) -> None:
+        self._bytes("job", self.job, HASH_BYTES)
+        self._bytes("offer", self.offer, HASH_BYTES)
+        if self.status not in CLAIM_STATUSES:
+            _fail(type(self), f"status {self.status!r} not one of {sorted(CLAIM_STATUSES)}")
+        self._nonneg("gpu_s", self.gpu_s)
+        for ref in self.artifacts:
+            self._bytes("artifacts item", ref, HASH_BYTES)
+        self._text("log_tail", self.log_tail, 4096)
+
+    def refs(self) -> tuple[bytes, ...]:
+        return (self.job, self.offer)
+
+
+@dataclass(frozen=True, slots=True)
+class Post(Body):
+    kind: ClassVar[str] = "post"
+    channel: str
+    text: str
+    reply_to: bytes | None
+
+    def __post_init__(self) -> None:
+        self._name("channel", self.channel)
+        self._bytes("reply_to", self.reply_to, HASH_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis(Body):
+    kind: ClassVar[str] = "hypothesis"
+    text: str
+    tags: list[str]
+
+    def __post_init__(self) -> None:
+        for tag in self.tags:
+            self._name("tag", tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Insight(Body):
+    kind: ClassVar[str] = "insight"
+    text: str
+    sources: list[bytes]     # entry ids it draws on; not dependencies, they may never arrive
+
+    def __post_init__(self) -> None:
+        for ref in self.sources:
+            self._bytes("sources item", ref, HASH_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Fraud(Body):
+    """Two signed entries of one author at one seq: a fork proof that anyone can check alone."""
+
+    kind: ClassVar[str] = "fraud"
+    first: bytes   # wire bytes of one entry
+    second: bytes  # wire bytes of the other
+
+    def __post_init__(self) -> None:
+        if self.first == self.second:
+            _fail(type(self), "the two entries are the same bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Admit(Body):
+    """The swarm's creator admits a new trusted verifier for some platform classes."""
+
+    kind: ClassVar[str] = "admit"
+    verifier: bytes
+    platform_classes: list[str]
+
+    def __post_init__(self) -> None:
+        self._bytes("verifier", self.verifier, KEY_BYTES)
+        for name in self.platform_classes:
+            self._name("platform class", name)
+
+
+BODY_TYPES: dict[str, type[Body]] = {
+    cls.kind: cls
+    for cls in (Profile, Claim, Verify, Mint, Transfer, Job, Offer, Receipt, Post, Hypothesis, Insight, Fraud, Admit)
+}
+KINDS = frozenset(BODY_TYPES)

@@ -1,0 +1,256 @@
+"""The fold: a pure function from the ledger's entries to its derived state.
+
+    state = initial(spec); for entry in rows: state = apply(state, entry)
+
+No SQLite, no asyncio, no clock: the store calls `apply` inside its write transaction and
+persists `take_changes(state)` to the derived tables; the audit calls `rebuild` on the rows
+and compares `tables(state)` with what the file holds.
+
+`apply` advances the state it is given (the caller owns it) and returns it. Entries arrive in
+row order, each after its dependencies (feed predecessor and body references), which the store
+guarantees; the result then depends only on the set of entries, except where a fork proof
+freezes an author whose later entries already counted: `state.needs_rebuild` is set and the
+caller runs `rebuild`, which reads fork proofs first.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ledger import codec, credits
+from ledger.bodies import Admit, Claim, Fraud, Mint, Transfer, Verify
+from ledger.entry import Entry
+from ledger.errors import InvalidEntry
+from ledger.feed import check_fraud
+from ledger.spec import SwarmSpec
+
+# Kinds whose validity the fold judges; their verdicts are a derived table.
+JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud"})
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    """One step on a platform class's path to SOTA."""
+
+    platform_class: str
+    n: int             # 1, 2, ... within the class
+    claim: bytes       # entry id of the claim
+    commit: bytes
+    author: bytes
+    value: float       # median of the agreeing verifications
+    prev: float | None  # the best before it; None for the class's first verified claim
+
+
+@dataclass(slots=True)
+class Changes:
+    """Derived rows to upsert after some applies; `replace_all` means: drop the tables first."""
+
+    balances: dict[bytes, int] = field(default_factory=dict)
+    frozen: dict[bytes, int] = field(default_factory=dict)
+    records: list[RecordRow] = field(default_factory=list)
+    verdicts: dict[bytes, str] = field(default_factory=dict)  # entry id -> "" (valid) or the reason
+    replace_all: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """The derived tables as plain values: two folds agree iff their Tables are equal."""
+
+    balances: dict[bytes, int]
+    frozen: dict[bytes, int]
+    records: list[RecordRow]
+    verdicts: dict[bytes, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimInfo:
+    author: bytes
+    seq: int
+    commit: bytes
+    platform_class: str
+    claimed: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyInfo:
+    author: bytes
+    claim: bytes
+    platform_class: str
+    value: float | None  # None: the re-run failed
+
+
+@dataclass(slots=True)
+class State:
+    spec: SwarmSpec
+    swarm_id: bytes
+    # who may mint, per class (spec verifiers may mint in every class)
+    verifiers: dict[bytes, frozenset[str]]
+    claims: dict[bytes, ClaimInfo] = field(default_factory=dict)
+    verifies: dict[bytes, VerifyInfo] = field(default_factory=dict)
+    # claim id -> trusted verifier -> measured value: the first ok re-run of each verifier counts
+    measured: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
+    verified: dict[bytes, float] = field(default_factory=dict)  # claim id -> agreed median
+    best: dict[str, float] = field(default_factory=dict)         # class -> best verified value
+    records: list[RecordRow] = field(default_factory=list)
+    # credit rules (see ledger/credits.py)
+    outputs: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (entry, owner) -> unspent ucr
+    spent: set[tuple[bytes, bytes]] = field(default_factory=set)
+    balances: dict[bytes, int] = field(default_factory=dict)
+    minted: set[tuple[bytes, bytes]] = field(default_factory=set)          # (verifier, subject)
+    verifier_best: dict[tuple[bytes, str], float] = field(default_factory=dict)
+    total_minted_ucr: int = 0
+    frozen: dict[bytes, int] = field(default_factory=dict)                 # author -> forked seq
+    verdicts: dict[bytes, str] = field(default_factory=dict)
+    effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state
+    needs_rebuild: bool = False
+    changes: Changes = field(default_factory=Changes)
+
+
+def initial(spec: SwarmSpec) -> State:
+    every_class = frozenset(spec.platform_classes)
+    return State(
+        spec=spec,
+        # the spec's payload is canonical, so its hash is the swarm id without the signature
+        swarm_id=hashlib.sha256(codec.encode(spec.to_map())).digest(),
+        verifiers={key: every_class for key in spec.verifiers},
+    )
+
+
+def apply(state: State, entry: Entry) -> State:
+    """Advances `state` by one entry whose dependencies were all applied before it."""
+    body = entry.body
+    if isinstance(body, Fraud):
+        _apply_fraud(state, entry, body)  # a proof proves whoever carries it, frozen or not
+        return state
+    frozen_at = state.frozen.get(entry.author)
+    if frozen_at is not None and entry.seq >= frozen_at:
+        # A forked author's entries from the fork on count for nothing, whichever branch we hold.
+        if entry.kind in JUDGED_KINDS:
+            _verdict(state, entry, "author is frozen by a fork proof")
+        return state
+    effect = True
+    if isinstance(body, Claim):
+        state.claims[entry.id] = ClaimInfo(entry.author, entry.seq, body.commit, body.platform_class, body.val_bpb)
+    elif isinstance(body, Verify):
+        _apply_verify(state, entry, body)
+    elif isinstance(body, Mint):
+        effect = _judge(state, entry, credits.check_mint(state, entry.author, body))
+        if effect:
+            credits.apply_mint(state, entry.id, entry.author, body)
+    elif isinstance(body, Transfer):
+        effect = _judge(state, entry, credits.check_transfer(state, entry.author, body))
+        if effect:
+            credits.apply_transfer(state, entry.id, entry.author, body)
+    elif isinstance(body, Admit):
+        effect = _judge(state, entry, "" if entry.author == state.spec.creator else "only the swarm's creator admits")
+        if effect:
+            known = state.verifiers.get(body.verifier, frozenset())
+            state.verifiers[body.verifier] = known | frozenset(body.platform_classes)
+    else:
+        effect = False  # profile, post, hypothesis, insight, job, offer, receipt: no derived state
+    if effect:
+        state.effect_seq[entry.author] = entry.seq
+    return state
+
+
+def _judge(state: State, entry: Entry, reason: str) -> bool:
+    _verdict(state, entry, reason)
+    return not reason
+
+
+def _verdict(state: State, entry: Entry, reason: str) -> None:
+    state.verdicts[entry.id] = reason
+    state.changes.verdicts[entry.id] = reason
+
+
+def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
+    state.verifies[entry.id] = VerifyInfo(entry.author, body.claim, body.platform_class, body.val_bpb)
+    claim = state.claims.get(body.claim)
+    if (
+        claim is None
+        or body.val_bpb is None
+        or body.commit != claim.commit
+        or body.platform_class != claim.platform_class
+        or entry.author == claim.author
+        or not credits.trusted(state, entry.author, claim.platform_class)
+        or body.claim in state.verified
+    ):
+        return
+    measured = state.measured.setdefault(body.claim, {})
+    measured.setdefault(entry.author, body.val_bpb)
+    if len(measured) < state.spec.quorum:
+        return
+    cls = claim.platform_class
+    median, agree = credits.agreeing(list(measured.values()), state.spec.noise_bpb[cls])
+    if len(agree) < state.spec.quorum:
+        return
+    value = float(median if len(agree) == len(measured) else credits.agreeing(agree, state.spec.noise_bpb[cls])[0])
+    state.verified[body.claim] = value
+    prev = state.best.get(cls)
+    if prev is None or value < prev - state.spec.noise_bpb[cls]:
+        state.best[cls] = value
+        n = sum(1 for r in state.records if r.platform_class == cls) + 1
+        row = RecordRow(cls, n, body.claim, claim.commit, claim.author, value, prev)
+        state.records.append(row)
+        state.changes.records.append(row)
+
+
+def _apply_fraud(state: State, entry: Entry, body: Fraud) -> None:
+    try:
+        author, seq = check_fraud(body, swarm=state.swarm_id)
+    except InvalidEntry as exc:
+        _verdict(state, entry, f"not a fork proof: {exc}")
+        return
+    _verdict(state, entry, "")
+    if author in state.frozen and state.frozen[author] <= seq:
+        return
+    state.frozen[author] = seq
+    state.changes.frozen[author] = seq
+    if state.effect_seq.get(author, 0) >= seq:
+        state.needs_rebuild = True  # entries that now count for nothing already changed state
+
+
+def rebuild(spec: SwarmSpec, entries: Iterable[Entry]) -> State:
+    """Folds from scratch, reading fork proofs first so forked feeds never count.
+
+    `entries` is iterated twice: pass a sequence or a re-iterable view; a one-shot iterator is
+    materialized.
+    """
+    if isinstance(entries, Iterator):
+        entries = list(entries)
+    state = initial(spec)
+    for entry in entries:
+        if isinstance(entry.body, Fraud):
+            _apply_fraud(state, entry, entry.body)
+    state.verdicts.clear()
+    for entry in entries:
+        apply(state, entry)
+    state.needs_rebuild = False
+    state.changes = Changes(replace_all=True)
+    snapshot = tables(state)
+    state.changes.balances.update(snapshot.balances)
+    state.changes.frozen.update(snapshot.frozen)
+    state.changes.records.extend(snapshot.records)
+    state.changes.verdicts.update(snapshot.verdicts)
+    return state
+
+
+def take_changes(state: State) -> Changes:
+    changes, state.changes = state.changes, Changes()
+    return changes
+
+
+def tables(state: State) -> Tables:
+    return Tables(
+        balances=dict(state.balances),
+        frozen=dict(state.frozen),
+        records=list(state.records),
+        verdicts=dict(state.verdicts),
+    )
+
+
+def leaderboard(state: State, platform_class: str) -> list[tuple[bytes, float]]:
+    """Verified claims of a class, best first: (claim id, agreed value)."""
+    rows = [(cid, v) for cid, v in state.verified.items() if state.claims[cid].platform_class == platform_class]
+    return sorted(rows, key=lambda r: (r[1], r[0]))

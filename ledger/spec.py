@@ -1,0 +1,108 @@
+"""The swarm spec (genesis): a signed document whose hash is the swarm id.
+
+It pins what every node must agree on before any entry means anything: the harness and data,
+the metric and its direction, the baseline, the platform classes, who may mint (trusted
+verifiers and quorum) and the credit policy. Nodes refuse entries of any other swarm.
+"""
+from __future__ import annotations
+
+import hashlib
+import typing
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ledger import codec
+from ledger.bodies import COMMIT_BYTES, HASH_BYTES, KEY_BYTES, Body
+from ledger.errors import InvalidEntry, InvalidSignature, InvalidSpec
+from ledger.keys import SIGNATURE_BYTES, Identity, verify_signature
+
+DOMAIN = b"autoswarm/spec/v1\x00"
+MAX_SPEC_BYTES = 16 * 1024
+_HEADER_BYTES = KEY_BYTES + SIGNATURE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmSpec(Body):
+    kind: ClassVar[str] = "spec"
+    name: str
+    creator: bytes
+    created_ms: int
+    harness_hash: bytes
+    dataset_hash: bytes
+    tokenizer_hash: bytes
+    time_budget_s: int
+    metric: str
+    direction: str                 # "min": lower is better
+    baseline_commit: bytes
+    allowed_files: list[str]       # the only paths a claim's commit may change
+    platform_classes: list[str]
+    verifiers: list[bytes]         # trusted verifier keys; the creator may admit more
+    quorum: int                    # agreeing trusted verifications that make a claim verified
+    noise_bpb: dict[str, float]    # per class: tolerance between verifiers and record margin
+    record_ucr_per_bpb: int        # credits minted per 1.0 of val_bpb improvement, shared by the quorum
+    verify_ucr: int                # credits a verifier mints for one verification run
+
+    def __post_init__(self) -> None:
+        self._text("name", self.name, 128)
+        self._bytes("creator", self.creator, KEY_BYTES)
+        for name in ("harness_hash", "dataset_hash", "tokenizer_hash"):
+            self._bytes(name, getattr(self, name), HASH_BYTES)
+        self._bytes("baseline_commit", self.baseline_commit, COMMIT_BYTES)
+        if not 1 <= self.time_budget_s <= 24 * 3600:
+            raise InvalidEntry("spec: time_budget_s must be 1 s to 24 h")
+        if self.metric != "val_bpb" or self.direction != "min":
+            raise InvalidEntry("spec: only the metric val_bpb, lower is better, is supported")
+        if not self.allowed_files or any(not f or f.startswith("/") or ".." in f.split("/") for f in self.allowed_files):
+            raise InvalidEntry("spec: allowed_files must be relative paths inside the repository")
+        if not self.platform_classes:
+            raise InvalidEntry("spec: at least one platform class")
+        for name in self.platform_classes:
+            self._name("platform class", name)
+        if set(self.noise_bpb) != set(self.platform_classes):
+            raise InvalidEntry("spec: noise_bpb must give one value per platform class")
+        if any(v < 0 for v in self.noise_bpb.values()):
+            raise InvalidEntry("spec: noise_bpb values must not be negative")
+        for key in self.verifiers:
+            self._bytes("verifier", key, KEY_BYTES)
+        if len(set(self.verifiers)) != len(self.verifiers):
+            raise InvalidEntry("spec: a verifier is listed twice")
+        if not 1 <= self.quorum <= max(1, len(self.verifiers)):
+            raise InvalidEntry("spec: quorum must be between 1 and the number of verifiers")
+        self._nonneg("record_ucr_per_bpb", self.record_ucr_per_bpb)
+        self._nonneg("verify_ucr", self.verify_ucr)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedSpec:
+    spec: SwarmSpec
+    wire: bytes  # creator || signature || payload
+
+    @property
+    def swarm_id(self) -> bytes:
+        return hashlib.sha256(self.wire[_HEADER_BYTES:]).digest()
+
+
+def sign_spec(identity: Identity, spec: SwarmSpec) -> SignedSpec:
+    if spec.creator != identity.public_key:
+        raise InvalidSpec("the spec's creator must be the signing identity")
+    payload = codec.encode(spec.to_map())
+    if len(payload) > MAX_SPEC_BYTES:
+        raise InvalidSpec(f"spec of {len(payload)} bytes exceeds {MAX_SPEC_BYTES}")
+    return SignedSpec(spec, spec.creator + identity.sign(DOMAIN + payload) + payload)
+
+
+def decode_spec(wire: bytes) -> SignedSpec:
+    if type(wire) is not bytes or not _HEADER_BYTES < len(wire) <= _HEADER_BYTES + MAX_SPEC_BYTES:
+        raise InvalidSpec("spec size out of range")
+    payload = wire[_HEADER_BYTES:]
+    try:
+        verify_signature(wire[:KEY_BYTES], wire[KEY_BYTES:_HEADER_BYTES], DOMAIN + payload)
+        decoded = SwarmSpec.from_map(codec.decode(payload, max_bytes=MAX_SPEC_BYTES))
+    except InvalidSignature:
+        raise InvalidSpec("spec signature does not verify") from None
+    except InvalidEntry as exc:
+        raise InvalidSpec(str(exc)) from None
+    spec = typing.cast(SwarmSpec, decoded)
+    if spec.creator != wire[:KEY_BYTES]:
+        raise InvalidSpec("spec creator differs from the signing key")
+    return SignedSpec(spec, wire)
