@@ -9,10 +9,11 @@ double spend is always provable.
 Minting is justified by entries that precede the mint in the minter's own view (the store only
 accepts an entry after everything it references), and bounded by progress:
 - record: a trusted verifier mints for a claim it helped verify, to the claim's author, its share
-  `rate * (prev_best - value) / quorum`, where prev_best is the value of this verifier's own
-  previous record mint in the class. Along one verifier's feed the improvements telescope, so a
-  verifier's record mints sum to at most rate * (its first value - its last) / quorum: credit
-  tracks progress and does not multiply with the number of verifiers beyond (verifiers/quorum).
+  `rate * (prev_best - value) / quorum`, where prev_best is at most the value of this verifier's
+  own previous record mint in the class (its first record mints nothing). Along one verifier's
+  feed the improvements telescope, so its record mints sum to at most
+  rate * (its first value - its last) / quorum: credit tracks progress, and the quorum's shares
+  add up to one record's worth however many verifiers the swarm has.
 - verification: a trusted verifier mints the spec's fixed verify_ucr for one of its own verify
   entries, once per entry.
 Each verifier mints at most once per subject.
@@ -86,11 +87,16 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
         return "the quorum's verifications disagree beyond the class's noise"
     if mint.value != median:
         return f"value must be the quorum's median {median!r}"
-    prev_best = state.verifier_best.get((author, cls))
-    if mint.prev_best != prev_best:
-        return f"prev_best must be this verifier's previous record value {prev_best!r}"
-    if prev_best is None:
-        return "" if mint.amount == 0 else "the first record of a class mints nothing"
+    own_last = state.verifier_best.get((author, cls))
+    prev_best = mint.prev_best
+    if own_last is None:
+        if prev_best is not None or mint.amount != 0:
+            return "a verifier's first record in a class names no prev_best and mints nothing"
+        return ""
+    # A verifier may lower its baseline to a better value it learned of, never raise it: its
+    # own record mints then telescope, and their sum is bounded by the progress it witnessed.
+    if prev_best is None or prev_best > own_last:
+        return f"prev_best must be at most this verifier's previous record value {own_last!r}"
     if median >= prev_best - state.spec.noise_bpb[cls]:
         return "not better than the previous record by more than the class's noise"
     share = record_share_ucr(state.spec.record_ucr_per_bpb, prev_best, median, state.spec.quorum)

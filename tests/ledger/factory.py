@@ -1,0 +1,84 @@
+"""Builds signed entries for tests: a swarm spec, identities and per-author feeds."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from ledger.bodies import Body, Claim, Mint, Post, Transfer, Verify
+from ledger.entry import Entry, sign_entry
+from ledger.keys import Identity
+from ledger.spec import SignedSpec, SwarmSpec, sign_spec
+
+CLASS = "cpu-tiny"
+NOISE = 0.01
+RATE = 10**9  # ucr per 1.0 bpb
+
+
+def identity(n: int) -> Identity:
+    return Identity.from_seed(hashlib.sha256(b"test-identity-%d" % n).digest())
+
+
+def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, verify_ucr: int = 1000) -> SignedSpec:
+    spec = SwarmSpec(
+        name="test", creator=creator.public_key, created_ms=0,
+        harness_hash=b"h" * 32, dataset_hash=b"d" * 32, tokenizer_hash=b"t" * 32,
+        time_budget_s=300, metric="val_bpb", direction="min", baseline_commit=b"\x00" * 20,
+        allowed_files=["train.py"], platform_classes=[CLASS, "h100"],
+        verifiers=[v.public_key for v in verifiers], quorum=quorum,
+        noise_bpb={CLASS: NOISE, "h100": 0.002}, record_ucr_per_bpb=RATE, verify_ucr=verify_ucr,
+    )
+    return sign_spec(creator, spec)
+
+
+@dataclass
+class Feeds:
+    """Signs entries for many authors, keeping each author's seq and prev."""
+
+    swarm: bytes
+    heads: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    clock_ms: int = 1_000
+
+    def sign(self, who: Identity, body: Body) -> Entry:
+        seq, prev = self.heads.get(who.public_key, (0, None))  # type: ignore[arg-type]
+        self.clock_ms += 1
+        entry = sign_entry(who, swarm=self.swarm, seq=seq + 1, prev=prev, body=body, time_ms=self.clock_ms)
+        self.heads[who.public_key] = (entry.seq, entry.id)
+        return entry
+
+    def sign_at(self, who: Identity, seq: int, prev: bytes | None, body: Body) -> Entry:
+        """An entry at a chosen seq, e.g. the second branch of a fork."""
+        return sign_entry(who, swarm=self.swarm, seq=seq, prev=prev, body=body, time_ms=self.clock_ms)
+
+
+def commit(n: int) -> bytes:
+    return hashlib.sha1(b"commit-%d" % n).digest()
+
+
+def claim(n: int, val_bpb: float | None, cls: str = CLASS) -> Claim:
+    return Claim(
+        commit=commit(n), parent=commit(0), platform_class=cls, status="ok" if val_bpb is not None else "crash",
+        val_bpb=val_bpb, num_steps=100, seed=1, training_s=3.0, wall_s=5.0, peak_vram_mb=0.0,
+        loss_curve=[3.0, 2.0], diff_summary="LR 0.04 -> 0.05", message="", bundle=None,
+    )
+
+
+def verify(claim_entry: Entry, val_bpb: float | None) -> Verify:
+    body = claim_entry.body
+    assert isinstance(body, Claim)
+    return Verify(
+        claim=claim_entry.id, commit=body.commit, platform_class=body.platform_class,
+        status="ok" if val_bpb is not None else "crash", val_bpb=val_bpb, num_steps=100, seed=1, training_s=3.0,
+    )
+
+
+def record_mint(claim_entry: Entry, quorum: list[Entry], value: float, prev_best: float | None, amount: int) -> Mint:
+    return Mint(reason="record", subject=claim_entry.id, quorum=[q.id for q in quorum], to=claim_entry.author,
+                amount=amount, value=value, prev_best=prev_best)
+
+
+def transfer(to: Identity, amount: int, spends: list[bytes]) -> Transfer:
+    return Transfer(to=to.public_key, amount=amount, spends=spends, memo="", job=None)
+
+
+def post(text: str = "hello") -> Post:
+    return Post(channel="general", text=text, reply_to=None)
