@@ -1,0 +1,204 @@
+"""The node's home folder: layout, lock, identities, prepared data, the baseline commit, the solo spec.
+
+    HOME/config.toml              node/config.py writes it on first run
+    HOME/node.lock                held (flock) while a node runs here: one node per home
+    HOME/keys/research.key        the node's identity: claims and profile (0600)
+    HOME/keys/verifier.key        the solo swarm's trusted verifier: verifications and mints (0600)
+    HOME/data/                    prepared datasets (`python -m trainer prepare --home HOME`)
+    HOME/repo/                    bare git repository of every experiment
+    HOME/bundles/<sha256 hex>     thin bundles of claimed improvements, served by hash
+    HOME/swarms/<slug>/           one folder per swarm: spec.bin (signed spec), ledger.sqlite
+    HOME/swarms/current           the slug `python -m node status` reads
+
+Why two keys in a solo swarm: the credit rules refuse a verification by the claim's own author,
+and a swarm of one has nobody else. The verifier key is a separate identity whose number comes
+from its own re-run of the claim's commit in a fresh harness process (deterministic replay of
+the claim's steps and seed); it never copies the claimant's number. The spec names it as the
+only trusted verifier, so anyone auditing the ledger sees exactly who vouched for what. A
+multi-node swarm replaces it with the quorum of other nodes' verifiers.
+
+The solo swarm's slug hashes every spec field except the creation time, so a restart with the
+same harness, data and config finds its swarm again, and a change (a new harness, another
+budget) starts a new one instead of mixing incomparable numbers.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ledger import codec
+from ledger.errors import InvalidSpec, KeyFileError
+from ledger.keys import Identity
+from ledger.spec import SignedSpec, SwarmSpec, decode_spec, sign_spec
+from swarm import gitrepo
+from swarm.errors import SwarmError
+from swarm.gitrepo import Repository
+from trainer.harness import HARNESS_DIR, harness_hash
+
+from node.config import NodeConfig
+from node.errors import HomeBusy, SetupError
+from node.platform import Device
+
+PREPARE_TIMEOUT_S = 1800.0    # the offline corpus takes seconds; climbmix-sized data far longer
+GENESIS_AUTHOR = "autoswarm <genesis@autoswarm>"
+GENESIS_TIME_S = 0            # fixed, so every node derives the same baseline commit id
+ALLOWED_FILES = ("train.py",)
+CURRENT_FILE = "current"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    home: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def research_key(self) -> Path:
+        return self.keys / "research.key"
+
+    @property
+    def verifier_key(self) -> Path:
+        return self.keys / "verifier.key"
+
+    @property
+    def repo(self) -> Path:
+        return self.home / "repo"
+
+    @property
+    def bundles(self) -> Path:
+        return self.home / "bundles"
+
+    @property
+    def swarms(self) -> Path:
+        return self.home / "swarms"
+
+    def swarm(self, slug: str) -> Path:
+        return self.swarms / slug
+
+    def ledger(self, slug: str) -> Path:
+        return self.swarm(slug) / "ledger.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class DataInfo:
+    path: Path
+    manifest_hash: bytes
+    tokenizer_key: bytes
+
+
+def lock_home(home: Path) -> IO[bytes]:
+    """Holds HOME/node.lock until the returned file is closed (or the process dies)."""
+    home.mkdir(parents=True, exist_ok=True)
+    f = open(home / "node.lock", "ab")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise HomeBusy(f"{home}: another node is running on this home folder") from None
+    return f
+
+
+def load_identities(layout: Layout) -> tuple[Identity, Identity]:
+    layout.keys.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.keys, 0o700)
+    try:
+        return Identity.load_or_create(layout.research_key), Identity.load_or_create(layout.verifier_key)
+    except KeyFileError as exc:
+        raise SetupError(str(exc)) from None
+
+
+async def prepare_data(home: Path) -> DataInfo:
+    """Runs `python -m trainer prepare` (cached after the first time) and reads its JSON line."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "trainer", "prepare", "--home", str(home), "--no-progress",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    try:
+        async with asyncio.timeout(PREPARE_TIMEOUT_S):
+            out, err = await proc.communicate()
+    except BaseException:
+        proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
+    lines = out.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise SetupError(f"preparing the dataset failed: {why[:300]}")
+    try:
+        report = json.loads(lines[-1])
+        return DataInfo(Path(report["path"]), bytes.fromhex(report["manifest_hash"]),
+                        bytes.fromhex(report["tokenizer_key"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SetupError(f"the dataset report is not readable: {exc!r}") from None
+
+
+def genesis_source() -> bytes:
+    return (HARNESS_DIR / "train.py").read_bytes()
+
+
+async def ensure_baseline(repo: Repository) -> bytes:
+    """The genesis commit: the trainer's train.py, by a fixed author at a fixed time."""
+    try:
+        return await gitrepo.commit_file(repo, None, {"train.py": genesis_source()}, "genesis train.py",
+                                         GENESIS_AUTHOR, GENESIS_TIME_S)
+    except SwarmError as exc:
+        raise SetupError(f"{repo.path}: cannot write the baseline commit: {exc}") from None
+
+
+def solo_spec_fields(config: NodeConfig, research: Identity, verifier: Identity, data: DataInfo,
+                     baseline: bytes, devices: list[Device]) -> dict[str, object]:
+    classes = sorted({d.platform_class for d in devices})
+    budget = max(config.budget_s(d.device) for d in devices)
+    return dict(
+        name=config.swarm_name, creator=research.public_key, harness_hash=bytes.fromhex(harness_hash()),
+        dataset_hash=data.manifest_hash, tokenizer_hash=data.tokenizer_key, time_budget_s=budget,
+        metric="val_bpb", direction="min", baseline_commit=baseline, allowed_files=list(ALLOWED_FILES),
+        platform_classes=classes, verifiers=[verifier.public_key], quorum=1,
+        noise_bpb={d.platform_class: config.noise_bpb(d.device) for d in devices},
+        record_ucr_per_bpb=config.record_ucr_per_bpb, verify_ucr=config.verify_ucr,
+    )
+
+
+def slug_of(fields: dict[str, object]) -> str:
+    return "solo-" + hashlib.sha256(codec.encode(fields)).hexdigest()[:16]
+
+
+def load_or_create_spec(layout: Layout, fields: dict[str, object], research: Identity, now_ms: int) -> tuple[str, SignedSpec]:
+    """The solo swarm for these fields: found again by its slug, or signed now."""
+    slug = slug_of(fields)
+    folder = layout.swarm(slug)
+    path = folder / "spec.bin"
+    try:
+        if path.exists():
+            signed = decode_spec(path.read_bytes())
+        else:
+            signed = sign_spec(research, SwarmSpec(created_ms=now_ms, **fields))  # type: ignore[arg-type]
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(signed.wire)
+            os.replace(tmp, path)
+        (layout.swarms / CURRENT_FILE).write_text(slug + "\n")
+    except InvalidSpec as exc:
+        raise SetupError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise SetupError(f"{folder}: {exc.strerror}") from None
+    return slug, signed
+
+
+def current_slug(layout: Layout) -> str:
+    try:
+        slug = (layout.swarms / CURRENT_FILE).read_text().strip()
+    except OSError:
+        raise SetupError(f"{layout.home}: no swarm yet; start the node once with `python -m node`") from None
+    if not slug or "/" in slug or not layout.ledger(slug).exists():
+        raise SetupError(f"{layout.swarms / CURRENT_FILE}: names no swarm with a ledger here")
+    return slug

@@ -1,0 +1,69 @@
+"""`python -m node status`: the ledger's state as one JSON object, for agents and scripts.
+
+Reads the home's current swarm (HOME/swarms/current) while a node may be running on it: the
+ledger is SQLite in WAL mode, so this reader sees the last committed rows and never blocks the
+node's writer. Creates nothing: a home without a swarm is an error line, not a new swarm.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.bodies import UCR_PER_CREDIT
+from ledger.errors import KeyFileError
+from ledger.fold import leaderboard
+from ledger.keys import Identity, node_id_text
+from ledger.store import Ledger
+
+from node.config import NodeConfig
+from node.home import Layout, current_slug
+
+TOP_N = 10  # leaderboard rows per class
+
+
+def _identity(path: Any) -> str | None:
+    try:
+        return Identity.load(path).node_id
+    except KeyFileError:
+        return None
+
+
+async def collect(config: NodeConfig) -> dict[str, Any]:
+    layout = Layout(config.home)
+    slug = current_slug(layout)
+    async with Ledger.open(layout.ledger(slug)) as ledger:
+        state, signed = ledger.state, ledger.spec
+        spec = signed.spec
+        classes: dict[str, Any] = {}
+        for cls in spec.platform_classes:
+            claims = [c for c in state.claims.values() if c.platform_class == cls]
+            records = [r for r in state.records if r.platform_class == cls]
+            classes[cls] = {
+                "best_val_bpb": state.best.get(cls),
+                "best_commit": records[-1].commit.hex() if records else None,
+                "claims": len(claims),
+                "claims_ok": sum(1 for c in claims if c.claimed is not None),
+                "verified": sum(1 for cid in state.verified if state.claims[cid].platform_class == cls),
+                "records": len(records),
+                "noise_bpb": spec.noise_bpb[cls],
+                "leaderboard": [{"claim": cid.hex(), "commit": state.claims[cid].commit.hex(), "val_bpb": value}
+                                for cid, value in leaderboard(state, cls)[:TOP_N]],
+            }
+        return {
+            "home": str(config.home),
+            "swarm": slug,
+            "swarm_id": signed.swarm_id.hex(),
+            "entries": await ledger.count(),
+            "identities": {"research": _identity(layout.research_key), "verifier": _identity(layout.verifier_key)},
+            "spec": {"name": spec.name, "time_budget_s": spec.time_budget_s, "platform_classes": spec.platform_classes,
+                     "quorum": spec.quorum, "verifiers": [node_id_text(v) for v in spec.verifiers],
+                     "baseline_commit": spec.baseline_commit.hex(), "record_ucr_per_bpb": spec.record_ucr_per_bpb,
+                     "verify_ucr": spec.verify_ucr},
+            "classes": classes,
+            "records": [{"platform_class": r.platform_class, "n": r.n, "claim": r.claim.hex(), "commit": r.commit.hex(),
+                         "author": node_id_text(r.author), "val_bpb": r.value, "prev_val_bpb": r.prev}
+                        for r in state.records],
+            "balances": {node_id_text(k): {"ucr": v, "credits": v / UCR_PER_CREDIT}
+                         for k, v in sorted(state.balances.items()) if v},
+            "total_minted_ucr": state.total_minted_ucr,
+            "peers": 0,
+        }

@@ -1,0 +1,92 @@
+"""Config and command line: defaults written once, strict reading, one readable line for every mistake."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from node.config import CONFIG_FILE, DEFAULT_TOML, load_config
+from node.errors import ConfigError
+from node.experiment import parse_result
+from node.errors import TrainerFailed
+
+
+def test_first_run_writes_commented_defaults_and_reads_them(tmp_path: Path) -> None:
+    config = load_config(["--home", str(tmp_path / "h")], {})
+    text = (tmp_path / "h" / CONFIG_FILE).read_text()
+    assert text == DEFAULT_TOML and text.count("\n# ") >= 8
+    assert config.command == "run" and config.profile == "auto" and config.cpu_budget_s == 30
+    assert config.gpu_budget_s == 300 and config.max_experiments is None and config.frozen_constants
+    (tmp_path / "h" / CONFIG_FILE).write_text("[research]\ncpu_budget_s = 7\n")
+    again = load_config(["--home", str(tmp_path / "h"), "--max-experiments", "3"], {})
+    assert again.cpu_budget_s == 7 and again.gpu_budget_s == 300 and again.max_experiments == 3
+    assert (tmp_path / "h" / CONFIG_FILE).read_text() == "[research]\ncpu_budget_s = 7\n"  # never rewritten
+
+
+def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
+    assert load_config([], {"AUTOSWARM_HOME": str(tmp_path / "e")}).home == tmp_path / "e"
+    assert load_config(["--home", str(tmp_path / "a")], {"AUTOSWARM_HOME": str(tmp_path / "e")}).home == tmp_path / "a"
+    assert load_config(["--budget-s", "4"], {"AUTOSWARM_HOME": str(tmp_path / "e")}).budget_s("cuda") == 4
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[research\n", "not valid TOML"),
+    ("[research]\nprofile = \"tpu\"\n", "must be auto, cpu or gpu"),
+    ("[research]\ncpu_budget_s = \"30\"\n", "must be int"),
+    ("[research]\ncpu_budget_s = 0\n", "must be 1 to"),
+    ("[research]\nbudget = 3\n", "unknown key 'budget'"),
+    ("[nope]\n", "unknown section [nope]"),
+    ("[swarm]\nnoise_bpb_cpu = -0.1\n", "at least 0"),
+    ("[research]\nfrozen_constants = [1]\n", "list of Python names"),
+    ("[research]\nseed = true\n", "must be int"),
+])
+def test_bad_config_values_name_the_key(tmp_path: Path, text: str, says: str) -> None:
+    (tmp_path / CONFIG_FILE).write_text(text)
+    with pytest.raises(ConfigError, match="config.toml") as info:
+        load_config(["--home", str(tmp_path)], {})
+    assert says in str(info.value) and "\n" not in str(info.value)
+
+
+def test_trainer_garbage_is_a_typed_error() -> None:
+    with pytest.raises(TrainerFailed):
+        parse_result("not json", 1.0)
+    with pytest.raises(TrainerFailed):
+        parse_result('{"status": "maybe"}', 1.0)
+    ok = parse_result('{"status": "ok", "val_bpb": 1.5, "seed": 3, "num_steps": 9, "loss_curve": [[0, 2.0]]}', 1.0)
+    assert ok.val_bpb == 1.5 and ok.num_steps == 9 and ok.loss_curve == (2.0,)
+    assert parse_result('{"status": "ok", "val_bpb": null}', 1.0).status == "crash"
+
+
+def _node(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOSWARM_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "node", *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--max-experiments", "0"), "is not between 1"),
+    (("--budget-s", "abc"), "not a whole number"),
+    (("--profile", "tpu"), "invalid choice"),
+    (("frobnicate",), "invalid choice"),
+    (("--no-such-flag",), "unrecognized arguments"),
+])
+def test_bad_arguments_are_one_line(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    assert says in _one_line(_node(*args, home=tmp_path), 2)
+
+
+def test_corrupt_config_and_missing_home_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_bytes(b"\xff\xfe[[[")
+    assert "config.toml" in _one_line(_node("--max-experiments", "1", home=tmp_path), 2)
+    assert "no node here yet" in _one_line(_node("status", home=tmp_path / "empty"), 2)
+    tomllib.loads(DEFAULT_TOML)  # the template itself stays valid TOML
