@@ -25,10 +25,6 @@ class PeerUnavailable(SwarmError):
     """A peer could not be reached, refused us, or went away mid-conversation."""
 
 
-class PeerRefused(SwarmError):
-    """We refuse a peer: banned, ourselves, already connected, or over a connection limit."""
-
-
 # -- git repository and bundles (swarm/gitrepo.py, swarm/packfile.py, swarm/bundles.py)
 
 

@@ -1,0 +1,433 @@
+"""Replication: push gossip of new entries and anti-entropy of feeds, over open connections.
+
+Knows nothing about sockets or handshakes (swarm/connection.py, swarm/peer.py) and reaches the
+ledger only through swarm/ledgerport.py.
+
+Theory of operation
+- Ingest. Every connection's entry frames go to one bounded queue; one task drains it into
+  `append_wires` batches, so many peers' frames share one transaction (group commit) and a fast
+  sender waits, through TCP, instead of growing memory. A wire whose id and signature we hold
+  already is counted as a duplicate before the ledger sees it.
+- Push. An entry the ledger APPENDED goes to every connected peer that is not known to hold it
+  (it sent it to us, or we sent it before): our own entries therefore reach all peers, and
+  others' are flooded to neighbours. Only appended entries travel: never a rejected, waiting or
+  forked one. Fork proofs go in the urgent lane, ahead of everything queued.
+- Waiting entries. An entry that waits in the store's pending area is not reported when its
+  dependency arrives, so we track it (bounded) and a repair pass finds it appended, forwards it,
+  or, if it still waits, asks the peer that sent it for the missing part of the feed.
+- Anti-entropy. On connect each side sends its {author: highest seq} in pages over author
+  ranges; for each page the receiver sends what the sender lacks, fork proofs first, in frames
+  through the bounded send queue. Every interval after that each side sends only a digest of
+  its table; a peer that gets the same digest twice in a row, different from its own, answers
+  with its pages and so gets what it lacks. Every FULL_SYNC_EVERY-th interval the pages go
+  anyway, so a busy swarm (digests never stand still) still repairs.
+- Forks. A FORK outcome carries the proof; we publish it as our own `fraud` entry (once per
+  proof) and push it to everyone first.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from ledger.bodies import Body, Fraud
+from ledger.entry import Entry, decode_entry
+from ledger.errors import InvalidEntry
+from ledger.keys import Identity
+from swarm.connection import Connection, entry_key
+from swarm.errors import SwarmError
+from swarm.ledgerport import BLAMED, LedgerPort, Result, Verdict
+from swarm.protocol import (
+    LAST_AUTHOR, MAX_ENTRIES_PER_FRAME, MAX_FRAME_BYTES, MAX_HEADS_PER_FRAME, MAX_WANTS_PER_FRAME,
+    Digest, Entries, Heads, Want, encode_message,
+)
+
+INGEST_QUEUE_FRAMES = 256       # entry frames waiting for the ledger, all peers together
+INGEST_BATCH_WIRES = 256        # wires per append_wires call at most
+KNOWN_IDS = 65_536              # recently held entry ids -> signature, to skip duplicates early
+TRACKED_PENDING = 10_000        # waiting entries we watch (the store's pending area is as big)
+TRACKED_PENDING_TTL_S = 300.0
+REPAIR_INTERVAL_S = 0.5
+WANT_AFTER_S = 0.5              # a gap older than this is asked for
+SYNC_READ_ENTRIES = 256         # per wires_after call
+MAX_SYNC_ENTRIES_PER_PAGE = 20_000  # one heads page answers at most this many; the next round goes on
+MAX_FRAUDS = 256                # fork proofs kept to send first on every link
+SUBSCRIBER_QUEUE = 1024
+_FRAME_OVERHEAD_BYTES = 64
+_WIRE_OVERHEAD_BYTES = 8
+
+_log = logging.getLogger(__name__)
+
+
+# -- pure parts
+
+
+Tips = dict[bytes, tuple[int, bytes]]  # author -> (highest seq, tip of its head's id)
+
+
+def heads_pages(heads: Tips, page_size: int = MAX_HEADS_PER_FRAME) -> list[Heads]:
+    """Splits {author: (seq, tip)} into pages covering (lo, hi] ranges that together cover every author."""
+    authors = sorted(heads)
+    pages: list[Heads] = []
+    lo = b""
+    for start in range(0, len(authors), page_size):
+        chunk = authors[start : start + page_size]
+        last = start + page_size >= len(authors)
+        hi = LAST_AUTHOR if last else chunk[-1]
+        pages.append(Heads(lo, hi, tuple((a, *heads[a]) for a in chunk)))
+        lo = hi
+    if not pages or not pages[-1].last:
+        pages.append(Heads(lo, LAST_AUTHOR, ()))
+    return pages
+
+
+def lacking(mine: Tips, mine_sorted: list[bytes], page: Heads) -> list[tuple[bytes, int, bytes]]:
+    """(author, their seq, their tip) for each author in the page's range where we hold more than
+    they do, or as much but a different head (a fork: our head is its evidence)."""
+    theirs = {author: (seq, tip) for author, seq, tip in page.heads}
+    start = bisect.bisect_right(mine_sorted, page.lo) if page.lo else 0
+    end = bisect.bisect_right(mine_sorted, page.hi)
+    out = []
+    for author in mine_sorted[start:end]:
+        seq, tip = mine[author]
+        their_seq, their_tip = theirs.get(author, (0, b""))
+        if seq > their_seq or (seq == their_seq and tip != their_tip):
+            out.append((author, their_seq, their_tip))
+    return out
+
+
+def pack_frames(wires: Iterable[bytes], max_entries: int = MAX_ENTRIES_PER_FRAME,
+                max_bytes: int = MAX_FRAME_BYTES) -> list[Entries]:
+    frames: list[Entries] = []
+    batch: list[bytes] = []
+    size = _FRAME_OVERHEAD_BYTES
+    for wire in wires:
+        cost = len(wire) + _WIRE_OVERHEAD_BYTES
+        if batch and (len(batch) >= max_entries or size + cost > max_bytes):
+            frames.append(Entries(tuple(batch)))
+            batch, size = [], _FRAME_OVERHEAD_BYTES
+        batch.append(wire)
+        size += cost
+    if batch:
+        frames.append(Entries(tuple(batch)))
+    return frames
+
+
+@dataclass(slots=True)
+class _Waiting:
+    wire: bytes
+    entry: Entry
+    origin: Connection | None
+    since_s: float
+
+
+class Replicator:
+    """Moves entries between the ledger and the connections the peer registers in `conns`."""
+
+    def __init__(self, port: LedgerPort, identity: Identity, *, batch_wires: int = INGEST_BATCH_WIRES) -> None:
+        self.port = port
+        self.identity = identity
+        self.batch_wires = batch_wires
+        self.heads_page_size = MAX_HEADS_PER_FRAME
+        self.conns: dict[bytes, Connection] = {}
+        self.changed = asyncio.Condition()   # notified after every ingest batch and publish
+        self.appended_total = 0
+        self.subscriber_dropped = 0
+        self.frauds_published = 0
+        self.released = 0          # entries the store appended from its pending area, then forwarded
+        self._queue: asyncio.Queue[tuple[Connection | None, tuple[bytes, ...]]] = asyncio.Queue(
+            maxsize=INGEST_QUEUE_FRAMES
+        )
+        self._known: OrderedDict[bytes, bytes] = OrderedDict()  # entry id -> signature
+        self._inflight: dict[bytes, bytes] = {}  # queued for the ledger: id -> signature (bounded by the queue)
+        self._waiting: OrderedDict[tuple[bytes, int], _Waiting] = OrderedDict()
+        self._frauds: OrderedDict[bytes, bytes] = OrderedDict()  # fraud entry id -> wire
+        self._published_proofs: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+        self._subscribers: set[asyncio.Queue[Entry]] = set()
+        self._tips_cache: tuple[int, Tips, list[bytes]] | None = None
+        self._digest: tuple[int, bytes] | None = None
+
+    # -- background tasks (owned by the peer's TaskGroup)
+
+    async def run_ingest(self) -> None:
+        while True:
+            origin, wires = await self._queue.get()
+            batch = [(origin, w) for w in wires]
+            while len(batch) < self.batch_wires and not self._queue.empty():
+                origin, wires = self._queue.get_nowait()
+                batch.extend((origin, w) for w in wires)
+            try:
+                results = await self.port.append_wires([w for _, w in batch])
+                await self._dispatch(batch, results)
+            except SwarmError as exc:
+                _log.error("ingest batch of %d failed: %s", len(batch), exc)
+            finally:
+                for _, wire in batch:
+                    self._inflight.pop(entry_key(wire), None)
+            await self.notify()
+
+    async def run_repair(self) -> None:
+        while True:
+            await asyncio.sleep(REPAIR_INTERVAL_S)
+            try:
+                await self._repair(time.monotonic())
+            except SwarmError as exc:
+                _log.error("repair pass failed: %s", exc)
+
+    # -- what connections call
+
+    async def on_entries(self, conn: Connection, wires: tuple[bytes, ...]) -> None:
+        fresh = []
+        for wire in wires:
+            eid = entry_key(wire)
+            conn.mark_known(eid)
+            # the same bytes (signature included) held or on their way in: a duplicate. A copy
+            # with another signature goes on to be checked, so a forged copy cannot shadow it.
+            signature = wire[32:96]
+            if self._known.get(eid) == signature or self._inflight.get(eid) == signature:
+                conn.stats.duplicates_in += 1
+            else:
+                self._inflight[eid] = signature
+                fresh.append(wire)
+        if fresh:
+            await self._queue.put((conn, tuple(fresh)))
+
+    async def on_sync(self, conn: Connection, message: Heads | Want | Digest) -> None:
+        try:
+            await self._send_frauds(conn)
+            if isinstance(message, Digest):
+                # Tables differ all the time while entries are in flight, and pushes settle
+                # that. Act only when the peer's table stood still for a whole interval yet
+                # differs from ours: then our heads make it send what we lack.
+                stable = message.digest == conn.peer_digest
+                conn.peer_digest = message.digest
+                if stable and message.digest != await self.digest():
+                    await self.send_heads(conn)
+                return
+            if isinstance(message, Heads):
+                mine, authors = await self._tips()
+                wants = lacking(mine, authors, message)
+            else:
+                wants = [(author, after, b"") for author, after in message.wants]
+            budget = MAX_SYNC_ENTRIES_PER_PAGE
+            for author, after, tip in wants:
+                budget = await self._send_feed(conn, author, after, tip, budget)
+                if budget <= 0:
+                    break
+        except SwarmError as exc:
+            _log.error("anti-entropy towards %r failed: %s", conn, exc)
+
+    async def send_heads(self, conn: Connection) -> None:
+        """Starts an anti-entropy round towards `conn`: our heads, page by page."""
+        mine, _ = await self._tips()
+        for page in heads_pages(mine, self.heads_page_size):
+            await conn.send_bulk(page)
+
+    async def digest(self) -> bytes:
+        """sha256 over our sorted heads table; equal digests mean equal tables."""
+        count = await self.port.count()
+        if self._digest is None or self._digest[0] != count:
+            mine, authors = await self._tips()
+            h = hashlib.sha256()
+            for author in authors:
+                seq, tip = mine[author]
+                h.update(author + seq.to_bytes(8, "big") + tip)
+            self._digest = (count, h.digest())
+        return self._digest[1]
+
+    async def _tips(self) -> tuple[Tips, list[bytes]]:
+        """Our heads with tips and the sorted authors, cached until the ledger's row count moves
+        (every anti-entropy message of every link would otherwise rebuild them)."""
+        count = await self.port.count()
+        if self._tips_cache is None or self._tips_cache[0] != count:
+            mine = await self.port.heads_tips()
+            self._tips_cache = (count, mine, sorted(mine))
+        return self._tips_cache[1], self._tips_cache[2]
+
+    # -- publishing our own entries
+
+    async def publish(self, body: Body) -> Entry:
+        entry = await self.port.publish(self.identity, body, int(time.time() * 1000))
+        self.announce(entry)
+        await self.notify()
+        return entry
+
+    def announce(self, entry: Entry) -> None:
+        """Pushes an entry already in our ledger (e.g. published by the node directly)."""
+        self._remember(entry.id, entry.wire)
+        self._appended(entry, None)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, maxsize: int = SUBSCRIBER_QUEUE) -> AsyncIterator[asyncio.Queue[Entry]]:
+        """Every entry appended through replication or publish, while the context is open."""
+        queue: asyncio.Queue[Entry] = asyncio.Queue(maxsize=maxsize)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    # -- internals
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _remember(self, eid: bytes, wire: bytes) -> None:
+        self._known[eid] = wire[32:96]
+        self._known.move_to_end(eid)
+        if len(self._known) > KNOWN_IDS:
+            self._known.popitem(last=False)
+
+    async def _dispatch(self, batch: list[tuple[Connection | None, bytes]], results: list[Result]) -> None:
+        appended_authors: set[bytes] = set()
+        for (origin, wire), result in zip(batch, results):
+            if result.verdict is Verdict.APPENDED:
+                entry = result.entry or decode_entry(wire, signature_checked=True)
+                self._remember(entry.id, wire)
+                if origin is not None:
+                    origin.stats.entries_in += 1
+                appended_authors.add(entry.author)
+                self._appended(entry, origin)
+            elif result.verdict is Verdict.DUPLICATE:
+                self._remember(entry_key(wire), wire)
+                appended_authors.add(wire[:32])  # a copy of a waiting entry: it may be held now
+                if origin is not None:
+                    origin.stats.duplicates_in += 1
+            elif result.verdict is Verdict.PENDING:
+                if origin is not None:
+                    origin.stats.pending_in += 1
+                self._track(wire, origin)
+            elif result.verdict is Verdict.FORK:
+                if origin is not None:
+                    origin.misbehaved("fork")
+                if result.fraud is not None:
+                    await self._publish_fraud(result.fraud)
+            elif origin is not None:
+                if result.reason in BLAMED:
+                    origin.misbehaved(result.reason)
+                else:
+                    origin.stats.reject(result.reason)
+        if appended_authors and self._waiting:
+            await self._release(lambda w: w.entry.author in appended_authors)
+
+    def _appended(self, entry: Entry, origin: Connection | None) -> None:
+        self.appended_total += 1
+        urgent = isinstance(entry.body, Fraud)
+        if urgent:
+            self._frauds[entry.id] = entry.wire
+            if len(self._frauds) > MAX_FRAUDS:
+                self._frauds.popitem(last=False)
+        frame = encode_message(Entries((entry.wire,)))
+        for conn in list(self.conns.values()):
+            if conn is origin or conn.knows(entry.id):
+                continue
+            conn.mark_known(entry.id)
+            if urgent:
+                conn.note_fraud(entry.id)
+            conn.push_frame(frame, urgent=urgent)
+            conn.stats.entries_out += 1
+        for queue in self._subscribers:
+            try:
+                queue.put_nowait(entry)
+            except asyncio.QueueFull:
+                self.subscriber_dropped += 1
+
+    async def _publish_fraud(self, proof: Fraud) -> None:
+        key = (proof.first, proof.second)
+        if key in self._published_proofs:
+            return
+        self._published_proofs[key] = None
+        if len(self._published_proofs) > MAX_FRAUDS:
+            self._published_proofs.popitem(last=False)
+        try:
+            await self.publish(proof)
+            self.frauds_published += 1
+        except SwarmError as exc:
+            _log.error("could not publish a fork proof: %s", exc)
+
+    def _track(self, wire: bytes, origin: Connection | None) -> None:
+        try:
+            entry = decode_entry(wire, signature_checked=True)
+        except InvalidEntry:
+            return  # the ledger accepted it to wait, so this does not happen; never trust it
+        slot = (entry.author, entry.seq)
+        if slot in self._waiting:
+            return
+        self._waiting[slot] = _Waiting(wire, entry, origin, time.monotonic())
+        if len(self._waiting) > TRACKED_PENDING:
+            self._waiting.popitem(last=False)
+
+    async def _release(self, pick: Callable[[_Waiting], bool] | None) -> None:
+        """Forwards tracked entries that the store has since appended from its pending area."""
+        for slot, waiting in list(self._waiting.items()):
+            if pick is not None and not pick(waiting):
+                continue
+            if await self.port.head_seq(waiting.entry.author) < waiting.entry.seq:
+                continue
+            del self._waiting[slot]
+            if not await self.port.holds(waiting.entry.id):
+                continue  # dropped from the pending area (e.g. its chain broke): never forwarded
+            self._remember(waiting.entry.id, waiting.wire)
+            self.released += 1
+            self._appended(waiting.entry, waiting.origin)
+
+    async def _repair(self, now_s: float) -> None:
+        if not self._waiting:
+            return
+        before = self.appended_total
+        await self._release(None)
+        if self.appended_total != before:
+            await self.notify()
+        wants: dict[Connection, dict[bytes, int]] = {}
+        for slot, waiting in list(self._waiting.items()):
+            age = now_s - waiting.since_s
+            if age > TRACKED_PENDING_TTL_S:
+                del self._waiting[slot]
+                continue
+            origin = waiting.origin
+            if age < WANT_AFTER_S or origin is None or origin.closed.is_set():
+                continue
+            author = waiting.entry.author
+            per = wants.setdefault(origin, {})
+            if author not in per and len(per) < MAX_WANTS_PER_FRAME:
+                per[author] = await self.port.head_seq(author)
+            waiting.since_s = now_s  # ask again only after another WANT_AFTER_S
+        for conn, per in wants.items():
+            conn.push(Want(tuple(per.items())))
+
+    async def _send_frauds(self, conn: Connection) -> None:
+        for eid, wire in list(self._frauds.items()):
+            if eid not in conn.sent_frauds:
+                conn.note_fraud(eid)
+                conn.mark_known(eid)
+                conn.push(Entries((wire,)), urgent=True)
+
+    async def _send_feed(self, conn: Connection, author: bytes, after: int, tip: bytes, budget: int) -> int:
+        if tip and after >= 1:
+            # our entry at their head's seq: if it is not theirs, it proves a fork there
+            ours = await self.port.wires_after(author, after - 1, 1)
+            if ours and entry_key(ours[0])[: len(tip)] != tip:
+                await conn.send_bulk(Entries((ours[0],)))
+        while budget > 0:
+            wires = await self.port.wires_after(author, after, min(SYNC_READ_ENTRIES, budget))
+            if not wires:
+                break
+            after += len(wires)  # a held feed has every seq from 1 to its head
+            budget -= len(wires)
+            # the peer's heads say it lacks these: send even those we once pushed (a push may
+            # have been dropped from a full queue); a copy in flight is a cheap duplicate there
+            for wire in wires:
+                conn.mark_known(entry_key(wire))
+            for frame in pack_frames(wires):
+                await conn.send_bulk(frame)
+                conn.stats.entries_out += len(frame.wires)
+            if len(wires) < SYNC_READ_ENTRIES:
+                break
+        return budget

@@ -1,0 +1,53 @@
+"""The peer's settings: one frozen dataclass, validated when built. Defaults suit a real node;
+tests and benchmarks shorten the intervals."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm.connection import PING_INTERVAL_S, SEND_QUEUE_FRAMES
+from swarm.errors import BadMessage, SwarmError
+from swarm.gossip import INGEST_BATCH_WIRES
+from swarm.protocol import check_addr
+
+ANTI_ENTROPY_INTERVAL_S = 10.0
+DIAL_INTERVAL_S = 1.0
+CONNECT_TIMEOUT_S = 5.0
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0                    # 0: any free port; `Peer.address` says which
+    advertise: str = ""              # the address others should dial; default: the bound one
+    bootstrap: tuple[str, ...] = ()
+    peer_table_path: Path | None = None
+    max_inbound: int = 32
+    max_outbound: int = 8
+    dial_interval_s: float = DIAL_INTERVAL_S
+    anti_entropy_interval_s: float = ANTI_ENTROPY_INTERVAL_S
+    ping_interval_s: float = PING_INTERVAL_S
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+    send_queue_frames: int = SEND_QUEUE_FRAMES
+    ingest_batch_wires: int = INGEST_BATCH_WIRES
+    peer_exchange: bool = True
+    seed: int | None = None          # for the peer choice's rng; None: from the OS
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SwarmError(f"config: port {self.port} out of range")
+        if self.max_inbound < 0 or self.max_outbound < 0:
+            raise SwarmError("config: connection limits must not be negative")
+        for addr in self.bootstrap + ((self.advertise,) if self.advertise else ()):
+            try:
+                check_addr(addr)
+            except BadMessage as exc:
+                raise SwarmError(f"config: {exc}") from None
+        for name in ("dial_interval_s", "anti_entropy_interval_s", "ping_interval_s", "connect_timeout_s",
+                     "handshake_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SwarmError(f"config: {name} must be positive")
+        if self.send_queue_frames < 1 or self.ingest_batch_wires < 1:
+            raise SwarmError("config: queue sizes must be positive")

@@ -1,0 +1,64 @@
+"""Shared helpers for swarm tests: a test swarm, nodes (ledger + peer) in tmp dirs, convergence waits."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger.keys import Identity
+from ledger.store import Ledger
+from swarm.peer import Peer, PeerConfig
+from tests.ledger import factory
+
+CREATOR = factory.identity(0)
+VERIFIER = factory.identity(1)
+SPEC = factory.make_spec(CREATOR, [VERIFIER])
+SWARM = SPEC.swarm_id
+_counter = itertools.count(100)
+
+# Fast test timings: anti-entropy and dialing every fraction of a second.
+FAST = dict(anti_entropy_interval_s=0.5, dial_interval_s=0.1, ping_interval_s=1.0, ingest_batch_wires=63)
+
+
+@dataclass
+class Node:
+    peer: Peer
+    ledger: Ledger
+    identity: Identity
+
+    @property
+    def address(self) -> str:
+        return self.peer.address
+
+
+@contextlib.asynccontextmanager
+async def open_node(tmp: Path, *, identity: Identity | None = None, **config: Any) -> AsyncIterator[Node]:
+    identity = identity or factory.identity(next(_counter))
+    settings = dict(FAST)
+    settings.update(config)
+    path = tmp / f"{identity.node_id[:12]}.ledger"
+    async with Ledger.open(path, SPEC) as ledger, Peer.open(PeerConfig(**settings), ledger, identity) as peer:
+        yield Node(peer, ledger, identity)
+
+
+async def wait_heads(node: Node, expected: dict[bytes, int], timeout_s: float) -> None:
+    """Waits until the node's ledger holds at least `expected` {author: seq}."""
+
+    async def holds() -> bool:
+        heads = await node.ledger.heads()
+        return all(heads.get(a, 0) >= s for a, s in expected.items())
+
+    await node.peer.wait_until(holds, timeout_s)
+
+
+async def wait_all(nodes: list[Node], expected: dict[bytes, int], timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        await asyncio.gather(*(wait_heads(n, expected, timeout_s) for n in nodes))
+
+
+async def wait_connected(node: Node, count: int, timeout_s: float) -> None:
+    await node.peer.wait_until(lambda: len(node.peer.connected()) >= count, timeout_s)
