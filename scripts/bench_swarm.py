@@ -8,6 +8,8 @@ and appends durably (WAL, synchronous=FULL). Prints one JSON object per line:
                                    the machine's load average (other work slows every figure)
     {"metric": "duplicates", ...}  receipts of an entry a peer already held, per peer per entry
     {"metric": "throughput", ...}  entries/s delivered to all peers, many authors publishing at once
+    {"metric": "bundle", ...}      bytes of the bundle for a one-line change of trainer/train.py,
+                                   ours and `git bundle create`'s for the same change
 
     python scripts/bench_swarm.py --peers 64
 """
@@ -35,7 +37,11 @@ from ledger.entry import Entry  # noqa: E402
 from ledger.keys import Identity  # noqa: E402
 from ledger.spec import SwarmSpec, sign_spec  # noqa: E402
 from ledger.store import Ledger  # noqa: E402
+from swarm import gitrepo  # noqa: E402
+from swarm.bundles import make_bundle  # noqa: E402
 from swarm.peer import Peer, PeerConfig  # noqa: E402
+
+TRAIN_PY = Path(__file__).resolve().parent.parent / "trainer" / "train.py"
 
 
 def identity(n: int) -> Identity:
@@ -204,6 +210,26 @@ def fd_count() -> int:
         return -1
 
 
+async def bundle_bytes(tmp: Path) -> dict[str, int]:
+    """A one-line change of the genesis train.py, as our bundle and as git's."""
+    import subprocess
+
+    source = TRAIN_PY.read_bytes()
+    lines = source.splitlines(keepends=True)
+    i = next(n for n, line in enumerate(lines) if b"=" in line and line[:1].isupper())
+    changed = b"".join(lines[:i] + [lines[i].rstrip(b"\n") + b"  # tuned\n"] + lines[i + 1:])
+    async with gitrepo.Repository.open(tmp / "repo.git") as repo:
+        base = await gitrepo.commit_file(repo, None, {"train.py": source}, "genesis", "bench <b@b>", 1_700_000_000)
+        child = await gitrepo.commit_file(repo, base, {"train.py": changed}, "tune", "bench <b@b>", 1_700_000_060)
+        ours = await make_bundle(repo, child, [base])
+        git = ["git", "-C", str(repo.path)]
+        subprocess.run([*git, "update-ref", "refs/heads/bench", child.hex()], check=True)
+        subprocess.run([*git, "bundle", "create", "-q", str(tmp / "git.bundle"), "bench", f"^{base.hex()}"],
+                       check=True, capture_output=True)
+    return {"train_py_bytes": len(source), "ours_bytes": len(ours),
+            "git_cli_bytes": (tmp / "git.bundle").stat().st_size}
+
+
 def emit(args: argparse.Namespace, **fields: Any) -> None:
     print(json.dumps({"peers": args.peers, **fields}), flush=True)
 
@@ -223,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with tempfile.TemporaryDirectory() as tmp:
+        emit(args, metric="bundle", **asyncio.run(bundle_bytes(Path(tmp))))
     asyncio.run(run(args))
     return 0
 
