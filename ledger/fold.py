@@ -102,7 +102,7 @@ class State:
     total_minted_ucr: int = 0
     frozen: dict[bytes, int] = field(default_factory=dict)                 # author -> forked seq
     verdicts: dict[bytes, str] = field(default_factory=dict)
-    effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state
+    effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state or got a verdict
     needs_rebuild: bool = False
     changes: Changes = field(default_factory=Changes)
 
@@ -149,7 +149,8 @@ def apply(state: State, entry: Entry) -> State:
             state.verifiers[body.verifier] = known | frozenset(body.platform_classes)
     else:
         effect = False  # profile, post, hypothesis, insight, job, offer, receipt: no derived state
-    if effect:
+    if effect or entry.kind in JUDGED_KINDS:
+        # a verdict is state too: a later fork proof must turn it into "frozen" by a rebuild
         state.effect_seq[entry.author] = entry.seq
     return state
 
