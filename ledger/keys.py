@@ -42,6 +42,9 @@ def parse_node_id(text: str) -> bytes:
         raw = base64.b32decode(body[len(_ID_PREFIX):].upper() + "====")
     except ValueError:
         raise ValueError(f"not a node id: {text!r}") from None
+    if node_id_text(raw) != body:
+        # base32 leaves 4 spare bits in the last character and accepts upper case: one key, one text
+        raise ValueError(f"not a node id: {text!r} (not the canonical text of a key)")
     return raw
 
 
