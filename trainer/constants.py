@@ -1,0 +1,98 @@
+"""Fixed constants of the harness: what every experiment in a swarm shares.
+
+These values enter the harness hash (trainer/harness.py), so changing one makes a different swarm.
+train.py may read them (as autoresearch's train.py reads prepare.py) but cannot change them: the
+harness folder is mounted read-only in the sandbox.
+
+Knows nothing of how a model is trained or run; it is plain data.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+TIME_BUDGET_S = 300.0  # seconds of training per experiment (autoresearch's TIME_BUDGET)
+
+# Files train.py leaves in its work folder for the evaluation.
+WEIGHTS_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "model_config.json"
+ENTRY_FILE = "train.py"
+
+# Environment the runner sets inside the sandbox; train.py reads these instead of being edited.
+ENV_PROFILE = "AUTOSWARM_PROFILE"  # "cpu" or "gpu"
+ENV_BUDGET_S = "AUTOSWARM_BUDGET_S"  # training time budget in seconds
+ENV_STEPS = "AUTOSWARM_STEPS"  # if set: train exactly this many steps, no time budget (replay)
+ENV_HORIZON = "AUTOSWARM_HORIZON"  # with STEPS: the schedule's horizon, when the run being replayed stopped early
+ENV_SEED = "AUTOSWARM_SEED"
+ENV_DATA = "AUTOSWARM_DATA"  # folder with train.bin, token_bytes.bin, meta.json (no val.bin)
+
+# Bounds on what the harness accepts from a candidate.
+# A train.py could carry memorized validation text (the data is public); the cap bounds that to a
+# sliver of the evaluated tokens. autoresearch's train.py is ~25 KiB.
+MAX_ENTRY_BYTES = 256 << 10
+MAX_TREE_FILES = 10_000  # files compared by the allowed-files rule
+MAX_LOG_TAIL_BYTES = 8 << 10  # log kept in a result
+MAX_STDOUT_TAIL_BYTES = 64 << 10  # stdout kept for the contract parser
+
+
+class UnknownProfile(ValueError):
+    """A profile name that the harness does not define."""
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Sizes the harness fixes per hardware class; the eval depends on them, so train.py cannot."""
+
+    name: str
+    device: str  # "cpu" or "cuda"
+    seq_len: int  # tokens per evaluated sequence; train.py trains at this length too
+    eval_batch_size: int  # sequences per evaluation batch
+    eval_tokens: int  # target tokens scored (rounded down to whole batches)
+    startup_allowance_s: float  # wall seconds beyond the budget for imports, compile, saving
+    memory_limit_mb: int  # host memory bound for one sandboxed process tree
+    eval_timeout_s: float  # wall bound for one evaluation worker, start to finish
+    # Evaluation batches replayed with spliced futures (causality probe). Each probed row checks one
+    # cut, so a model that looks ahead on a fraction f of positions escapes with (1-f)^rows: 32
+    # batches x 32 rows on gpu (10 % more eval compute) leaves such a cheat a gain below the noise.
+    probe_batches: int
+    spot_rows: int  # full logits rows checked per batch against the reported log-probs
+    probe_atol: float  # max |difference| of log-probs tolerated between main and probe workers
+    spot_atol: float  # max |difference| between a reported log-prob and our recomputation
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise UnknownProfile(f"profile {self.name}: device must be cpu or cuda, got {self.device}")
+        for field in ("seq_len", "eval_batch_size", "eval_tokens", "memory_limit_mb", "probe_batches", "spot_rows"):
+            if getattr(self, field) <= 0:
+                raise UnknownProfile(f"profile {self.name}: {field} must be positive")
+        if self.eval_tokens < self.seq_len * self.eval_batch_size:
+            raise UnknownProfile(f"profile {self.name}: eval_tokens below one batch")
+
+
+PROFILES: dict[str, Profile] = {
+    # The autoresearch reference: sequence 2048, ~21M evaluation tokens (40 x 2^19 there; 20 x 2^20 here).
+    # No RLIMIT_AS on CUDA (the driver reserves terabytes of address space); the runner watches RSS.
+    "gpu": Profile(
+        name="gpu", device="cuda", seq_len=2048, eval_batch_size=32, eval_tokens=20 * (1 << 20),
+        startup_allowance_s=240.0, memory_limit_mb=64 << 10, eval_timeout_s=900.0,
+        probe_batches=32, spot_rows=64, probe_atol=5e-2, spot_atol=1e-3,
+    ),
+    # Tiny: a 2-core machine trains a few hundred steps in seconds and evaluates in about one.
+    "cpu": Profile(
+        name="cpu", device="cpu", seq_len=128, eval_batch_size=16, eval_tokens=16 * 128 * 4,
+        startup_allowance_s=30.0, memory_limit_mb=6 << 10, eval_timeout_s=120.0,
+        probe_batches=4, spot_rows=32, probe_atol=1e-4, spot_atol=1e-3,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UnknownProfile(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}") from None
+
+
+def profile_from_env(default: str = "gpu") -> Profile:
+    """The profile the runner chose for this process (train.py calls this)."""
+    return get_profile(os.environ.get(ENV_PROFILE, default))
