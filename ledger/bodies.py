@@ -149,6 +149,7 @@ class Claim(Body):
     status: str
     val_bpb: float | None    # None unless the run finished
     num_steps: int
+    planned_steps: int       # the schedule's horizon: a replay of num_steps with it repeats the run
     seed: int
     training_s: float
     wall_s: float
@@ -169,7 +170,7 @@ class Claim(Body):
             _fail(type(self), "val_bpb is given exactly when status is ok")
         if self.val_bpb is not None and self.val_bpb <= 0:
             _fail(type(self), "val_bpb must be positive")
-        for name in ("num_steps", "seed", "training_s", "wall_s", "peak_vram_mb"):
+        for name in ("num_steps", "planned_steps", "seed", "training_s", "wall_s", "peak_vram_mb"):
             self._nonneg(name, getattr(self, name))
         self._text("message", self.message, 1024)
 

@@ -45,6 +45,7 @@ class RunRequest:
     profile: str                   # "cpu" | "gpu"
     budget_s: int
     steps: int | None              # replay exactly this many steps (verification)
+    horizon: int | None            # the schedule's horizon of the run being replayed
     seed: int
     data: Path
     scratch: Path                  # the child's TMPDIR; emptied after the run
@@ -82,6 +83,8 @@ def command(request: RunRequest) -> list[str]:
         argv += ["--parent", str(request.parent_py)]
     if request.steps is not None:
         argv += ["--steps", str(request.steps)]
+    if request.horizon is not None:
+        argv += ["--horizon", str(request.horizon)]
     return argv
 
 

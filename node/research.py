@@ -159,12 +159,12 @@ class Research:
         return cand, base
 
     async def _run(self, device: Device, what: str, cand: Path, parent: Path | None, *, steps: int | None,
-                   seed: int) -> RunResult:
+                   seed: int, horizon: int | None = None) -> RunResult:
         env = {"AUTOSWARM_HOME": str(self.layout.home)}  # the sandbox hides the home (keys) by this
         if device.index is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device.index)
         request = RunRequest(train_py=cand, parent_py=parent, profile=device.profile,
-                             budget_s=self.config.budget_s(device.device), steps=steps, seed=seed,
+                             budget_s=self.config.budget_s(device.device), steps=steps, horizon=horizon, seed=seed,
                              data=self.data.path, scratch=self.scratch / device.label / "tmp", env=env)
         self.display.start(device.label, what, self._expected_s(device, steps))
         try:
@@ -186,8 +186,8 @@ class Research:
             curve = curve[::every]
         note = message if result.status == "ok" else f"{message}: {result.reason}"
         return Claim(commit=commit, parent=parent, platform_class=device.platform_class, status=result.status,
-                     val_bpb=result.val_bpb, num_steps=max(0, result.num_steps), seed=result.seed,
-                     training_s=max(0.0, result.training_s), wall_s=max(0.0, result.total_s or result.wall_s),
+                     val_bpb=result.val_bpb, num_steps=max(0, result.num_steps),
+                     planned_steps=max(0, result.planned_steps), seed=result.seed, training_s=max(0.0, result.training_s), wall_s=max(0.0, result.total_s or result.wall_s),
                      peak_vram_mb=max(0.0, result.peak_vram_mb), loss_curve=curve, diff_summary=summary,
                      message=note[:1000], bundle=bundle)
 
@@ -241,7 +241,7 @@ class Research:
                 return
             cand, parent = await self._materialize(device, body.commit, body.parent)
             result = await self._run(device, f"verify {record.id.hex()[:8]}", cand, parent, steps=body.num_steps,
-                                     seed=body.seed)
+                                     seed=body.seed, horizon=body.planned_steps or None)
             status, value, reason = result.status, result.val_bpb, result.reason
             budget = self.config.budget_s(device.device)
             if status == "ok" and not verifier.fits_budget(result.training_s, budget):

@@ -116,7 +116,7 @@ class History:
             self.claims.append(self.add(rng.choice(users), Claim(
                 commit=hashlib.sha1(b"c%d" % n).digest(), parent=hashlib.sha1(b"p%d" % n).digest(),
                 platform_class=CLASS, status="ok", val_bpb=round(rng.uniform(0.9, 1.1), 4), num_steps=950,
-                seed=n, training_s=300.0, wall_s=312.5, peak_vram_mb=40_000.0,
+                planned_steps=1000, seed=n, training_s=300.0, wall_s=312.5, peak_vram_mb=40_000.0,
                 loss_curve=[round(rng.uniform(1, 4), 3) for _ in range(8)], diff_summary="lr 0.04 -> 0.05",
                 message="raise the matrix learning rate", bundle=hashlib.sha256(b"b%d" % n).digest())))
         elif action == "verify":

@@ -57,7 +57,7 @@ def commit(n: int) -> bytes:
 def claim(n: int, val_bpb: float | None, cls: str = CLASS) -> Claim:
     return Claim(
         commit=commit(n), parent=commit(0), platform_class=cls, status="ok" if val_bpb is not None else "crash",
-        val_bpb=val_bpb, num_steps=100, seed=1, training_s=3.0, wall_s=5.0, peak_vram_mb=0.0,
+        val_bpb=val_bpb, num_steps=100, planned_steps=100, seed=1, training_s=3.0, wall_s=5.0, peak_vram_mb=0.0,
         loss_curve=[3.0, 2.0], diff_summary="LR 0.04 -> 0.05", message="", bundle=None,
     )
 

@@ -35,7 +35,7 @@ def _fork() -> Fraud:
 EXAMPLES: list[Body] = [
     Profile(platform_class="h100-80g", gpu="H100", gpu_memory_mb=81559, driver="550.54", torch="2.4.0", cpu="EPYC"),
     Claim(commit=COMMIT, parent=COMMIT, platform_class="cpu-tiny", status="ok", val_bpb=1.234, num_steps=100,
-          seed=7, training_s=300.0, wall_s=320.5, peak_vram_mb=1024.0, loss_curve=[3.1, 2.2, 1.9],
+          planned_steps=120, seed=7, training_s=300.0, wall_s=320.5, peak_vram_mb=1024.0, loss_curve=[3.1, 2.2, 1.9],
           diff_summary="lr 0.04 -> 0.05", message="try a higher lr", bundle=H),
     Verify(claim=H, commit=COMMIT, platform_class="cpu-tiny", status="crash", val_bpb=None, num_steps=3, seed=1,
            training_s=1.5),

@@ -17,8 +17,8 @@ RESEARCHER, VERIFIER = identity(1), identity(2)
 
 def _claim(n: int, value: float | None, parent: int | None = 0) -> Claim:
     return Claim(commit=commit(n), parent=None if parent is None else commit(parent), platform_class=CLASS,
-                 status="ok" if value is not None else "crash", val_bpb=value, num_steps=10, seed=3, training_s=1.0,
-                 wall_s=2.0, peak_vram_mb=0.0, loss_curve=[], diff_summary=f"key: k1-{n:032x}", message="",
+                 status="ok" if value is not None else "crash", val_bpb=value, num_steps=10, planned_steps=10, seed=3,
+                 training_s=1.0, wall_s=2.0, peak_vram_mb=0.0, loss_curve=[], diff_summary=f"key: k1-{n:032x}", message="",
                  bundle=None)
 
 
