@@ -60,3 +60,15 @@ def check_fraud(proof: Fraud, *, swarm: bytes) -> tuple[bytes, int]:
     if a.id == b.id:
         raise InvalidEntry("fork proof: both entries have the same content")
     return a.author, a.seq
+
+
+def feed_order(entries: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
+    """Each author's entries in seq order, in the places its entries had (other authors stay put)."""
+    places: dict[bytes, list[int]] = {}
+    for at, (_, entry) in enumerate(entries):
+        places.setdefault(entry.author, []).append(at)
+    ordered = list(entries)
+    for spots in places.values():
+        for at, item in zip(spots, sorted((entries[s] for s in spots), key=lambda item: item[1].seq)):
+            ordered[at] = item
+    return ordered

@@ -29,7 +29,7 @@ from ledger import fold, schema
 from ledger.bodies import KEY_BYTES, Body
 from ledger.entry import Entry, decode_entry, entry_hash, sign_entry
 from ledger.errors import InvalidEntry, LedgerError, StoreError, Tampered
-from ledger.feed import Head
+from ledger.feed import Head, feed_order
 from ledger.keys import SIGNATURE_BYTES, Identity
 from ledger.pending import MAX_PENDING_BYTES, MAX_PENDING_ENTRIES, MAX_PENDING_PER_AUTHOR, Pending
 from ledger.sigcheck import SignaturePool
@@ -243,7 +243,7 @@ class Ledger:
                     good.append((i, decode_entry(wires[i], swarm=self._swarm_id, signature_checked=True)))
                 except InvalidEntry as exc:
                     outcomes[i] = rejected(str(exc))
-            good = _feed_order(good)
+            good = feed_order(good)
             if previous is not None:
                 async with asyncio.timeout(APPEND_TIMEOUT_S):
                     await previous.wait()
@@ -305,18 +305,6 @@ class Ledger:
                 return await future
         except TimeoutError:
             raise StoreError(f"{self._path}: no acknowledgement within {APPEND_TIMEOUT_S} s") from None
-
-
-def _feed_order(entries: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
-    """Each author's entries in seq order, in the places its entries had (other authors stay put)."""
-    places: dict[bytes, list[int]] = {}
-    for at, (_, entry) in enumerate(entries):
-        places.setdefault(entry.author, []).append(at)
-    ordered = list(entries)
-    for spots in places.values():
-        for at, item in zip(spots, sorted((entries[s] for s in spots), key=lambda item: item[1].seq)):
-            ordered[at] = item
-    return ordered
 
 
 async def _create_or_check(db: aiosqlite.Connection, path: Path, spec: SignedSpec | None) -> SignedSpec:

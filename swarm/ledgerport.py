@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ledger.bodies import Body, Fraud
 from ledger.entry import Entry, decode_entry
 from ledger.errors import InvalidEntry, LedgerError
+from ledger.feed import feed_order
 from ledger.keys import Identity
 from ledger.store import Ledger
 from ledger.writer import Outcome, Status
@@ -72,18 +73,6 @@ def to_result(outcome: Outcome) -> Result:
     if verdict is Verdict.REJECTED:
         return Result(verdict, reject_reason(outcome.reason), outcome.reason)
     return Result(verdict, "", outcome.reason, outcome.fraud)
-
-
-def feed_order(entries: list[tuple[int, Entry]]) -> list[tuple[int, Entry]]:
-    """Each author's entries in seq order, in the places its entries had; other authors stay put."""
-    places: dict[bytes, list[int]] = {}
-    for at, (_, entry) in enumerate(entries):
-        places.setdefault(entry.author, []).append(at)
-    ordered = list(entries)
-    for spots in places.values():
-        for at, item in zip(spots, sorted((entries[s] for s in spots), key=lambda item: item[1].seq)):
-            ordered[at] = item
-    return ordered
 
 
 class LedgerPort:

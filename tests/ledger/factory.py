@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass, field
+
+from ledger import fold
 
 from ledger.bodies import Body, Claim, Mint, Post, Transfer, Verify
 from ledger.entry import Entry, sign_entry
@@ -82,3 +85,55 @@ def transfer(to: Identity, amount: int, spends: list[bytes]) -> Transfer:
 
 def post(text: str = "hello") -> Post:
     return Post(channel="general", text=text, reply_to=None)
+
+
+def valid_history(spec: SignedSpec, verifiers: list[Identity], users: list[Identity], *, steps: int,
+                  seed: int) -> list[Entry]:
+    """A random valid history (claims, verifications, mints, transfers, posts) in row order.
+
+    Built as an honest node would, by consulting the fold; every judged entry is valid.
+    """
+    rng = random.Random(seed)
+    feeds = Feeds(spec.swarm_id)
+    state = fold.initial(spec.spec)
+    rows: list[Entry] = []
+    claims: list[Entry] = []
+    unminted: list[Entry] = []
+    by_key = {i.public_key: i for i in [*verifiers, *users]}
+
+    def add(who: Identity, body: Body) -> Entry:
+        entry = feeds.sign(who, body)
+        fold.apply(state, entry)
+        assert not state.verdicts.get(entry.id), state.verdicts[entry.id]
+        rows.append(entry)
+        return entry
+
+    for n in range(steps):
+        action = rng.choice(["claim", "verify", "vmint", "pay", "post"])
+        if action == "claim" or not claims:
+            claims.append(add(rng.choice(users), claim(n, round(rng.uniform(1.0, 2.0), 3))))
+        elif action == "verify":
+            c, v = rng.choice(claims), rng.choice(verifiers)
+            value = c.body.val_bpb  # type: ignore[union-attr]
+            ver = add(v, verify(c, value))
+            unminted.append(ver)
+            prev = state.verifier_best.get((v.public_key, CLASS))
+            if (v.public_key, c.id) in state.minted:
+                continue
+            if prev is None:
+                add(v, record_mint(c, [ver], value, None, 0))
+            elif value < prev - NOISE:
+                add(v, record_mint(c, [ver], value, prev, int(RATE * (prev - value))))
+        elif action == "vmint" and unminted:
+            ver = unminted.pop(rng.randrange(len(unminted)))
+            add(by_key[ver.author], Mint(reason="verification", subject=ver.id, quorum=[], to=ver.author,
+                                         amount=1000, value=None, prev_best=None))
+        elif action == "pay" and state.outputs:
+            owner = rng.choice(sorted({o for (_, o) in state.outputs}))
+            mine = sorted((e, a) for (e, o), a in state.outputs.items() if o == owner)
+            picked = rng.sample(mine, k=rng.randint(1, min(len(mine), 4)))
+            to = rng.choice([u for u in users if u.public_key != owner])
+            add(by_key[owner], transfer(to, rng.randint(1, sum(a for _, a in picked)), [e for e, _ in picked]))
+        else:
+            add(rng.choice(users), post(f"post {n}"))
+    return rows

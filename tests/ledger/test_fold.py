@@ -8,66 +8,18 @@ from hypothesis import strategies as st
 
 from ledger import fold
 from ledger.bodies import Mint
-from ledger.credits import record_share_ucr
 from ledger.entry import Entry
-from tests.ledger.factory import RATE, Feeds, claim, identity, make_spec, post, record_mint, transfer, verify
+from ledger.spec import SwarmSpec
+from tests.ledger.factory import RATE, identity, make_spec, valid_history
 
 CREATOR = identity(100)
 VERIFIERS = [identity(101), identity(102)]
 USERS = [identity(110 + i) for i in range(4)]
 
 
-def simulate(seed: int, steps: int) -> tuple[object, list[Entry]]:
-    """A random history of valid entries, built by consulting the fold as an honest node would."""
-    rng = random.Random(seed)
+def simulate(seed: int, steps: int) -> tuple[SwarmSpec, list[Entry]]:
     signed = make_spec(CREATOR, VERIFIERS, quorum=1)
-    feeds = Feeds(signed.swarm_id)
-    state = fold.initial(signed.spec)
-    rows: list[Entry] = []
-    claims: list[Entry] = []
-    verifies: list[Entry] = []
-
-    def add(who, body) -> Entry:
-        nonlocal state
-        entry = feeds.sign(who, body)
-        rows.append(entry)
-        state = fold.apply(state, entry)
-        return entry
-
-    for n in range(steps):
-        action = rng.choice(["claim", "claim", "verify", "pay", "post", "vmint"])
-        if action == "claim":
-            claims.append(add(rng.choice(USERS), claim(n, round(rng.uniform(1.0, 2.0), 3))))
-        elif action == "verify" and claims:
-            c = rng.choice(claims)
-            v = rng.choice(VERIFIERS)
-            value = c.body.val_bpb  # type: ignore[union-attr]
-            ver = add(v, verify(c, value))
-            verifies.append(ver)
-            prev = state.verifier_best.get((v.public_key, "cpu-tiny"))
-            if (v.public_key, c.id) in state.minted:
-                continue
-            if prev is None:
-                add(v, record_mint(c, [ver], value, None, 0))
-            elif value < prev - 0.01:
-                add(v, record_mint(c, [ver], value, prev, record_share_ucr(RATE, prev, value, 1)))
-        elif action == "vmint" and verifies:
-            ver = rng.choice(verifies)
-            me = next(v for v in VERIFIERS if v.public_key == ver.author)
-            if (me.public_key, ver.id) not in state.minted:
-                add(me, Mint(reason="verification", subject=ver.id, quorum=[], to=me.public_key,
-                             amount=1000, value=None, prev_best=None))
-        elif action == "pay":
-            payer = rng.choice(USERS + VERIFIERS)
-            mine = [(eid, amt) for (eid, owner), amt in state.outputs.items() if owner == payer.public_key]
-            if mine:
-                picked = rng.sample(mine, k=rng.randint(1, len(mine)))
-                total = sum(a for _, a in picked)
-                to = rng.choice([u for u in USERS + VERIFIERS if u is not payer])
-                add(payer, transfer(to, rng.randint(1, total), [e for e, _ in picked]))
-        else:
-            add(rng.choice(USERS), post(f"note {n}"))
-    return signed.spec, rows
+    return signed.spec, valid_history(signed, VERIFIERS, USERS, steps=steps, seed=seed)
 
 
 def topological_shuffle(rows: list[Entry], rng: random.Random) -> list[Entry]:

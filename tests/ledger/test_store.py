@@ -15,7 +15,7 @@ from ledger.errors import StoreError, Tampered
 from ledger.feed import check_fraud
 from ledger.spec import SignedSpec
 from ledger.store import Ledger, Status
-from tests.ledger.factory import Feeds, claim, identity, make_spec, post, record_mint, transfer, verify
+from tests.ledger.factory import Feeds, claim, identity, make_spec, post, valid_history, verify
 
 CREATOR = identity(200)
 VERIFIERS = [identity(201), identity(202)]
@@ -25,49 +25,7 @@ OTHER_SPEC = make_spec(identity(299), VERIFIERS, quorum=1)
 
 
 def history(steps: int, seed: int, spec: SignedSpec = SPEC) -> list[Entry]:
-    """A valid history of claims, verifications, mints, transfers and posts, in row order."""
-    rng = random.Random(seed)
-    feeds = Feeds(spec.swarm_id)
-    state = fold.initial(spec.spec)
-    rows: list[Entry] = []
-    claims: list[Entry] = []
-    unminted: list[Entry] = []
-
-    def add(who, body) -> Entry:  # type: ignore[no-untyped-def]
-        entry = feeds.sign(who, body)
-        fold.apply(state, entry)
-        assert not state.verdicts.get(entry.id), state.verdicts[entry.id]
-        rows.append(entry)
-        return entry
-
-    by_key = {i.public_key: i for i in [CREATOR, *VERIFIERS, *USERS]}
-    for n in range(steps):
-        action = rng.choice(["claim", "verify", "vmint", "pay", "post"])
-        if action == "claim" or not claims:
-            claims.append(add(rng.choice(USERS), claim(n, round(rng.uniform(1.0, 2.0), 3))))
-        elif action == "verify":
-            c, v = rng.choice(claims), rng.choice(VERIFIERS)
-            value = c.body.val_bpb  # type: ignore[union-attr]
-            ver = add(v, verify(c, value))
-            unminted.append(ver)
-            prev = state.verifier_best.get((v.public_key, "cpu-tiny"))
-            if (v.public_key, c.id) in state.minted:
-                continue
-            if prev is None:
-                add(v, record_mint(c, [ver], value, None, 0))
-            elif value < prev - 0.01:
-                add(v, record_mint(c, [ver], value, prev, int(10**9 * (prev - value))))
-        elif action == "vmint" and unminted:
-            ver = unminted.pop(rng.randrange(len(unminted)))
-            add(by_key[ver.author], Mint(reason="verification", subject=ver.id, quorum=[], to=ver.author,
-                                         amount=1000, value=None, prev_best=None))
-        elif action == "pay" and state.outputs:
-            (eid, owner), amount = rng.choice(sorted(state.outputs.items()))
-            to = rng.choice([u for u in USERS if u.public_key != owner])
-            add(by_key[owner], transfer(to, rng.randint(1, amount), [eid]))
-        else:
-            add(rng.choice(USERS), post(f"post {n}"))
-    return rows
+    return valid_history(spec, VERIFIERS, USERS, steps=steps, seed=seed)
 
 
 def raw_rows(path: Path) -> list[tuple[int, bytes, bytes, bytes]]:
