@@ -186,11 +186,13 @@ def build_argv(spec: SandboxSpec, argv: list[str]) -> list[str]:
     args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
     args += _system_binds()
+    # The private /tmp comes before the interpreter's binds: bwrap mounts in order, and a venv
+    # that lives under /tmp (a CI checkout, say) must stay visible on top of the empty tmpfs.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+             "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     for root in roots:
         args += ["--ro-bind", str(root), str(root)]
     args += ["--ro-bind", str(harness_dir()), str(HARNESS_MOUNT / "trainer")]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
-             "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     if spec.cuda:
         # the driver needs its device nodes and reads /sys for the PCI topology
         for node in sorted(glob.glob("/dev/nvidia*")) + (["/dev/dri"] if os.path.exists("/dev/dri") else []):
