@@ -36,6 +36,7 @@ from ledger.bodies import Body
 from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.store import Ledger
+from swarm.bundles import MAX_BUNDLE_BYTES
 from swarm.connection import Connection, WebSocket
 from swarm.errors import BadHandshake, PeerUnavailable, ReplayedHandshake, SwarmError
 from swarm.gossip import Replicator
@@ -52,7 +53,6 @@ BUNDLE_PATH = "/swarm/v1/bundle/{sha256}"
 TABLE_SAVE_INTERVAL_S = 30.0
 FULL_SYNC_EVERY = 6          # anti-entropy intervals; the others send only a digest
 SERVER_SHUTDOWN_S = 2.0
-MAX_BUNDLE_BYTES = 64 << 20
 BUNDLE_TIMEOUT_S = 60.0
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 

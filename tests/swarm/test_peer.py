@@ -1,5 +1,5 @@
 """The peer: connecting, limits, HTTP answers, the peer table across restarts, stats, and two
-real processes replicating a ledger over loopback."""
+real processes replicating a ledger and a bundle over loopback."""
 from __future__ import annotations
 
 import asyncio
@@ -140,7 +140,7 @@ async def test_two_processes_replicate(tmp_path: Path) -> None:
 
     async def spawn(name: str, seed: int, *bootstrap: str) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.swarm.peer_process", str(tmp_path / name), str(seed), "20", "40",
+            sys.executable, "-m", "tests.swarm.peer_process", str(tmp_path / name), str(seed), "20", "41",
             *bootstrap, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
         )
         procs.append(proc)
@@ -152,8 +152,11 @@ async def test_two_processes_replicate(tmp_path: Path) -> None:
         b = await spawn("b.ledger", 202, str(addr))
         await _line(b, 60)
         done_a, done_b = await _line(a, 120), await _line(b, 120)
-        assert done_a["converged"] == done_b["converged"] == 40
+        assert done_a["converged"] == done_b["converged"] == 41  # 40 posts and a's claim
         assert done_a["heads"] == done_b["heads"]
+        # b pulled the claim's bundle from a by hash, checked it and now holds the commit
+        (pulled,) = done_b["bundles"]  # type: ignore[misc]
+        assert pulled["train_py_matches"] and pulled["bytes"] < 500, pulled
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -161,7 +164,7 @@ async def test_two_processes_replicate(tmp_path: Path) -> None:
             await proc.wait()
     for name in ("a.ledger", "b.ledger"):
         report = await asyncio.to_thread(audit_file, tmp_path / name)
-        assert report.ok and report.rows == 40, report.first_problem
+        assert report.ok and report.rows == 41, report.first_problem
 
 
 async def test_peer_exchange_finds_more_peers(tmp_path: Path) -> None:
