@@ -1,0 +1,212 @@
+"""Node benchmark (issue 5): the node's own overhead and its experiments per hour. One JSON object per line.
+
+    python scripts/bench_node.py [--budget-s S] [--experiments N] [--reference-runs R] [--keep DIR]
+
+What it runs, all on one fresh temporary home (so the data, the swarm and the ledger are new):
+  1. `python -m trainer prepare --home HOME` once (the node finds it cached);
+  2. half of the reference runs: `python -m trainer run trainer/train.py --profile cpu --budget-s S
+     --seed 0 --data HOME/data/...` back to back, each timed from spawn to exit — the trainer's own
+     limit on experiments per hour, the same genesis train.py the node's baseline runs;
+  3. a real node: `python -m node --home HOME --profile cpu --budget-s S --max-experiments N`, its
+     stdout read line by line and stamped on arrival here (monotonic clock);
+  4. the other half of the reference runs (load drifts; before and after brackets the node).
+
+Lines:
+  {"bench": "machine", ...}       cpus, platform, python, date, load average
+  {"bench": "reference", ...}     one trainer run: wall seconds, training seconds, val_bpb
+  {"bench": "node_run", ...}      one trainer run of the node (baseline, verification, experiment):
+                                  its cycle = time since the previous run's event line (the first:
+                                  since the node's "swarm" line, i.e. after setup), and for
+                                  experiments the overhead the node itself reports ("node overhead
+                                  X s": choose the parent, propose, commit, materialize, bundle,
+                                  publish the claim — everything around the trainer child)
+  {"bench": "summary", ...}       the two figures of issue 5 with their goals
+
+Experiments per hour: `all_runs_per_hour` counts every trainer run of the node (own experiments +
+baseline + verification replays) over the node's working time (setup excluded); that one compares
+with the trainer's limit (`reference_per_hour`, 3600 / mean reference wall). `experiments_per_hour`
+counts only own experiments over the same time: the gap to the first is the verification work a
+solo node does for itself, not node overhead. `experiment_cycle_median_s` vs
+`reference_wall_median_s` compares one experiment cycle with one bare trainer run (the node's
+experiments run edited train.py files, so eval time can differ a little from the genesis one).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ledger.bodies import Claim
+from ledger.store import Ledger
+from node.home import Layout, current_slug
+
+NODE_TIMEOUT_S = 1800            # the whole node run; a bench that hangs is a failure
+REFERENCE_TIMEOUT_S = 600        # one reference trainer run
+
+_OVERHEAD = re.compile(r"\(node overhead ([0-9.]+) s\)")
+_KINDS = (("experiment", re.compile(r"\] experiment \d+: ")), ("baseline", re.compile(r"\] baseline ")),
+          ("verification", re.compile(r"\] (verified |verification of )")))
+
+
+def emit(obj: dict[str, object]) -> None:
+    print(json.dumps(obj, sort_keys=True), flush=True)
+
+
+def now_utc() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def prepare(home: Path) -> Path:
+    out = subprocess.run([sys.executable, "-m", "trainer", "prepare", "--home", str(home), "--no-progress"],
+                         cwd=ROOT, check=True, capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    return Path(json.loads(out.stdout.strip().splitlines()[-1])["path"])
+
+
+def reference_run(home: Path, data: Path, budget_s: int, index: int) -> tuple[float, float]:
+    argv = [sys.executable, "-m", "trainer", "run", str(ROOT / "trainer" / "train.py"), "--profile", "cpu",
+            "--budget-s", str(budget_s), "--seed", "0", "--data", str(data)]
+    env = {**os.environ, "AUTOSWARM_HOME": str(home)}  # as the node sets it for its children
+    t0 = time.monotonic()
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=REFERENCE_TIMEOUT_S,
+                         check=False)
+    wall = time.monotonic() - t0
+    lines = out.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {}
+    emit({"bench": "reference", "run": index, "status": result.get("status", f"exit {out.returncode}"),
+          "wall_s": round(wall, 3), "training_s": result.get("training_seconds"),
+          "total_s": result.get("total_seconds"), "val_bpb": result.get("val_bpb"),
+          "num_steps": result.get("num_steps"), "load_avg": load()})
+    return wall, wall - float(result.get("total_seconds") or 0.0)
+
+
+def node_run(home: Path, budget_s: int, experiments: int) -> dict[str, object]:
+    argv = [sys.executable, "-m", "node", "--home", str(home), "--profile", "cpu", "--budget-s", str(budget_s),
+            "--max-experiments", str(experiments)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.stdout is None:
+        raise SystemExit("bench_node: the node started without a stdout pipe")
+    swarm_at: float | None = None
+    last_at: float | None = None
+    runs: list[dict[str, object]] = []
+    for line in proc.stdout:  # one event per line: stdout is not a terminal
+        at = time.monotonic()
+        text = line.rstrip("\n")
+        print(f"# {text}", file=sys.stderr, flush=True)
+        if swarm_at is None and text.split(" ", 2)[1:2] == ["swarm"]:  # "HH:MM:SS swarm ...": setup done
+            swarm_at = last_at = at
+            continue
+        kind = next((k for k, pat in _KINDS if pat.search(text)), None)
+        if kind is None or last_at is None:
+            continue
+        row: dict[str, object] = {"bench": "node_run", "kind": kind, "cycle_s": round(at - last_at, 3),
+                                  "load_avg": load()}
+        found = _OVERHEAD.search(text)
+        if found:
+            row["node_overhead_s"] = float(found.group(1))
+        runs.append(row)
+        last_at = at
+    try:
+        proc.wait(timeout=NODE_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    end = time.monotonic()
+    err = proc.stderr.read() if proc.stderr else ""
+    if proc.returncode != 0 or swarm_at is None:
+        raise SystemExit(f"bench_node: the node exited with {proc.returncode}: {err.strip()[-500:]}")
+    return {"runs": runs, "setup_s": swarm_at - t0, "working_s": end - swarm_at, "total_s": end - t0}
+
+
+async def _claims(home: Path) -> list[Claim]:
+    layout = Layout(home)
+    async with Ledger.open(layout.ledger(current_slug(layout))) as ledger:
+        entries = [await ledger.get(i) for i in ledger.state.claims]
+    return [e.body for e in sorted((e for e in entries if e is not None), key=lambda e: e.seq)
+            if isinstance(e.body, Claim)]
+
+
+def attach_trainer_times(home: Path, runs: list[dict[str, object]]) -> None:
+    """Each claim carries the trainer's own total_seconds: the cycle minus it is what the trainer's clock
+    did not see (interpreter start, node work). Claims are in the order the node published them."""
+    claims = asyncio.run(_claims(home))
+    own = [r for r in runs if r["kind"] in ("baseline", "experiment")]
+    for row, claim in zip(own, claims):
+        row["trainer_total_s"] = round(claim.wall_s, 3)
+        row["outside_trainer_clock_s"] = round(float(row["cycle_s"]) - claim.wall_s, 3)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget-s", type=int, default=10, help="training seconds per run (default 10)")
+    p.add_argument("--experiments", type=int, default=4, help="the node's --max-experiments (default 4)")
+    p.add_argument("--reference-runs", type=int, default=4, help="bare trainer runs, half before, half after")
+    p.add_argument("--keep", type=Path, default=None, help="use this folder as the home and keep it")
+    args = p.parse_args(argv)
+    emit({"bench": "machine", "cpus": os.cpu_count(), "python": platform.python_version(),
+          "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+          "date": now_utc(), "load_avg": load(), "budget_s": args.budget_s, "experiments": args.experiments})
+    home = args.keep or Path(tempfile.mkdtemp(prefix="bench-node-"))
+    try:
+        t0 = time.monotonic()
+        data = prepare(home)
+        emit({"bench": "prepare", "data": data.name, "s": round(time.monotonic() - t0, 3)})
+        before = args.reference_runs // 2
+        refs = [reference_run(home, data, args.budget_s, i) for i in range(before)]
+        node = node_run(home, args.budget_s, args.experiments)
+        attach_trainer_times(home, node["runs"])  # type: ignore[arg-type]
+        for row in node["runs"]:  # type: ignore[attr-defined]
+            emit(row)
+        refs += [reference_run(home, data, args.budget_s, i) for i in range(before, args.reference_runs)]
+    finally:
+        if args.keep is None:
+            shutil.rmtree(home, ignore_errors=True)
+    walls, ref_outside = [w for w, _ in refs], [o for _, o in refs]
+    runs: list[dict[str, object]] = node["runs"]  # type: ignore[assignment]
+    exps = [r for r in runs if r["kind"] == "experiment"]
+    overheads = [float(r["node_overhead_s"]) for r in exps if "node_overhead_s" in r]  # type: ignore[arg-type]
+    cycles = [float(r["cycle_s"]) for r in exps]  # type: ignore[arg-type]
+    outside = [float(r["outside_trainer_clock_s"]) for r in exps if "outside_trainer_clock_s" in r]  # type: ignore[arg-type]
+    working_s = float(node["working_s"])  # type: ignore[arg-type]
+    ref_per_hour = 3600 / statistics.mean(walls)
+    all_per_hour = 3600 * len(runs) / working_s
+    emit({"bench": "summary", "date": now_utc(), "load_avg": load(), "budget_s": args.budget_s,
+          "node_setup_s": round(float(node["setup_s"]), 3), "node_working_s": round(working_s, 3),  # type: ignore[arg-type]
+          "node_runs": {k: sum(1 for r in runs if r["kind"] == k) for k, _ in _KINDS},
+          "node_overhead_median_s": round(statistics.median(overheads), 3) if overheads else None,
+          "node_overhead_max_s": round(max(overheads), 3) if overheads else None,
+          "node_overhead_goal_s": 1.0,
+          "experiment_cycle_median_s": round(statistics.median(cycles), 3) if cycles else None,
+          "experiment_outside_trainer_clock_median_s": round(statistics.median(outside), 3) if outside else None,
+          "reference_wall_median_s": round(statistics.median(walls), 3),
+          "reference_outside_trainer_clock_median_s": round(statistics.median(ref_outside), 3),
+          "reference_per_hour": round(ref_per_hour, 2),
+          "all_runs_per_hour": round(all_per_hour, 2),
+          "all_runs_vs_reference_percent": round(100 * (all_per_hour / ref_per_hour - 1), 2),
+          "experiments_per_hour": round(3600 * len(exps) / working_s, 2),
+          "experiment_cycle_vs_reference_percent": (round(100 * (statistics.median(walls) / statistics.median(cycles)
+                                                                 - 1), 2) if cycles else None),
+          "rate_goal": "all_runs_per_hour within 5% of reference_per_hour"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
