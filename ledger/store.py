@@ -195,6 +195,17 @@ class Ledger:
         )
         return [bytes(r[0]) for r in rows]
 
+    async def entries_since(self, row: int, kinds: Sequence[str], limit: int) -> list[tuple[int, Entry]]:
+        """Committed entries of the given kinds after file row `row`, in row order, at most `limit`
+        (capped at MAX_WIRES_AFTER): how an index (posts, a feed page) keeps up with the file."""
+        limit = max(0, min(limit, MAX_WIRES_AFTER))
+        marks = ",".join("?" * len(kinds))
+        rows = await self._read(
+            f"SELECT row, wire FROM entries WHERE row > ? AND kind IN ({marks}) ORDER BY row LIMIT ?",
+            (row, *kinds, limit),
+        ) if kinds else []
+        return [(int(r[0]), self._decode_stored(bytes(r[1]))) for r in rows]
+
     async def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         self._check_open()
         try:

@@ -28,3 +28,7 @@ class TrainerFailed(NodeError):
 
 class NoProposal(NodeError):
     """The proposer found no edit that was not already tried."""
+
+
+class BadSubmission(NodeError):
+    """A commit handed to the research loop that it cannot run: unknown, wrong parent, wrong files, queue full."""

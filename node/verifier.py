@@ -29,7 +29,9 @@ REPLAY_FIT_GRACE_S = 10.0
 
 
 def verification_queue(state: State, history: History, verifier: bytes, platform_class: str,
-                       skip: set[bytes]) -> list[ClaimRecord]:
+                       skip: set[bytes], own: frozenset[bytes] = frozenset()) -> list[ClaimRecord]:
+    """Claims worth this verifier's replay, best first. `own`: authors it must not vouch for
+    (the node's own research key, once another trusted verifier can do it instead)."""
     if not credits.trusted(state, verifier, platform_class):
         return []
     mine = {v.claim for v in state.verifies.values() if v.author == verifier}
@@ -38,7 +40,8 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
     queue = []
     for record in history.of_class(platform_class):
         body = record.body
-        if record.id in state.verified or record.id in mine or record.id in skip or record.author == verifier:
+        if (record.id in state.verified or record.id in mine or record.id in skip or record.author == verifier
+                or record.author in own):
             continue
         if body.status != "ok" or body.val_bpb is None or body.num_steps < 1:
             continue

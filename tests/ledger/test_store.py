@@ -61,6 +61,11 @@ async def test_append_close_reopen_compare(tmp_path: Path) -> None:
         own = [e.wire for e in rows if e.author == author]
         assert await again.wires_after(author, 0, 1000) == own
         assert await again.wires_after(author, 2, 1) == own[2:3]
+        claims = [e for e in rows if e.kind == "claim"]
+        got = await again.entries_since(0, ["claim"], 1000)
+        assert [e for _, e in got] == claims and [r for r, _ in got] == sorted(r for r, _ in got)
+        assert [e for _, e in await again.entries_since(got[3][0], ["claim"], 2)] == claims[4:6]
+        assert await again.entries_since(0, [], 10) == []
     assert [r[2] for r in raw_rows(path)] == [e.wire for e in rows]
     assert chain_ok(path, SPEC.swarm_id)
 
