@@ -14,6 +14,7 @@ import asyncio
 import difflib
 import re
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -178,6 +179,28 @@ def _file_at(repo: Repo, commit: bytes, path: str) -> bytes | None:
 def _tree_of(repo: Repo, commit: bytes) -> RawObject:
     parsed = Commit.from_string(_require(repo, commit, COMMIT).data)
     return _require(repo, bytes.fromhex(parsed.tree.decode()), TREE)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    parents: tuple[bytes, ...]
+    author: str
+    time_s: int
+    message: str
+
+
+async def commit_info(repo: Repository, commit: bytes) -> CommitInfo:
+    """A stored commit's parents, author, time and message (UnknownObject if not here)."""
+    _check_oid(commit)
+    live = repo._live()
+
+    def run() -> CommitInfo:
+        parsed = Commit.from_string(_require(live, commit, COMMIT).data)
+        return CommitInfo(tuple(bytes.fromhex(p.decode()) for p in parsed.parents),
+                          parsed.author.decode("utf-8", "replace"), int(parsed.author_time),
+                          parsed.message.decode("utf-8", "replace"))
+
+    return await _in_thread("commit_info", run)
 
 
 async def read_file(repo: Repository, commit: bytes, path: str) -> bytes:

@@ -24,6 +24,11 @@ async def test_commits_read_back_and_are_valid_git(tmp_path: Path) -> None:
         assert await gitrepo.read_file(repo, child, "lib/util.py") == b"v\n"
         assert await gitrepo.changed_paths(repo, base, child) == {"lib/util.py"}
         assert await gitrepo.changed_paths(repo, None, base) == {"train.py", "lib/util.py"}
+        info = await gitrepo.commit_info(repo, child)
+        assert (info.parents, info.author, info.time_s, info.message) == ((base,), AUTHOR, 200, "c")
+        assert (await gitrepo.commit_info(repo, base)).parents == ()
+        with pytest.raises(UnknownObject):
+            await gitrepo.commit_info(repo, b"\x01" * 20)
         with pytest.raises(UnknownObject):
             await gitrepo.read_file(repo, child, "missing.py")
         with pytest.raises(UnknownObject):
