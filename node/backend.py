@@ -38,8 +38,12 @@ class Backend(Protocol):
     ledger: Ledger
     repo: Repository
     history: History                 # every claim body the ledger holds, by id (call `await history.sync(ledger)`)
-    node_id: str                     # this node's research identity, as text
     platform_classes: list[str]      # of this node's workers
+
+    @property
+    def node_id(self) -> str:
+        """This node's research identity, as text."""
+        ...
 
     async def publish(self, body: Body) -> Entry:
         """Signs `body` with the node's research identity, appends it and gossips it to peers."""

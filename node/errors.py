@@ -32,3 +32,11 @@ class NoProposal(NodeError):
 
 class BadSubmission(NodeError):
     """A commit handed to the research loop that it cannot run: unknown, wrong parent, wrong files, queue full."""
+
+
+class AlreadySubmitted(BadSubmission):
+    """The commit is queued or claimed already."""
+
+
+class QueueFull(BadSubmission):
+    """The submission queue is full; try again later."""

@@ -46,6 +46,8 @@ class History:
         return added
 
     def add(self, record: ClaimRecord) -> None:
+        if record.id in self.claims:
+            return  # two syncs at once (a web request and a worker) may both find it
         self.claims[record.id] = record
         self.by_commit.setdefault(record.body.commit, []).append(record.id)
         _, key = parse_summary(record.body.diff_summary)

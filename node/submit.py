@@ -19,7 +19,7 @@ from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
 
 from node.backend import Submission
-from node.errors import BadSubmission
+from node.errors import AlreadySubmitted, BadSubmission, QueueFull
 from node.history import History
 
 MAX_QUEUED = 64
@@ -35,9 +35,9 @@ class SubmitQueue:
         if len(commit) != 20:
             raise BadSubmission("a commit id is 20 bytes (40 hex digits)")
         if len(self._queue) >= self.maxsize:
-            raise BadSubmission(f"the queue holds {self.maxsize} submissions already; try again later")
+            raise QueueFull(f"the queue holds {self.maxsize} submissions already; try again later")
         if any(s.commit == commit for s in self._queue) or commit in self.history.by_commit:
-            raise BadSubmission(f"commit {commit.hex()[:12]} is already queued or claimed")
+            raise AlreadySubmitted(f"commit {commit.hex()[:12]} is already queued or claimed")
         try:
             info = await gitrepo.commit_info(self.repo, commit)
         except SwarmError as exc:

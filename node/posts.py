@@ -1,0 +1,238 @@
+"""The message board behind the AgentHub channels: ledger Post entries, indexed for reading.
+
+Posts are ledger entries (signed by the node that published them, gossiped like any entry), so
+a channel's history is whatever the node's ledger holds, from every node. `PostIndex` follows
+the ledger file with `entries_since` and keeps only the newest posts of each channel, so memory
+stays bounded however long the swarm runs; the same pass files results-format posts by the
+commit they name ("reported" numbers, what agents said, never what was measured).
+
+What a Post body cannot carry lives here too, in HOME/agenthub.json (`HubNotes`): channel
+descriptions, which local agent wrote which of this node's posts, and which agent pushed which
+commit. Other nodes see only our node id: those labels never leave this machine.
+
+Knows nothing of HTTP, git or the research loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ledger.bodies import Post
+from ledger.entry import Entry
+from ledger.store import Ledger
+
+from node.errors import NodeError
+
+MAX_POSTS_PER_CHANNEL = 500     # newest posts kept in memory per channel
+MAX_CHANNELS = 1024             # channels indexed; posts to further new channels are counted, not kept
+MAX_REPORTED_COMMITS = 10_000   # commit prefixes with results-format posts
+MAX_REPORTS_PER_COMMIT = 16
+MAX_LABELS = 10_000             # post -> agent and commit -> agent labels kept in HOME/agenthub.json
+MAX_LOCAL_CHANNELS = 256        # channels created on this node
+MAX_DESCRIPTION_CHARS = 256
+SYNC_BATCH = 1000               # entries read from the ledger per query
+NOTES_FILE = "agenthub.json"
+
+# commit:<7+hex> platform:<name> val_bpb:<float|---> vram_gb:<float|---> | <description>
+_NUMBER = r"(\d+(?:\.\d+)?|---)"
+_RESULT = re.compile(
+    r"commit:([0-9a-fA-F]{7,40})\s+platform:(\S{1,64})\s+val_bpb:" + _NUMBER
+    + r"\s+vram_gb:" + _NUMBER + r"\s*\|\s*(.*)", re.DOTALL)
+MAX_RESULT_DESCRIPTION_CHARS = 1000
+
+
+def iso_time(time_ms: int) -> str:
+    """ISO 8601 in UTC with a Z, as the hosted hub shows times."""
+    moment = datetime.fromtimestamp(max(0, time_ms) / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A post in the results format, parsed. Numbers are what an agent typed: untrusted."""
+
+    commit_prefix: str     # lowercase hex, 7 to 40 digits
+    platform: str
+    val_bpb: float | None  # None for ---
+    vram_gb: float | None
+    description: str
+    discard: bool
+    crash: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit_prefix, "platform": self.platform, "val_bpb": self.val_bpb,
+                "vram_gb": self.vram_gb, "description": self.description, "discard": self.discard,
+                "crash": self.crash}
+
+
+def parse_result(text: str) -> Result | None:
+    """The results-format fields of a post, or None when it is free text."""
+    match = _RESULT.match(text.strip())
+    if match is None:
+        return None
+    commit, platform, bpb, vram, description = match.groups()
+
+    def number(value: str) -> float | None:
+        return None if value == "---" else float(value)
+
+    description = description.strip()[:MAX_RESULT_DESCRIPTION_CHARS]
+    return Result(commit.lower(), platform, number(bpb), number(vram), description,
+                  "DISCARD" in description, "CRASH" in description)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedPost:
+    id: bytes
+    author: bytes
+    time_ms: int
+    channel: str
+    text: str
+    reply_to: bytes | None
+    result: Result | None
+
+
+class PostIndex:
+    """The newest posts per channel and results-format posts per commit, kept up with the ledger."""
+
+    def __init__(self, max_per_channel: int = MAX_POSTS_PER_CHANNEL, max_channels: int = MAX_CHANNELS) -> None:
+        self.row = 0                    # the last ledger file row indexed
+        self.max_per_channel, self.max_channels = max_per_channel, max_channels
+        self.channels: dict[str, collections.deque[IndexedPost]] = {}
+        self.counts: collections.Counter[str] = collections.Counter()  # posts ever seen, per channel
+        self.reported: collections.OrderedDict[str, collections.deque[IndexedPost]] = collections.OrderedDict()
+        self.dropped = 0                # posts to channels past max_channels
+        self._lock = asyncio.Lock()
+
+    async def sync(self, ledger: Ledger) -> int:
+        """Indexes the posts the ledger committed since the last sync; returns how many."""
+        added = 0
+        async with self._lock:  # two readers at once would index the same rows twice
+            while True:
+                batch = await ledger.entries_since(self.row, ["post"], SYNC_BATCH)
+                for row, entry in batch:
+                    self.add(row, entry)
+                    added += 1
+                if len(batch) < SYNC_BATCH:
+                    return added
+
+    def add(self, row: int, entry: Entry) -> None:
+        self.row = max(self.row, row)
+        body = entry.body
+        if not isinstance(body, Post):
+            return
+        posts = self.channels.get(body.channel)
+        if posts is None:
+            if len(self.channels) >= self.max_channels:
+                self.dropped += 1
+                return
+            posts = self.channels[body.channel] = collections.deque(maxlen=self.max_per_channel)
+        post = IndexedPost(entry.id, entry.author, entry.time_ms, body.channel, body.text, body.reply_to,
+                           parse_result(body.text))
+        posts.append(post)
+        self.counts[body.channel] += 1
+        if post.result is not None:
+            self._report(post.result.commit_prefix, post)
+
+    def _report(self, prefix: str, post: IndexedPost) -> None:
+        reports = self.reported.get(prefix)
+        if reports is None:
+            reports = self.reported[prefix] = collections.deque(maxlen=MAX_REPORTS_PER_COMMIT)
+            while len(self.reported) > MAX_REPORTED_COMMITS:
+                self.reported.popitem(last=False)  # the commit reported about least recently
+        else:
+            self.reported.move_to_end(prefix)
+        reports.append(post)
+
+    def posts(self, channel: str, limit: int) -> list[IndexedPost]:
+        """The channel's newest posts first, in the order this node received them."""
+        posts = self.channels.get(channel)
+        return [] if posts is None else list(reversed(posts))[:max(0, limit)]
+
+    def reports(self, commit_hex: str) -> list[IndexedPost]:
+        """Results-format posts naming this commit by any prefix of 7+ digits, newest first."""
+        found = [p for n in range(7, len(commit_hex) + 1) for p in self.reported.get(commit_hex[:n], ())]
+        return sorted(found, key=lambda p: p.time_ms, reverse=True)
+
+
+# -- what this node knows and the ledger does not
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str
+    description: str
+    created_ms: int
+
+
+class HubNotes:
+    """Channel descriptions and agent labels, in one small JSON file written atomically."""
+
+    def __init__(self, path: Path, channels: dict[str, Channel], post_agents: dict[str, str],
+                 commit_agents: dict[str, str]) -> None:
+        self.path = path
+        self.channels = channels
+        self.post_agents = post_agents       # entry id hex -> local agent name
+        self.commit_agents = commit_agents   # commit hex -> local agent name
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def load(cls, home: Path) -> HubNotes:
+        """Reads HOME/agenthub.json (absent: empty); a file that is not ours is an error."""
+        path = home / NOTES_FILE
+        if not path.exists():
+            return cls(path, {}, {}, {})
+        try:
+            raw = json.loads(path.read_text())
+            channels = {name: Channel(name, str(c["description"]), int(c["created_ms"]))
+                        for name, c in dict(raw["channels"]).items()}
+            posts = {str(k): str(v) for k, v in dict(raw["post_agents"]).items()}
+            commits = {str(k): str(v) for k, v in dict(raw["commit_agents"]).items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise NodeError(f"{path}: not an AgentHub notes file: {exc!r}") from None
+        return cls(path, channels, posts, commits)
+
+    def has_room_for_channel(self) -> bool:
+        return len(self.channels) < MAX_LOCAL_CHANNELS
+
+    async def add_channel(self, channel: Channel) -> None:
+        self.channels[channel.name] = channel
+        await self._save()
+
+    async def label_post(self, entry_id: bytes, agent: str) -> None:
+        _put_bounded(self.post_agents, entry_id.hex(), agent)
+        await self._save()
+
+    async def label_commit(self, commit: bytes, agent: str) -> None:
+        _put_bounded(self.commit_agents, commit.hex(), agent)
+        await self._save()
+
+    async def _save(self) -> None:
+        async with self._lock:  # the snapshot and its write in one turn: a later save never loses to an earlier one
+            text = json.dumps({
+                "channels": {c.name: {"description": c.description, "created_ms": c.created_ms}
+                             for c in self.channels.values()},
+                "post_agents": self.post_agents, "commit_agents": self.commit_agents,
+            }, sort_keys=True)
+            await asyncio.to_thread(_write_atomic, self.path, text)
+
+
+def _put_bounded(labels: dict[str, str], key: str, value: str) -> None:
+    labels[key] = value
+    while len(labels) > MAX_LABELS:
+        del labels[next(iter(labels))]  # the oldest label: dicts keep insertion order
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
