@@ -207,6 +207,7 @@ class Replicator:
                 # differs from ours: then our heads make it send what we lack.
                 stable = message.digest == conn.peer_digest
                 conn.peer_digest = message.digest
+                await self.notify()  # Peer.wait_synced compares it with ours
                 if stable and message.digest != await self.digest():
                     await self.send_heads(conn)
                 return

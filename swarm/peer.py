@@ -50,6 +50,7 @@ from swarm.stats import SwarmStats
 
 WS_PATH = "/swarm/v1/ws"
 BUNDLE_PATH = "/swarm/v1/bundle/{sha256}"
+SPEC_PATH = "/swarm/v1/spec"
 TABLE_SAVE_INTERVAL_S = 30.0
 FULL_SYNC_EVERY = 6          # anti-entropy intervals; the others send only a digest
 SERVER_SHUTDOWN_S = 2.0
@@ -58,7 +59,7 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["BUNDLE_PATH", "WS_PATH", "BundleSource", "Peer", "PeerConfig"]
+__all__ = ["BUNDLE_PATH", "SPEC_PATH", "WS_PATH", "BundleSource", "Peer", "PeerConfig"]
 
 BundleSource = Callable[[bytes], Awaitable[bytes | None]]
 
@@ -81,6 +82,7 @@ class Peer:
         self.identity = identity
         self.node_id = identity.public_key
         self.swarm_id = ledger.swarm_id
+        self._spec_wire = ledger.spec.wire
         self.replicator = Replicator(LedgerPort(ledger), identity, batch_wires=config.ingest_batch_wires)
         self.stats_total = SwarmStats()
         self.table = PeerTable.load(config.peer_table_path) if config.peer_table_path else PeerTable()
@@ -121,6 +123,7 @@ class Peer:
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_get(WS_PATH, self._handle_ws)
         app.router.add_get(BUNDLE_PATH, self._handle_bundle)
+        app.router.add_get(SPEC_PATH, self._handle_spec)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SERVER_SHUTDOWN_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -229,6 +232,19 @@ class Peer:
                 if result if isinstance(result, bool) else await result:
                     return
                 await changed.wait()
+
+    async def wait_synced(self, timeout_s: float) -> bool:
+        """Waits until a connected peer's last heads digest equals ours: we hold what it holds (a
+        node joining a swarm waits for this before deciding what work is missing). False on timeout."""
+        async def same() -> bool:
+            ours = await self.replicator.digest()
+            return any(c.peer_digest == ours for c in self.replicator.conns.values())
+
+        try:
+            await self.wait_until(same, timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def connect(self, addr: str) -> None:
         """Dials `addr` now and returns once the connection is up (or raises PeerUnavailable)."""
@@ -412,6 +428,10 @@ class Peer:
         if hello.listen and self.config.peer_exchange:
             self.table.add(hello.listen)
         return self._connection(ws, hello, inbound=True, addr=hello.listen or remote)
+
+    async def _handle_spec(self, request: web.Request) -> web.StreamResponse:
+        """The signed swarm spec, so a node given only our address can join (swarm/join.py)."""
+        return web.Response(body=self._spec_wire, content_type="application/octet-stream")
 
     async def _handle_bundle(self, request: web.Request) -> web.StreamResponse:
         text = request.match_info.get("sha256", "")

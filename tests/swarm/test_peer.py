@@ -14,7 +14,8 @@ import pytest
 
 from ledger.audit import audit_file
 from ledger.store import Ledger
-from swarm.errors import PeerUnavailable, SwarmError
+from swarm.errors import BadMessage, PeerUnavailable, SwarmError
+from swarm.join import fetch_spec
 from swarm.peer import Peer, PeerConfig
 from tests.ledger import factory
 from tests.swarm.swarmkit import FAST, SPEC, open_node, wait_all, wait_connected
@@ -173,3 +174,24 @@ async def test_peer_exchange_finds_more_peers(tmp_path: Path) -> None:
         async with open_node(tmp_path, bootstrap=(a.address,)) as c:
             await wait_connected(c, 2, 20)  # learnt b's address from a
             assert set(c.peer.connected()) == {a.identity.public_key, b.identity.public_key}
+
+
+async def test_a_joining_node_fetches_the_signed_spec(tmp_path: Path) -> None:
+    async with open_node(tmp_path) as node:
+        got = await fetch_spec(node.address)
+        assert got.wire == SPEC.wire and got.swarm_id == SPEC.swarm_id
+    with pytest.raises(PeerUnavailable):  # the node is gone: a clear error, not a hang
+        await fetch_spec(node.address, timeout_s=5.0)
+    with pytest.raises(BadMessage):
+        await fetch_spec("not an address")
+
+
+async def test_a_joining_node_knows_when_it_holds_what_its_peer_holds(tmp_path: Path) -> None:
+    async with open_node(tmp_path) as a:
+        for i in range(30):
+            await a.peer.publish(factory.post(f"before b joined {i}"))
+        async with open_node(tmp_path, bootstrap=(a.address,)) as b:
+            assert await b.peer.wait_synced(30.0)
+            assert await b.ledger.heads() == await a.ledger.heads()
+        async with open_node(tmp_path) as alone:
+            assert not await alone.peer.wait_synced(0.5)  # nobody to agree with: a bounded False
