@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ledger.errors import LedgerError
 from swarm.errors import SwarmError
 
-from node import status
+from node import agentcli, demo, status
 from node.config import load_config
 from node.display import Display
 from node.errors import ConfigError, NodeError
@@ -38,14 +38,25 @@ def _readable(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _agent_command(args: list[str]) -> bool:
+    """`python -m node frontier ...` or `python -m node --home H frontier ...`: the agent CLI's."""
+    first = args[2] if args[:1] == ["--home"] and len(args) > 2 else args[0] if args else ""
+    return first in agentcli.AGENT_COMMANDS
+
+
 def _fail(exc: BaseException) -> int:
     print(f"node: {exc}", file=sys.stderr, flush=True)
     return EXIT_BAD_INPUT if isinstance(exc, ConfigError) else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
+        if args[:1] == ["demo"]:
+            return demo.main(args[1:])
+        if _agent_command(args):
+            return agentcli.main(args)
+        config = load_config(args, os.environ)
         if config.command == "status":
             print(json.dumps(asyncio.run(status.collect(config)), indent=1, sort_keys=True))
             return EXIT_OK

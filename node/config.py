@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ledger.errors import LedgerError
+from ledger.keys import parse_node_id
+from swarm.errors import SwarmError
+from swarm.protocol import check_addr
+
 from node.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
@@ -50,6 +55,23 @@ record_ucr_per_bpb = 1_000_000_000
 # micro-credits a verifier mints for one verification run
 verify_ucr = 100_000
 
+# trusted verifiers besides this node's own, as node ids (`python -m node status` shows a node's id)
+verifiers = []
+# agreeing verifications that make a claim verified (at most the number of trusted verifiers)
+quorum = 1
+# auto: as the swarm's creator, admit every node that joins as a verifier of its class; none: never
+admit = "auto"
+
+[network]
+# where peers reach this node (host:port; port 0 picks a free one). 127.0.0.1 keeps a solo swarm private;
+# listen on 0.0.0.0 and set `advertise` to a reachable address to let other machines join.
+listen = "127.0.0.1:0"
+advertise = ""
+# addresses of nodes of a swarm to join (host:port); empty: this node creates its own swarm
+bootstrap = []
+# the local API (AgentHub routes, the node's CLI, the dashboard); keep it on 127.0.0.1
+api_listen = "127.0.0.1:0"
+
 [display]
 # seconds between refreshes of the status line on a terminal
 refresh_s = 2.0
@@ -71,6 +93,13 @@ class NodeConfig:
     noise_bpb_gpu: float
     record_ucr_per_bpb: int
     verify_ucr: int
+    verifiers: tuple[str, ...]   # node ids trusted from genesis besides our own verifier key
+    quorum: int
+    admit: str                   # "auto" | "none"
+    listen: str
+    advertise: str
+    bootstrap: tuple[str, ...]
+    api_listen: str
     refresh_s: float
 
     def budget_s(self, device: str) -> int:
@@ -87,6 +116,9 @@ class Args:
     profile: str | None
     budget_s: int | None
     max_experiments: int | None
+    bootstrap: tuple[str, ...] = ()
+    listen: str | None = None
+    api_listen: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,10 +146,46 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> Args:
                    help="training seconds per experiment (overrides the config's budget for every device)")
     p.add_argument("--max-experiments", type=_positive_int, default=None,
                    help="stop after this many own experiments (and the verifications they need)")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+                   help="join the swarm of the node at this address (repeatable; overrides [network] bootstrap)")
+    p.add_argument("--listen", default=None, metavar="HOST:PORT", help="overrides [network] listen")
+    p.add_argument("--api", dest="api_listen", default=None, metavar="HOST:PORT", help="overrides [network] api_listen")
     a = p.parse_args(list(argv))
+    flags = [("--bootstrap", v, _is_addr) for v in a.bootstrap] + [("--listen", a.listen, _is_listen),
+                                                                  ("--api", a.api_listen, _is_listen)]
+    for flag, value, rule in flags:
+        if value is not None and not rule(value):
+            raise ConfigError(f"python -m node: {flag} {value!r} is not HOST:PORT")
     home = a.home if a.home is not None else Path(env.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm")
     return Args(command=a.command, home=home.expanduser().absolute(), profile=a.profile, budget_s=a.budget_s,
-                max_experiments=a.max_experiments)
+                max_experiments=a.max_experiments, bootstrap=tuple(a.bootstrap), listen=a.listen,
+                api_listen=a.api_listen)
+
+
+def _is_addr(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        check_addr(value)
+    except SwarmError:
+        return False
+    return True
+
+
+def _is_listen(value: Any) -> bool:
+    """HOST:PORT to bind; unlike a peer's address, port 0 (any free port) is fine."""
+    if not isinstance(value, str) or len(value) > 255:
+        return False
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 <= int(port) <= 65535 and _is_addr(f"{host}:1")
+
+
+def _is_node_id(value: Any) -> bool:
+    try:
+        parse_node_id(value)
+    except (LedgerError, TypeError, ValueError):
+        return False
+    return True
 
 
 # -- the file
@@ -168,12 +236,18 @@ def _check(path: Path, section: str, key: str, value: Any, kind: type, rule: Cal
     return value
 
 
+def _check_list(path: Path, section: str, key: str, value: Any, rule: Callable[[Any], bool], what: str) -> list[Any]:
+    if not isinstance(value, list) or len(value) > 256 or not all(rule(v) for v in value):
+        raise ConfigError(f"{path}: [{section}] {key} must be a list of {what}, got {value!r}"[:300])
+    return value
+
+
 def _constant_names(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v.isidentifier() for v in value)
 
 
 def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) -> NodeConfig:
-    r, s, d = file["research"], file["swarm"], file["display"]
+    r, s, n, d = file["research"], file["swarm"], file["network"], file["display"]
 
     def budget(key: str) -> int:
         return int(_check(path, "research", key, r[key], int, lambda v: 1 <= v <= MAX_BUDGET_S,
@@ -205,6 +279,16 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
                                   lambda v: 0 <= v <= 10**15, "must be 0 to 10**15"),
         verify_ucr=_check(path, "swarm", "verify_ucr", s["verify_ucr"], int, lambda v: 0 <= v <= 10**12,
                           "must be 0 to 10**12"),
+        verifiers=tuple(_check_list(path, "swarm", "verifiers", s["verifiers"], _is_node_id, "node ids")),
+        quorum=_check(path, "swarm", "quorum", s["quorum"], int, lambda v: 1 <= v <= 64, "must be 1 to 64"),
+        admit=_check(path, "swarm", "admit", s["admit"], str, lambda v: v in ("auto", "none"), "must be auto or none"),
+        listen=args.listen or _check(path, "network", "listen", n["listen"], str, _is_listen, "must be HOST:PORT"),
+        advertise=_check(path, "network", "advertise", n["advertise"], str, lambda v: v == "" or _is_addr(v),
+                         "must be empty or HOST:PORT"),
+        bootstrap=args.bootstrap or tuple(_check_list(path, "network", "bootstrap", n["bootstrap"], _is_addr,
+                                                      "HOST:PORT addresses")),
+        api_listen=args.api_listen or _check(path, "network", "api_listen", n["api_listen"], str, _is_listen,
+                                             "must be HOST:PORT"),
         refresh_s=_check(path, "display", "refresh_s", d["refresh_s"], float, lambda v: 0.2 <= v <= 60,
                          "must be 0.2 to 60 seconds"),
     )

@@ -35,7 +35,7 @@ from typing import IO
 
 from ledger import codec
 from ledger.errors import InvalidSpec, KeyFileError
-from ledger.keys import Identity
+from ledger.keys import Identity, parse_node_id
 from ledger.spec import SignedSpec, SwarmSpec, decode_spec, sign_spec
 from swarm import gitrepo
 from swarm.errors import SwarmError
@@ -158,11 +158,19 @@ def solo_spec_fields(config: NodeConfig, research: Identity, verifier: Identity,
                      baseline: bytes, devices: list[Device]) -> dict[str, object]:
     classes = sorted({d.platform_class for d in devices})
     budget = max(config.budget_s(d.device) for d in devices)
+    trusted = [verifier.public_key]
+    for text in config.verifiers:
+        key = parse_node_id(text)
+        if key not in trusted:
+            trusted.append(key)
+    if config.quorum > len(trusted):
+        raise SetupError(f"[swarm] quorum = {config.quorum} needs at least that many trusted verifiers; this node's "
+                         f"own and [swarm] verifiers make {len(trusted)}")
     return dict(
         name=config.swarm_name, creator=research.public_key, harness_hash=bytes.fromhex(harness_hash()),
         dataset_hash=data.manifest_hash, tokenizer_hash=data.tokenizer_key, time_budget_s=budget,
         metric="val_bpb", direction="min", baseline_commit=baseline, allowed_files=list(ALLOWED_FILES),
-        platform_classes=classes, verifiers=[verifier.public_key], quorum=1,
+        platform_classes=classes, verifiers=trusted, quorum=config.quorum,
         noise_bpb={d.platform_class: config.noise_bpb(d.device) for d in devices},
         record_ucr_per_bpb=config.record_ucr_per_bpb, verify_ucr=config.verify_ucr,
     )
@@ -192,6 +200,57 @@ def load_or_create_spec(layout: Layout, fields: dict[str, object], research: Ide
     except OSError as exc:
         raise SetupError(f"{folder}: {exc.strerror}") from None
     return slug, signed
+
+
+def joined_slug(signed: SignedSpec) -> str:
+    return "swarm-" + signed.swarm_id.hex()[:16]
+
+
+def check_joinable(signed: SignedSpec, data: DataInfo, baseline: bytes, devices: list[Device]) -> None:
+    """Refuses a swarm whose numbers this node could not produce or compare (SetupError, one line)."""
+    spec, name = signed.spec, f"swarm {signed.spec.name!r} ({signed.swarm_id.hex()[:16]})"
+    if spec.harness_hash.hex() != harness_hash():
+        raise SetupError(f"{name} runs another trainer harness ({spec.harness_hash.hex()[:16]}, ours "
+                         f"{harness_hash()[:16]}): install the autoswarm version its members run")
+    if spec.dataset_hash != data.manifest_hash or spec.tokenizer_hash != data.tokenizer_key:
+        raise SetupError(f"{name} trains on other data (dataset {spec.dataset_hash.hex()[:16]}, ours "
+                         f"{data.manifest_hash.hex()[:16]}): prepare its dataset with `python -m trainer prepare`")
+    if spec.baseline_commit != baseline:
+        raise SetupError(f"{name} starts from another baseline commit ({spec.baseline_commit.hex()[:12]}, ours "
+                         f"{baseline.hex()[:12]})")
+    missing = sorted({d.platform_class for d in devices} - set(spec.platform_classes))
+    if missing:
+        raise SetupError(f"{name} has no platform class {', '.join(missing)} for this node's hardware "
+                         f"(its classes: {', '.join(spec.platform_classes)})")
+
+
+def save_joined_spec(layout: Layout, signed: SignedSpec) -> str:
+    slug = joined_slug(signed)
+    folder = layout.swarm(slug)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "spec.bin"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(signed.wire)
+            os.replace(tmp, path)
+        (layout.swarms / CURRENT_FILE).write_text(slug + "\n")
+    except OSError as exc:
+        raise SetupError(f"{folder}: {exc.strerror}") from None
+    return slug
+
+
+def joined_spec(layout: Layout) -> SignedSpec | None:
+    """The spec of the swarm this home joined before, if its current swarm is a joined one."""
+    try:
+        slug = (layout.swarms / CURRENT_FILE).read_text().strip()
+        if not slug.startswith("swarm-") or "/" in slug:
+            return None
+        return decode_spec((layout.swarm(slug) / "spec.bin").read_bytes())
+    except OSError:
+        return None
+    except InvalidSpec as exc:
+        raise SetupError(f"{layout.swarms}: the joined swarm's spec is damaged: {exc}") from None
 
 
 def current_slug(layout: Layout) -> str:

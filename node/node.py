@@ -2,17 +2,22 @@
 
 Order of setup (each step idempotent, so a restart walks the same path and finds what exists):
 lock the home, load or create both identities, find the devices, prepare the data (a trainer
-subprocess), open the git repository and write the baseline commit, find or sign the solo
-spec, open the ledger, publish the profile, then one worker task per device and the display
-task, all owned by one TaskGroup.
+subprocess), open the git repository and write the baseline commit, find the swarm (the one
+joined before, one whose spec a bootstrap peer serves, or our own, signed now), open the
+ledger and the peer, publish the profile, start the local API (HOME/api.json says where), then
+one worker task per device, the display and (as a creator admitting automatically) the admit
+loop, all owned by one TaskGroup.
 
 Shutdown is cancellation: SIGINT or SIGTERM cancels the serving task, the TaskGroup cancels every
 worker, a worker's trainer child is killed (node/experiment.py), and the `async with` blocks
-close the ledger (after its queued writes) and the repository. Every step is bounded.
+stop the API, close the peer's connections, close the ledger (after its queued writes) and the
+repository. Every step is bounded.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import random
 import shutil
 import signal
@@ -20,25 +25,70 @@ import tempfile
 import time
 from pathlib import Path
 
-from ledger.keys import short_id
+from ledger.bodies import Profile
+from ledger.keys import Identity, short_id
+from ledger.spec import SignedSpec
 from ledger.store import Ledger
+from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
+from swarm.join import fetch_spec
+from swarm.peer import Peer, PeerConfig
 
 from node import home
+from node.admission import due_admissions
+from node.api import serve_api
 from node.config import NodeConfig
 from node.display import Display
+from node.errors import SetupError
+from node.fetch import CommitFetcher, read_bundle
 from node.home import Layout
+from node.live import LiveBackend
 from node.platform import Device, detect
 from node.research import Research
 
 
-def summary(research: Research) -> str:
+ADMIT_INTERVAL_S = 2.0   # the creator looks for new profiles to admit this often
+JOIN_SYNC_S = 60.0       # a joining node waits this long to hold its peers' ledger before working
+
+
+def summary(research: Research, peer: Peer) -> str:
     state = research.ledger.state
     best = ", ".join(f"{cls} {value:.4f}" for cls, value in sorted(state.best.items())) or "none yet"
     mine = sum(state.balances.get(k.public_key, 0) for k in (research.researcher, research.verifier))
     last = " ".join(research.stats.last) or "-"
     return (f"best {best} | last {last} | experiments {research.stats.experiments} | "
-            f"verified {research.stats.verifications} | credits {mine / 1e6:.3f} | peers 0")
+            f"verified {research.stats.verifications} | credits {mine / 1e6:.3f} | peers {len(peer.connected())}")
+
+
+async def find_swarm(config: NodeConfig, layout: Layout, researcher: Identity, verifier_id: Identity,
+                     data: home.DataInfo, baseline: bytes, devices: list[Device]) -> tuple[str, SignedSpec, NodeConfig]:
+    """The swarm this node works in: the one it joined before, one fetched from a bootstrap peer,
+    or its own. A joined swarm's budget replaces the configured ones (the spec pins it)."""
+    if not config.bootstrap:
+        fields = home.solo_spec_fields(config, researcher, verifier_id, data, baseline, devices)
+        slug, spec = home.load_or_create_spec(layout, fields, researcher, int(time.time() * 1000))
+        return slug, spec, config
+    signed = home.joined_spec(layout)
+    if signed is None:
+        errors = []
+        for addr in config.bootstrap:
+            try:
+                signed = await fetch_spec(addr)
+                break
+            except SwarmError as exc:
+                errors.append(str(exc))
+        if signed is None:
+            raise SetupError("no bootstrap peer gave its swarm spec: " + "; ".join(errors)[:400])
+    home.check_joinable(signed, data, baseline, devices)
+    slug = home.save_joined_spec(layout, signed)
+    budget = signed.spec.time_budget_s
+    return slug, signed, dataclasses.replace(config, cpu_budget_s=budget, gpu_budget_s=budget)
+
+
+def peer_config(config: NodeConfig, layout: Layout, slug: str) -> PeerConfig:
+    host, _, port = config.listen.rpartition(":")
+    return PeerConfig(host=host.strip("[]"), port=int(port), advertise=config.advertise, bootstrap=config.bootstrap,
+                      peer_table_path=layout.swarm(slug) / "peers.json")
 
 
 async def run_node(config: NodeConfig, display: Display) -> Research:
@@ -53,13 +103,20 @@ async def run_node(config: NodeConfig, display: Display) -> Research:
         data = await home.prepare_data(config.home)
         async with Repository.open(layout.repo) as repo:
             baseline = await home.ensure_baseline(repo)
-            fields = home.solo_spec_fields(config, researcher, verifier_id, data, baseline, devices)
-            slug, spec = home.load_or_create_spec(layout, fields, researcher, int(time.time() * 1000))
-            async with Ledger.open(layout.ledger(slug), spec) as ledger:
+            slug, spec, config = await find_swarm(config, layout, researcher, verifier_id, data, baseline, devices)
+            async with (Ledger.open(layout.ledger(slug), spec) as ledger,
+                        Peer.open(peer_config(config, layout, slug), ledger, researcher,
+                                  bundle_source=functools.partial(read_bundle, layout.bundles)) as peer):
                 scratch = Path(tempfile.mkdtemp(prefix="autoswarm-node-"))
                 try:
                     research = Research(config, ledger, repo, layout, data, researcher, verifier_id, display,
                                         scratch, random.Random())
+                    research.on_publish = peer.announce
+                    research.commits = CommitFetcher(repo, research.history, spec, layout.bundles, peer)
+                    if config.bootstrap:
+                        display.event(f"joining through {', '.join(config.bootstrap)}: fetching the swarm's ledger")
+                        if not await peer.wait_synced(JOIN_SYNC_S):
+                            display.event(f"not in step with any peer after {JOIN_SYNC_S:.0f} s; working anyway")
                     await research.history.sync(ledger)
                     display.event(f"swarm {slug} ({spec.swarm_id.hex()[:16]}): {await ledger.count()} entries, "
                                   f"{len(research.history.claims)} claims; budget "
@@ -67,8 +124,11 @@ async def run_node(config: NodeConfig, display: Display) -> Research:
                     await research.publish_profile(devices[0])
                     if owed := await research.catch_up():
                         display.event(f"published {owed} mints owed from before the last stop")
-                    display.summary = lambda: summary(research)
-                    await _work(research, devices, display, config.refresh_s)
+                    display.summary = lambda: summary(research, peer)
+                    backend = LiveBackend(research, peer, devices)
+                    async with serve_api(config.api_listen, config.home, backend, peer.address) as url:
+                        display.event(f"peer {peer.address}; local API and dashboard {url}/")
+                        await _work(research, devices, display, config)
                     return research
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
@@ -76,15 +136,34 @@ async def run_node(config: NodeConfig, display: Display) -> Research:
         lock.close()
 
 
-async def _work(research: Research, devices: list[Device], display: Display, refresh_s: float) -> None:
+async def _work(research: Research, devices: list[Device], display: Display, config: NodeConfig) -> None:
     async with asyncio.TaskGroup() as tg:
-        screen = tg.create_task(display.run(refresh_s), name="display")
+        helpers = [tg.create_task(display.run(config.refresh_s), name="display")]
+        if config.admit == "auto" and research.spec.spec.creator == research.researcher.public_key:
+            helpers.append(tg.create_task(_admit_loop(research), name="admit"))
         workers = [tg.create_task(research.run_worker(d), name=f"worker-{d.label}") for d in devices]
         try:
             for worker in workers:
                 await worker
         finally:
-            screen.cancel()
+            for task in helpers:
+                task.cancel()
+
+
+async def _admit_loop(research: Research) -> None:
+    """As the swarm's creator: admits every node that profiles itself as a verifier of its class."""
+    ledger, row = research.ledger, 0
+    ours = {research.researcher.public_key, research.verifier.public_key}
+    profiles: dict[bytes, str] = {}
+    while True:
+        for row, entry in await ledger.entries_since(row, ["profile"], 1000):
+            if entry.author not in ours and isinstance(entry.body, Profile):
+                profiles[entry.author] = entry.body.platform_class
+        for admit in due_admissions(ledger.state, profiles):
+            await research.publish(research.researcher, admit)
+            research.display.event(f"admitted {short_id(admit.verifier)} as a verifier of "
+                                   f"{', '.join(admit.platform_classes)}")
+        await asyncio.sleep(ADMIT_INTERVAL_S)
 
 
 async def serve(config: NodeConfig, display: Display) -> Research | None:

@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.bodies import Claim, Profile, Verify
+from ledger import credits
+from ledger.bodies import Body, Claim, Profile, Verify
+from ledger.entry import Entry
 from ledger.keys import Identity, short_id
 from ledger.spec import SignedSpec
 from ledger.store import Ledger
@@ -33,15 +35,18 @@ from swarm.gitrepo import Repository
 from trainer.constants import PROFILES
 
 from node import verifier
+from node.backend import Submission
 from node.config import NodeConfig
 from node.display import Display
 from node.errors import NoProposal, SetupError
 from node.experiment import RunRequest, RunResult, run_trainer
+from node.fetch import CommitFetcher, keep_bundle
 from node.history import ClaimRecord, History
 from node.home import DataInfo, Layout
 from node.platform import Device, torch_version
 from node.program import BadProgram, summarize
 from node.proposer import Settings, describe, propose
+from node.submit import SubmitQueue
 
 IDLE_S = 5.0                 # a worker with nothing to do looks again after this long
 MAX_LOSS_POINTS = 128        # of the trainer's loss curve kept in a claim (its body is 16 KiB in all)
@@ -71,6 +76,10 @@ class Research:
         self._unavailable: set[bytes] = set()   # claims whose commit this node cannot read
         self._settings = Settings(frozen=frozenset(config.frozen_constants))
         self._last_wall_s: dict[tuple[str, bool], float] = {}  # (worker, replay) -> seconds
+        self.submissions = SubmitQueue(repo, self.history, ledger.spec)
+        self.commits: CommitFetcher | None = None   # fetches other nodes' commits, once peered
+        self.on_publish: Callable[[Entry], None] = lambda entry: None  # the peer's announce, once peered
+        self.running: dict[str, tuple[str, float]] = {}  # worker -> (what, expected monotonic end): the live view
 
     @property
     def spec(self) -> SignedSpec:
@@ -79,6 +88,29 @@ class Research:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    async def publish(self, identity: Identity, body: Body) -> Entry:
+        """Signs and appends one of our own entries, then hands it to the peer for gossip."""
+        entry = await self.ledger.publish(identity, body, time_ms=self._now_ms())
+        self.on_publish(entry)
+        return entry
+
+    def verifying_identity(self, platform_class: str) -> Identity | None:
+        """Which of our keys verifies in this class: the verifier key where the swarm trusts it (our
+        own solo swarm), else the research key where the swarm admitted it; None: we may not verify."""
+        state = self.ledger.state
+        for identity in (self.verifier, self.researcher):
+            if credits.trusted(state, identity.public_key, platform_class):
+                return identity
+        return None
+
+    def _never_vouch_for(self, verifying: Identity, platform_class: str) -> frozenset[bytes]:
+        """Our own research key's claims, once some other trusted verifier can vouch for them instead."""
+        if verifying.public_key == self.researcher.public_key:
+            return frozenset()   # the ledger refuses an author verifying itself anyway
+        mine = {self.researcher.public_key, self.verifier.public_key}
+        others = any(platform_class in classes and key not in mine for key, classes in self.ledger.state.verifiers.items())
+        return frozenset({self.researcher.public_key}) if others else frozenset()
+
     async def publish_profile(self, device: Device) -> None:
         """The research identity's first entry says what hardware its claims come from."""
         if await self.ledger.head(self.researcher.public_key) is not None:
@@ -86,19 +118,21 @@ class Research:
         body = Profile(platform_class=device.platform_class, gpu=device.name if device.index is not None else "",
                        gpu_memory_mb=device.memory_mb, driver=device.driver, torch=torch_version(),
                        cpu=device.name if device.index is None else "")
-        await self.ledger.publish(self.researcher, body, time_ms=self._now_ms())
+        await self.publish(self.researcher, body)
 
     async def catch_up(self) -> int:
         """Publishes mints owed from before a stop (a verify entry whose mints never followed)."""
-        me, published = self.verifier.public_key, 0
-        for claim_id in verifier.owed_records(self.ledger.state, me):
-            mint, _ = verifier.record_mint(self.ledger.state, me, claim_id)  # against the state as it is now
-            if mint is not None:
-                await self.ledger.publish(self.verifier, mint, time_ms=self._now_ms())
+        published = 0
+        for verifying in (self.verifier, self.researcher):
+            me = verifying.public_key
+            for claim_id in verifier.owed_records(self.ledger.state, me):
+                mint, _ = verifier.record_mint(self.ledger.state, me, claim_id)  # against the state as it is now
+                if mint is not None:
+                    await self.publish(verifying, mint)
+                    published += 1
+            for fee in verifier.owed_fees(self.ledger.state, me):
+                await self.publish(verifying, fee)
                 published += 1
-        for fee in verifier.owed_fees(self.ledger.state, me):
-            await self.ledger.publish(self.verifier, fee, time_ms=self._now_ms())
-            published += 1
         return published
 
     # -- choosing
@@ -116,21 +150,27 @@ class Research:
             if not self.history.baseline_ok(cls, self.spec.spec.baseline_commit) and cls not in self._baseline_running:
                 await self._baseline(device)
                 continue
-            queue = verifier.verification_queue(state, self.history, self.verifier.public_key, cls,
-                                                self._busy_claims | self._unavailable)
-            if queue:
-                await self._verify(device, queue[0])
+            verifying = self.verifying_identity(cls)
+            queue = [] if verifying is None else verifier.verification_queue(
+                state, self.history, verifying.public_key, cls, self._busy_claims | self._unavailable,
+                own=self._never_vouch_for(verifying, cls))
+            if queue and verifying is not None:
+                await self._verify(device, verifying, queue[0])
+                continue
+            submission = self.submissions.take()
+            if submission is not None:
+                await self._experiment(device, submission)
                 continue
             if self._done():
                 if not self._busy_claims and not self._busy_keys:
                     return
             else:
                 try:
-                    await self._experiment(device)
+                    await self._experiment(device, None)
                     continue
                 except (NoProposal, BadProgram) as exc:
                     self.display.event(f"[{device.label}] no experiment to run: {exc}")
-            await asyncio.sleep(IDLE_S)
+            await self.submissions.wait(IDLE_S)  # a submission wakes the worker early
 
     def parent_of(self, platform_class: str) -> bytes:
         """The class's best verified commit; the baseline until something is verified."""
@@ -166,11 +206,14 @@ class Research:
         request = RunRequest(train_py=cand, parent_py=parent, profile=device.profile,
                              budget_s=self.config.budget_s(device.device), steps=steps, horizon=horizon, seed=seed,
                              data=self.data.path, scratch=self.scratch / device.label / "tmp", env=env)
-        self.display.start(device.label, what, self._expected_s(device, steps))
+        expected_s = self._expected_s(device, steps)
+        self.display.start(device.label, what, expected_s)
+        self.running[device.label] = (what, time.monotonic() + expected_s)
         try:
             result = await run_trainer(request, lambda line: self.display.trainer_line(device.label, line))
         finally:
             self.display.stop(device.label)
+            self.running.pop(device.label, None)
         self._last_wall_s[(device.label, steps is not None)] = result.wall_s
         changed = result.status == "rejected" and "harness changed" in result.reason  # the runner's own check
         if changed or (result.harness_hash and result.harness_hash != self.spec.spec.harness_hash.hex()):
@@ -192,7 +235,7 @@ class Research:
                      message=note[:1000], bundle=bundle)
 
     async def _publish_claim(self, body: Claim) -> ClaimRecord:
-        entry = await self.ledger.publish(self.researcher, body, time_ms=self._now_ms())
+        entry = await self.publish(self.researcher, body)
         record = ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body)
         self.history.add(record)
         return record
@@ -200,12 +243,7 @@ class Research:
     async def _store_bundle(self, commit: bytes, parent: bytes | None) -> bytes:
         data = await bundles.make_bundle(self.repo, commit, have=[] if parent is None else [parent])
         digest = bundles.bundle_hash(data)
-        path = self.layout.bundles / digest.hex()
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            await asyncio.to_thread(tmp.write_bytes, data)
-            tmp.replace(path)
+        await keep_bundle(self.layout.bundles, digest, data)
         return digest
 
     def _remember(self, text: str) -> None:
@@ -230,19 +268,32 @@ class Research:
         if result.status != "ok":
             raise SetupError(f"the genesis train.py does not run here: {result.status}: {result.reason[:300]}")
 
-    async def _verify(self, device: Device, record: ClaimRecord) -> None:
+    async def _have(self, commit: bytes) -> bool:
+        """Whether the commit is here, fetching it (and missing ancestors) from peers if not."""
+        if await gitrepo.has_commit(self.repo, commit):
+            return True
+        return self.commits is not None and await self.commits.fetch(commit)
+
+    async def _verify(self, device: Device, verifying: Identity, record: ClaimRecord) -> None:
         body, cls = record.body, device.platform_class
         self._busy_claims.add(record.id)
         try:
-            if not await gitrepo.has_commit(self.repo, body.commit) or (
-                    body.parent is not None and not await gitrepo.has_commit(self.repo, body.parent)):
-                self._unavailable.add(record.id)  # fetched from peers once they exist (issue 5, part 2)
-                self.display.event(f"[{device.label}] skip verifying {record.id.hex()[:12]}: commit not here")
+            if not await self._have(body.commit) or (body.parent is not None and not await self._have(body.parent)):
+                self._unavailable.add(record.id)  # asked again after a restart, or once a peer serves it
+                self.display.event(f"[{device.label}] skip verifying {record.id.hex()[:12]}: its commit is "
+                                   "not here and no peer served its bundle")
                 return
             cand, parent = await self._materialize(device, body.commit, body.parent)
             result = await self._run(device, f"verify {record.id.hex()[:8]}", cand, parent, steps=body.num_steps,
                                      seed=body.seed, horizon=body.planned_steps or None)
             status, value, reason = result.status, result.val_bpb, result.reason
+            if status == "timeout":
+                # Killed at the wall-clock limit: this machine may just be busy. Not evidence against
+                # the claim, so no Verify; an absurd step count stays unverified and mints nothing.
+                self._unavailable.add(record.id)
+                self.display.event(f"[{device.label}] replay of {record.id.hex()[:12]} was killed at its time "
+                                   f"limit: inconclusive, not published ({reason[:120]})")
+                return
             budget = self.config.budget_s(device.device)
             if status == "ok" and not verifier.fits_budget(result.training_s, budget):
                 # the claimed steps do not fit the budget on this class
@@ -250,58 +301,73 @@ class Research:
             verify = Verify(claim=record.id, commit=body.commit, platform_class=cls, status=status, val_bpb=value,
                             num_steps=max(0, result.num_steps), seed=result.seed,
                             training_s=max(0.0, result.training_s))
-            entry = await self.ledger.publish(self.verifier, verify, time_ms=self._now_ms())
+            entry = await self.publish(verifying, verify)
             self.stats.verifications += 1
-            await self._mint(device, record, entry.id, value, f"{status}: {reason[:160]}")
+            await self._mint(device, verifying, record, entry.id, value, f"{status}: {reason[:160]}")
         finally:
             self._busy_claims.discard(record.id)
 
-    async def _mint(self, device: Device, record: ClaimRecord, verify_id: bytes, value: float | None,
-                    failure: str) -> None:
+    async def _mint(self, device: Device, verifying: Identity, record: ClaimRecord, verify_id: bytes,
+                    value: float | None, failure: str) -> None:
         claimed = record.body.val_bpb
         agreed = "" if value is None or claimed is None else f" (claimed {claimed:.4f}, diff {value - claimed:+.4f})"
         text = f"[{device.label}] verified {record.id.hex()[:12]}: {value:.4f}{agreed}" if value is not None else \
             f"[{device.label}] verification of {record.id.hex()[:12]} failed ({failure}): refuted"
         state = self.ledger.state
-        mint, why = verifier.record_mint(state, self.verifier.public_key, record.id)
+        mint, why = verifier.record_mint(state, verifying.public_key, record.id)
         if mint is not None:
-            await self.ledger.publish(self.verifier, mint, time_ms=self._now_ms())
+            await self.publish(verifying, mint)
             text += (f"; RECORD, minted {mint.amount / 1e6:.6f} credits to {short_id(mint.to)}" if mint.prev_best is not None
                      else "; RECORD (the verifier's first in this class: by the credit rules it mints nothing)")
         elif record.id in state.verified:
             text += f"; {why}"
-        fee = verifier.verification_mint(self.ledger.state, self.verifier.public_key, verify_id)
+        fee = verifier.verification_mint(self.ledger.state, verifying.public_key, verify_id)
         if fee is not None:
-            await self.ledger.publish(self.verifier, fee, time_ms=self._now_ms())
+            await self.publish(verifying, fee)
         self.display.event(text)
 
-    async def _experiment(self, device: Device) -> None:
+    async def _experiment(self, device: Device, submission: Submission | None) -> None:
+        """One run and its claim: a submitted commit (an agent's), or a proposal of our own."""
         started = time.monotonic()
         cls = device.platform_class
-        parent = self.parent_of(cls)
-        parent_source = (await gitrepo.read_file(self.repo, parent, "train.py")).decode()
-        proposal = propose(parent_source, profile=device.profile,
-                           trials=self.history.trials(self.ledger.state, cls),
-                           tried=self.history.keys | self._busy_keys, rng=self.rng, settings=self._settings)
+        if submission is None:
+            parent = self.parent_of(cls)
+            if not await self._have(parent):
+                raise NoProposal(f"the best commit {parent.hex()[:12]} is not here yet (no peer served it)")
+            parent_source = (await gitrepo.read_file(self.repo, parent, "train.py")).decode()
+            proposal = propose(parent_source, profile=device.profile,
+                               trials=self.history.trials(self.ledger.state, cls),
+                               tried=self.history.keys | self._busy_keys, rng=self.rng, settings=self._settings)
+            key, source, what = proposal.key, proposal.source, describe(proposal.changes)
+        else:
+            parent = submission.parent
+            parent_source = (await gitrepo.read_file(self.repo, parent, "train.py")).decode(errors="replace")
+            source = (await gitrepo.read_file(self.repo, submission.commit, "train.py")).decode(errors="replace")
+            key, what = f"submission:{submission.commit.hex()}", f"{submission.agent}: {submission.message.strip()}"
         self.stats.experiments += 1
-        self._busy_keys.add(proposal.key)
+        self._busy_keys.add(key)
         try:
-            what = describe(proposal.changes)
-            commit = await gitrepo.commit_file(self.repo, parent, {"train.py": proposal.source.encode()}, what,
-                                               f"{self.researcher.node_id[:12]} <node@autoswarm>", int(self.clock()))
+            if submission is None:
+                commit = await gitrepo.commit_file(self.repo, parent, {"train.py": source.encode()}, what,
+                                                   f"{self.researcher.node_id[:12]} <node@autoswarm>", int(self.clock()))
+            else:
+                commit = submission.commit
             cand, base = await self._materialize(device, commit, parent)
-            result = await self._run(device, what, cand, base, steps=None, seed=self.config.seed)
+            result = await self._run(device, what[:80], cand, base, steps=None, seed=self.config.seed)
             best = self.ledger.state.best.get(cls)
             improved = result.val_bpb is not None and (best is None or result.val_bpb < best)
             bundle = await self._store_bundle(commit, parent) if improved else None
-            record = await self._publish_claim(self._claim(device, commit, parent, result,
-                                                           summarize(parent_source, proposal.source), what, bundle))
+            try:
+                summary = summarize(parent_source, source)
+            except BadProgram as exc:   # an agent's train.py need not be one the proposer can read
+                summary = f"not parsed: {exc}"[:200]
+            record = await self._publish_claim(self._claim(device, commit, parent, result, summary, what, bundle))
         finally:
-            self._busy_keys.discard(proposal.key)
+            self._busy_keys.discard(key)
         overhead_s = time.monotonic() - started - result.wall_s
         self.stats.overheads_s.append(overhead_s)
         mark = " *improvement*" if improved else ""
-        self.display.event(f"[{device.label}] experiment {self.stats.experiments}: {what}: {_result_text(result)}"
+        self.display.event(f"[{device.label}] experiment {self.stats.experiments}: {what[:120]}: {_result_text(result)}"
                            f"{mark} claim {record.id.hex()[:12]} (node overhead {overhead_s:.2f} s)")
         self._remember(_short_value(result))
 

@@ -43,6 +43,11 @@ def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
     ("[swarm]\nnoise_bpb_cpu = -0.1\n", "at least 0"),
     ("[research]\nfrozen_constants = [1]\n", "list of Python names"),
     ("[research]\nseed = true\n", "must be int"),
+    ("[network]\nbootstrap = [\"nohost\"]\n", "list of HOST:PORT"),
+    ("[network]\nlisten = \"127.0.0.1:99999\"\n", "must be HOST:PORT"),
+    ("[swarm]\nverifiers = [\"asNOTANID\"]\n", "list of node ids"),
+    ("[swarm]\nquorum = 0\n", "must be 1 to 64"),
+    ("[swarm]\nadmit = \"everyone\"\n", "must be auto or none"),
 ])
 def test_bad_config_values_name_the_key(tmp_path: Path, text: str, says: str) -> None:
     (tmp_path / CONFIG_FILE).write_text(text)
@@ -80,6 +85,8 @@ def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     (("--profile", "tpu"), "invalid choice"),
     (("frobnicate",), "invalid choice"),
     (("--no-such-flag",), "unrecognized arguments"),
+    (("--bootstrap", "localhost"), "is not HOST:PORT"),
+    (("--listen", "1.2.3.4:70000"), "is not HOST:PORT"),
 ])
 def test_bad_arguments_are_one_line(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
     assert says in _one_line(_node(*args, home=tmp_path), 2)

@@ -6,12 +6,14 @@ machine; every wait is bounded with several times the usual duration as headroom
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,7 @@ def test_sigint_stops_cleanly_and_kills_the_trainer(tmp_path: Path) -> None:
             time.sleep(0.2)
             children = _trainer_children(proc.pid)
         assert children, "the node never started a trainer"
+        _use_the_live_api(home)
         time.sleep(1.0)  # let it get into the run proper
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
@@ -144,3 +147,19 @@ def test_sigint_stops_cleanly_and_kills_the_trainer(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.killpg(child, 0)  # the trainer's whole process group is gone
     assert_audits_clean(home)
+    assert not (home / "api.json").exists()  # a stopped node leaves no address for the CLI to try
+
+
+def _use_the_live_api(home: Path) -> None:
+    """The running node's local API: the agent CLI and AgentHub's register against the real server."""
+    api = json.loads((home / "api.json").read_text())
+    assert stat.S_IMODE((home / "api.json").stat().st_mode) == 0o600
+    cli = subprocess.run([sys.executable, "-m", "node", "--home", str(home), "frontier", "--json"],
+                         capture_output=True, text=True, timeout=120, env=_env(home))
+    assert cli.returncode == 0, cli.stderr
+    assert isinstance(json.loads(cli.stdout), (dict, list))
+    request = urllib.request.Request(api["url"] + "/api/register", data=b'{"id":"test-agent"}',
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        assert "api_key" in json.loads(answer.read())
+

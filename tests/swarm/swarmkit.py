@@ -11,7 +11,7 @@ from typing import Any
 
 from ledger.keys import Identity
 from ledger.store import Ledger
-from swarm.peer import Peer, PeerConfig
+from swarm.peer import BundleSource, Peer, PeerConfig
 from tests.ledger import factory
 
 CREATOR = factory.identity(0)
@@ -36,12 +36,14 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def open_node(tmp: Path, *, identity: Identity | None = None, **config: Any) -> AsyncIterator[Node]:
+async def open_node(tmp: Path, *, identity: Identity | None = None, bundle_source: BundleSource | None = None,
+                    **config: Any) -> AsyncIterator[Node]:
     identity = identity or factory.identity(next(_counter))
     settings = dict(FAST)
     settings.update(config)
     path = tmp / f"{identity.node_id[:12]}.ledger"
-    async with Ledger.open(path, SPEC) as ledger, Peer.open(PeerConfig(**settings), ledger, identity) as peer:
+    async with (Ledger.open(path, SPEC) as ledger,
+                Peer.open(PeerConfig(**settings), ledger, identity, bundle_source=bundle_source) as peer):
         yield Node(peer, ledger, identity)
 
 

@@ -1,0 +1,64 @@
+"""The node's local HTTP server: AgentHub routes, the node's own API and the dashboard, on loopback.
+
+One aiohttp app on `[network] api_listen` (127.0.0.1 by default: it acts with the node's key).
+On start it writes HOME/api.json (0600) with its URL and a fresh operator token, which the
+node's CLI reads; on stop it removes the file, so a CLI never talks to a node that is gone.
+Agents get their own keys through AgentHub's register (node/agents.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from swarm.bundles import MAX_BUNDLE_BYTES
+
+from node import agenthub, localapi
+from node.agents import AgentRegistry
+from node.backend import Backend
+from node.errors import SetupError
+
+API_FILE = "api.json"
+AGENTS_FILE = "agents.json"
+SHUTDOWN_S = 2.0
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@contextlib.asynccontextmanager
+async def serve_api(listen: str, home: Path, backend: Backend, peer_address: str) -> AsyncIterator[str]:
+    """Serves until the block exits; yields the base URL. api.json also says where peers reach us."""
+    token = secrets.token_urlsafe(32)
+    agents = AgentRegistry.load(home / AGENTS_FILE, token)
+    app = web.Application(client_max_size=MAX_BUNDLE_BYTES + (64 << 10))
+    agenthub.add_routes(app, backend, agents)
+    localapi.add_routes(app, backend, agents)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S)
+    await runner.setup()
+    host, port = _split(listen)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise SetupError(f"the local API cannot listen on {listen}: {exc.strerror}") from None
+    bound_host, bound_port = runner.addresses[0][:2]
+    url = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
+    path = home / API_FILE
+    try:
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"url": url, "token": token, "pid": os.getpid(), "peer": peer_address}, f)
+        os.replace(tmp, path)
+        yield url
+    finally:
+        path.unlink(missing_ok=True)
+        await runner.cleanup()

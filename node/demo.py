@@ -1,0 +1,280 @@
+"""`python -m node demo --nodes 3`: a whole swarm on loopback, until research has paid off once.
+
+Starts N real node processes (`python -m node`, CPU profile, a short budget) in homes under one
+folder: the first creates the swarm, naming the others' research keys as trusted verifiers with
+a quorum of two (so every claim is verified by two *other* nodes); once its baseline claim is in
+its ledger, the others join through its peer address. The demo watches the creator's ledger
+(read-only, beside the running node) until a claim that improved on an earlier record has been
+verified by a quorum of other nodes, recorded, and minted credits to its author. Then it stops
+every node with SIGINT, audits every ledger file, checks that all of them fold to the same
+tables, and prints a summary as one JSON object on its last line. Exit 0 on success, 1 if the
+time runs out or a node fails (the JSON says why), 2 for bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ledger import fold, schema
+from ledger.audit import audit_file
+from ledger.bodies import Mint
+from ledger.entry import decode_entry
+from ledger.errors import LedgerError
+from ledger.keys import node_id_text
+from ledger.spec import SignedSpec, decode_spec
+
+from node import home
+from node.api import API_FILE
+from node.errors import ConfigError
+from node.home import Layout
+
+START_TIMEOUT_S = 600.0     # a node's data preparation and first start (a cold 2-core machine)
+STOP_TIMEOUT_S = 60.0       # SIGINT to exit, before SIGKILL
+CONVERGE_TIMEOUT_S = 120.0  # all ledgers holding the same entries after success
+POLL_S = 1.0                # how often the demo looks at the ledgers (a read-only fold)
+DEMO_NOISE_BPB = 0.02       # the CPU class's tolerance in the demo swarm (see docs/benchmarks.md)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+@dataclass
+class DemoNode:
+    index: int
+    home: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def ledger_path(self) -> Path | None:
+        try:
+            slug = (Layout(self.home).swarms / home.CURRENT_FILE).read_text().strip()
+        except OSError:
+            return None
+        path = Layout(self.home).ledger(slug)
+        return path if path.exists() else None
+
+    def spec(self) -> SignedSpec:
+        path = self.ledger_path()
+        assert path is not None
+        return decode_spec((path.parent / "spec.bin").read_bytes())
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _arg_int(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return parse
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = _Parser(prog="python -m node demo", description="A local swarm of N nodes until one verified, minted record.")
+    p.add_argument("--nodes", type=_arg_int(2, 8), default=3, help="nodes to start (default 3)")
+    p.add_argument("--budget-s", type=_arg_int(1, 300), default=5, help="training seconds per experiment (default 5)")
+    p.add_argument("--timeout-s", type=_arg_int(60, 24 * 3600), default=1200, help="give up after this long")
+    p.add_argument("--dir", type=Path, default=None, help="folder for the nodes' homes (default: a temporary one)")
+    p.add_argument("--keep", action="store_true", help="keep the folder afterwards")
+    return p.parse_args(list(argv))
+
+
+def _config_text(budget_s: int, verifiers: list[str], quorum: int) -> str:
+    ids = ", ".join(f'"{v}"' for v in verifiers)
+    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\n\n'
+            f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nverifiers = [{ids}]\nquorum = {quorum}\n\n'
+            '[network]\nlisten = "127.0.0.1:0"\napi_listen = "127.0.0.1:0"\n\n[display]\nrefresh_s = 5.0\n')
+
+
+def _start(node: DemoNode, bootstrap: str | None) -> None:
+    argv = [sys.executable, "-m", "node", "--home", str(node.home)]
+    if bootstrap is not None:
+        argv += ["--bootstrap", bootstrap]
+    log = open(node.log, "ab")
+    try:
+        node.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    finally:
+        log.close()
+
+
+def _say(text: str) -> None:
+    print(f"demo: {text}", file=sys.stderr, flush=True)
+
+
+async def _wait_for(what: str, nodes: list[DemoNode], check: Any, timeout_s: float) -> Any:
+    """Polls `check()` until it returns something truthy; fails if a node exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await asyncio.to_thread(check)
+        if found:
+            return found
+        for node in nodes:
+            if node.proc is not None and node.proc.poll() is not None:
+                raise DemoFailed(f"node {node.index} exited with {node.proc.returncode} while waiting for {what}:\n"
+                                 + node.log_tail())
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"no {what} within {timeout_s:.0f} s")
+        await asyncio.sleep(POLL_S)
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def _api(node: DemoNode) -> dict[str, Any] | None:
+    try:
+        found = json.loads((node.home / API_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and found.get("peer") else None
+
+
+def _state(node: DemoNode) -> fold.State | None:
+    path = node.ledger_path()
+    if path is None:
+        return None
+    try:
+        return schema.load(path, node.spec()).state
+    except LedgerError:
+        return None  # a read racing the writer's first transaction: look again
+
+
+def _record_mints(path: Path, spec: SignedSpec) -> dict[bytes, int]:
+    """Record claim id -> credits minted for it, read from the file's mint entries."""
+    conn = sqlite3.connect(schema.read_only_uri(path), uri=True)
+    try:
+        rows = conn.execute("SELECT wire FROM entries WHERE kind = 'mint'").fetchall()
+    finally:
+        conn.close()
+    out: dict[bytes, int] = {}
+    for (wire,) in rows:
+        body = decode_entry(wire, swarm=spec.swarm_id, signature_checked=True).body
+        if isinstance(body, Mint) and body.reason == "record":
+            out[body.subject] = out.get(body.subject, 0) + body.amount
+    return out
+
+
+def _paid_record(node: DemoNode) -> dict[str, Any] | None:
+    """The first record that improved on an earlier one, verified by a quorum of others and minted."""
+    state, path = _state(node), node.ledger_path()
+    if state is None or path is None:
+        return None
+    minted = _record_mints(path, node.spec())
+    for row in state.records:
+        verifiers = [v for v in state.measured.get(row.claim, {}) if v != row.author]
+        if row.prev is not None and len(verifiers) >= state.spec.quorum and minted.get(row.claim, 0) > 0:
+            return {"claim": row.claim.hex(), "commit": row.commit.hex(), "author": node_id_text(row.author),
+                    "platform_class": row.platform_class, "val_bpb": row.value, "previous_best": row.prev,
+                    "verified_by": [node_id_text(v) for v in verifiers], "minted_ucr": minted[row.claim],
+                    "record_n": row.n}
+    return None
+
+
+def _converged(nodes: list[DemoNode]) -> list[fold.Tables] | None:
+    states = [_state(n) for n in nodes]
+    if any(s is None for s in states):
+        return None
+    tables = [fold.tables(s) for s in states if s is not None]
+    counts = {len(s.claims) + len(s.verifies) for s in states if s is not None}
+    return tables if len(counts) == 1 and all(t == tables[0] for t in tables) else None
+
+
+def _stop(nodes: list[DemoNode]) -> list[int | None]:
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGINT)
+    codes: list[int | None] = []
+    for node in nodes:
+        if node.proc is None:
+            codes.append(None)
+            continue
+        try:
+            codes.append(node.proc.wait(timeout=STOP_TIMEOUT_S))
+        except subprocess.TimeoutExpired:
+            os.killpg(node.proc.pid, signal.SIGKILL)
+            codes.append(node.proc.wait(timeout=STOP_TIMEOUT_S))
+    return codes
+
+
+async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    root = args.dir or Path(tempfile.mkdtemp(prefix="autoswarm-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
+    nodes = [DemoNode(i, root / f"node{i}", root / f"node{i}.log") for i in range(args.nodes)]
+    started = time.monotonic()
+    summary: dict[str, Any] = {"ok": False, "nodes": args.nodes, "dir": str(root), "budget_s": args.budget_s}
+    try:
+        keys = [home.load_identities(Layout(n.home))[0] for n in nodes]
+        quorum = min(2, args.nodes - 1)
+        others = [k.node_id for k in keys[1:]]
+        for i, node in enumerate(nodes):
+            (node.home / "config.toml").write_text(_config_text(args.budget_s, others if i == 0 else [], quorum))
+        _say(f"{args.nodes} nodes in {root}; the creator trusts the others' keys, quorum {quorum}")
+        async with asyncio.timeout(args.timeout_s):
+            _start(nodes[0], None)
+            api = await _wait_for("creator start", nodes, lambda: _api(nodes[0]), START_TIMEOUT_S)
+            _say(f"creator up: peer {api['peer']}, API {api['url']}")
+            await _wait_for("baseline claim", nodes, lambda: (s := _state(nodes[0])) is not None and s.claims,
+                            START_TIMEOUT_S)
+            for node in nodes[1:]:
+                shutil.copytree(nodes[0].home / "data", node.home / "data", dirs_exist_ok=True)  # same prepared data
+                _start(node, api["peer"])
+            _say("baseline claimed; the other nodes join")
+            record = await _wait_for("verified, minted improvement", nodes, lambda: _paid_record(nodes[0]),
+                                     args.timeout_s)
+            _say(f"record {record['record_n']}: {record['val_bpb']:.4f} (was {record['previous_best']:.4f}), "
+                 f"verified by {len(record['verified_by'])} nodes, {record['minted_ucr']} ucr minted")
+            summary["record"] = record
+            summary["seconds_to_record"] = round(time.monotonic() - started, 1)
+            await _wait_for("convergence", nodes, lambda: _converged(nodes), CONVERGE_TIMEOUT_S)
+    except TimeoutError:
+        summary["why"] = f"no verified, minted improvement within {args.timeout_s} s"
+    except DemoFailed as exc:
+        summary["why"] = str(exc)
+    finally:
+        summary["exit_codes"] = _stop(nodes)
+    paths = [n.ledger_path() for n in nodes]
+    audits = [audit_file(p) if p is not None else None for p in paths]
+    summary["audits_clean"] = all(a is not None and a.ok and a.invalid_count == 0 for a in audits)
+    states = [_state(n) for n in nodes]
+    tables = [fold.tables(s) for s in states if s is not None]
+    summary["same_fold"] = len(tables) == len(nodes) and all(t == tables[0] for t in tables)
+    summary["entries"] = [a.rows if a is not None else 0 for a in audits]
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["ok"] = "record" in summary and summary["audits_clean"] and summary["same_fold"] and \
+        all(c == 0 for c in summary["exit_codes"])
+    if not summary["ok"] and "why" not in summary:
+        summary["why"] = "a node did not stop cleanly, a ledger did not audit clean, or the ledgers differ"
+    if not args.keep and args.dir is None and summary["ok"]:
+        shutil.rmtree(root, ignore_errors=True)
+    return summary
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    summary = asyncio.run(run_demo(args))
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 0 if summary["ok"] else 1
