@@ -63,6 +63,8 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
     claim = state.claims.get(mint.subject)
     if claim is None:
         return "a record mint must name a claim"
+    if mint.subject in state.refuted:
+        return "the claim's numbers did not reproduce: it was refuted"
     cls = claim.platform_class
     if not trusted(state, author, cls):
         return "minter is not a trusted verifier of the class"

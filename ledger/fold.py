@@ -91,6 +91,9 @@ class State:
     # claim id -> trusted verifier -> measured value: the first ok re-run of each verifier counts
     measured: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
     verified: dict[bytes, float] = field(default_factory=dict)  # claim id -> agreed median
+    # claim id -> agreed median that differs from the claimed value by more than the noise: the
+    # claim's numbers do not reproduce, so it is never verified, never a record, never paid
+    refuted: dict[bytes, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)         # class -> best verified value
     records: list[RecordRow] = field(default_factory=list)
     # credit rules (see ledger/credits.py)
@@ -176,6 +179,7 @@ def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
         or entry.author == claim.author
         or not credits.trusted(state, entry.author, claim.platform_class)
         or body.claim in state.verified
+        or body.claim in state.refuted
     ):
         return
     measured = state.measured.setdefault(body.claim, {})
@@ -187,6 +191,9 @@ def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
     if len(agree) < state.spec.quorum:
         return
     value = float(median if len(agree) == len(measured) else credits.agreeing(agree, state.spec.noise_bpb[cls])[0])
+    if claim.claimed is None or abs(value - claim.claimed) > state.spec.noise_bpb[cls]:
+        state.refuted[body.claim] = value
+        return
     state.verified[body.claim] = value
     prev = state.best.get(cls)
     if prev is None or value < prev - state.spec.noise_bpb[cls]:

@@ -321,6 +321,8 @@ class Research:
                      else "; RECORD (the verifier's first in this class: by the credit rules it mints nothing)")
         elif record.id in state.verified:
             text += f"; {why}"
+        elif record.id in state.refuted:
+            text += f"; REFUTED: the quorum measured {state.refuted[record.id]:.4f}, beyond the noise of the claim"
         fee = verifier.verification_mint(self.ledger.state, verifying.public_key, verify_id)
         if fee is not None:
             await self.publish(verifying, fee)

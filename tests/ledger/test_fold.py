@@ -82,3 +82,28 @@ def test_minting_is_bounded_by_progress() -> None:
         minted = sum(m.amount for m in mints)
         # the verifier's record mints telescope: no more than the progress it witnessed
         assert 0 < minted <= RATE * (mints[0].value - mints[-1].value) / spec.quorum
+
+
+def test_a_claim_whose_numbers_do_not_reproduce_is_refuted_and_mints_nothing() -> None:
+    from ledger import credits
+    from tests.ledger.factory import NOISE, Feeds, claim, record_mint, verify
+
+    signed = make_spec(CREATOR, VERIFIERS, quorum=2)
+    feeds, state = Feeds(signed.swarm_id), fold.initial(signed.spec)
+    liar = feeds.sign(USERS[0], claim(1, 0.80))          # claims 0.80
+    honest = feeds.sign(USERS[1], claim(2, 1.20))
+    for entry in (liar, honest):
+        fold.apply(state, entry)
+    measured = [feeds.sign(v, verify(liar, 1.25 + i * NOISE / 2)) for i, v in enumerate(VERIFIERS)]
+    for entry in measured:
+        fold.apply(state, entry)
+    assert liar.id in state.refuted and liar.id not in state.verified and not state.records
+    assert abs(state.refuted[liar.id] - 1.2525) < 1e-9  # what the swarm measured, kept for the record
+    mint = record_mint(liar, measured, 1.2525, None, 0)
+    assert credits.check_mint(state, VERIFIERS[0].public_key, mint)  # refused: not verified
+    late = feeds.sign(identity(103), verify(liar, 0.80))  # nothing reopens it, even an agreeing number
+    fold.apply(state, late)
+    assert liar.id in state.refuted and liar.id not in state.verified
+    for v in VERIFIERS:  # an honest claim within the noise of its re-runs is verified as before
+        fold.apply(state, feeds.sign(v, verify(honest, 1.20 + NOISE / 2)))
+    assert honest.id in state.verified and state.records[0].claim == honest.id
