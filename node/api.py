@@ -18,7 +18,7 @@ from aiohttp import web
 
 from swarm.bundles import MAX_BUNDLE_BYTES
 
-from node import agenthub, localapi
+from node import agenthub, dashboard, localapi
 from node.agents import AgentRegistry
 from node.backend import Backend
 from node.errors import SetupError
@@ -41,6 +41,7 @@ async def serve_api(listen: str, home: Path, backend: Backend, peer_address: str
     app = web.Application(client_max_size=MAX_BUNDLE_BYTES + (64 << 10))
     agenthub.add_routes(app, backend, agents)
     localapi.add_routes(app, backend, agents)
+    dashboard.add_routes(app, backend)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S)
     await runner.setup()
     host, port = _split(listen)

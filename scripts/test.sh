@@ -3,4 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# chromium (tests only): the dashboard's browser test drives Debian's build through Playwright (no browser download).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "setup: could not install chromium; tests/node/test_dashboard_browser.py will fail" >&2
+fi
 exec .venv/bin/python -m pytest "$@"
