@@ -1,6 +1,10 @@
 """`python -m ledger`: audit, inspect and create ledger files from the command line.
 
     audit FILE [--strict] [--workers N] [--quiet]   check everything; exit 0 ok, 1 a problem, 2 bad input
+          [--checkpoint CP ...] [--proof P ...]     ... and signed checkpoints against the file, proofs against them
+    checkpoint FILE --key PATH [--count N] [--out CP]   a signed checkpoint (Merkle root) of the first N rows
+    prove FILE (--entry ID | --since CP) [--checkpoint CP] [--out P]   an inclusion or consistency proof
+    verify --checkpoint CP [...] --proof P [...]    proofs against checkpoints, without the ledger file
     show FILE [--author NODEID] [--kind KIND] [--limit N]   entries as JSON lines
     stats FILE                                      rows, authors, kinds, size, credits, records
     spec FILE                                       the swarm spec as JSON
@@ -23,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from ledger import audit, jsonview
+from ledger import audit, checkpoint, jsonview
 from ledger.bodies import KINDS, UCR_PER_CREDIT
 from ledger.entry import decode_entry
 from ledger.errors import InvalidEntry, LedgerError, StoreError
 from ledger.keys import Identity, node_id_text, parse_node_id
+from ledger.merkle import InvalidProof
 from ledger.spec import SwarmSpec, sign_spec
 from ledger.store import Ledger
 
@@ -95,6 +100,30 @@ def _parser() -> _Parser:
     p.add_argument("--strict", action="store_true", help="entries refused by the credit rules are failures too")
     p.add_argument("--workers", type=int, default=None, help="signature-checking processes (default: every core)")
     p.add_argument("--quiet", action="store_true", help="print only the verdict line")
+    p.add_argument("--checkpoint", action="append", type=Path, default=[], metavar="CP",
+                   help="a signed checkpoint to check against the file's first rows (repeat)")
+    p.add_argument("--proof", action="append", type=Path, default=[], metavar="P",
+                   help="an inclusion or consistency proof to check against the checkpoints (repeat)")
+
+    p = sub.add_parser("checkpoint", help="sign a checkpoint (entry count and Merkle root) of a ledger file")
+    p.add_argument("file", type=Path)
+    p.add_argument("--key", type=Path, required=True, help="identity file of the signing node")
+    p.add_argument("--count", type=int, default=None, help="entries: the first N rows (default: all)")
+    p.add_argument("--out", type=Path, default=None, help="write it here (never overwritten) instead of stdout")
+
+    p = sub.add_parser("prove", help="an inclusion proof of an entry, or a consistency proof between checkpoints")
+    p.add_argument("file", type=Path)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--entry", metavar="ID", help="entry id (64 hex digits): prove it is in the rows")
+    what.add_argument("--since", type=Path, metavar="CP", help="older checkpoint: prove the rows extend it")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="CP",
+                   help="prove against this checkpoint's rows (default: all rows of the file)")
+    p.add_argument("--out", type=Path, default=None, help="write it here (never overwritten) instead of stdout")
+
+    p = sub.add_parser("verify", help="check proofs against signed checkpoints, without the ledger file",
+                       epilog="exit status: 0 every proof holds; 1 one does not; 2 bad input")
+    p.add_argument("--checkpoint", action="append", type=Path, required=True, metavar="CP")
+    p.add_argument("--proof", action="append", type=Path, default=[], metavar="P")
 
     p = sub.add_parser("show", help="print entries as JSON lines")
     p.add_argument("file", type=Path)
@@ -184,17 +213,145 @@ def _new_swarm(config: NewSwarm, out: TextIO, err: TextIO) -> int:
 def _audit(args: argparse.Namespace, out: TextIO) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.proof and not args.checkpoint:
+        raise UsageError("--proof needs the --checkpoint it is checked against")
+    try:
+        loaded = _load_proof_files(args.checkpoint, args.proof)
+    except (checkpoint.InvalidCheckpoint, InvalidProof) as exc:
+        print(f"FAILED: {exc}", file=out)
+        return EXIT_PROBLEM
     # a bar only where someone watches: in a log file it is one long line of carriage returns
     progress = not args.quiet and sys.stderr.isatty()
     report = audit.audit_file(args.file, workers=args.workers, progress=progress, strict=args.strict)
     if not args.quiet:
         _print_report(report, out)
-    if report.ok:
-        extra = f"; {report.invalid_count} entries refused by the credit rules" if report.invalid_count else ""
-        print(f"OK: {report.rows} rows, every check holds{extra}", file=out)
-        return EXIT_OK
-    print(f"FAILED: {report.first_problem}", file=out)
-    return EXIT_PROBLEM
+    if not report.ok:
+        print(f"FAILED: {report.first_problem}", file=out)
+        return EXIT_PROBLEM
+    proven = ""
+    if args.checkpoint:
+        try:
+            lines = _check_against_file(args.file, args.checkpoint, loaded)
+        except (checkpoint.InvalidCheckpoint, InvalidProof) as exc:
+            print(f"FAILED: {exc}", file=out)
+            return EXIT_PROBLEM
+        if not args.quiet:
+            print("\n".join(lines), file=out)
+        proven = f"; {_counted(loaded)} verified"
+    extra = f"; {report.invalid_count} entries refused by the credit rules" if report.invalid_count else ""
+    print(f"OK: {report.rows} rows, every check holds{extra}{proven}", file=out)
+    return EXIT_OK
+
+
+_Loaded = tuple[list[checkpoint.SignedCheckpoint], list[checkpoint.Proof]]
+
+
+def _load_proof_files(checkpoints: list[Path], proofs: list[Path]) -> _Loaded:
+    """Reads and verifies the signature of every checkpoint, and decodes every proof; errors name the file."""
+    cps, prs = [], []
+    for path in checkpoints:
+        try:
+            cps.append(checkpoint.load_checkpoint(path))
+        except (checkpoint.InvalidCheckpoint, InvalidProof) as exc:
+            raise type(exc)(f"checkpoint {path}: {exc}") from None
+    for path in proofs:
+        try:
+            prs.append(checkpoint.load_proof(path))
+        except InvalidProof as exc:
+            raise InvalidProof(f"proof {path}: {exc}") from None
+    return cps, prs
+
+
+def _check_against_file(file: Path, paths: list[Path], loaded: _Loaded) -> list[str]:
+    cps, proofs = loaded
+    lines = []
+    for path, signed in zip(paths, cps):
+        try:
+            checkpoint.check_file(file, signed)
+        except checkpoint.InvalidCheckpoint as exc:
+            raise checkpoint.InvalidCheckpoint(f"checkpoint {path}: {exc}") from None
+        lines.append(f"checkpoint {path}: {signed.describe()}: matches the file's first {signed.checkpoint.count} rows")
+    return lines + _check_proofs(cps, proofs)
+
+
+def _check_proofs(cps: list[checkpoint.SignedCheckpoint], proofs: list[checkpoint.Proof]) -> list[str]:
+    swarms = {cp.checkpoint.swarm for cp in cps}
+    if len(swarms) > 1:
+        raise checkpoint.InvalidCheckpoint("the checkpoints are of different swarms")
+    return [f"proof: {line}" for line in checkpoint.check_proofs(cps, proofs)]
+
+
+def _counted(loaded: _Loaded) -> str:
+    cps, proofs = loaded
+    inclusion = sum(isinstance(p, checkpoint.InclusionProof) for p in proofs)
+    parts = [f"{len(cps)} checkpoint{'s' if len(cps) != 1 else ''}"]
+    if inclusion:
+        parts.append(f"{inclusion} inclusion proof{'s' if inclusion != 1 else ''}")
+    if len(proofs) - inclusion:
+        parts.append(f"{len(proofs) - inclusion} consistency proof{'s' if len(proofs) - inclusion != 1 else ''}")
+    return ", ".join(parts)
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        loaded = _load_proof_files(args.checkpoint, args.proof)
+        for path, signed in zip(args.checkpoint, loaded[0]):
+            print(f"checkpoint {path}: {signed.describe()}: signature verifies", file=out)
+        lines = _check_proofs(*loaded)
+    except (checkpoint.InvalidCheckpoint, InvalidProof) as exc:
+        print(f"FAILED: {exc}", file=out)
+        return EXIT_PROBLEM
+    if lines:
+        print("\n".join(lines), file=out)
+    print(f"OK: {_counted(loaded)} verified", file=out)
+    return EXIT_OK
+
+
+def _write_new(path: Path | None, text: str, out: TextIO) -> None:
+    if path is None:
+        out.write(text)
+        return
+    try:
+        with open(path, "x") as f:  # a checkpoint is evidence: never overwrite one
+            f.write(text)
+    except FileExistsError:
+        raise UsageError(f"{path}: already exists") from None
+
+
+def _checkpoint(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.count is not None and args.count < 0:
+        raise UsageError("--count must not be negative")
+    identity = Identity.load(args.key)
+    signed = checkpoint.make_checkpoint(args.file, identity, time_ms=int(time.time() * 1000), count=args.count)
+    _write_new(args.out, checkpoint.to_text(checkpoint.CHECKPOINT_LABEL, signed.wire), out)
+    print(f"checkpoint: {signed.describe()}" + (f", written to {args.out}" if args.out else ""),
+          file=out if args.out else err)
+    return EXIT_OK
+
+
+def _prove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    size = None
+    try:
+        if args.checkpoint is not None:
+            signed = checkpoint.load_checkpoint(args.checkpoint)
+            checkpoint.check_file(args.file, signed)  # the proof must lead to this checkpoint's root
+            size = signed.checkpoint.count
+        proof: checkpoint.Proof
+        if args.entry is not None:
+            proof = checkpoint.prove_entry(args.file, _hex(args.entry, 32, "--entry"), size)
+            what = f"inclusion of row {proof.index + 1} among {proof.size} entries"
+        else:
+            old = checkpoint.load_checkpoint(args.since)
+            checkpoint.check_file(args.file, old)
+            proof = checkpoint.prove_consistency(args.file, old.checkpoint.count, size)
+            what = f"consistency from {proof.old_size} to {proof.new_size} entries"
+    except (checkpoint.InvalidCheckpoint, InvalidProof) as exc:
+        print(f"FAILED: {exc}", file=err)
+        return EXIT_PROBLEM
+    _write_new(args.out, checkpoint.to_text(checkpoint.PROOF_LABEL, proof.encode()), out)
+    print(f"proof: {what}, {len(proof.path)} hashes" + (f", written to {args.out}" if args.out else ""),
+          file=out if args.out else err)
+    return EXIT_OK
 
 
 def _print_report(report: audit.AuditReport, out: TextIO) -> None:
@@ -311,6 +468,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             return _spec(args, out)
         if args.command == "keygen":
             return _keygen(args, out)
+        if args.command == "checkpoint":
+            return _checkpoint(args, out, err)
+        if args.command == "prove":
+            return _prove(args, out, err)
+        if args.command == "verify":
+            return _verify(args, out)
         return _new_swarm(_new_swarm_config(args), out, err)
     except BrokenPipeError:
         return EXIT_OK  # `show ... | head`: the reader has all it wanted
