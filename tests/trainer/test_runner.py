@@ -139,7 +139,7 @@ def test_result_validates_itself() -> None:
 
 def test_val_rows_and_splice() -> None:
     profile = get_profile("cpu")
-    val = np.random.default_rng(0).integers(1, 50, 20_000).astype(np.uint16)
+    val = np.random.default_rng(0).integers(1, 50, 200_000).astype(np.uint16)
     rows = evaluate.val_rows(val, profile, eval_seed=7)
     t, b = profile.seq_len, profile.eval_batch_size
     assert rows.shape == (profile.eval_tokens // (t * b), b, t + 1)
