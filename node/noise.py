@@ -47,6 +47,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist, median
 
+from ledger.fold import State
+
 from node.errors import NodeError
 
 MIN_DOF = 2  # degrees of freedom below which there is no estimate
@@ -173,3 +175,21 @@ def _screen_group(group: list[float], limit: float) -> list[float]:
 def _sum_squares(group: list[float]) -> float:
     mean = math.fsum(group) / len(group)
     return math.fsum((x - mean) ** 2 for x in group)
+
+
+def replay_noise(state: State, platform_class: str, policy: NoisePolicy = NoisePolicy()) -> NoiseEstimate | None:
+    """The class's replay noise as the ledger shows it: every claim's own value and its verifiers'
+    re-runs are measurements of one program with the same training (same steps and seed), so their
+    spread is the noise verifiers must tolerate (evaluation and hardware, not training seeds). None
+    while the ledger holds too few re-runs."""
+    groups = []
+    for claim_id, claim in state.claims.items():
+        if claim.platform_class != platform_class or claim.claimed is None:
+            continue
+        values = list(state.measured.get(claim_id, {}).values())
+        if values:
+            groups.append([claim.claimed, *values])
+    try:
+        return estimate_noise(repeats=groups, policy=policy)
+    except TooFewSamples:
+        return None

@@ -10,12 +10,13 @@ from typing import Any
 
 from ledger.bodies import UCR_PER_CREDIT
 from ledger.errors import KeyFileError
-from ledger.fold import leaderboard
+from ledger.fold import State, leaderboard
 from ledger.keys import Identity, node_id_text
 from ledger.store import Ledger
 
 from node.config import NodeConfig
 from node.home import Layout, current_slug
+from node.noise import replay_noise
 
 TOP_N = 10  # leaderboard rows per class
 
@@ -25,6 +26,15 @@ def _identity(path: Any) -> str | None:
         return Identity.load(path).node_id
     except KeyFileError:
         return None
+
+
+def _noise(state: State, cls: str) -> dict[str, float | int] | None:
+    """What the ledger's re-runs say about the class's noise (node/noise.py), beside the spec's."""
+    found = replay_noise(state, cls)
+    if found is None:
+        return None
+    return {"sigma_bpb": found.sigma_bpb, "tolerance_bpb": found.tolerance_bpb, "dof": found.dof,
+            "dropped": found.dropped}
 
 
 async def collect(config: NodeConfig) -> dict[str, Any]:
@@ -45,6 +55,7 @@ async def collect(config: NodeConfig) -> dict[str, Any]:
                 "verified": sum(1 for cid in state.verified if state.claims[cid].platform_class == cls),
                 "records": len(records),
                 "noise_bpb": spec.noise_bpb[cls],
+                "measured_replay_noise": _noise(state, cls),
                 "leaderboard": [{"claim": cid.hex(), "commit": state.claims[cid].commit.hex(), "val_bpb": value}
                                 for cid, value in leaderboard(state, cls)[:TOP_N]],
             }

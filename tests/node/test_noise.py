@@ -161,3 +161,24 @@ def test_too_few_samples_is_a_typed_error() -> None:
 def test_a_senseless_policy_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(NoiseError):
         NoisePolicy(**bad)
+
+
+def test_replay_noise_reads_the_ledger_re_runs() -> None:
+    import random as _random
+
+    from ledger import fold
+    from node.noise import replay_noise
+    from tests.ledger.factory import CLASS, Feeds, claim, identity, make_spec, verify
+
+    verifiers = [identity(801), identity(802), identity(803)]
+    signed = make_spec(identity(800), verifiers, quorum=3)
+    feeds, state, rng = Feeds(signed.swarm_id), fold.initial(signed.spec), _random.Random(7)
+    assert replay_noise(state, CLASS) is None  # nothing re-run yet
+    for n in range(40):
+        c = feeds.sign(identity(810), claim(n, round(1.5 + rng.gauss(0, 0.002), 6)))
+        fold.apply(state, c)
+        for v in verifiers:
+            fold.apply(state, feeds.sign(v, verify(c, 1.5 + rng.gauss(0, 0.002))))
+    found = replay_noise(state, CLASS)
+    assert found is not None and 0.0015 < found.sigma_bpb < 0.0025 and found.dof == 40 * 3
+    assert replay_noise(state, "h100") is None
