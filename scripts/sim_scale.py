@@ -1,0 +1,508 @@
+"""A large swarm in one process: N simulated nodes for a simulated day, in discrete simulated time.
+
+    .venv/bin/python scripts/sim_scale.py --nodes 1000 --hours 24      # one JSON object per figure
+
+What is real: identities and signed entries (`ledger.entry.sign_entry`); the fold
+(`ledger.fold.apply`), run at sampled nodes over the day's entries in the order each of them received
+them; the dial choice that builds the graph (`swarm.peertable.choose_dials`, rng passed in); the push
+rule of `swarm/gossip.py` (`Replicator._appended`: on first receipt an entry goes to every connected
+peer that neither sent it to us nor was sent it); the bytes of every frame (`swarm.protocol
+.encode_message` of `Entries`, `Heads` pages from `swarm.gossip.heads_pages`, `Digest`, `Ping`,
+`Pong`, at the intervals `swarm/peer.py` and `swarm/connection.py` use); and one node's ledger
+file, written through `ledger.store.Ledger` with the day's wires.
+
+What is modelled: each link has a one-way latency drawn once (uniform, `latency_s`); a node's uplink
+sends frames one after another at `uplink_bps`; a hop costs `ingest_s` (check, append, forward).
+No frame is lost. The fake trainer: every node runs one worker (one GPU) that finishes an experiment
+every `budget_s` + overhead and publishes a claim; an improvement (a claim below the best verified
+value by more than the noise) is re-run by a trusted verifier when it next frees up, which publishes
+the verify and the mints the credit rules allow, as tests/ledger/factory.py's valid history does.
+
+Theory of operation. Entries do not contend for links (a node's uplink is busy well under 1% of the
+time; `uplink_busy` reports it), so an entry's flood depends only on its origin: the simulator floods
+once per origin (an event heap of receipts and forwards) and keeps per node the time it got the entry
+and the frames it sent and received. The day's workload then replays through those floods: arrival
+time of entry e at node v = publish time + delay[origin(e)][v], and a node's traffic is its frame
+counts per origin times the bytes of that origin's frames. Knows nothing about asyncio or sockets
+except in `ledger_bytes`, which writes the real SQLite ledger.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import heapq
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ledger import fold  # noqa: E402
+from ledger.bodies import Body, Claim, Mint, Verify  # noqa: E402
+from ledger.entry import Entry, sign_entry  # noqa: E402
+from ledger.keys import Identity  # noqa: E402
+from ledger.pending import Pending  # noqa: E402
+from ledger.spec import SignedSpec, SwarmSpec, sign_spec  # noqa: E402
+from swarm.connection import PING_INTERVAL_S  # noqa: E402
+from swarm.gossip import heads_pages  # noqa: E402
+from swarm.peer import FULL_SYNC_EVERY  # noqa: E402
+from swarm.peerconfig import ANTI_ENTROPY_INTERVAL_S  # noqa: E402
+from swarm.peertable import PeerTable, choose_dials  # noqa: E402
+from swarm.protocol import Digest, Entries, Ping, Pong, encode_message  # noqa: E402
+
+CLASS = "sim-gpu"
+NOISE_BPB = 0.002
+RATE_UCR_PER_BPB = 10**9
+VERIFY_UCR = 1000
+TCP_IP_BYTES_PER_FRAME = 52   # IPv4 + TCP with timestamps; ws framing is added per frame size
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    nodes: int = 1000
+    hours: float = 24.0
+    dials: int = 3                      # outbound connections per node: average degree about 2x
+    peers_known: int = 64               # addresses a node learnt by peer exchange before dialing
+    verifiers: int = 10                 # trusted verifiers among the nodes
+    latency_s: tuple[float, float] = (0.010, 0.120)  # one-way, per link, uniform
+    uplink_bps: float = 100e6
+    ingest_s: float = 0.005             # per hop: signature check, durable append, hand to the pusher
+    budget_s: float = 300.0             # one experiment's training budget
+    overhead_s: tuple[float, float] = (20.0, 60.0)   # per experiment, outside the trainer
+    improve_p: float = 0.05             # chance that an experiment beats the best, shrinking as k/(k+20)
+                                        # with k improvements so far: the easy wins go first
+    loss_points: int = 64               # of the loss curve carried in a claim (the node keeps <= 128)
+    fold_sample: int = 8                # nodes whose fold is computed in their own arrival order
+    # A proposed change, modelled (0 / "full": the protocol as built). eager > 0: a node forwards a
+    # peer's entry in full to `eager` of its peers and announces its id to the others (its own entries
+    # still go in full to all); a node told of an entry it lacks asks for it after `pull_after_s`.
+    eager: int = 0
+    pull_after_s: float = 0.25
+    have_bytes: int = 40                # one announced id: 32 bytes + framing, headers shared by a batch
+    heads: str = "full"                 # "delta": the periodic heads pages carry only rows changed since
+    seed: int = 1
+
+
+# ------------------------------------------------------------------------------------- the graph
+
+
+def build_graph(cfg: SimConfig, rng: random.Random) -> list[list[int]]:
+    """Undirected adjacency lists: every node dials `cfg.dials` addresses of those it knows."""
+    addr = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:7400" for i in range(cfg.nodes)]
+    index = {a: i for i, a in enumerate(addr)}
+    adj: list[set[int]] = [set() for _ in range(cfg.nodes)]
+    for i in range(cfg.nodes):
+        table = PeerTable()
+        for j in rng.sample(range(cfg.nodes), min(cfg.peers_known, cfg.nodes)):
+            table.add(addr[j])
+        picked = choose_dials(table, connected=[addr[j] for j in adj[i]], banned=(), own=(addr[i],),
+                              want=cfg.dials, now_s=0.0, rng=rng)
+        for a in picked:
+            adj[i].add(index[a])
+            adj[index[a]].add(i)
+    return [sorted(s) for s in adj]
+
+
+# ------------------------------------------------------------------------------------- floods
+
+
+@dataclass(slots=True)
+class Flood:
+    """One entry's flood from `origin`: when each node appended it, and the frames each moved."""
+
+    held_s: np.ndarray        # float64 [nodes]: time since publish at which the node appended it
+    sent: np.ndarray          # int32 [nodes]: frames carrying it that the node sent
+    received: np.ndarray      # int32 [nodes]: frames carrying it that the node received (duplicates too)
+    announced: np.ndarray | None = None   # int32 [nodes]: ids announced or asked for, sent + received
+
+
+def flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: int, frame_bytes: int,
+          cfg: SimConfig) -> Flood:
+    n = len(adj)
+    held = np.full(n, math.inf)
+    sent = np.zeros(n, np.int32)
+    received = np.zeros(n, np.int32)
+    heard_from: list[set[int] | None] = [None] * n   # peers known to hold it (swarm: conn.knows)
+    tx_s = frame_bytes * 8 / cfg.uplink_bps
+    # events: (time, kind, node, sender); kind 0 = a frame arrives, 1 = the node forwards
+    events: list[tuple[float, int, int, int]] = [(0.0, 1, origin, -1)]
+    held[origin] = 0.0
+    heard_from[origin] = set()
+    while events:
+        t, kind, v, u = heapq.heappop(events)
+        if kind == 0:
+            received[v] += 1
+            known = heard_from[v]
+            if known is None:                 # first receipt: appended after the ingest cost
+                heard_from[v] = {u}
+                held[v] = t + cfg.ingest_s
+                heapq.heappush(events, (held[v], 1, v, u))
+            else:
+                known.add(u)
+            continue
+        known = heard_from[v]
+        assert known is not None
+        busy_s = t
+        for w in adj[v]:
+            if w in known:
+                continue
+            known.add(w)
+            busy_s += tx_s                    # the uplink sends one frame after another
+            sent[v] += 1
+            heapq.heappush(events, (busy_s + latency[(v, w) if v < w else (w, v)], 0, w, v))
+    return Flood(held, sent, received)
+
+
+def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: int, frame_bytes: int,
+               cfg: SimConfig, rng: random.Random) -> Flood:
+    """The flood under the modelled change (`cfg.eager` > 0): full frames to a few, ids to the rest."""
+    n = len(adj)
+    held = np.full(n, math.inf)
+    sent = np.zeros(n, np.int32)
+    received = np.zeros(n, np.int32)
+    announced = np.zeros(n, np.int32)
+    known: list[set[int]] = [set() for _ in range(n)]
+    pulling = [False] * n
+    busy_s = [0.0] * n
+    tx_s = frame_bytes * 8 / cfg.uplink_bps
+
+    def lat(a: int, b: int) -> float:
+        return latency[(a, b) if a < b else (b, a)]
+
+    def send_full(t: float, v: int, w: int) -> None:
+        busy_s[v] = max(t, busy_s[v]) + tx_s
+        sent[v] += 1
+        heapq.heappush(events, (busy_s[v] + lat(v, w), 0, w, v))
+
+    # kinds: 0 full frame at v from u; 1 v forwards; 2 id announced to v by u; 3 v's pull timer; 4 want at v from u
+    events: list[tuple[float, int, int, int]] = [(0.0, 1, origin, -1)]
+    held[origin] = 0.0
+    while events:
+        t, kind, v, u = heapq.heappop(events)
+        if kind == 0:
+            received[v] += 1
+            known[v].add(u)
+            if held[v] == math.inf:
+                held[v] = t + cfg.ingest_s
+                heapq.heappush(events, (held[v], 1, v, u))
+        elif kind == 1:
+            targets = [w for w in adj[v] if w not in known[v]]
+            rng.shuffle(targets)
+            full = targets if v == origin else targets[:cfg.eager]   # own entries go to all peers
+            for w in targets:
+                known[v].add(w)
+                if w in full:
+                    send_full(t, v, w)
+                else:
+                    announced[v] += 1
+                    heapq.heappush(events, (t + lat(v, w), 2, w, v))
+        elif kind == 2:
+            announced[v] += 1
+            known[v].add(u)
+            if held[v] == math.inf and not pulling[v]:
+                pulling[v] = True
+                heapq.heappush(events, (t + cfg.pull_after_s, 3, v, u))
+        elif kind == 3:
+            pulling[v] = False
+            if held[v] == math.inf:
+                announced[v] += 1
+                heapq.heappush(events, (t + lat(v, u), 4, u, v))
+        else:
+            announced[v] += 1
+            send_full(t, v, u)
+    return Flood(held, sent, received, announced)
+
+
+# ------------------------------------------------------------------------------------- the fake trainer
+
+
+def identity(n: int) -> Identity:
+    return Identity.from_seed(hashlib.sha256(b"sim-%d" % n).digest())
+
+
+def make_spec(verifiers: list[Identity]) -> SignedSpec:
+    creator = identity(-1)
+    spec = SwarmSpec(
+        name="sim", creator=creator.public_key, created_ms=0, harness_hash=b"h" * 32, dataset_hash=b"d" * 32,
+        tokenizer_hash=b"t" * 32, time_budget_s=300, metric="val_bpb", direction="min",
+        baseline_commit=b"\x00" * 20, allowed_files=["train.py"], platform_classes=[CLASS],
+        verifiers=[v.public_key for v in verifiers], quorum=1, noise_bpb={CLASS: NOISE_BPB},
+        record_ucr_per_bpb=RATE_UCR_PER_BPB, verify_ucr=VERIFY_UCR,
+    )
+    return sign_spec(creator, spec)
+
+
+@dataclass(slots=True)
+class Published:
+    entry: Entry
+    origin: int
+    at_s: float
+
+
+@dataclass(slots=True)
+class Day:
+    """The day's entries in publish order, and the fold of them in that order (the reference)."""
+
+    published: list[Published] = field(default_factory=list)
+    state: fold.State | None = None
+
+
+def run_day(cfg: SimConfig, spec: SignedSpec, ids: list[Identity], arrival: np.ndarray,
+            rng: random.Random) -> Day:
+    """Discrete events of the workers: `arrival[o][v]` is when node v holds node o's entry, after publishing."""
+    state = fold.initial(spec.spec)
+    day = Day(state=state)
+    heads: dict[bytes, tuple[int, bytes | None]] = {}
+    swarm = spec.swarm_id
+    end_s = cfg.hours * 3600
+    verifier_nodes = set(range(cfg.verifiers))
+    unverified: list[tuple[float, Entry, int]] = []    # (published at, claim, origin), improvements
+    best = 3.0
+    improvements = 0
+    commits = 0
+
+    def publish(v: int, body: Body, now_s: float) -> Entry:
+        seq, prev = heads.get(ids[v].public_key, (0, None))
+        entry = sign_entry(ids[v], swarm=swarm, seq=seq + 1, prev=prev, body=body, time_ms=int(now_s * 1000))
+        heads[ids[v].public_key] = (entry.seq, entry.id)
+        fold.apply(state, entry)
+        if state.verdicts.get(entry.id):
+            raise RuntimeError(f"the fake trainer made an invalid entry: {state.verdicts[entry.id]}")
+        day.published.append(Published(entry, v, now_s))
+        return entry
+
+    jobs = [(rng.uniform(0, cfg.budget_s), v) for v in range(cfg.nodes)]  # workers start spread out
+    heapq.heapify(jobs)
+    while jobs and jobs[0][0] < end_s:
+        now_s, v = heapq.heappop(jobs)
+        # a verifier that already holds an unverified improvement re-runs it; the run takes a budget
+        if v in verifier_nodes:
+            seen = [k for k, (at, _, o) in enumerate(unverified) if at + arrival[o][v] <= now_s]
+            if seen:
+                _, claim_entry, _ = unverified.pop(seen[0])
+                _verify(publish, v, ids[v], claim_entry, state, now_s)
+                heapq.heappush(jobs, (now_s + cfg.budget_s + rng.uniform(*cfg.overhead_s), v))
+                continue
+        commits += 1
+        improved = rng.random() < cfg.improve_p * 20 / (20 + improvements) and best > 1.0
+        value = best - rng.uniform(0.0021, 0.004) if improved else best + abs(rng.gauss(0, 0.02))
+        claim = publish(v, _claim(commits, value, cfg.loss_points, rng), now_s)
+        if value < best - NOISE_BPB:
+            best = value
+            improvements += 1
+            unverified.append((now_s, claim, v))
+        heapq.heappush(jobs, (now_s + cfg.budget_s + rng.uniform(*cfg.overhead_s), v))
+    return day
+
+
+def _claim(n: int, value: float, points: int, rng: random.Random) -> Claim:
+    curve = [round(4.0 - 2.5 * k / max(points, 1) + rng.gauss(0, 0.01), 4) for k in range(points)]
+    return Claim(
+        commit=hashlib.sha1(b"sim-commit-%d" % n).digest(), parent=b"\x00" * 20, platform_class=CLASS,
+        status="ok", val_bpb=round(value, 5), num_steps=950, planned_steps=950, seed=n, training_s=300.0,
+        wall_s=340.0, peak_vram_mb=44_000.0, loss_curve=curve, diff_summary="MATRIX_LR: 0.04 -> 0.05",
+        message="raise the matrix learning rate", bundle=hashlib.sha256(b"bundle-%d" % n).digest(),
+    )
+
+
+def _verify(publish: Any, v: int, who: Identity, claim: Entry, state: fold.State, now_s: float) -> None:
+    body = claim.body
+    assert isinstance(body, Claim) and body.val_bpb is not None
+    value = body.val_bpb
+    ver = publish(v, Verify(claim=claim.id, commit=body.commit, platform_class=CLASS, status="ok", val_bpb=value,
+                            num_steps=body.num_steps, seed=body.seed, training_s=300.0), now_s)
+    prev = state.verifier_best.get((who.public_key, CLASS))
+    if prev is None or value < prev - NOISE_BPB:
+        amount = 0 if prev is None else int(RATE_UCR_PER_BPB * (prev - value))
+        publish(v, Mint(reason="record", subject=claim.id, quorum=[ver.id], to=claim.author, amount=amount,
+                        value=value, prev_best=prev), now_s)
+    publish(v, Mint(reason="verification", subject=ver.id, quorum=[], to=who.public_key, amount=VERIFY_UCR,
+                    value=None, prev_best=None), now_s)
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def frame_bytes(message: Any) -> int:
+    """Bytes of one websocket frame carrying `message`, and the TCP/IP headers of its packet."""
+    payload = len(encode_message(message))
+    return payload + (2 if payload < 126 else 4 if payload < 65536 else 10) + TCP_IP_BYTES_PER_FRAME
+
+
+def fold_digests(state: fold.State) -> dict[str, str]:
+    """One hash per derived table, so a difference says which table differs."""
+    t = fold.tables(state)
+    parts = {"balances": sorted(t.balances.items()), "frozen": sorted(t.frozen.items()),
+             "verdicts": sorted(t.verdicts.items()), "leaderboard": fold.leaderboard(state, CLASS),
+             "records": sorted(repr(r) for r in t.records)}
+    return {name: hashlib.sha256(repr(part).encode()).hexdigest()[:16] for name, part in parts.items()}
+
+
+def fold_at(spec: SignedSpec, day: Day, arrival: np.ndarray, v: int) -> tuple[fold.State, int]:
+    """The fold node v computes, taking entries in the order it received them. As the store does,
+    an entry whose dependencies (`Entry.deps`) are not applied yet waits in the real pending area
+    (`ledger.pending.Pending`) until they are. Returns the state and how many entries waited."""
+    order = sorted(day.published, key=lambda p: (p.at_s + arrival[p.origin][v], p.entry.author, p.entry.seq))
+    state = fold.initial(spec.spec)
+    applied: set[bytes] = set()
+    pending = Pending()
+    waited = 0
+    for p in order:
+        ready = [p.entry]
+        while ready:
+            entry = ready.pop()
+            missing = next((d for d in entry.deps() if d not in applied), None)
+            if missing is not None:
+                pending.add(entry, missing)
+                waited += 1
+                continue
+            fold.apply(state, entry)
+            applied.add(entry.id)
+            ready.extend(reversed(pending.release(entry.id)))
+    if len(pending):
+        raise RuntimeError(f"node {v}: {len(pending)} entries never had their dependencies")
+    return state, waited
+
+
+async def ledger_bytes(spec: SignedSpec, day: Day, path: Path) -> tuple[int, int]:
+    """Writes the day's wires into a real ledger file; returns (rows, bytes on disk after a checkpoint)."""
+    from ledger.store import Ledger
+
+    wires = [p.entry.wire for p in day.published]
+    async with Ledger.open(path, spec) as ledger:
+        for start in range(0, len(wires), 1000):
+            await ledger.append_wires(wires[start:start + 1000])
+        rows = await ledger.count()
+    size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
+    return rows, size
+
+
+def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any]:
+    """Runs the whole simulation; returns the figures (and the evidence behind them) as a dict."""
+    rng = random.Random(cfg.seed)
+    t0 = time.process_time()
+    adj = build_graph(cfg, rng)
+    latency = {(v, w): rng.uniform(*cfg.latency_s) for v in range(cfg.nodes) for w in adj[v] if v < w}
+    ids = [identity(i) for i in range(cfg.nodes)]
+    spec = make_spec(ids[:cfg.verifiers])
+    typical = frame_bytes(Entries((b"\x00" * 1200,)))
+    if cfg.eager:
+        floods = [lazy_flood(adj, latency, o, typical, cfg, random.Random(cfg.seed * 1_000_003 + o))
+                  for o in range(cfg.nodes)]
+    else:
+        floods = [flood(adj, latency, o, typical, cfg) for o in range(cfg.nodes)]
+    arrival = np.stack([f.held_s for f in floods])
+    day = run_day(cfg, spec, ids, arrival, rng)
+    t_sim = time.process_time() - t0
+
+    # propagation: per entry, the time until the last node holds it
+    to_all_s = np.array([arrival[p.origin].max() for p in day.published])
+    # traffic: entry frames per node, by origin; then the anti-entropy and pings every link carries
+    per_origin = np.zeros(cfg.nodes)
+    for p in day.published:
+        per_origin[p.origin] += frame_bytes(Entries((p.entry.wire,)))
+    moved = np.stack([f.sent + f.received for f in floods])        # [origin, node]
+    entry_bytes = per_origin @ moved                                 # [node]
+    by_origin = np.bincount([p.origin for p in day.published], minlength=cfg.nodes)
+    if cfg.eager:
+        entry_bytes = entry_bytes + cfg.have_bytes * (by_origin @ np.stack([f.announced for f in floods
+                                                                            if f.announced is not None]))
+    tips = {a: (s, h[:8]) for a, (s, h) in _heads(day).items()}
+    heads_bytes = sum(frame_bytes(page) for page in heads_pages(tips))
+    if cfg.heads == "delta":  # only the authors that published since the last full round on that link
+        per_round = min(len(tips), len(day.published) / (cfg.hours * 3600) * ANTI_ENTROPY_INTERVAL_S * FULL_SYNC_EVERY)
+        heads_bytes = int(heads_bytes * per_round / max(len(tips), 1))
+    hours = cfg.hours
+    per_link_side_per_h = (3600 / ANTI_ENTROPY_INTERVAL_S * ((FULL_SYNC_EVERY - 1) / FULL_SYNC_EVERY)
+                           * frame_bytes(Digest(b"\x00" * 32))
+                           + 3600 / (ANTI_ENTROPY_INTERVAL_S * FULL_SYNC_EVERY) * heads_bytes
+                           + 3600 / PING_INTERVAL_S * (frame_bytes(Ping(2**61)) + frame_bytes(Pong(2**61))))
+    degree = np.array([len(a) for a in adj])
+    sync_bytes = degree * 2 * per_link_side_per_h * hours            # each side sends and receives
+    total = entry_bytes + sync_bytes
+    frames_sent = by_origin @ np.stack([f.sent for f in floods])   # [node]
+    busy = float(frames_sent.max()) * typical * 8 / cfg.uplink_bps / (hours * 3600)
+
+    # folds: every node holds every entry (each flood reached all); sampled nodes fold in their own order
+    reached_all = bool(np.isfinite(arrival).all())
+    sample = sorted({int(np.argmax(arrival.max(axis=0))), *rng.sample(range(cfg.nodes), cfg.fold_sample - 1)})
+    assert day.state is not None
+    reference = fold_digests(day.state)
+    differ: dict[str, list[int]] = {name: [] for name in reference}   # table -> sampled nodes that differ
+    waited: dict[int, int] = {}
+    records_at: dict[int, int] = {}
+    for v in sample:
+        state, waited[v] = fold_at(spec, day, arrival, v)
+        records_at[v] = len(state.records)
+        for name, digest in fold_digests(state).items():
+            if digest != reference[name]:
+                differ[name].append(v)
+    kinds: dict[str, int] = {}
+    for p in day.published:
+        kinds[p.entry.kind] = kinds.get(p.entry.kind, 0) + 1
+    result: dict[str, Any] = {
+        "config": asdict(cfg),
+        "graph": {"nodes": cfg.nodes, "degree_mean": float(degree.mean()), "degree_min": int(degree.min()),
+                  "degree_max": int(degree.max())},
+        "entries": len(day.published), "kinds": kinds,
+        "propagation_s": {"p50": float(np.percentile(to_all_s, 50)), "p95": float(np.percentile(to_all_s, 95)),
+                          "max": float(to_all_s.max())},
+        "bytes_per_node_per_h": {"median": float(np.median(total) / hours), "max": float(total.max() / hours),
+                                 "entries_median": float(np.median(entry_bytes) / hours),
+                                 "anti_entropy_and_pings_median": float(np.median(sync_bytes) / hours)},
+        "bytes_per_node_per_day": {"median": float(np.median(total) / hours * 24), "max": float(total.max() / hours * 24)},
+        "heads_page_bytes": heads_bytes,
+        "duplicates_per_node_per_entry": float(statistics.mean(
+            float((f.received.sum() - (cfg.nodes - 1)) / cfg.nodes) for f in floods[:50])),
+        "uplink_busy_fraction_max": busy,
+        "every_node_holds_every_entry": reached_all,
+        # every table against the fold in publish order; records_at: each sampled node's record count
+        "folds": {"sampled_nodes": sample, "equal": not any(differ.values()), "differ": differ,
+                  "records_at": records_at, "entries_that_waited_for_dependencies": waited,
+                  "balances": len(day.state.balances), "records": len(day.state.records)},
+        "cpu_s_simulation": round(t_sim, 1),
+    }
+    if ledger_dir is not None:
+        rows, size = asyncio.run(ledger_bytes(spec, day, ledger_dir / "node.ledger"))
+        result["ledger"] = {"rows": rows, "bytes": size, "bytes_per_entry": round(size / max(rows, 1), 1)}
+    return result
+
+
+def _heads(day: Day) -> dict[bytes, tuple[int, bytes]]:
+    heads: dict[bytes, tuple[int, bytes]] = {}
+    for p in day.published:
+        heads[p.entry.author] = (p.entry.seq, p.entry.id)
+    return heads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--dials", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-ledger", action="store_true", help="skip writing the real ledger file")
+    parser.add_argument("--eager", type=int, default=0, help="model: full frames to this many peers, ids to the rest")
+    parser.add_argument("--heads", choices=["full", "delta"], default="full", help="model: periodic heads pages")
+    parser.add_argument("--loss-points", type=int, default=64, help="points of the loss curve in each claim")
+    args = parser.parse_args(argv)
+    cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed, eager=args.eager,
+                    heads=args.heads, loss_points=args.loss_points)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = simulate(cfg, ledger_dir=None if args.no_ledger else Path(tmp))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
