@@ -153,7 +153,7 @@ class Research:
             verifying = self.verifying_identity(cls)
             queue = [] if verifying is None else verifier.verification_queue(
                 state, self.history, verifying.public_key, cls, self._busy_claims | self._unavailable,
-                own=self._never_vouch_for(verifying, cls))
+                own=self._never_vouch_for(verifying, cls), now_ms=self._now_ms())
             if queue and verifying is not None:
                 await self._verify(device, verifying, queue[0])
                 continue
@@ -320,7 +320,8 @@ class Research:
             text += (f"; RECORD, minted {mint.amount / 1e6:.6f} credits to {short_id(mint.to)}" if mint.prev_best is not None
                      else "; RECORD (the verifier's first in this class: by the credit rules it mints nothing)")
         elif record.id in state.verified:
-            text += f"; {why}"
+            text += "; a confirmation re-run of the best (earns the fee, not a record share)" \
+                if why == "the minter must be part of the quorum" else f"; {why}"
         elif record.id in state.refuted:
             text += f"; REFUTED: the quorum measured {state.refuted[record.id]:.4f}, beyond the noise of the claim"
         fee = verifier.verification_mint(self.ledger.state, verifying.public_key, verify_id)

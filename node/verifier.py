@@ -1,18 +1,51 @@
 """Verification decisions: which claims to re-run, and which mints a verify entry justifies.
 
-Pure functions of the fold's state and the history index: no IO, no clock. The research loop
-(node/research.py) runs the replays and publishes what these functions return.
+Pure functions of the fold's state and the history index: no IO, no clock (the caller passes the
+time in). The research loop (node/research.py) runs the replays and publishes what these return.
 
-Which claims: successful claims of the verifier's class that no agreed value exists for yet, that
-this verifier has not re-run, not its own, and that could matter: before anything is verified
-every one, afterwards only claims whose own number beats the class's best by more than the
-noise (anything else cannot become a record, so re-running it buys nothing). The baseline first,
-then the most promising. Mints are built to the credit rules of ledger/credits.py and checked
-with its own `check_mint` before they are published, so the node never signs a mint the fold
-would refuse.
+Theory of operation. A replay costs as much GPU time as the experiment it checks, and nothing
+tells one verifier what the others are re-running right now, so the policy must keep the swarm's
+replays few without coordination; and a record needs its quorum's median to beat the previous
+record's median by only spec.noise_bpb, so the policy must also keep noise from passing that test.
+Five rules, each a pure function of the ledger:
+
+1. Only claims that could become records. Before anything is verified: the baseline's claims
+   (every successful claim if there is none), since a child replayed then meets no bar at all.
+   Afterwards a claim is *settled* (never replayed again) once it is verified, refuted or failed,
+   or its own number does not beat the class's best by the noise; the best only falls, so a
+   settled claim stays settled (the simulator prunes its index on that promise; the one
+   exception, the best itself while rule 5 re-measures it, is settled once that is done). A
+   commit claimed twice is replayed through its first open claim only.
+2. A margin tied to the measured noise. A claim is replayed only if its own number beats the
+   reference by the record margin (spec.noise_bpb) plus CLAIM_Z run-to-run standard deviations,
+   estimated from the spread of all re-runs of one claim in the ledger (the spec's noise until
+   there are enough). A claim of a program that is no better than the best passes only by a lucky
+   run; its author's run is independent of the verifiers' runs, so this gate multiplies down the
+   chance that noise becomes a record, and most of the swarm's replays go to real gains.
+3. Sequential replays. A claim's first replay comes from one verifier; the others of the quorum
+   follow only while the replays so far would still make a record: their median beats the best
+   by the noise and the margin, and is within the noise of the claimed value (else the fold
+   refutes the claim). Most lucky claims cost one replay, not a quorum.
+4. Rendezvous assignment. Every claim ranks the class's trusted verifiers in a pseudo-random order
+   derived from its id; a verifier replays a claim only when its rank is below the number of
+   replays the claim needs now (one more for every replay that disagreed, at most
+   MAX_EXTRA_REPLAYS more), so a hundred idle verifiers do not stampede one claim. One more rank
+   opens for every time budget a claim waits past STALL_BUDGETS budgets, so an offline verifier
+   or one that may not vouch for the author (`own`) delays a claim, never blocks it.
+5. A re-measured reference. The best's value is the median of a quorum, itself a noisy draw; when
+   it fell high, a no-better program needs less luck to beat it. So CONFIRM_REPLAYS more verifiers
+   replay each new best (they mint nothing for it: quorum_of counts only the replays the fold
+   used), and rule 2's reference is the lower of the best and the mean of all its replays.
+
+Among the claims left, the most promising first: a lower claimed value is both a larger gain and
+a higher chance of being a real record. Mints are built to the credit rules of ledger/credits.py
+and checked with its own `check_mint` before they are published, so the node never signs a mint
+the fold would refuse.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import statistics
 
 from ledger import credits
@@ -27,28 +60,167 @@ from node.history import ClaimRecord, History
 REPLAY_FIT_SLACK = 1.5
 REPLAY_FIT_GRACE_S = 10.0
 
+# Rule 2: a claim must beat the reference by noise_bpb + CLAIM_Z x (estimated run-to-run sd). Chosen
+# with scripts/bench_node.py --sim (docs/benchmarks.md): without rule 5, at 1.0 or 1.5, about one
+# record in 80 was noise; with 1.5 and rule 5 none was, at the realistic noise or twice it, and the
+# record path still reached 92% of the best true gain any node's program had.
+CLAIM_Z = 1.5
+MIN_NOISE_SAMPLES = 8      # re-run claims needed before the ledger's own noise estimate replaces the spec's
+MAX_EXTRA_REPLAYS = 2      # replays beyond the quorum one claim may get when its replays disagree
+CONFIRM_REPLAYS = 4        # replays of the class's best beyond its quorum: the reference for rule 2
+STALL_BUDGETS = 6          # a claim waits this many time budgets before the next verifier rank opens
+
+
+def settled(state: State, record: ClaimRecord) -> bool:
+    """Whether no verifier will ever replay this claim again (monotone: once True, True forever)."""
+    body = record.body
+    if record.id in state.verified:
+        return not _confirming(state, record)
+    if record.id in state.refuted or body.status != "ok" or body.val_bpb is None or body.num_steps < 1:
+        return True
+    values = list(state.measured.get(record.id, {}).values())
+    if len(values) >= _max_replays(state):
+        return True  # its replays keep disagreeing: a noisy program is no record either way
+    noise = state.spec.noise_bpb.get(body.platform_class, 0.0)
+    median = statistics.median(values) if values else None
+    if median is not None and abs(median - body.val_bpb) > noise:
+        return True  # replays so far would refute it (ledger/fold.py): the rest of a quorum buys nothing
+    best = state.best.get(body.platform_class)
+    if best is None:
+        return False
+    # replays that say "no record" end the claim too; the best only falls, so they keep saying it
+    return not body.val_bpb < best - noise or median is not None and not median < best - noise
+
+
+def reference(state: State, platform_class: str) -> float | None:
+    """What a claim must beat (before margins): the class's best, or the mean of all replays of the
+    best's program where that is lower (the quorum's median was a lucky-high draw)."""
+    best, claim = state.best.get(platform_class), _best_claim(state, platform_class)
+    if best is None or claim is None:
+        return best
+    values = list(replays_of(state, claim).values())
+    return min(best, sum(values) / len(values)) if values else best
+
+
+def replays_of(state: State, claim_id: bytes) -> dict[bytes, float]:
+    """Each trusted verifier's first successful replay of a claim, also those after it was verified."""
+    claim = state.claims[claim_id]
+    out: dict[bytes, float] = {}
+    for v in state.verifies.values():
+        if (v.claim == claim_id and v.value is not None and v.author not in out and v.author != claim.author
+                and credits.trusted(state, v.author, claim.platform_class)):
+            out[v.author] = v.value
+    return out
+
+
+def _best_claim(state: State, platform_class: str) -> bytes | None:
+    return next((row.claim for row in reversed(state.records) if row.platform_class == platform_class), None)
+
+
+def _confirming(state: State, record: ClaimRecord) -> bool:
+    """Whether the claim is its class's best and still short of its confirmation replays."""
+    return (record.id == _best_claim(state, record.body.platform_class)
+            and len(replays_of(state, record.id)) < state.spec.quorum + CONFIRM_REPLAYS)
+
+
+def noise_sd(state: State, platform_class: str) -> float:
+    """Run-to-run sd of val_bpb: pooled from claims re-run more than once, else the spec's noise."""
+    squares, dof = 0.0, 0
+    for claim_id, by in state.measured.items():
+        if len(by) < 2 or state.claims[claim_id].platform_class != platform_class:
+            continue
+        values = list(by.values())
+        mean = sum(values) / len(values)
+        squares += sum((v - mean) ** 2 for v in values)
+        dof += len(values) - 1
+    if dof < MIN_NOISE_SAMPLES:
+        return state.spec.noise_bpb.get(platform_class, 0.0)
+    return math.sqrt(squares / dof)
+
 
 def verification_queue(state: State, history: History, verifier: bytes, platform_class: str,
-                       skip: set[bytes], own: frozenset[bytes] = frozenset()) -> list[ClaimRecord]:
+                       skip: set[bytes], own: frozenset[bytes] = frozenset(),
+                       now_ms: int | None = None) -> list[ClaimRecord]:
     """Claims worth this verifier's replay, best first. `own`: authors it must not vouch for
-    (the node's own research key, once another trusted verifier can do it instead)."""
+    (the node's own research key, once another trusted verifier can do it instead). `now_ms`: the
+    time, which lets stalled claims reach further verifiers; without it they wait for their ranks."""
     if not credits.trusted(state, verifier, platform_class):
         return []
-    mine = {v.claim for v in state.verifies.values() if v.author == verifier}
     best = state.best.get(platform_class)
     noise = state.spec.noise_bpb.get(platform_class, 0.0)
-    queue = []
-    for record in history.of_class(platform_class):
-        body = record.body
-        if (record.id in state.verified or record.id in mine or record.id in skip or record.author == verifier
-                or record.author in own):
-            continue
-        if body.status != "ok" or body.val_bpb is None or body.num_steps < 1:
-            continue
-        if best is not None and not body.val_bpb < best - noise:
-            continue
-        queue.append(record)
-    return sorted(queue, key=lambda r: (r.body.parent is not None, r.body.val_bpb, r.time_ms, r.id))
+    # cheapest filters first: this runs before every job of every worker
+    open_claims = [r for r in history.of_class(platform_class) if not settled(state, r)]
+    if not open_claims:
+        return []
+    confirm = [r for r in open_claims if r.id in state.verified]  # the best, re-measured (rule 5)
+    open_claims = [r for r in open_claims if r.id not in state.verified]
+    # one program, one verification: a commit re-claimed (every early node runs the baseline) is
+    # replayed through its first open claim only, and not at all once any claim of it is verified
+    done = {state.claims[c].commit for c in state.verified}
+    first: dict[bytes, ClaimRecord] = {}
+    for r in sorted(open_claims, key=lambda r: (r.time_ms, r.id)):
+        if r.body.commit not in done:
+            first.setdefault(r.body.commit, r)
+    if best is None and any(r.body.parent is None for r in first.values()):
+        # nothing to judge a claim against yet: only the baseline, the one claim whose record needs no bar
+        first = {c: r for c, r in first.items() if r.body.parent is None}
+    candidates = [r for r in [*first.values(), *confirm]
+                  if r.id not in skip and r.author != verifier and r.author not in own]
+    if not candidates:
+        return []
+    ranked = _verifiers(state, platform_class)
+    me = ranked.index(verifier)
+    queue = [r for r in candidates if verifier not in state.measured.get(r.id, {})
+             and _rank(len(ranked), r.id, me) < _replays_wanted(state, r, noise, now_ms)]
+    queue = [r for r in queue if r.id not in state.verified or verifier not in replays_of(state, r.id)]
+    if best is not None and any(r.id not in state.verified for r in queue):
+        ref = reference(state, platform_class)
+        bar = (best if ref is None else ref) - noise - CLAIM_Z * noise_sd(state, platform_class)
+        queue = [r for r in queue if r.id in state.verified or r.body.val_bpb is not None and r.body.val_bpb < bar
+                 and (not (values := list(state.measured.get(r.id, {}).values())) or statistics.median(values) < bar)]
+    if queue:  # a failed replay of ours is not in `measured`: look for one only now, it is rare
+        mine = {v.claim for v in state.verifies.values() if v.author == verifier}
+        queue = [r for r in queue if r.id not in mine]
+    return sorted(queue, key=lambda r: (r.id in state.verified, r.body.parent is not None, r.body.val_bpb,
+                                        r.time_ms, r.id))
+
+
+def _max_replays(state: State) -> int:
+    return state.spec.quorum + MAX_EXTRA_REPLAYS
+
+
+def _replays_wanted(state: State, record: ClaimRecord, noise: float, now_ms: int | None) -> int:
+    """How many verifier ranks a claim reaches now: one until its first replay is in, then the
+    quorum plus one per replay outside the agreeing set, plus one per stalled time budget."""
+    if record.id in state.verified:
+        return state.spec.quorum + CONFIRM_REPLAYS
+    values = list(state.measured.get(record.id, {}).values())
+    if not values:
+        wanted = 1
+    else:
+        _, agree = credits.agreeing(values, noise)
+        wanted = min(state.spec.quorum + len(values) - len(agree), _max_replays(state))
+    if now_ms is not None:
+        budget_ms = 1000 * state.spec.time_budget_s
+        waited = (now_ms - record.time_ms) // budget_ms - STALL_BUDGETS
+        wanted += max(0, waited)
+    return wanted
+
+
+def _verifiers(state: State, platform_class: str) -> list[bytes]:
+    return sorted(key for key, classes in state.verifiers.items() if platform_class in classes)
+
+
+def _rank(n: int, claim_id: bytes, index: int) -> int:
+    """Place of the verifier at `index` of the n sorted keys in the claim's order of verifiers: a
+    walk through the sorted keys from an offset with a stride coprime to n, both drawn from the
+    claim id (O(1) per claim, unlike hashing every key; the same order on every node)."""
+    digest = hashlib.sha256(b"autoswarm/verifier-rank\x00" + claim_id).digest()
+    offset = int.from_bytes(digest[:8], "big") % n
+    stride = 1 + int.from_bytes(digest[8:16], "big") % n
+    while math.gcd(stride, n) != 1:
+        stride += 1
+    return (index - offset) * pow(stride, -1, n) % n
 
 
 def fits_budget(training_s: float, budget_s: int) -> bool:
@@ -57,13 +229,15 @@ def fits_budget(training_s: float, budget_s: int) -> bool:
 
 
 def quorum_of(state: State, claim_id: bytes) -> list[bytes]:
-    """Each trusted verifier's first successful verify entry of the claim, in fold order."""
+    """Each trusted verifier's first successful verify entry of the claim, in fold order; once the
+    claim is verified, only those the fold counted (a confirming replay after it mints nothing)."""
     claim = state.claims[claim_id]
+    counted = state.measured.get(claim_id, {})
     seen: set[bytes] = set()
     out = []
     for vid, v in state.verifies.items():
         if (v.claim == claim_id and v.value is not None and v.author not in seen and v.author != claim.author
-                and credits.trusted(state, v.author, claim.platform_class)):
+                and v.author in counted and credits.trusted(state, v.author, claim.platform_class)):
             seen.add(v.author)
             out.append(vid)
     return out
@@ -97,7 +271,6 @@ def verification_mint(state: State, verifier: bytes, verify_id: bytes) -> Mint |
     mint = Mint(reason="verification", subject=verify_id, quorum=[], to=verifier, amount=state.spec.verify_ucr,
                 value=None, prev_best=None)
     return None if credits.check_mint(state, verifier, mint) else mint
-
 
 
 def owed_records(state: State, verifier: bytes) -> list[bytes]:

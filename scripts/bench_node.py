@@ -1,6 +1,16 @@
 """Node benchmark (issue 5): the node's own overhead and its experiments per hour. One JSON object per line.
 
     python scripts/bench_node.py [--budget-s S] [--experiments N] [--reference-runs R] [--keep DIR]
+    python scripts/bench_node.py --sim [--sim-nodes 100] [--sim-hours 24] [--sim-seeds 8] [--sim-noise-sd 0.0015]
+                                 [--sim-quorum 2] [--sim-legacy]
+
+--sim: the third figure instead, in a simulated swarm (node/simulate.py: the real fold, signed entries
+and verification policy, a fake trainer, simulated time): the share of GPU time spent on replays and
+the false-record rate, at the given run-to-run noise and at twice it, over --sim-seeds seeds each.
+Lines: {"bench": "machine"}, one {"bench": "sim_run"} per simulated swarm (its figures and the wall
+time it took), one {"bench": "sim_summary"} per noise level (records and false records pooled over
+the seeds, the share's mean and max, the goals). --sim-legacy adds one swarm per noise level run with
+the policy before issue 5's change (every claim beating the best by the noise, by every verifier).
 
 What it runs, all on one fresh temporary home (so the data, the swarm and the ledger are new):
   1. `python -m trainer prepare --home HOME` once (the node finds it cached);
@@ -49,8 +59,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import dataclasses
+import random
+
+from ledger import credits
 from ledger.bodies import Claim
+from ledger.fold import State
 from ledger.store import Ledger
+from node import simulate
+from node.history import ClaimRecord, History
 from node.home import Layout, current_slug
 
 NODE_TIMEOUT_S = 1800            # the whole node run; a bench that hangs is a failure
@@ -154,13 +171,92 @@ def attach_trainer_times(home: Path, runs: list[dict[str, object]]) -> None:
         row["outside_trainer_clock_s"] = round(float(row["cycle_s"]) - claim.wall_s, 3)  # type: ignore[arg-type]
 
 
+SIM_SHARE_GOAL = 0.15       # verification GPU time / all GPU time
+SIM_FALSE_RECORD_GOAL = 0.01
+
+
+def legacy_queue(state: State, history: History, verifier: bytes, platform_class: str, skip: set[bytes],
+                 own: frozenset[bytes] = frozenset(), now_ms: int | None = None) -> list[ClaimRecord]:
+    """node/verifier.py's queue before the simulated figure (kept here only to compare with)."""
+    if not credits.trusted(state, verifier, platform_class):
+        return []
+    mine = {v.claim for v in state.verifies.values() if v.author == verifier}
+    best = state.best.get(platform_class)
+    noise = state.spec.noise_bpb.get(platform_class, 0.0)
+    queue = [r for r in history.of_class(platform_class)
+             if not (r.id in state.verified or r.id in mine or r.id in skip or r.author == verifier or r.author in own)
+             and r.body.status == "ok" and r.body.val_bpb is not None and r.body.num_steps >= 1
+             and (best is None or r.body.val_bpb < best - noise)]
+    return sorted(queue, key=lambda r: (r.body.parent is not None, r.body.val_bpb, r.time_ms, r.id))
+
+
+def legacy_settled(state: State, record: ClaimRecord) -> bool:
+    body, best = record.body, state.best.get(record.body.platform_class)
+    noise = state.spec.noise_bpb.get(body.platform_class, 0.0)
+    return (record.id in state.verified or body.status != "ok" or body.val_bpb is None
+            or best is not None and not body.val_bpb < best - noise)
+
+
+def sim_main(args: argparse.Namespace) -> int:
+    emit({"bench": "machine", "cpus": os.cpu_count(), "python": platform.python_version(),
+          "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+          "date": now_utc(), "load_avg": load(), "mode": "sim"})
+    policies = [("current", simulate.Policy())]
+    if args.sim_legacy:
+        policies.append(("legacy", simulate.Policy(queue=legacy_queue, settled=legacy_settled)))
+    for name, policy in policies:
+        for sd in (args.sim_noise_sd, 2 * args.sim_noise_sd):
+            config = simulate.SimConfig(nodes=args.sim_nodes, hours=args.sim_hours, noise_sd_bpb=sd,
+                                        quorum=args.sim_quorum)
+            seeds = range(args.sim_seeds if name == "current" else 1)
+            t0 = time.monotonic()
+            rows = []
+            for seed in seeds:
+                t1 = time.monotonic()
+                figures = simulate.simulate(config, random.Random(seed), policy).figures
+                rows.append(figures)
+                emit({"bench": "sim_run", "policy": name, "seed": seed, "nodes": config.nodes, "hours": config.hours,
+                      "noise_sd_bpb": sd, "spec_noise_bpb": config.spec_noise_bpb, "quorum": config.quorum,
+                      "wall_s": round(time.monotonic() - t1, 2),
+                      **{k: round(v, 6) if isinstance(v, float) else v for k, v in dataclasses.asdict(figures).items()}})
+            later = sum(f.records - 1 for f in rows)
+            false = sum(f.false_records for f in rows)
+            shares = [f.verification_share for f in rows]
+            rate = false / later if later else 0.0
+            emit({"bench": "sim_summary", "policy": name, "date": now_utc(), "nodes": config.nodes,
+                  "hours": config.hours, "seeds": len(rows), "noise_sd_bpb": sd,
+                  "spec_noise_bpb": config.spec_noise_bpb, "quorum": config.quorum,
+                  "experiments": sum(f.experiments for f in rows), "verifications": sum(f.verifications for f in rows),
+                  "records": sum(f.records for f in rows), "records_after_the_first": later, "false_records": false,
+                  "false_record_rate": round(rate, 4), "false_record_goal": SIM_FALSE_RECORD_GOAL,
+                  "verification_share_mean": round(statistics.mean(shares), 4),
+                  "verification_share_max": round(max(shares), 4), "verification_share_goal": SIM_SHARE_GOAL,
+                  "true_progress_bpb_mean": round(statistics.mean(f.true_progress_bpb for f in rows), 4),
+                  "best_true_found_progress_bpb_mean": round(statistics.mean(config.baseline_bpb - f.best_true_found_bpb
+                                                                             for f in rows), 4),
+                  "refused_mints": sum(f.refused_mints for f in rows),
+                  "meets_goals": max(shares) <= SIM_SHARE_GOAL and rate <= SIM_FALSE_RECORD_GOAL,
+                  "wall_s": round(time.monotonic() - t0, 2), "load_avg": load()})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget-s", type=int, default=10, help="training seconds per run (default 10)")
     p.add_argument("--experiments", type=int, default=4, help="the node's --max-experiments (default 4)")
     p.add_argument("--reference-runs", type=int, default=4, help="bare trainer runs, half before, half after")
     p.add_argument("--keep", type=Path, default=None, help="use this folder as the home and keep it")
+    p.add_argument("--sim", action="store_true", help="the simulated-swarm figure instead (no trainer, no node)")
+    p.add_argument("--sim-nodes", type=int, default=100, help="nodes, one GPU worker each (default 100)")
+    p.add_argument("--sim-hours", type=float, default=24.0, help="simulated hours (default 24)")
+    p.add_argument("--sim-seeds", type=int, default=8, help="swarms per noise level (default 8)")
+    p.add_argument("--sim-noise-sd", type=float, default=0.0015,
+                   help="run-to-run sd of val_bpb; a second run uses twice it (default 0.0015)")
+    p.add_argument("--sim-quorum", type=int, default=2, help="the spec's quorum (default 2)")
+    p.add_argument("--sim-legacy", action="store_true", help="also one swarm per noise level with the old policy")
     args = p.parse_args(argv)
+    if args.sim:
+        return sim_main(args)
     emit({"bench": "machine", "cpus": os.cpu_count(), "python": platform.python_version(),
           "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
           "date": now_utc(), "load_avg": load(), "budget_s": args.budget_s, "experiments": args.experiments})

@@ -4,13 +4,19 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+
+from ledger import fold
 from ledger.bodies import Claim, Verify
+from ledger.entry import Entry
+from ledger.fold import State
+from ledger.keys import Identity
 from ledger.store import Ledger
 from node.display import Display
-from node.history import History
-from node.verifier import (fits_budget, owed_fees, owed_records, record_mint, verification_mint,
-                           verification_queue)
-from tests.ledger.factory import CLASS, NOISE, RATE, commit, identity, make_spec
+from node.history import ClaimRecord, History
+from node.verifier import (CLAIM_Z, CONFIRM_REPLAYS, STALL_BUDGETS, fits_budget, noise_sd, owed_fees, owed_records,
+                           quorum_of, record_mint, reference, settled, verification_mint, verification_queue)
+from tests.ledger.factory import CLASS, NOISE, RATE, Feeds, commit, identity, make_spec
 
 RESEARCHER, VERIFIER = identity(1), identity(2)
 
@@ -36,12 +42,12 @@ async def test_queue_then_record_and_fee_mints_are_valid(tmp_path: Path) -> None
         crash = await ledger.publish(RESEARCHER, _claim(2, None), time_ms=3)
         await history.sync(ledger)
         me = VERIFIER.public_key
-        # before anything is verified: every successful claim, the baseline first
-        assert [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())] == [base.id, worse.id]
+        # before anything is verified: the baseline only (a child would meet no bar)
+        assert [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())] == [base.id]
         assert crash.id not in [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())]
         assert verification_queue(ledger.state, history, RESEARCHER.public_key, CLASS, set()) == []  # not trusted
 
-        v0 = await ledger.publish(VERIFIER, _verify(base.id, base.body, 1.9), time_ms=4)  # type: ignore[arg-type]
+        v0 = await ledger.publish(VERIFIER, _verify(base.id, base.body, 2.0), time_ms=4)  # type: ignore[arg-type]
         mint, why = record_mint(ledger.state, me, base.id)
         assert mint is not None and mint.amount == 0 and mint.prev_best is None, why  # first record: nothing
         await ledger.publish(VERIFIER, mint, time_ms=5)
@@ -50,16 +56,16 @@ async def test_queue_then_record_and_fee_mints_are_valid(tmp_path: Path) -> None
         await ledger.publish(VERIFIER, fee, time_ms=6)
 
         good = await ledger.publish(RESEARCHER, _claim(3, 1.8), time_ms=7)
-        close = await ledger.publish(RESEARCHER, _claim(4, 1.9 - NOISE / 2), time_ms=8)
+        close = await ledger.publish(RESEARCHER, _claim(4, 2.0 - NOISE / 2), time_ms=8)
         await history.sync(ledger)
-        # now only claims that beat the best (1.9) by more than the noise
+        # now only claims that beat the best (2.0) by more than the noise
         assert [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())] == [good.id]
         assert verification_queue(ledger.state, history, me, CLASS, {good.id}) == []
         assert close.id in history.claims
-        await ledger.publish(VERIFIER, _verify(good.id, good.body, 1.7), time_ms=9)  # type: ignore[arg-type]
+        await ledger.publish(VERIFIER, _verify(good.id, good.body, 1.8), time_ms=9)  # type: ignore[arg-type]
         mint, why = record_mint(ledger.state, me, good.id)
-        assert mint is not None and mint.prev_best == 1.9 and mint.to == RESEARCHER.public_key, why
-        assert mint.amount == int(RATE * (1.9 - 1.7))
+        assert mint is not None and mint.prev_best == 2.0 and mint.to == RESEARCHER.public_key, why
+        assert mint.amount == int(RATE * (2.0 - 1.8))
         await ledger.publish(VERIFIER, mint, time_ms=10)
         assert record_mint(ledger.state, me, good.id)[0] is None  # once per subject
         assert all(reason == "" for reason in ledger.state.verdicts.values())
@@ -101,3 +107,97 @@ async def test_mints_owed_after_a_stop_are_found_in_record_order(tmp_path: Path)
         assert owed_records(ledger.state, me) == [] and owed_fees(ledger.state, me) == []
         assert ledger.state.balances[RESEARCHER.public_key] == int(RATE * 0.5)
         assert all(reason == "" for reason in ledger.state.verdicts.values())
+
+
+# -- the policy in a swarm of many verifiers, on the pure fold (no SQLite)
+
+MANY = [identity(100 + i) for i in range(10)]
+
+
+def _swarm(quorum: int = 2) -> tuple[State, Feeds, History]:
+    signed = make_spec(RESEARCHER, MANY, quorum=quorum)
+    state = fold.initial(signed.spec)
+    return state, Feeds(state.swarm_id), History()
+
+
+def _publish(state: State, feeds: Feeds, history: History, who: Identity, body: Claim | Verify) -> Entry:
+    entry = feeds.sign(who, body)
+    fold.apply(state, entry)
+    if isinstance(body, Claim):
+        history.add(ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body))
+    return entry
+
+
+def _takers(state: State, history: History, claim_id: bytes, now_ms: int | None = None) -> list[Identity]:
+    return [v for v in MANY if claim_id in [r.id for r in verification_queue(state, history, v.public_key, CLASS, set(),
+                                                                            now_ms=now_ms)]]
+
+
+def _with_record(state: State, feeds: Feeds, history: History, value: float = 2.0) -> None:
+    base = _publish(state, feeds, history, RESEARCHER, _claim(0, value, parent=None))
+    for v in MANY[:2]:
+        _publish(state, feeds, history, v, _verify(base.id, base.body, value))  # type: ignore[arg-type]
+    assert state.best[CLASS] == value
+
+
+def test_one_replay_first_then_the_quorum_then_more_when_stalled() -> None:
+    state, feeds, history = _swarm()
+    _with_record(state, feeds, history)
+    good = _publish(state, feeds, history, RESEARCHER, _claim(1, 1.9))
+    first = _takers(state, history, good.id)
+    assert len(first) == 1  # not a stampede: one verifier's rank is 0
+    _publish(state, feeds, history, first[0], _verify(good.id, good.body, 1.9))  # type: ignore[arg-type]
+    second = _takers(state, history, good.id)
+    assert len(second) == 1 and second != first  # the rest of the quorum
+    stalled = good.time_ms + 1000 * state.spec.time_budget_s * (STALL_BUDGETS + 1)
+    assert len(_takers(state, history, good.id, now_ms=stalled)) == 2  # one more rank opened
+    assert len(_takers(state, history, good.id, now_ms=good.time_ms + 1000)) == 1
+    _publish(state, feeds, history, second[0], _verify(good.id, good.body, 1.9))  # type: ignore[arg-type]
+    assert good.id in state.verified and good.id == state.records[-1].claim
+    # the new best is re-measured by a few more verifiers, who mint no record share for it
+    confirming = _takers(state, history, good.id, now_ms=stalled)
+    assert len(confirming) == CONFIRM_REPLAYS and not set(confirming) & set(first + second)
+    for v in confirming:
+        _publish(state, feeds, history, v, _verify(good.id, good.body, 1.88))  # type: ignore[arg-type]
+        assert record_mint(state, v.public_key, good.id)[0] is None
+    assert _takers(state, history, good.id, now_ms=stalled) == [] and settled(state, history.claims[good.id])
+    assert len(quorum_of(state, good.id)) == 2 and reference(state, CLASS) == pytest.approx(1.8867, abs=1e-4)
+
+
+def test_a_replay_that_says_no_record_ends_the_claim() -> None:
+    state, feeds, history = _swarm()
+    _with_record(state, feeds, history)
+    lucky = _publish(state, feeds, history, RESEARCHER, _claim(1, 1.9))
+    first = _takers(state, history, lucky.id)
+    assert not settled(state, history.claims[lucky.id])
+    _publish(state, feeds, history, first[0], _verify(lucky.id, lucky.body, 1.995))  # type: ignore[arg-type]
+    assert settled(state, history.claims[lucky.id]) and _takers(state, history, lucky.id, now_ms=10**12) == []
+
+
+def test_claims_need_a_margin_over_the_noise() -> None:
+    state, feeds, history = _swarm()
+    _with_record(state, feeds, history)
+    # beats the best by the noise (a record if replays agree) but not by noise + CLAIM_Z sd
+    close = _publish(state, feeds, history, RESEARCHER, _claim(1, 2.0 - NOISE * (1 + CLAIM_Z / 2)))
+    assert not settled(state, history.claims[close.id]) and _takers(state, history, close.id, now_ms=10**12) == []
+    assert noise_sd(state, CLASS) == NOISE  # too few replays: the spec's noise
+
+
+def test_a_program_is_verified_once() -> None:
+    state, feeds, history = _swarm()
+    a = _publish(state, feeds, history, RESEARCHER, _claim(0, 2.0, parent=None))
+    b = _publish(state, feeds, history, VERIFIER, _claim(0, 1.9, parent=None))  # the same commit again
+    assert len(_takers(state, history, a.id)) == 1 and _takers(state, history, b.id) == []
+    for v in _takers(state, history, a.id) + _takers(state, history, a.id):
+        _publish(state, feeds, history, v, _verify(a.id, a.body, 2.0))  # type: ignore[arg-type]
+    _publish(state, feeds, history, _takers(state, history, a.id)[0], _verify(a.id, a.body, 2.0))  # type: ignore[arg-type]
+    assert a.id in state.verified and _takers(state, history, b.id, now_ms=10**12) == []
+
+
+def test_noise_is_estimated_from_replays_of_one_claim() -> None:
+    state, feeds, history = _swarm(quorum=3)
+    for n in range(5):
+        c = _publish(state, feeds, history, RESEARCHER, _claim(n, 2.0, parent=None if n == 0 else 0))
+        for v, delta in zip(MANY[:3], (-0.003, 0.0, 0.003)):
+            _publish(state, feeds, history, v, _verify(c.id, c.body, 2.0 + delta))  # type: ignore[arg-type]
+    assert noise_sd(state, CLASS) == pytest.approx(0.003)  # 10 degrees of freedom, sd of (-3, 0, 3) milli

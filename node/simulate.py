@@ -1,0 +1,345 @@
+"""A simulated swarm: many one-GPU nodes, a fake trainer, the real ledger and verification policy.
+
+Knows nothing about asyncio, SQLite, git, networking or training: time is a number of simulated
+seconds, every random draw comes from the `rng` passed in, and the same config and seed give the
+same swarm. What is real: identities (ledger.keys), signed entries (ledger.entry.sign_entry), the
+fold (ledger.fold.apply) and the verifier's choices and mints (node/verifier.py).
+
+Theory of operation. Discrete events: each node's one worker finishes a job at some time, the
+job's entries are signed and folded in, and the worker picks its next job as node/research.py's
+run_worker does: the baseline while the class has no successful baseline claim, else the first
+claim of verifier.verification_queue, else an experiment on the class's best verified commit.
+Gossip is taken as instant (the swarm benchmark's p95 is under 0.5 s against 6-minute runs), so
+every node sees one fold state.
+
+The fake trainer: every program has a true val_bpb. An edit of a parent crashes, leaves it about
+the same, makes it worse, or makes it better by a gain whose scale shrinks as the swarm's true
+progress grows (the easy wins go first). A run measures true + N(0, noise_sd_bpb); a replay is a
+new independent run. The simulator knows the truth, so it can count false records: records whose
+true value is not below the true value of the record before them.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ledger import fold
+from ledger.bodies import Body, Claim, Verify
+from ledger.entry import Entry, sign_entry
+from ledger.fold import State
+from ledger.keys import Identity
+from ledger.spec import SwarmSpec
+
+from node import verifier
+from node.history import ClaimRecord, History
+
+CLASS = "sim-gpu"
+BASELINE_COMMIT = b"\x00" * 20
+RECORD_UCR_PER_BPB = 10**9
+PRUNE_EVERY_JOBS = 64      # drop settled claims from the policy's index this often (it only shrinks work)
+
+
+class Queue(Protocol):
+    def __call__(self, state: State, history: History, verifier: bytes, platform_class: str, skip: set[bytes],
+                 own: frozenset[bytes] = ..., now_ms: int | None = ...) -> list[ClaimRecord]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Which claims a verifier replays: node/verifier.py's, unless a benchmark compares another.
+    `settled` must be monotone and imply that `queue` never returns the claim again."""
+
+    queue: Queue = verifier.verification_queue
+    settled: Callable[[State, ClaimRecord], bool] = verifier.settled
+
+
+@dataclass(frozen=True, slots=True)
+class EditModel:
+    """What one proposed edit does to the true val_bpb of its parent (shares add up to 1 with `worse`)."""
+
+    crash_p: float = 0.05          # the program does not finish (bad code, out of memory)
+    neutral_p: float = 0.25        # no real effect: delta ~ N(0, neutral_sd_bpb)
+    better_p: float = 0.10         # a real gain: delta ~ -Exp(gain_mean_bpb x shrink)
+    neutral_sd_bpb: float = 0.0002
+    worse_mean_bpb: float = 0.006  # the rest: delta ~ +Exp(worse_mean_bpb)
+    gain_mean_bpb: float = 0.004   # at the baseline
+    gain_decay_bpb: float = 0.03   # gains shrink by a factor e for every this much true progress
+
+    def __post_init__(self) -> None:
+        if min(self.crash_p, self.neutral_p, self.better_p) < 0 or self.crash_p + self.neutral_p + self.better_p > 1:
+            raise ValueError("edit shares must be non-negative and add up to at most 1")
+        if min(self.neutral_sd_bpb, self.worse_mean_bpb, self.gain_mean_bpb) < 0 or self.gain_decay_bpb <= 0:
+            raise ValueError("edit scales must be non-negative, gain_decay_bpb positive")
+
+    def draw(self, parent_bpb: float, progress_bpb: float, rng: random.Random) -> float | None:
+        """The child's true val_bpb, or None if it crashes."""
+        u = rng.random()
+        if u < self.crash_p:
+            return None
+        if u < self.crash_p + self.neutral_p:
+            return parent_bpb + rng.gauss(0.0, self.neutral_sd_bpb)
+        if u < self.crash_p + self.neutral_p + self.better_p:
+            scale = self.gain_mean_bpb * math.exp(-max(0.0, progress_bpb) / self.gain_decay_bpb)
+            return parent_bpb - rng.expovariate(1.0 / scale) if scale > 0 else parent_bpb
+        return parent_bpb + (rng.expovariate(1.0 / self.worse_mean_bpb) if self.worse_mean_bpb > 0 else 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    nodes: int = 100
+    hours: float = 24.0
+    noise_sd_bpb: float = 0.0015   # run-to-run sd of a measured val_bpb (see docs/benchmarks.md)
+    spec_noise_bpb: float = 0.002  # the class's noise in the swarm spec: the node's default for GPUs
+    quorum: int = 2
+    budget_s: int = 300            # training time of every run, replays included
+    overhead_s: float = 60.0       # per run outside training: start, compile, evaluation
+    jitter: float = 0.05           # run lengths vary uniformly by this fraction
+    join_window_s: float = 600.0   # nodes join uniformly over this long from time 0
+    baseline_bpb: float = 1.0
+    verify_ucr: int = 1000
+    edits: EditModel = field(default_factory=EditModel)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or not 1 <= self.quorum <= self.nodes:
+            raise ValueError("need at least one node and 1 <= quorum <= nodes")
+        if self.hours <= 0 or self.budget_s < 1 or self.overhead_s < 0 or not 0 <= self.jitter < 1:
+            raise ValueError("hours and budget_s must be positive, overhead_s >= 0, 0 <= jitter < 1")
+        if self.noise_sd_bpb < 0 or self.spec_noise_bpb < 0 or self.join_window_s < 0 or self.baseline_bpb <= 0:
+            raise ValueError("noise, join window must be non-negative, baseline_bpb positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One GPU job: an own run (baseline or experiment) or a replay of a claim."""
+
+    node: int
+    kind: str            # "baseline", "experiment" or "verify"
+    start_s: float
+    end_s: float
+    claim: bytes | None  # the claim it published (own runs) or replayed (verify)
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """The benchmark's numbers; GPU seconds count the runs that finished within the simulated time."""
+
+    experiments: int               # own runs, baselines included
+    baselines: int
+    crashes: int
+    verifications: int             # replays
+    claims_replayed: int
+    claims_verified: int
+    records: int                   # the first is the baseline's: it has no predecessor to beat
+    false_records: int
+    false_record_rate: float       # false records / records with a predecessor
+    own_gpu_s: float
+    verify_gpu_s: float
+    verification_share: float      # verify_gpu_s / (own_gpu_s + verify_gpu_s)
+    true_progress_bpb: float       # baseline's true val_bpb minus the last record's
+    best_true_found_bpb: float     # the best true val_bpb of any program run (what perfect verification would find)
+    entries: int
+    mints: int
+    refused_mints: int             # mints the fold judged invalid: always 0 unless the policy is broken
+    minted_ucr: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    config: SimConfig
+    state: State
+    runs: list[Run]
+    truth: dict[bytes, float | None]  # claim id -> the program's true val_bpb (None: it crashes)
+    figures: Figures
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    kind: str
+    start_s: float
+    end_s: float
+    commit: bytes = BASELINE_COMMIT
+    parent: bytes | None = None
+    record: ClaimRecord | None = None  # the claim a replay checks
+
+
+class _Swarm:
+    """The mutable bookkeeping of one simulation; `simulate` is its only user."""
+
+    def __init__(self, config: SimConfig, rng: random.Random, policy: Policy) -> None:
+        self.config, self.rng, self.policy = config, rng, policy
+        self.creator = _identity(b"creator")
+        self.researchers = [_identity(b"researcher-%d" % i) for i in range(config.nodes)]
+        self.verifiers = [_identity(b"verifier-%d" % i) for i in range(config.nodes)]
+        spec = SwarmSpec(
+            name="sim", creator=self.creator.public_key, created_ms=0, harness_hash=b"h" * 32,
+            dataset_hash=b"d" * 32, tokenizer_hash=b"t" * 32, time_budget_s=config.budget_s, metric="val_bpb",
+            direction="min", baseline_commit=BASELINE_COMMIT, allowed_files=["train.py"],
+            platform_classes=[CLASS], verifiers=[v.public_key for v in self.verifiers], quorum=config.quorum,
+            noise_bpb={CLASS: config.spec_noise_bpb}, record_ucr_per_bpb=RECORD_UCR_PER_BPB,
+            verify_ucr=config.verify_ucr)
+        self.state = fold.initial(spec)
+        self.heads: dict[bytes, tuple[int, bytes | None]] = {}
+        self.history = History()            # the claims the policy may still want: settled ones are pruned
+        self.truth: dict[bytes, float | None] = {}
+        self.commit_truth: dict[bytes, float | None] = {BASELINE_COMMIT: config.baseline_bpb}
+        self.runs: list[Run] = []
+        self.entries = self.mints = self.refused = self.jobs = 0
+        self.baseline_claimed = False
+
+    # -- the ledger
+
+    def publish(self, who: Identity, body: Body, at_s: float) -> Entry:
+        seq, prev = self.heads.get(who.public_key, (0, None))
+        entry = sign_entry(who, swarm=self.state.swarm_id, seq=seq + 1, prev=prev, body=body,
+                           time_ms=int(at_s * 1000))
+        self.heads[who.public_key] = (entry.seq, entry.id)
+        fold.apply(self.state, entry)
+        self.entries += 1
+        if entry.kind == "mint":
+            self.mints += 1
+            self.refused += self.state.verdicts.get(entry.id, "") != ""
+        return entry
+
+    # -- choosing, as node/research.py run_worker does
+
+    def next_job(self, node: int, now_s: float) -> _Job:
+        c = self.config
+        if not self.baseline_claimed:
+            return self._own("baseline", now_s, BASELINE_COMMIT, None)
+        # as research.py: never vouch for our own research key while another verifier can
+        own = frozenset({self.researchers[node].public_key}) if c.nodes > 1 else frozenset()
+        queue = self.policy.queue(self.state, self.history, self.verifiers[node].public_key, CLASS, set(),
+                                  own=own, now_ms=int(now_s * 1000))
+        if queue:
+            return _Job("verify", now_s, now_s + self._length(c.budget_s + c.overhead_s), record=queue[0])
+        rows = self.state.records
+        parent = rows[-1].commit if rows else BASELINE_COMMIT
+        commit = hashlib.sha1(b"sim-commit-%d" % len(self.commit_truth)).digest()
+        parent_bpb = self.commit_truth[parent]
+        if parent_bpb is None:
+            raise AssertionError("a record's program never crashes")  # a bug here, not peer input
+        last_true = self.commit_truth[rows[-1].commit] if rows else c.baseline_bpb
+        progress = c.baseline_bpb - (last_true if last_true is not None else c.baseline_bpb)
+        self.commit_truth[commit] = c.edits.draw(parent_bpb, progress, self.rng)
+        return self._own("experiment", now_s, commit, parent)
+
+    def _own(self, kind: str, now_s: float, commit: bytes, parent: bytes | None) -> _Job:
+        c = self.config
+        if self.commit_truth[commit] is None:  # crashes show early: startup, compile, first steps
+            return _Job(kind, now_s, now_s + c.overhead_s * self.rng.uniform(0.2, 1.0) + 1.0, commit, parent)
+        return _Job(kind, now_s, now_s + self._length(c.budget_s + c.overhead_s), commit, parent)
+
+    def _length(self, seconds: float) -> float:
+        return seconds * (1.0 + self.rng.uniform(-self.config.jitter, self.config.jitter))
+
+    def _measure(self, true_bpb: float) -> float:
+        return max(1e-6, true_bpb + self.rng.gauss(0.0, self.config.noise_sd_bpb))
+
+    # -- finishing: what a worker publishes when a job ends
+
+    def finish(self, node: int, job: _Job) -> None:
+        c = self.config
+        if job.record is not None:
+            self._finish_verify(node, job, job.record)
+            return
+        true_bpb = self.commit_truth[job.commit]
+        value = None if true_bpb is None else self._measure(true_bpb)
+        # the summary's key names the program (md5 as a name, not for security; it shapes claim ids and
+        # so the verifier ranks: changing it changes every seed's swarm)
+        body = Claim(commit=job.commit, parent=job.parent, platform_class=CLASS,
+                     status="ok" if value is not None else "crash", val_bpb=value, num_steps=1000,
+                     planned_steps=1000, seed=node, training_s=float(c.budget_s) if value is not None else 0.0,
+                     wall_s=job.end_s - job.start_s, peak_vram_mb=0.0, loss_curve=[],
+                     diff_summary=f"key: k1-{hashlib.md5(job.commit).hexdigest()}", message=job.kind, bundle=None)
+        entry = self.publish(self.researchers[node], body, job.end_s)
+        self.truth[entry.id] = true_bpb
+        self.history.add(ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body))
+        self.baseline_claimed |= job.parent is None and value is not None
+        self.runs.append(Run(node, job.kind, job.start_s, job.end_s, entry.id))
+
+    def _finish_verify(self, node: int, job: _Job, record: ClaimRecord) -> None:
+        me = self.verifiers[node]
+        true_bpb = self.truth[record.id]
+        if true_bpb is None:
+            raise AssertionError("the policy replays only successful claims")
+        verify = Verify(claim=record.id, commit=record.body.commit, platform_class=CLASS, status="ok",
+                        val_bpb=self._measure(true_bpb), num_steps=record.body.num_steps, seed=record.body.seed,
+                        training_s=float(self.config.budget_s))
+        entry = self.publish(me, verify, job.end_s)
+        self.runs.append(Run(node, "verify", job.start_s, job.end_s, record.id))
+        # then the mints research.py publishes after its own verify entry
+        mint, _ = verifier.record_mint(self.state, me.public_key, record.id)
+        if mint is not None:
+            self.publish(me, mint, job.end_s)
+        fee = verifier.verification_mint(self.state, me.public_key, entry.id)
+        if fee is not None:
+            self.publish(me, fee, job.end_s)
+
+    def prune(self) -> None:
+        self.history.claims = {k: r for k, r in self.history.claims.items() if not self.policy.settled(self.state, r)}
+
+
+def simulate(config: SimConfig, rng: random.Random, policy: Policy = Policy()) -> Outcome:
+    swarm = _Swarm(config, rng, policy)
+    end_s = config.hours * 3600
+    events: list[tuple[float, int, int]] = []  # (time, tie-break, node): the node's worker is free
+    for node in range(config.nodes):
+        heapq.heappush(events, (rng.uniform(0, config.join_window_s), node, node))
+    jobs: dict[int, _Job] = {}
+    order = config.nodes
+    while events:
+        now_s, _, node = heapq.heappop(events)
+        if now_s > end_s:
+            break
+        done = jobs.pop(node, None)
+        if done is not None:
+            swarm.finish(node, done)
+        swarm.jobs += 1
+        if swarm.jobs % PRUNE_EVERY_JOBS == 0:
+            swarm.prune()
+        job = swarm.next_job(node, now_s)
+        jobs[node] = job
+        heapq.heappush(events, (job.end_s, order, node))
+        order += 1
+    return Outcome(config, swarm.state, swarm.runs, swarm.truth, _figures(swarm))
+
+
+def false_records(state: State, truth: dict[bytes, float | None]) -> list[bytes]:
+    """Record claims whose true value is not below the true value of the record before them."""
+    out = []
+    for before, row in zip(state.records, state.records[1:]):
+        new, old = truth[row.claim], truth[before.claim]
+        if new is None or old is None or not new < old:
+            out.append(row.claim)
+    return out
+
+
+def _figures(swarm: _Swarm) -> Figures:
+    state, runs, c = swarm.state, swarm.runs, swarm.config
+    own = [r for r in runs if r.kind != "verify"]
+    replays = [r for r in runs if r.kind == "verify"]
+    own_s = sum(r.end_s - r.start_s for r in own)
+    verify_s = sum(r.end_s - r.start_s for r in replays)
+    false = false_records(state, swarm.truth)
+    last = swarm.truth[state.records[-1].claim] if state.records else None
+    found = [v for v in swarm.truth.values() if v is not None]
+    return Figures(
+        experiments=len(own), baselines=sum(1 for r in own if r.kind == "baseline"),
+        crashes=sum(1 for r in own if r.claim is not None and swarm.truth[r.claim] is None),
+        verifications=len(replays), claims_replayed=len({r.claim for r in replays}),
+        claims_verified=len(state.verified), records=len(state.records), false_records=len(false),
+        false_record_rate=len(false) / max(1, len(state.records) - 1),
+        own_gpu_s=own_s, verify_gpu_s=verify_s,
+        verification_share=verify_s / (own_s + verify_s) if own_s + verify_s > 0 else 0.0,
+        true_progress_bpb=c.baseline_bpb - last if last is not None else 0.0,
+        best_true_found_bpb=min(found, default=c.baseline_bpb),
+        entries=swarm.entries, mints=swarm.mints, refused_mints=swarm.refused, minted_ucr=state.total_minted_ucr)
+
+
+def _identity(name: bytes) -> Identity:
+    return Identity.from_seed(hashlib.sha256(b"autoswarm/sim\x00" + name).digest())
