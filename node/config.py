@@ -43,6 +43,9 @@ cpu_budget_s = 30
 seed = 0
 # train.py constants the proposer never edits: they change how the budget is measured, not the model
 frozen_constants = ["UNTIMED_STEPS", "PLAN_AFTER_STEPS"]
+# a file that every node sharing this machine's CPU names: they then run one trainer at a time
+# (several nodes on one machine, as `python -m node demo` starts). Empty: no lock.
+machine_lock = ""
 
 [swarm]
 # name written into the solo swarm's spec
@@ -90,6 +93,7 @@ class NodeConfig:
     max_experiments: int | None  # own experiments this process runs, then it stops; None: forever
     seed: int
     frozen_constants: tuple[str, ...]
+    machine_lock: Path | None
     swarm_name: str
     noise_bpb_cpu: float
     noise_bpb_gpu: float
@@ -273,6 +277,9 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
         max_experiments=args.max_experiments,
         seed=_check(path, "research", "seed", r["seed"], int, lambda v: 0 <= v < 2**63, "must be 0 to 2**63-1"),
         frozen_constants=tuple(frozen),
+        machine_lock=Path(lock) if (lock := _check(path, "research", "machine_lock", r["machine_lock"], str,
+                                                  lambda v: len(v) < 4096 and "\0" not in v,
+                                                  "must be a file path or empty")) else None,
         swarm_name=_check(path, "swarm", "name", s["name"], str, lambda v: 0 < len(v) <= 64,
                           "must be 1 to 64 characters"),
         noise_bpb_cpu=noise("noise_bpb_cpu"),

@@ -102,9 +102,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def _config_text(budget_s: int, verifiers: list[str], quorum: int) -> str:
+def _config_text(budget_s: int, verifiers: list[str], quorum: int, lock: Path) -> str:
     ids = ", ".join(f'"{v}"' for v in verifiers)
-    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\n\n'
+    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\nmachine_lock = {json.dumps(str(lock))}\n\n'
             f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nverifiers = [{ids}]\nquorum = {quorum}\n\n'
             '[network]\nlisten = "127.0.0.1:0"\napi_listen = "127.0.0.1:0"\n\n[display]\nrefresh_s = 5.0\n')
 
@@ -231,7 +231,8 @@ async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         quorum = min(2, args.nodes - 1)
         others = [k.node_id for k in keys[1:]]
         for i, node in enumerate(nodes):
-            (node.home / "config.toml").write_text(_config_text(args.budget_s, others if i == 0 else [], quorum))
+            (node.home / "config.toml").write_text(_config_text(args.budget_s, others if i == 0 else [], quorum,
+                                                                root / "cpu.lock"))
         _say(f"{args.nodes} nodes in {root}; the creator trusts the others' keys, quorum {quorum}")
         async with asyncio.timeout(args.timeout_s):
             _start(nodes[0], None)

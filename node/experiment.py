@@ -13,6 +13,8 @@ input: the trainer cannot run at all here, which is TrainerFailed, not a claim.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import math
 import os
@@ -21,7 +23,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ RESULT_MARGIN_S = 120.0            # beyond the trainer's own limits, before we 
 MAX_STDOUT_BYTES = 4 << 20         # the result line carries a log tail: kilobytes
 STREAM_LIMIT_BYTES = 1 << 20       # longest stderr line we read whole
 STDERR_TAIL_LINES = 40
+LOCK_POLL_S = 0.2                  # how often a worker waiting for the machine lock looks again
 REPLAY_SLACK = 1.25                # a replay may take this much longer than the budget (as the runner allows)
 
 
@@ -152,6 +155,53 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@contextlib.asynccontextmanager
+async def machine_slot(lock_path: Path | None) -> AsyncIterator[None]:
+    """Waits for this process's turn on a machine shared by several nodes (None: no waiting).
+
+    Nodes that share one machine's CPU name the same `lock_path`; each run takes a ticket (a file
+    named by the time it asked, in `<lock_path>.queue/`) and starts when its ticket is the oldest
+    live one, so runs take turns in the order they asked — a plain flock lets whoever releases
+    it take it again at once. Each run then gets the whole machine, and a replay's speed does not
+    depend on what the other nodes happen to run. A ticket of a process that died is removed by
+    the next waiter. Waiting is polled, so a cancelled worker stops waiting at once.
+    """
+    if lock_path is None:
+        yield
+        return
+    queue = lock_path.with_name(lock_path.name + ".queue")
+    ticket = queue / f"{time.time_ns():020d}-{os.getpid()}-{next(_tickets)}"
+    try:
+        queue.mkdir(parents=True, exist_ok=True)
+        ticket.touch(exist_ok=False)
+    except OSError as exc:
+        raise TrainerFailed(f"{queue}: cannot queue for the machine: {exc.strerror}") from None
+    try:
+        while _queue_head(queue) != ticket.name:
+            await asyncio.sleep(LOCK_POLL_S)
+        yield
+    finally:
+        ticket.unlink(missing_ok=True)
+
+
+def _queue_head(queue: Path) -> str | None:
+    """The oldest ticket whose process is alive; tickets of dead processes are removed."""
+    for name in sorted(p.name for p in queue.iterdir()):
+        try:
+            pid = int(name.split("-")[1])
+            os.kill(pid, 0)
+        except (IndexError, ValueError, ProcessLookupError):
+            (queue / name).unlink(missing_ok=True)
+            continue
+        except PermissionError:
+            pass  # alive, another user's
+        return name
+    return None
+
+
+_tickets = itertools.count()
 
 
 async def run_trainer(request: RunRequest, on_line: Callable[[str], None] | None = None) -> RunResult:

@@ -39,7 +39,7 @@ from node.backend import Submission
 from node.config import NodeConfig
 from node.display import Display
 from node.errors import NoProposal, SetupError
-from node.experiment import RunRequest, RunResult, run_trainer
+from node.experiment import RunRequest, RunResult, machine_slot, run_trainer
 from node.fetch import CommitFetcher, keep_bundle
 from node.history import ClaimRecord, History
 from node.home import DataInfo, Layout
@@ -207,13 +207,14 @@ class Research:
                              budget_s=self.config.budget_s(device.device), steps=steps, horizon=horizon, seed=seed,
                              data=self.data.path, scratch=self.scratch / device.label / "tmp", env=env)
         expected_s = self._expected_s(device, steps)
-        self.display.start(device.label, what, expected_s)
-        self.running[device.label] = (what, time.monotonic() + expected_s)
-        try:
-            result = await run_trainer(request, lambda line: self.display.trainer_line(device.label, line))
-        finally:
-            self.display.stop(device.label)
-            self.running.pop(device.label, None)
+        async with machine_slot(self.config.machine_lock):
+            self.display.start(device.label, what, expected_s)
+            self.running[device.label] = (what, time.monotonic() + expected_s)
+            try:
+                result = await run_trainer(request, lambda line: self.display.trainer_line(device.label, line))
+            finally:
+                self.display.stop(device.label)
+                self.running.pop(device.label, None)
         self._last_wall_s[(device.label, steps is not None)] = result.wall_s
         changed = result.status == "rejected" and "harness changed" in result.reason  # the runner's own check
         if changed or (result.harness_hash and result.harness_hash != self.spec.spec.harness_hash.hex()):

@@ -68,6 +68,7 @@ CLAIM_Z = 1.5
 MIN_NOISE_SAMPLES = 8      # re-run claims needed before the ledger's own noise estimate replaces the spec's
 MAX_EXTRA_REPLAYS = 2      # replays beyond the quorum one claim may get when its replays disagree
 CONFIRM_REPLAYS = 4        # replays of the class's best beyond its quorum: the reference for rule 2
+SPEC_NOISE_SDS = 3.0       # standard deviations in a spec's noise_bpb (the tolerance node/noise.py recommends)
 STALL_BUDGETS = 6          # a claim waits this many time budgets before the next verifier rank opens
 
 
@@ -134,7 +135,8 @@ def noise_sd(state: State, platform_class: str) -> float:
         squares += sum((v - mean) ** 2 for v in values)
         dof += len(values) - 1
     if dof < MIN_NOISE_SAMPLES:
-        return state.spec.noise_bpb.get(platform_class, 0.0)
+        # the spec's noise is a tolerance of about three standard deviations (node/noise.py's k)
+        return state.spec.noise_bpb.get(platform_class, 0.0) / SPEC_NOISE_SDS
     return math.sqrt(squares / dof)
 
 

@@ -14,7 +14,7 @@ from ledger.keys import Identity
 from ledger.store import Ledger
 from node.display import Display
 from node.history import ClaimRecord, History
-from node.verifier import (CLAIM_Z, CONFIRM_REPLAYS, STALL_BUDGETS, fits_budget, noise_sd, owed_fees, owed_records,
+from node.verifier import (CLAIM_Z, CONFIRM_REPLAYS, SPEC_NOISE_SDS, STALL_BUDGETS, fits_budget, noise_sd, owed_fees, owed_records,
                            quorum_of, record_mint, reference, settled, verification_mint, verification_queue)
 from tests.ledger.factory import CLASS, NOISE, RATE, Feeds, commit, identity, make_spec
 
@@ -178,9 +178,10 @@ def test_claims_need_a_margin_over_the_noise() -> None:
     state, feeds, history = _swarm()
     _with_record(state, feeds, history)
     # beats the best by the noise (a record if replays agree) but not by noise + CLAIM_Z sd
-    close = _publish(state, feeds, history, RESEARCHER, _claim(1, 2.0 - NOISE * (1 + CLAIM_Z / 2)))
+    sd = NOISE / SPEC_NOISE_SDS  # too few replays: the sd the spec's noise implies
+    close = _publish(state, feeds, history, RESEARCHER, _claim(1, 2.0 - NOISE - CLAIM_Z * sd / 2))
     assert not settled(state, history.claims[close.id]) and _takers(state, history, close.id, now_ms=10**12) == []
-    assert noise_sd(state, CLASS) == NOISE  # too few replays: the spec's noise
+    assert noise_sd(state, CLASS) == pytest.approx(sd)
 
 
 def test_a_program_is_verified_once() -> None:
