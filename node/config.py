@@ -43,6 +43,9 @@ cpu_budget_s = 30
 seed = 0
 # train.py constants the proposer never edits: they change how the budget is measured, not the model
 frozen_constants = ["UNTIMED_STEPS", "PLAN_AFTER_STEPS"]
+# extra runs of the genesis train.py with other data seeds, made by the node that creates a swarm:
+# their spread is the class's run-to-run noise (`python -m node status`), which records must beat
+calibration_runs = 2
 # a file that every node sharing this machine's CPU names: they then run one trainer at a time
 # (several nodes on one machine, as `python -m node demo` starts). Empty: no lock.
 machine_lock = ""
@@ -94,6 +97,7 @@ class NodeConfig:
     seed: int
     frozen_constants: tuple[str, ...]
     machine_lock: Path | None
+    calibration_runs: int
     swarm_name: str
     noise_bpb_cpu: float
     noise_bpb_gpu: float
@@ -277,6 +281,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
         max_experiments=args.max_experiments,
         seed=_check(path, "research", "seed", r["seed"], int, lambda v: 0 <= v < 2**63, "must be 0 to 2**63-1"),
         frozen_constants=tuple(frozen),
+        calibration_runs=_check(path, "research", "calibration_runs", r["calibration_runs"], int,
+                                lambda v: 0 <= v <= 16, "must be 0 to 16"),
         machine_lock=Path(lock) if (lock := _check(path, "research", "machine_lock", r["machine_lock"], str,
                                                   lambda v: len(v) < 4096 and "\0" not in v,
                                                   "must be a file path or empty")) else None,

@@ -104,7 +104,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def _config_text(budget_s: int, verifiers: list[str], quorum: int, lock: Path) -> str:
     ids = ", ".join(f'"{v}"' for v in verifiers)
-    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\nmachine_lock = {json.dumps(str(lock))}\n\n'
+    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\ncalibration_runs = 0\n'
+            f'machine_lock = {json.dumps(str(lock))}\n\n'
             f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nverifiers = [{ids}]\nquorum = {quorum}\n\n'
             '[network]\nlisten = "127.0.0.1:0"\napi_listen = "127.0.0.1:0"\n\n[display]\nrefresh_s = 5.0\n')
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.constants import PROFILES
+from trainer.constants import ENV_PARENT_PID, PROFILES
 
 from node.errors import TrainerFailed
 
@@ -207,7 +207,8 @@ _tickets = itertools.count()
 async def run_trainer(request: RunRequest, on_line: Callable[[str], None] | None = None) -> RunResult:
     """One trainer run; cancelling the caller kills the child and cleans its scratch folder."""
     request.scratch.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **request.env, "TMPDIR": str(request.scratch), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **request.env, "TMPDIR": str(request.scratch), "PYTHONUNBUFFERED": "1",
+           ENV_PARENT_PID: str(os.getpid())}  # a SIGKILLed node takes its trainer with it
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -88,3 +88,8 @@ class History:
         """Whether anyone has claimed a successful run of the genesis commit on this class."""
         return any(r.body.commit == baseline and r.body.parent is None and r.body.status == "ok"
                    for r in self.of_class(platform_class))
+
+    def baseline_runs(self, platform_class: str, baseline: bytes, author: bytes) -> list[ClaimRecord]:
+        """The author's claims of the genesis commit in this class (its baseline and calibration runs)."""
+        return [r for r in self.of_class(platform_class)
+                if r.body.commit == baseline and r.body.parent is None and r.author == author]

@@ -190,11 +190,7 @@ def load_or_create_spec(layout: Layout, fields: dict[str, object], research: Ide
             signed = decode_spec(path.read_bytes())
         else:
             signed = sign_spec(research, SwarmSpec(created_ms=now_ms, **fields))  # type: ignore[arg-type]
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(signed.wire)
-            os.replace(tmp, path)
-        (layout.swarms / CURRENT_FILE).write_text(slug + "\n")
+        _keep_spec(layout, slug, signed)
     except InvalidSpec as exc:
         raise SetupError(f"{path}: {exc}") from None
     except OSError as exc:
@@ -226,18 +222,23 @@ def check_joinable(signed: SignedSpec, data: DataInfo, baseline: bytes, devices:
 
 def save_joined_spec(layout: Layout, signed: SignedSpec) -> str:
     slug = joined_slug(signed)
-    folder = layout.swarm(slug)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "spec.bin"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(signed.wire)
-            os.replace(tmp, path)
-        (layout.swarms / CURRENT_FILE).write_text(slug + "\n")
+        _keep_spec(layout, slug, signed)
     except OSError as exc:
-        raise SetupError(f"{folder}: {exc.strerror}") from None
+        raise SetupError(f"{layout.swarm(slug)}: {exc.strerror}") from None
     return slug
+
+
+def _keep_spec(layout: Layout, slug: str, signed: SignedSpec) -> None:
+    """Writes the swarm's spec.bin once (atomically) and makes it the home's current swarm."""
+    folder = layout.swarm(slug)
+    path = folder / "spec.bin"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(signed.wire)
+        os.replace(tmp, path)
+    (layout.swarms / CURRENT_FILE).write_text(slug + "\n")
 
 
 def joined_spec(layout: Layout) -> SignedSpec | None:

@@ -193,3 +193,13 @@ def replay_noise(state: State, platform_class: str, policy: NoisePolicy = NoiseP
         return estimate_noise(repeats=groups, policy=policy)
     except TooFewSamples:
         return None
+
+
+def run_to_run_noise(values: Sequence[float], policy: NoisePolicy = NoisePolicy()) -> NoiseEstimate | None:
+    """The class's run-to-run noise from runs of one program with different data seeds (the creator's
+    baseline and calibration runs): what a record's margin over the best must exceed. None with
+    fewer than three runs."""
+    try:
+        return estimate_noise(repeats=[list(values)], policy=policy)
+    except TooFewSamples:
+        return None

@@ -42,6 +42,7 @@ from node.errors import NoProposal, SetupError
 from node.experiment import RunRequest, RunResult, machine_slot, run_trainer
 from node.fetch import CommitFetcher, keep_bundle
 from node.history import ClaimRecord, History
+from node.noise import run_to_run_noise
 from node.home import DataInfo, Layout
 from node.platform import Device, torch_version
 from node.program import BadProgram, summarize
@@ -148,7 +149,11 @@ class Research:
             await self.history.sync(self.ledger)
             state = self.ledger.state
             if not self.history.baseline_ok(cls, self.spec.spec.baseline_commit) and cls not in self._baseline_running:
-                await self._baseline(device)
+                await self._baseline(device, self.config.seed)
+                continue
+            calibration_seed = self._calibration_seed(cls)
+            if calibration_seed is not None:
+                await self._baseline(device, calibration_seed)
                 continue
             verifying = self.verifying_identity(cls)
             queue = [] if verifying is None else verifier.verification_queue(
@@ -252,22 +257,49 @@ class Research:
 
     # -- the three kinds of work
 
-    async def _baseline(self, device: Device) -> None:
+    def _calibration_seed(self, platform_class: str) -> int | None:
+        """The data seed of the next calibration run, if this node created the swarm and owes one."""
+        if self.spec.spec.creator != self.researcher.public_key or platform_class in self._baseline_running:
+            return None
+        runs = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher.public_key)
+        if not runs or len(runs) > self.config.calibration_runs:
+            return None
+        return self.config.seed + len(runs)
+
+    async def _baseline(self, device: Device, seed: int) -> None:
         cls, baseline = device.platform_class, self.spec.spec.baseline_commit
+        calibration = seed != self.config.seed
+        what = f"calibration (data seed {seed})" if calibration else "baseline"
         self._baseline_running.add(cls)
         try:
             cand, _ = await self._materialize(device, baseline, None)
             source = cand.read_text()
-            result = await self._run(device, "baseline", cand, None, steps=None, seed=self.config.seed)
+            result = await self._run(device, what, cand, None, steps=None, seed=seed)
             bundle = await self._store_bundle(baseline, None) if result.status == "ok" else None
+            message = f"calibration: the genesis train.py, data seed {seed}" if calibration \
+                else "baseline: the genesis train.py"
             record = await self._publish_claim(self._claim(device, baseline, None, result, summarize(None, source),
-                                                           "baseline: the genesis train.py", bundle))
+                                                           message, bundle))
         finally:
             self._baseline_running.discard(cls)
-        self.display.event(f"[{device.label}] baseline {_result_text(result)} claim {record.id.hex()[:12]}")
+        self.display.event(f"[{device.label}] {what} {_result_text(result)} claim {record.id.hex()[:12]}")
         self._remember(f"base {_short_value(result)}")
-        if result.status != "ok":
+        if result.status != "ok" and not calibration:
             raise SetupError(f"the genesis train.py does not run here: {result.status}: {result.reason[:300]}")
+        if calibration:
+            self._report_noise(cls)
+
+    def _report_noise(self, platform_class: str) -> None:
+        runs = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher.public_key)
+        found = run_to_run_noise([v for r in runs if (v := r.body.val_bpb) is not None])
+        if found is None:
+            return
+        spec_noise = self.spec.spec.noise_bpb[platform_class]
+        text = (f"run-to-run noise of {platform_class}: sd {found.sigma_bpb:.4f} bpb over {found.samples} runs "
+                f"(tolerance {found.tolerance_bpb:.4f}); the swarm's noise_bpb is {spec_noise}")
+        if found.tolerance_bpb > spec_noise:
+            text += ": below the measured tolerance, so some records may be noise (raise [swarm] noise_bpb)"
+        self.display.event(text)
 
     async def _have(self, commit: bytes) -> bool:
         """Whether the commit is here, fetching it (and missing ancestors) from peers if not."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.bodies import UCR_PER_CREDIT
+from ledger.bodies import UCR_PER_CREDIT, Claim
 from ledger.errors import KeyFileError
 from ledger.fold import State, leaderboard
 from ledger.keys import Identity, node_id_text
@@ -16,7 +16,7 @@ from ledger.store import Ledger
 
 from node.config import NodeConfig
 from node.home import Layout, current_slug
-from node.noise import replay_noise
+from node.noise import replay_noise, run_to_run_noise
 
 TOP_N = 10  # leaderboard rows per class
 
@@ -35,6 +35,22 @@ def _noise(state: State, cls: str) -> dict[str, float | int] | None:
         return None
     return {"sigma_bpb": found.sigma_bpb, "tolerance_bpb": found.tolerance_bpb, "dof": found.dof,
             "dropped": found.dropped}
+
+
+async def _run_to_run(ledger: Ledger, cls: str) -> dict[str, float | int] | None:
+    """The spread of the genesis commit's runs with different data seeds (the creator's calibration)."""
+    spec, values, seeds = ledger.spec.spec, [], set()
+    for claim_id, info in ledger.state.claims.items():
+        if info.commit != spec.baseline_commit or info.platform_class != cls or info.claimed is None:
+            continue
+        entry = await ledger.get(claim_id)
+        if entry is not None and isinstance(entry.body, Claim) and entry.body.seed not in seeds:
+            seeds.add(entry.body.seed)
+            values.append(info.claimed)
+    found = run_to_run_noise(values)
+    if found is None:
+        return None
+    return {"sigma_bpb": found.sigma_bpb, "tolerance_bpb": found.tolerance_bpb, "runs": found.samples}
 
 
 async def collect(config: NodeConfig) -> dict[str, Any]:
@@ -56,6 +72,7 @@ async def collect(config: NodeConfig) -> dict[str, Any]:
                 "records": len(records),
                 "noise_bpb": spec.noise_bpb[cls],
                 "measured_replay_noise": _noise(state, cls),
+                "measured_run_to_run_noise": await _run_to_run(ledger, cls),
                 "leaderboard": [{"claim": cid.hex(), "commit": state.claims[cid].commit.hex(), "val_bpb": value}
                                 for cid, value in leaderboard(state, cls)[:TOP_N]],
             }

@@ -75,7 +75,8 @@ REFERENCE_TIMEOUT_S = 600        # one reference trainer run
 
 _OVERHEAD = re.compile(r"\(node overhead ([0-9.]+) s\)")
 _KINDS = (("experiment", re.compile(r"\] experiment \d+: ")), ("baseline", re.compile(r"\] baseline ")),
-          ("verification", re.compile(r"\] (verified |verification of )")))
+          ("calibration", re.compile(r"\] calibration \(data seed ")),
+          ("verification", re.compile(r"\] (verified |verification of |replay of )")))
 
 
 def emit(obj: dict[str, object]) -> None:
@@ -165,7 +166,7 @@ def attach_trainer_times(home: Path, runs: list[dict[str, object]]) -> None:
     """Each claim carries the trainer's own total_seconds: the cycle minus it is what the trainer's clock
     did not see (interpreter start, node work). Claims are in the order the node published them."""
     claims = asyncio.run(_claims(home))
-    own = [r for r in runs if r["kind"] in ("baseline", "experiment")]
+    own = [r for r in runs if r["kind"] in ("baseline", "calibration", "experiment")]
     for row, claim in zip(own, claims):
         row["trainer_total_s"] = round(claim.wall_s, 3)
         row["outside_trainer_clock_s"] = round(float(row["cycle_s"]) - claim.wall_s, 3)  # type: ignore[arg-type]

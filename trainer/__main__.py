@@ -18,6 +18,25 @@ from pathlib import Path
 from typing import Mapping, NoReturn
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+PR_SET_PDEATHSIG = 1                     # linux/prctl.h
+
+
+def die_with_parent(env: Mapping[str, str]) -> None:
+    """Where the node set AUTOSWARM_PARENT_PID, asks Linux to SIGKILL this process when its parent
+    dies (prctl PR_SET_PDEATHSIG), so a node that is SIGKILLed leaves no trainer running; the
+    sandboxes die with this process (bubblewrap's --die-with-parent). If the parent is already
+    gone, exits at once."""
+    from trainer.constants import ENV_PARENT_PID
+
+    want = env.get(ENV_PARENT_PID)
+    if not want or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if str(os.getppid()) != want:
+        os._exit(EXIT_FAILED)
 
 
 class BadArguments(Exception):
@@ -114,6 +133,7 @@ def run(config: RunConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    die_with_parent(os.environ)
     if argv and argv[0] == "prepare":
         from trainer.prepare import main as prepare_main
 

@@ -24,6 +24,7 @@ ENV_BUDGET_S = "AUTOSWARM_BUDGET_S"  # training time budget in seconds
 ENV_STEPS = "AUTOSWARM_STEPS"  # if set: train exactly this many steps, no time budget (replay)
 ENV_HORIZON = "AUTOSWARM_HORIZON"  # with STEPS: the schedule's horizon, when the run being replayed stopped early
 ENV_SEED = "AUTOSWARM_SEED"
+ENV_PARENT_PID = "AUTOSWARM_PARENT_PID"  # set by a node for `python -m trainer`: the run dies with that process
 ENV_DATA = "AUTOSWARM_DATA"  # folder with train.bin, token_bytes.bin, meta.json (no val.bin)
 
 # Bounds on what the harness accepts from a candidate.

@@ -6,6 +6,7 @@ machine; every wait is bounded with several times the usual duration as headroom
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from ledger.audit import audit_file
-from ledger.bodies import Claim
+from ledger.bodies import Claim, Mint
+from ledger.keys import Identity
 from ledger.store import Ledger
 
 RUN_TIMEOUT_S = 600.0       # a 2-experiment run takes ~1-2 minutes here
@@ -80,10 +82,11 @@ def test_first_run_creates_the_home_and_researches(ran: tuple[Path, subprocess.C
         assert stat.S_IMODE((home / "keys" / key).stat().st_mode) == 0o600
     assert len(list((home / "swarms").glob("*/spec.bin"))) == 1 and any((home / "bundles").iterdir())
     counts = assert_audits_clean(home)
-    assert counts["claim"] == 3 and counts["profile"] == 1  # two experiments and the baseline
+    assert counts["claim"] == 5 and counts["profile"] == 1  # the baseline, two calibration runs, two experiments
     assert counts["verify"] >= 1 and counts["mint"] >= 1
     claims, _ = ledger_facts(home)
-    assert sum(1 for _, _, c in claims if c.parent is None) == 1
+    assert sorted(c.seed for _, _, c in claims if c.parent is None) == [0, 1, 2]  # baseline and calibration
+    assert "run-to-run noise of cpu-tiny: sd" in result.stdout
     assert all("key: k1-" in c.diff_summary for _, _, c in claims)
     assert "baseline val_bpb" in result.stdout and "experiment 2:" in result.stdout
     assert "RECORD" in result.stdout  # the baseline is the class's first record
@@ -95,14 +98,139 @@ def test_restart_resumes_from_the_ledger(ran: tuple[Path, subprocess.CompletedPr
     result = run_node(home, "--max-experiments", "1")
     after, heads_after = ledger_facts(home)
     assert_audits_clean(home)
-    assert len(after) == len(before) + 1 and sum(1 for _, _, c in after if c.parent is None) == 1
+    assert len(after) == len(before) + 1 and sum(1 for _, _, c in after if c.parent is None) == 3
     (researcher,) = {a for a, _, c in before if c.parent is None}
     new = [(a, s) for a, s, _ in after if (a, s, ) not in {(x, y) for x, y, _ in before}]
     assert new == [(researcher, heads_before[researcher] + 1)]  # the feed continues, no second profile
     assert heads_after[researcher] == heads_before[researcher] + 1
     assert f"{len(before)} claims" in result.stdout
-    keys = [c.diff_summary.splitlines()[-1] for _, _, c in after]
-    assert len(keys) == len(set(keys))  # no program claimed twice
+    keys = [c.diff_summary.splitlines()[-1] for _, _, c in after if c.parent is not None]
+    assert len(keys) == len(set(keys))  # no program claimed twice (the genesis runs differ by data seed)
+
+
+async def _publish_lie(home: Path) -> bytes:
+    """A claim by the node's own research key of an existing experiment, with a number it never measured."""
+    async with Ledger.open(ledger_path(home)) as ledger:
+        for claim_id in list(ledger.state.claims):
+            entry = await ledger.get(claim_id)
+            assert entry is not None and isinstance(entry.body, Claim)
+            if entry.body.parent is not None and entry.body.val_bpb is not None:
+                lie = dataclasses.replace(entry.body, val_bpb=entry.body.val_bpb - 0.5, bundle=None)
+                return (await ledger.publish(Identity.load(home / "keys" / "research.key"), lie,
+                                             time_ms=int(time.time() * 1000))).id
+    raise AssertionError("no experiment claim to copy")
+
+
+async def _facts_about(home: Path, claim_id: bytes) -> tuple[bool, bool, list[Mint]]:
+    async with Ledger.open(ledger_path(home)) as ledger:
+        state = ledger.state
+        mints = [e.body for _, e in await ledger.entries_since(0, ["mint"], 10_000)
+                 if isinstance(e.body, Mint) and e.body.subject == claim_id]
+        return claim_id in state.refuted, claim_id in state.verified, mints
+
+
+def test_a_claim_whose_numbers_do_not_reproduce_is_refuted(ran: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    home, _ = ran
+    lie = asyncio.run(_publish_lie(home))
+    result = run_node(home, "--max-experiments", "1")
+    refuted, verified, mints = asyncio.run(_facts_about(home, lie))
+    assert refuted and not verified and mints == [], result.stdout[-2000:]
+    assert "REFUTED" in result.stdout
+    assert_audits_clean(home)
+
+
+def _agent_shell(home: Path, hub: str, script: str) -> str:
+    """One snippet of the seed's program (seeds/004), as an agent with its own HOME runs it."""
+    agent_home = home.parent / "agent"
+    (agent_home / "repo").mkdir(parents=True, exist_ok=True)
+    env = {"HOME": str(agent_home), "HUB": hub, "LANG": "C.UTF-8",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+           "GIT_AUTHOR_NAME": "agent", "GIT_AUTHOR_EMAIL": "a@agents", "GIT_COMMITTER_NAME": "agent",
+           "GIT_COMMITTER_EMAIL": "a@agents", "GIT_CONFIG_NOSYSTEM": "1"}
+    prelude = "set -e\nif [ -f ~/.agenthub_creds ]; then source ~/.agenthub_creds; fi\n"
+    done = subprocess.run(["bash", "-c", prelude + script.replace("/tmp/", f"{agent_home}/")],
+                          cwd=agent_home / "repo", env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (script, done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_an_agent_following_the_seed_program_gets_its_commit_run_and_claimed(
+        ran: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    from tests.node.test_agenthub import COMMIT_CHANGE, COMMITS, FETCH, PUSH, REGISTER
+
+    home, _ = ran
+    proc = subprocess.Popen([sys.executable, "-m", "node", *ARGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=_env(home))
+    try:
+        deadline = time.monotonic() + TRAINER_START_S
+        while not (home / "api.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the node did not start its API"
+            time.sleep(0.2)
+        hub = json.loads((home / "api.json").read_text())["url"]
+        _agent_shell(home, hub, REGISTER.replace("YOUR_AGENT_NAME", "seed-agent"))
+        commits = json.loads(_agent_shell(home, hub, COMMITS))
+        baseline = next(c["hash"] for c in commits if c["parent_hash"] is None)
+        _agent_shell(home, hub, "git init -q . && " + FETCH.replace("<hash>", baseline))
+        _agent_shell(home, hub, "sed -i 's/^WARMDOWN_RATIO = 0.5/WARMDOWN_RATIO = 0.4/' train.py && "
+                                "git checkout -q -b work && " + COMMIT_CHANGE)
+        pushed = json.loads(_agent_shell(home, hub, PUSH))
+        assert pushed["status"] == "queued" and pushed["parent_hash"] == baseline
+        show = "curl -s \"$HUB/api/git/commits/" + pushed["hash"] + "\" -H \"Authorization: Bearer $HUB_KEY\""
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not (detail := json.loads(_agent_shell(home, hub, show))).get("claims"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the node never claimed the pushed commit"
+            time.sleep(1.0)
+        claim = detail["claims"][0]
+        assert claim["untrusted"] is False and claim["status"] in ("ok", "crash", "rejected", "timeout")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=STOP_BOUND_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    assert "seed-agent: short description of change" in out  # the worker ran the agent's commit
+    claims, _ = ledger_facts(home)
+    assert any(c.commit.hex() == pushed["hash"] and c.parent is not None and c.parent.hex() == baseline
+               for _, _, c in claims)
+    assert_audits_clean(home)
+
+
+def test_a_node_killed_mid_experiment_leaves_no_trainer_and_resumes(
+        ran: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    home, _ = ran
+    _, heads_before = ledger_facts(home)
+    proc = subprocess.Popen([sys.executable, "-m", "node", *ARGS], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env(home))
+    try:
+        children = _wait_for_trainer(proc)
+        proc.kill()  # SIGKILL: no handler runs, nothing is closed
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + STOP_BOUND_S
+        while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)  # polls the kernel's process table; the trainer dies with its parent
+        assert not any(Path(f"/proc/{c}").exists() for c in children), "a trainer outlived its node"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert_audits_clean(home)  # a SIGKILL loses at most the entry being written, never the file
+    run_node(home, "--max-experiments", "1")  # the lock, the ledger and the API file are taken over
+    _, heads_after = ledger_facts(home)
+    assert_audits_clean(home)
+    assert all(heads_after[a] >= s for a, s in heads_before.items())
+    assert sum(heads_after.values()) > sum(heads_before.values())
+
+
+def _wait_for_trainer(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> list[int]:
+    """The node's trainer children once it has started one (polls /proc, bounded)."""
+    deadline = time.monotonic() + TRAINER_START_S
+    children: list[int] = []
+    while not children and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        children = _trainer_children(proc.pid)
+    assert children, "the node never started a trainer"
+    return children
 
 
 def _trainer_children(pid: int) -> list[int]:
@@ -125,12 +253,7 @@ def test_sigint_stops_cleanly_and_kills_the_trainer(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "node", *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env(home))
     try:
-        deadline = time.monotonic() + TRAINER_START_S
-        children: list[int] = []
-        while not children and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            children = _trainer_children(proc.pid)
-        assert children, "the node never started a trainer"
+        children = _wait_for_trainer(proc)
         _use_the_live_api(home)
         time.sleep(1.0)  # let it get into the run proper
         started = time.monotonic()
