@@ -12,7 +12,7 @@ import aiohttp
 from ledger.errors import InvalidSpec
 from ledger.spec import MAX_SPEC_BYTES, SignedSpec, decode_spec
 from swarm.errors import BadMessage, PeerUnavailable
-from swarm.peer import SPEC_PATH
+from swarm.peer import SPEC_PATH, read_capped
 from swarm.protocol import check_addr
 
 SPEC_TIMEOUT_S = 10.0
@@ -28,14 +28,11 @@ async def fetch_spec(addr: str, *, timeout_s: float = SPEC_TIMEOUT_S) -> SignedS
             async with session.get(url) as resp:
                 if resp.status != 200:
                     raise PeerUnavailable(f"{addr}: spec: HTTP {resp.status}")
-                data = bytearray()
-                async for chunk in resp.content.iter_chunked(16 * 1024):
-                    data += chunk
-                    if len(data) > _MAX_SPEC_WIRE_BYTES:
-                        raise BadMessage(f"{addr}: spec larger than {_MAX_SPEC_WIRE_BYTES} bytes")
+                data = await read_capped(resp, _MAX_SPEC_WIRE_BYTES,
+                                         BadMessage(f"{addr}: spec larger than {_MAX_SPEC_WIRE_BYTES} bytes"))
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         raise PeerUnavailable(f"{addr}: cannot fetch the swarm spec: {exc!r}") from None
     try:
-        return decode_spec(bytes(data))
+        return decode_spec(data)
     except InvalidSpec as exc:
         raise BadMessage(f"{addr}: the swarm spec does not verify: {exc}") from None

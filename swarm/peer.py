@@ -64,6 +64,18 @@ __all__ = ["BUNDLE_PATH", "SPEC_PATH", "WS_PATH", "BundleSource", "Peer", "PeerC
 BundleSource = Callable[[bytes], Awaitable[bytes | None]]
 
 
+async def read_capped(resp: aiohttp.ClientResponse, max_bytes: int, too_big: SwarmError) -> bytes:
+    """A peer's HTTP body, refused with `too_big` as soon as it (or its declared length) passes max_bytes."""
+    if (resp.content_length or 0) > max_bytes:
+        raise too_big
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > max_bytes:
+            raise too_big
+    return bytes(data)
+
+
 def _handshake_reason(exc: BadHandshake) -> str:
     if isinstance(exc, ReplayedHandshake):
         return "replayed"
@@ -269,14 +281,7 @@ class Peer:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=BUNDLE_TIMEOUT_S)) as resp:
                 if resp.status != 200:
                     raise PeerUnavailable(f"{addr}: bundle {sha256.hex()[:16]}: HTTP {resp.status}")
-                if (resp.content_length or 0) > max_bytes:
-                    raise PeerUnavailable(f"{addr}: bundle larger than {max_bytes} bytes")
-                data = bytearray()
-                async for chunk in resp.content.iter_chunked(64 * 1024):
-                    data += chunk
-                    if len(data) > max_bytes:
-                        raise PeerUnavailable(f"{addr}: bundle larger than {max_bytes} bytes")
-                return bytes(data)
+                return await read_capped(resp, max_bytes, PeerUnavailable(f"{addr}: bundle larger than {max_bytes} bytes"))
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             raise PeerUnavailable(f"{addr}: {exc!r}") from None
 
