@@ -147,6 +147,9 @@ class Research:
         cls = device.platform_class
         while True:
             await self.history.sync(self.ledger)
+            # a verifier whose replay came before the quorum completed mints once the others' arrive
+            if owed := await self.catch_up():
+                self.display.event(f"[{device.label}] published {owed} mints owed for verified records")
             state = self.ledger.state
             if not self.history.baseline_ok(cls, self.spec.spec.baseline_commit) and cls not in self._baseline_running:
                 await self._baseline(device, self.config.seed)

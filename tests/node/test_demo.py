@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ledger import fold, schema
 from ledger.audit import audit_file
 from ledger.keys import parse_node_id
@@ -26,6 +28,7 @@ def _logs(root: Path) -> str:
                      for p in sorted(root.glob("node*.log")))
 
 
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 60)  # beyond the suite's 600 s default: the demo's own bound rules
 def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "node", "demo", "--nodes", "3", "--dir", str(root), "--keep"],
