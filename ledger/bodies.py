@@ -29,6 +29,8 @@ UCR_PER_CREDIT = 1_000_000
 
 CLAIM_STATUSES = frozenset({"ok", "crash", "timeout", "rejected", "discard"})
 MINT_REASONS = frozenset({"record", "verification"})
+JOB_TYPES = frozenset({"train"})  # what an executor may be asked to run
+SETTLE_OUTCOMES = frozenset({"paid", "refunded", "cancelled"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -244,7 +246,11 @@ class Mint(Body):
 
 @dataclass(frozen=True, slots=True)
 class Transfer(Body):
-    """Pays `amount` to `to` from the payer's outputs in `spends`; the rest is change to the payer."""
+    """Pays `amount` to `to` from the payer's outputs in `spends`; the rest is change to the payer.
+
+    With `job` and `offer` both set it is an escrow payment accepting `offer` for `job`: the
+    amount is held until a Settle releases it (see ledger/market.py). `job` alone is a memo link.
+    """
 
     kind: ClassVar[str] = "transfer"
     to: bytes
@@ -252,10 +258,14 @@ class Transfer(Body):
     spends: list[bytes]      # entry ids whose outputs to the payer this transfer consumes
     memo: str
     job: bytes | None
+    offer: bytes | None      # set (with job): an escrow payment accepting this offer
 
     def __post_init__(self) -> None:
         self._bytes("to", self.to, KEY_BYTES)
         self._bytes("job", self.job, HASH_BYTES)
+        self._bytes("offer", self.offer, HASH_BYTES)
+        if self.offer is not None and self.job is None:
+            _fail(type(self), "an offer is accepted only for a job")
         if self.amount <= 0:
             _fail(type(self), "amount must be positive")
         if not 1 <= len(self.spends) <= 64:
@@ -267,7 +277,8 @@ class Transfer(Body):
         self._text("memo", self.memo, MAX_SHORT_TEXT)
 
     def refs(self) -> tuple[bytes, ...]:
-        return tuple(self.spends)
+        links = tuple(ref for ref in (self.job, self.offer) if ref is not None)
+        return (*self.spends, *links)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +295,8 @@ class Job(Body):
 
     def __post_init__(self) -> None:
         self._name("job_type", self.job_type)
+        if self.job_type not in JOB_TYPES:
+            _fail(type(self), f"job_type {self.job_type!r} not one of {sorted(JOB_TYPES)}")
         self._bytes("commit", self.commit, COMMIT_BYTES)
         self._bytes("bundle", self.bundle, HASH_BYTES)
         self._name("platform_class", self.platform_class)
@@ -291,7 +304,8 @@ class Job(Body):
             _fail(type(self), f"at most 32 args of {MAX_SHORT_TEXT} characters")
         if self.max_gpu_s <= 0:
             _fail(type(self), "max_gpu_s must be positive")
-        self._nonneg("price_ucr_per_gpu_s", self.price_ucr_per_gpu_s)
+        if self.price_ucr_per_gpu_s < 1:
+            _fail(type(self), "price_ucr_per_gpu_s must be at least 1")
         self._nonneg("expires_ms", self.expires_ms)
 
 
@@ -313,9 +327,12 @@ class Offer(Body):
 
 @dataclass(frozen=True, slots=True)
 class Receipt(Body):
+    """The executor's signed account of a job it ran for the escrow payment `payment`."""
+
     kind: ClassVar[str] = "receipt"
     job: bytes
     offer: bytes
+    payment: bytes           # entry id of the escrow transfer
     status: str
     gpu_s: float
     metrics: dict[str, float]
@@ -325,6 +342,7 @@ class Receipt(Body):
     def __post_init__(self) -> None:
         self._bytes("job", self.job, HASH_BYTES)
         self._bytes("offer", self.offer, HASH_BYTES)
+        self._bytes("payment", self.payment, HASH_BYTES)
         if self.status not in CLAIM_STATUSES:
             _fail(type(self), f"status {self.status!r} not one of {sorted(CLAIM_STATUSES)}")
         self._nonneg("gpu_s", self.gpu_s)
@@ -333,7 +351,38 @@ class Receipt(Body):
         self._text("log_tail", self.log_tail, 4096)
 
     def refs(self) -> tuple[bytes, ...]:
-        return (self.job, self.offer)
+        return (self.job, self.offer, self.payment)
+
+
+@dataclass(frozen=True, slots=True)
+class Settle(Body):
+    """Closes a job: pays the executor for what it used, refunds the payer, or cancels the job.
+
+    `amount` is what the executor gets (0 unless paid); the rest of the escrow goes back to the
+    payer. Who may settle which way is ledger/market.py's to judge.
+    """
+
+    kind: ClassVar[str] = "settle"
+    job: bytes
+    payment: bytes | None    # the job's escrow transfer; None only for cancelled
+    receipt: bytes | None    # the job's receipt; None for cancelled and for a refund after expiry
+    outcome: str
+    amount: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        self._bytes("job", self.job, HASH_BYTES)
+        self._bytes("payment", self.payment, HASH_BYTES)
+        self._bytes("receipt", self.receipt, HASH_BYTES)
+        if self.outcome not in SETTLE_OUTCOMES:
+            _fail(type(self), f"outcome {self.outcome!r} not one of {sorted(SETTLE_OUTCOMES)}")
+        self._nonneg("amount", self.amount)
+        if self.receipt is not None and self.payment is None:
+            _fail(type(self), "a receipt is settled only with its payment")
+        self._text("reason", self.reason, 1024)
+
+    def refs(self) -> tuple[bytes, ...]:
+        return (self.job, *(ref for ref in (self.payment, self.receipt) if ref is not None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +448,8 @@ class Admit(Body):
 
 BODY_TYPES: dict[str, type[Body]] = {
     cls.kind: cls
-    for cls in (Profile, Claim, Verify, Mint, Transfer, Job, Offer, Receipt, Post, Hypothesis, Insight, Fraud, Admit)
+    for cls in (
+        Profile, Claim, Verify, Mint, Transfer, Job, Offer, Receipt, Settle, Post, Hypothesis, Insight, Fraud, Admit,
+    )
 }
 KINDS = frozenset(BODY_TYPES)

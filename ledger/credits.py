@@ -2,6 +2,8 @@
 
 Credits are outputs, as coins: a mint creates one output for its recipient; a transfer consumes
 outputs of its payer (named in `spends`) and creates one for the payee and one for the change.
+An escrow payment (a transfer with an offer) creates only the change: its amount is held until
+a settle (ledger/market.py) creates outputs for the executor and the payer.
 An output can be spent once, and only by a transfer in its owner's feed; spending it twice takes
 two entries at one seq of that feed, which is a fork, so a balance never goes negative and a
 double spend is always provable.
@@ -113,11 +115,13 @@ def apply_mint(state: State, entry_id: bytes, author: bytes, mint: Mint) -> None
         state.verifier_best[(author, state.claims[mint.subject].platform_class)] = mint.value
     if mint.amount:
         state.outputs[(entry_id, mint.to)] = mint.amount
-        _credit(state, mint.to, mint.amount)
+        credit(state, mint.to, mint.amount)
         state.total_minted_ucr += mint.amount
 
 
 def check_transfer(state: State, payer: bytes, transfer: Transfer) -> str:
+    """"" if `payer` may spend as `transfer` says; the market's own rules for an escrow payment
+    (one with an offer) are ledger/market.py's check_escrow, which the fold asks as well."""
     if transfer.to == payer:
         return "a transfer to oneself"
     total = 0
@@ -140,15 +144,22 @@ def apply_transfer(state: State, entry_id: bytes, payer: bytes, transfer: Transf
         key = (ref, payer)
         total += state.outputs.pop(key)
         state.spent.add(key)
-    state.outputs[(entry_id, transfer.to)] = transfer.amount
     change = total - transfer.amount
     if change:
         state.outputs[(entry_id, payer)] = change
-    _credit(state, payer, -transfer.amount)
-    _credit(state, transfer.to, transfer.amount)
+    credit(state, payer, -transfer.amount)
+    if transfer.offer is None:
+        state.outputs[(entry_id, transfer.to)] = transfer.amount
+        credit(state, transfer.to, transfer.amount)
+    # else an escrow payment: the amount is held, not owned, until a settle releases it (ledger/market.py)
 
 
-def _credit(state: State, owner: bytes, delta_ucr: int) -> None:
+def credit(state: State, owner: bytes, delta_ucr: int) -> None:
     balance = state.balances.get(owner, 0) + delta_ucr
-    state.balances[owner] = balance
+    # A zero balance is no balance: the fold keeps none (so a rebuild and an incremental fold
+    # agree), while the change still writes the 0 over the row the file holds.
+    if balance:
+        state.balances[owner] = balance
+    else:
+        state.balances.pop(owner, None)
     state.changes.balances[owner] = balance

@@ -18,15 +18,15 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ledger import codec, credits
-from ledger.bodies import Admit, Claim, Fraud, Mint, Transfer, Verify
+from ledger import codec, credits, market
+from ledger.bodies import Admit, Claim, Fraud, Job, Mint, Offer, Receipt, Settle, Transfer, Verify
 from ledger.entry import Entry
 from ledger.errors import InvalidEntry
 from ledger.feed import check_fraud
 from ledger.spec import SwarmSpec
 
 # Kinds whose validity the fold judges; their verdicts are a derived table.
-JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud"})
+JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud", "job", "receipt", "settle"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,13 @@ class State:
     minted: set[tuple[bytes, bytes]] = field(default_factory=set)          # (verifier, subject)
     verifier_best: dict[tuple[bytes, str], float] = field(default_factory=dict)
     total_minted_ucr: int = 0
+    # market rules (see ledger/market.py)
+    jobs: dict[bytes, market.JobInfo] = field(default_factory=dict)
+    offers: dict[bytes, market.OfferInfo] = field(default_factory=dict)
+    escrows: dict[bytes, market.EscrowInfo] = field(default_factory=dict)  # escrow transfer id -> hold
+    receipts: dict[bytes, market.ReceiptInfo] = field(default_factory=dict)
+    held: dict[bytes, int] = field(default_factory=dict)                   # payer -> ucr in open escrows
+    reputation: dict[bytes, market.Reputation] = field(default_factory=dict)  # executor -> record
     frozen: dict[bytes, int] = field(default_factory=dict)                 # author -> forked seq
     verdicts: dict[bytes, str] = field(default_factory=dict)
     effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state or got a verdict
@@ -142,16 +149,35 @@ def apply(state: State, entry: Entry) -> State:
         if effect:
             credits.apply_mint(state, entry.id, entry.author, body)
     elif isinstance(body, Transfer):
-        effect = _judge(state, entry, credits.check_transfer(state, entry.author, body))
+        reason = credits.check_transfer(state, entry.author, body)
+        if not reason and body.offer is not None:
+            reason = market.check_escrow(state, entry.author, body)
+        effect = _judge(state, entry, reason)
         if effect:
             credits.apply_transfer(state, entry.id, entry.author, body)
+            if body.offer is not None:
+                market.apply_escrow(state, entry.id, entry.author, body)
+    elif isinstance(body, Job):
+        effect = _judge(state, entry, market.check_job(state, entry.time_ms, body))
+        if effect:
+            market.apply_job(state, entry.id, entry.author, entry.time_ms, body)
+    elif isinstance(body, Offer):
+        effect = market.apply_offer(state, entry.id, entry.author, entry.time_ms, body)
+    elif isinstance(body, Receipt):
+        effect = _judge(state, entry, market.check_receipt(state, entry.author, body))
+        if effect:
+            market.apply_receipt(state, entry.id, entry.author, body)
+    elif isinstance(body, Settle):
+        effect = _judge(state, entry, market.check_settle(state, entry.author, entry.time_ms, body))
+        if effect:
+            market.apply_settle(state, entry.id, body)
     elif isinstance(body, Admit):
         effect = _judge(state, entry, "" if entry.author == state.spec.creator else "only the swarm's creator admits")
         if effect:
             known = state.verifiers.get(body.verifier, frozenset())
             state.verifiers[body.verifier] = known | frozenset(body.platform_classes)
     else:
-        effect = False  # profile, post, hypothesis, insight, job, offer, receipt: no derived state
+        effect = False  # profile, post, hypothesis, insight: no derived state
     if effect or entry.kind in JUDGED_KINDS:
         # a verdict is state too: a later fork proof must turn it into "frozen" by a rebuild
         state.effect_seq[entry.author] = entry.seq

@@ -133,7 +133,7 @@ class History:
             total = sum(a for _, a in spends)
             to = rng.choice([i for i in self.ids if i is not payer]).public_key
             amount = rng.randint(1, total)
-            body = Transfer(to=to, amount=amount, spends=[s for s, _ in spends], memo="bench", job=None)
+            body = Transfer(to=to, amount=amount, spends=[s for s, _ in spends], memo="bench", job=None, offer=None)
             entry = self.add(payer, body)
             for spent, _ in spends:
                 del self.outputs[owner][spent]

@@ -80,7 +80,7 @@ def record_mint(claim_entry: Entry, quorum: list[Entry], value: float, prev_best
 
 
 def transfer(to: Identity, amount: int, spends: list[bytes]) -> Transfer:
-    return Transfer(to=to.public_key, amount=amount, spends=spends, memo="", job=None)
+    return Transfer(to=to.public_key, amount=amount, spends=spends, memo="", job=None, offer=None)
 
 
 def post(text: str = "hello") -> Post:

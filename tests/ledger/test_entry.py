@@ -8,7 +8,8 @@ import pytest
 
 from ledger import codec
 from ledger.bodies import (
-    KINDS, Admit, Body, Claim, Fraud, Hypothesis, Insight, Job, Mint, Offer, Post, Profile, Receipt, Transfer, Verify,
+    KINDS, Admit, Body, Claim, Fraud, Hypothesis, Insight, Job, Mint, Offer, Post, Profile, Receipt, Settle, Transfer,
+    Verify,
 )
 from ledger.entry import (
     DOMAIN, MAX_FRAUD_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES, VERSION, Entry, check_signature, decode_entry, entry_hash,
@@ -23,6 +24,8 @@ KEY = Identity.from_seed(b"\x01" * 32)
 OTHER = Identity.from_seed(b"\x02" * 32)
 SWARM = hashlib.sha256(b"swarm").digest()
 H = hashlib.sha256(b"an entry").digest()
+H2 = hashlib.sha256(b"another entry").digest()
+H3 = hashlib.sha256(b"a third entry").digest()
 COMMIT = hashlib.sha1(b"commit").digest()
 
 
@@ -41,11 +44,12 @@ EXAMPLES: list[Body] = [
            training_s=1.5),
     Mint(reason="record", subject=H, quorum=[H, hashlib.sha256(b"q").digest()], to=OTHER.public_key, amount=5,
          value=1.2, prev_best=1.3),
-    Transfer(to=OTHER.public_key, amount=10, spends=[H], memo="for job", job=H),
+    Transfer(to=OTHER.public_key, amount=10, spends=[H], memo="for job", job=H, offer=H2),
     Job(job_type="train", commit=COMMIT, bundle=None, args=["--steps", "10"], platform_class="h100", max_gpu_s=600,
         price_ucr_per_gpu_s=3, expires_ms=10**12),
     Offer(job=H, price_ucr_per_gpu_s=3, expires_ms=10**12),
-    Receipt(job=H, offer=H, status="ok", gpu_s=12.5, metrics={"val_bpb": 1.1}, artifacts=[H], log_tail="done"),
+    Receipt(job=H, offer=H2, payment=H3, status="ok", gpu_s=12.5, metrics={"val_bpb": 1.1}, artifacts=[H], log_tail="done"),
+    Settle(job=H, payment=H2, receipt=H3, outcome="paid", amount=37, reason="receipt accepted"),
     Post(channel="general", text="héllo ✓", reply_to=H),
     Hypothesis(text="wider MLP helps at small scale", tags=["mlp", "width"]),
     Insight(text="lr warmup matters", sources=[H]),
@@ -228,3 +232,40 @@ def test_sign_entry_refuses_bad_headers() -> None:
         sign_entry(KEY, swarm=SWARM[:8], seq=1, prev=None, body=body, time_ms=0)
     with pytest.raises(InvalidEntry):
         sign_entry(KEY, swarm=SWARM, seq=1, prev=None, body=body, time_ms=-5)
+
+
+# -- market bodies
+
+
+def _job(**change: Any) -> dict[str, Any]:
+    return {**EXAMPLES[5].to_map(), **change}
+
+
+@pytest.mark.parametrize(
+    ("cls", "fields", "match"),
+    [
+        (Job, _job(job_type="infer"), "job_type 'infer' not one of"),
+        (Job, _job(price_ucr_per_gpu_s=0), "at least 1"),
+        (Job, _job(price_ucr_per_gpu_s=-3), "at least 1"),
+        (Job, _job(max_gpu_s=0), "max_gpu_s must be positive"),
+        (Transfer, {**EXAMPLES[4].to_map(), "job": None}, "accepted only for a job"),
+        (Transfer, {**EXAMPLES[4].to_map(), "offer": H[:5]}, "offer must be 32 bytes"),
+        (Receipt, {**EXAMPLES[7].to_map(), "payment": None}, "payment must be bytes"),
+        (Settle, {**EXAMPLES[8].to_map(), "outcome": "stolen"}, "outcome 'stolen' not one of"),
+        (Settle, {**EXAMPLES[8].to_map(), "amount": -1}, "must not be negative"),
+        (Settle, {**EXAMPLES[8].to_map(), "payment": None}, "only with its payment"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_market_bodies_refuse_bad_fields(cls: type[Body], fields: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidEntry, match=match):
+        cls.from_map(fields)
+
+
+def test_market_bodies_depend_on_what_they_name() -> None:
+    assert EXAMPLES[4].refs() == (H, H, H2)  # spends, then the job and the offer
+    assert Transfer(to=OTHER.public_key, amount=1, spends=[H2], memo="", job=None, offer=None).refs() == (H2,)
+    assert EXAMPLES[7].refs() == (H, H2, H3)
+    assert EXAMPLES[8].refs() == (H, H2, H3)
+    cancel = Settle(job=H, payment=None, receipt=None, outcome="cancelled", amount=0, reason="")
+    assert cancel.refs() == (H,)

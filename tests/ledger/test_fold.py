@@ -1,6 +1,7 @@
 """Property tests of the fold: any valid history folds, in any order its dependencies allow."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hypothesis import given, settings
@@ -69,6 +70,8 @@ def test_incremental_changes_rebuild_the_same_tables(seed: int, steps: int) -> N
         persisted.frozen.update(changes.frozen)
         persisted.records.extend(changes.records)
         persisted.verdicts.update(changes.verdicts)
+    # a balance that went to zero stays in the file as a 0 row, which readers take for no balance
+    persisted = dataclasses.replace(persisted, balances={k: v for k, v in persisted.balances.items() if v})
     assert persisted == fold.tables(fold.rebuild(spec, rows))
 
 

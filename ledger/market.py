@@ -1,0 +1,285 @@
+"""Market rules: jobs, offers, escrow payments, receipts and settlement. Pure functions over fold state.
+
+Theory of operation. A payer publishes a Job; executors publish Offers for it; the payer
+accepts one with an escrow payment (a Transfer naming both the job and the offer): its amount,
+max_gpu_s times the offer's price, leaves the payer's balance but creates no output for anyone
+yet, it is *held*. The executor runs the job and signs a Receipt naming the payment. A Settle
+then closes the job, once:
+- paid: the payer, or a trusted verifier of the job's class, releases what the receipt's
+  GPU-seconds cost at the offer's price (rounded up, at most the escrow) to the executor, the
+  rest back to the payer;
+- refunded: a trusted verifier whose spot check did not reproduce the receipt, or the payer after
+  the job expired without a receipt, returns the whole escrow to the payer;
+- cancelled: the payer withdraws a job that has no escrow payment.
+The job, its cancel and its escrow payment all sit in the payer's feed, so every node sees them
+in one order. Settle outputs are ordinary outputs, keyed (settle id, owner), spent by transfers
+like any other. Reputation counts an executor's paid and refunded jobs.
+
+Two settles of one job by different authors (or a receipt and a payer's refund after expiry)
+race: the first the fold sees wins and the other gets a verdict. Nodes avoid the race by waiting
+(a payer refunds only well after expiry); the ledger stays consistent either way because each
+node folds its own row order and the audit refolds the same order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from ledger import credits
+from ledger.bodies import Job, Offer, Receipt, Settle, Transfer
+
+if TYPE_CHECKING:
+    from ledger.fold import State
+
+JOB_STATUSES = ("open", "accepted", "ran", "settled", "refunded", "cancelled")
+UNKNOWN = "unknown"  # job_status of an id that is not a valid job in this state
+
+
+@dataclass(slots=True)
+class JobInfo:
+    author: bytes                 # the payer
+    time_ms: int
+    job: Job
+    status: str = "open"          # one of JOB_STATUSES
+    offers: list[bytes] = field(default_factory=list)  # offer ids in arrival order
+    payment: bytes | None = None  # the escrow transfer that accepted an offer
+    receipt: bytes | None = None  # the executor's valid receipt
+    settle: bytes | None = None   # the one valid settle
+
+
+@dataclass(frozen=True, slots=True)
+class OfferInfo:
+    author: bytes                 # the executor
+    time_ms: int
+    job: bytes
+    price_ucr_per_gpu_s: int
+    expires_ms: int
+
+
+@dataclass(slots=True)
+class EscrowInfo:
+    payer: bytes
+    executor: bytes
+    job: bytes
+    offer: bytes
+    amount: int                   # ucr held
+    settle: bytes | None = None   # set once released
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptInfo:
+    author: bytes
+    job: bytes
+    payment: bytes
+    status: str
+    gpu_s: float
+
+
+@dataclass(slots=True)
+class Reputation:
+    paid: int = 0
+    refunded: int = 0
+    gpu_s: float = 0.0
+
+
+def cost_ucr(gpu_s: float, price_ucr_per_gpu_s: int) -> int:
+    """What `gpu_s` costs at a price, rounded up; exact on the signed float, so every node agrees."""
+    return math.ceil(Fraction(gpu_s) * price_ucr_per_gpu_s)
+
+
+def job_status(state: State, job_id: bytes) -> str:
+    info = state.jobs.get(job_id)
+    return UNKNOWN if info is None else info.status
+
+
+def open_jobs(state: State, platform_class: str) -> list[bytes]:
+    """Ids of the class's jobs that still take offers, in arrival order."""
+    return [jid for jid, info in state.jobs.items() if info.status == "open" and info.job.platform_class == platform_class]
+
+
+def settle_amount(state: State, job_id: bytes) -> tuple[int, int]:
+    """(to the executor, back to the payer) if the job were settled "paid" now; (0, escrow) without a receipt."""
+    info = state.jobs.get(job_id)
+    if info is None or info.payment is None:
+        return 0, 0
+    escrow = state.escrows[info.payment]
+    if info.receipt is None:
+        return 0, escrow.amount
+    offer = state.offers[escrow.offer]
+    paid = min(escrow.amount, cost_ucr(state.receipts[info.receipt].gpu_s, offer.price_ucr_per_gpu_s))
+    return paid, escrow.amount - paid
+
+
+# -- job and offer
+
+
+def check_job(state: State, time_ms: int, job: Job) -> str:
+    if job.platform_class not in state.spec.platform_classes:
+        return f"platform class {job.platform_class!r} is not one of the swarm's"
+    if job.expires_ms <= time_ms:
+        return "the job expires before it was published"
+    return ""
+
+
+def apply_job(state: State, entry_id: bytes, author: bytes, time_ms: int, job: Job) -> None:
+    state.jobs[entry_id] = JobInfo(author, time_ms, job)
+
+
+def apply_offer(state: State, entry_id: bytes, author: bytes, time_ms: int, offer: Offer) -> bool:
+    """Records an offer for a known job; False (nothing recorded) for any other."""
+    info = state.jobs.get(offer.job)
+    if info is None or author == info.author:
+        return False
+    state.offers[entry_id] = OfferInfo(author, time_ms, offer.job, offer.price_ucr_per_gpu_s, offer.expires_ms)
+    info.offers.append(entry_id)
+    return True
+
+
+# -- escrow payment (a Transfer with job and offer); credits.check_transfer checks the spends
+
+
+def check_escrow(state: State, payer: bytes, transfer: Transfer) -> str:
+    if transfer.job is None or transfer.offer is None:
+        return "an escrow payment names a job and an offer"
+    info = state.jobs.get(transfer.job)
+    if info is None:
+        return "the payment names no valid job"
+    if info.author != payer:
+        return "only the job's author pays for it"
+    if info.status == "cancelled":
+        return "the job was cancelled"
+    if info.payment is not None:
+        return "the job already has a payment"
+    offer = state.offers.get(transfer.offer)
+    if offer is None or offer.job != transfer.job:
+        return "the payment names no offer for this job"
+    if offer.price_ucr_per_gpu_s > info.job.price_ucr_per_gpu_s:
+        return "the offer's price is above the job's"
+    if transfer.to != offer.author:
+        return "an escrow payment goes to the offer's author"
+    want = info.job.max_gpu_s * offer.price_ucr_per_gpu_s
+    if transfer.amount != want:
+        return f"an escrow payment holds max_gpu_s times the offer's price, {want} ucr"
+    return ""
+
+
+def apply_escrow(state: State, entry_id: bytes, payer: bytes, transfer: Transfer) -> None:
+    """Records the hold; credits.apply_transfer has already taken the amount off the payer."""
+    assert transfer.job is not None and transfer.offer is not None  # check_escrow passed
+    state.escrows[entry_id] = EscrowInfo(payer, transfer.to, transfer.job, transfer.offer, transfer.amount)
+    state.held[payer] = state.held.get(payer, 0) + transfer.amount
+    info = state.jobs[transfer.job]
+    info.payment = entry_id
+    info.status = "accepted"
+
+
+# -- receipt
+
+
+def check_receipt(state: State, author: bytes, receipt: Receipt) -> str:
+    info = state.jobs.get(receipt.job)
+    if info is None:
+        return "the receipt names no valid job"
+    escrow = state.escrows.get(receipt.payment)
+    if escrow is None or escrow.job != receipt.job:
+        return "the receipt names no escrow payment for this job"
+    if author != escrow.executor:
+        return "only the payment's executor signs its receipt"
+    if receipt.offer != escrow.offer:
+        return "the receipt names another offer than its payment"
+    if info.settle is not None:
+        return "the job is already settled"
+    if info.receipt is not None:
+        return "the job already has a receipt"
+    if receipt.gpu_s > info.job.max_gpu_s:
+        return f"gpu_s {receipt.gpu_s} is over the job's max_gpu_s {info.job.max_gpu_s}"
+    return ""
+
+
+def apply_receipt(state: State, entry_id: bytes, author: bytes, receipt: Receipt) -> None:
+    state.receipts[entry_id] = ReceiptInfo(author, receipt.job, receipt.payment, receipt.status, receipt.gpu_s)
+    info = state.jobs[receipt.job]
+    info.receipt = entry_id
+    info.status = "ran"
+
+
+# -- settle
+
+
+def check_settle(state: State, author: bytes, time_ms: int, settle: Settle) -> str:
+    info = state.jobs.get(settle.job)
+    if info is None:
+        return "the settle names no valid job"
+    if info.settle is not None:
+        return "the job is already settled"
+    if settle.outcome == "cancelled":
+        if author != info.author:
+            return "only the job's author cancels it"
+        if settle.payment is not None or settle.receipt is not None or settle.amount != 0:
+            return "a cancel names no payment or receipt and moves nothing"
+        if info.payment is not None:
+            return "the job has a payment: it can no longer be cancelled"
+        return ""
+    if info.payment is None or settle.payment != info.payment:
+        return "the settle must name the job's escrow payment"
+    escrow = state.escrows[info.payment]
+    # a verifier that is a party to the job does not judge it
+    verifier = credits.trusted(state, author, info.job.platform_class) and author not in (escrow.payer, escrow.executor)
+    if settle.outcome == "paid":
+        if author != info.author and not verifier:
+            return "only the payer or a trusted verifier of the class settles paid"
+        if info.receipt is None or settle.receipt != info.receipt:
+            return "a paid settle names the job's receipt"
+        want, _ = settle_amount(state, settle.job)
+        if settle.amount != want:
+            return f"a paid settle releases {want} ucr to the executor"
+        return ""
+    if settle.amount != 0:  # refunded
+        return "a refund releases nothing to the executor"
+    if settle.receipt is not None:
+        if not verifier:
+            return "only a trusted verifier of the class refunds a job that has a receipt"
+        if settle.receipt != info.receipt:
+            return "the refund names another receipt than the job's"
+        return ""
+    if author != info.author:
+        return "only the payer refunds a job without a receipt"
+    if info.receipt is not None:
+        return "the job has a receipt: it is settled by it"
+    if time_ms <= info.job.expires_ms:
+        return "the job has not expired yet"
+    return ""
+
+
+def apply_settle(state: State, entry_id: bytes, settle: Settle) -> None:
+    info = state.jobs[settle.job]
+    info.settle = entry_id
+    if settle.outcome == "cancelled":
+        info.status = "cancelled"
+        return
+    assert info.payment is not None  # check_settle passed
+    escrow = state.escrows[info.payment]
+    escrow.settle = entry_id
+    to_executor, refund = (settle.amount, escrow.amount - settle.amount)
+    held = state.held[escrow.payer] - escrow.amount
+    if held:
+        state.held[escrow.payer] = held
+    else:
+        del state.held[escrow.payer]
+    if to_executor:
+        state.outputs[(entry_id, escrow.executor)] = to_executor
+        credits.credit(state, escrow.executor, to_executor)
+    if refund:
+        state.outputs[(entry_id, escrow.payer)] = refund
+        credits.credit(state, escrow.payer, refund)
+    rep = state.reputation.setdefault(escrow.executor, Reputation())
+    if settle.outcome == "paid":
+        info.status = "settled"
+        rep.paid += 1
+        if info.receipt is not None:
+            rep.gpu_s += state.receipts[info.receipt].gpu_s
+    else:
+        info.status = "refunded"
+        rep.refunded += 1
