@@ -131,7 +131,8 @@ def bench_swarm(nodes: int, hours: float) -> None:
         anti_entropy_and_ping_bytes_per_node_per_h=round(per_h["anti_entropy_and_pings_median"]),
         bytes_per_node_per_day_median=round(r["bytes_per_node_per_day"]["median"]),
         bytes_per_node_per_day_max=round(r["bytes_per_node_per_day"]["max"]), goal_bytes_per_day=10**9,
-        heads_page_bytes=r["heads_page_bytes"], duplicates_per_node_per_entry=round(r["duplicates_per_node_per_entry"], 2),
+        heads_round_bytes=r["heads_round_bytes"],
+        eager_fanout=cfg.eager, heads=cfg.heads, duplicates_per_node_per_entry=round(r["duplicates_per_node_per_entry"], 2),
         ledger_rows=r["ledger"]["rows"], ledger_bytes_per_node=r["ledger"]["bytes"], kinds=r["kinds"], **machine())
 
 

@@ -6,10 +6,14 @@ What is real: identities and signed entries (`ledger.entry.sign_entry`); the fol
 (`ledger.fold.apply`), run at sampled nodes over the day's entries in the order each of them received
 them; the dial choice that builds the graph (`swarm.peertable.choose_dials`, rng passed in); the push
 rule of `swarm/gossip.py` (`Replicator._appended`: on first receipt an entry goes to every connected
-peer that neither sent it to us nor was sent it); the bytes of every frame (`swarm.protocol
-.encode_message` of `Entries`, `Heads` pages from `swarm.gossip.heads_pages`, `Digest`, `Ping`,
-`Pong`, at the intervals `swarm/peer.py` and `swarm/connection.py` use); and one node's ledger
-file, written through `ledger.store.Ledger` with the day's wires.
+peer that neither sent it to us nor announced it nor was sent it — our own entries in full to all of
+them, others' in full to `swarm.gossip.split_targets`' choice of EAGER_FANOUT and by id (`Have`) to
+the rest, who ask for it (`WantIds`) after PULL_AFTER_S); the bytes of every frame (`swarm.protocol
+.encode_message` of `Entries`, `Have`, `WantIds`, `Heads` pages from `swarm.gossip.heads_pages`,
+`HeadsDelta`, `Digest`, `Ping`, `Pong`, at the intervals and with the full-vs-delta schedule that
+`swarm/peer.py` and `swarm/connection.py` use); and one node's ledger file, written through
+`ledger.store.Ledger` with the day's wires. `--flood` and `--heads full` give the protocol as it was
+before lazy forwarding and heads deltas.
 
 What is modelled: each link has a one-way latency drawn once (uniform, `latency_s`); a node's uplink
 sends frames one after another at `uplink_bps`; a hop costs `ingest_s` (check, append, forward).
@@ -54,11 +58,11 @@ from ledger.keys import Identity  # noqa: E402
 from ledger.pending import Pending  # noqa: E402
 from ledger.spec import SignedSpec, SwarmSpec, sign_spec  # noqa: E402
 from swarm.connection import PING_INTERVAL_S  # noqa: E402
-from swarm.gossip import heads_pages  # noqa: E402
-from swarm.peer import FULL_SYNC_EVERY  # noqa: E402
+from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S, heads_pages, split_targets  # noqa: E402
+from swarm.peer import FULL_HEADS_EVERY, FULL_SYNC_EVERY  # noqa: E402
 from swarm.peerconfig import ANTI_ENTROPY_INTERVAL_S  # noqa: E402
 from swarm.peertable import PeerTable, choose_dials  # noqa: E402
-from swarm.protocol import Digest, Entries, Ping, Pong, encode_message  # noqa: E402
+from swarm.protocol import Digest, Entries, Have, HeadsDelta, Ping, Pong, WantIds, encode_message  # noqa: E402
 
 CLASS = "sim-gpu"
 NOISE_BPB = 0.002
@@ -83,13 +87,12 @@ class SimConfig:
                                         # with k improvements so far: the easy wins go first
     loss_points: int = 64               # of the loss curve carried in a claim (the node keeps <= 128)
     fold_sample: int = 8                # nodes whose fold is computed in their own arrival order
-    # A proposed change, modelled (0 / "full": the protocol as built). eager > 0: a node forwards a
-    # peer's entry in full to `eager` of its peers and announces its id to the others (its own entries
-    # still go in full to all); a node told of an entry it lacks asks for it after `pull_after_s`.
-    eager: int = 0
-    pull_after_s: float = 0.25
-    have_bytes: int = 40                # one announced id: 32 bytes + framing, headers shared by a batch
-    heads: str = "full"                 # "delta": the periodic heads pages carry only rows changed since
+    # The gossip as built (swarm/gossip.py): a node forwards a peer's entry in full to `eager` of its
+    # peers and announces its id to the others (its own entries still go in full to all); a node told
+    # of an entry it lacks asks for it after `pull_after_s`. None: the old flood, full copies to all.
+    eager: int | None = EAGER_FANOUT
+    pull_after_s: float = PULL_AFTER_S
+    heads: str = "delta"                # the periodic heads rounds: "delta" as built, "full" as before
     seed: int = 1
 
 
@@ -165,7 +168,7 @@ def flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: i
 
 def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: int, frame_bytes: int,
                cfg: SimConfig, rng: random.Random) -> Flood:
-    """The flood under the modelled change (`cfg.eager` > 0): full frames to a few, ids to the rest."""
+    """The flood as built (`cfg.eager` not None): full frames to a few, ids to the rest."""
     n = len(adj)
     held = np.full(n, math.inf)
     sent = np.zeros(n, np.int32)
@@ -197,15 +200,15 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
                 heapq.heappush(events, (held[v], 1, v, u))
         elif kind == 1:
             targets = [w for w in adj[v] if w not in known[v]]
-            rng.shuffle(targets)
-            full = targets if v == origin else targets[:cfg.eager]   # own entries go to all peers
-            for w in targets:
+            # own entries go to all peers; others' by the built rule
+            full, lazy = (targets, []) if v == origin else split_targets(targets, cfg.eager, rng)
+            for w in full:
                 known[v].add(w)
-                if w in full:
-                    send_full(t, v, w)
-                else:
-                    announced[v] += 1
-                    heapq.heappush(events, (t + lat(v, w), 2, w, v))
+                send_full(t, v, w)
+            for w in lazy:
+                known[v].add(w)
+                announced[v] += 1
+                heapq.heappush(events, (t + lat(v, w), 2, w, v))
         elif kind == 2:
             announced[v] += 1
             known[v].add(u)
@@ -396,7 +399,7 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
     ids = [identity(i) for i in range(cfg.nodes)]
     spec = make_spec(ids[:cfg.verifiers])
     typical = frame_bytes(Entries((b"\x00" * 1200,)))
-    if cfg.eager:
+    if cfg.eager is not None:
         floods = [lazy_flood(adj, latency, o, typical, cfg, random.Random(cfg.seed * 1_000_003 + o))
                   for o in range(cfg.nodes)]
     else:
@@ -414,18 +417,33 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
     moved = np.stack([f.sent + f.received for f in floods])        # [origin, node]
     entry_bytes = per_origin @ moved                                 # [node]
     by_origin = np.bincount([p.origin for p in day.published], minlength=cfg.nodes)
-    if cfg.eager:
-        entry_bytes = entry_bytes + cfg.have_bytes * (by_origin @ np.stack([f.announced for f in floods
-                                                                            if f.announced is not None]))
+    id_frame_bytes = frame_bytes(Have((b"\x00" * 32,)))   # one id per frame, as the built code sends it
+    assert id_frame_bytes == frame_bytes(WantIds((b"\x00" * 32,)))
+    if cfg.eager is not None:
+        entry_bytes = entry_bytes + id_frame_bytes * (by_origin @ np.stack([f.announced for f in floods
+                                                                             if f.announced is not None]))
     tips = {a: (s, h[:8]) for a, (s, h) in _heads(day).items()}
-    heads_bytes = sum(frame_bytes(page) for page in heads_pages(tips))
-    if cfg.heads == "delta":  # only the authors that published since the last full round on that link
-        per_round = min(len(tips), len(day.published) / (cfg.hours * 3600) * ANTI_ENTROPY_INTERVAL_S * FULL_SYNC_EVERY)
-        heads_bytes = int(heads_bytes * per_round / max(len(tips), 1))
+    full_heads_bytes = sum(frame_bytes(page) for page in heads_pages(tips))
+    round_s = ANTI_ENTROPY_INTERVAL_S * FULL_SYNC_EVERY
+    if cfg.heads == "delta":
+        # as swarm/peer.py: every FULL_HEADS_EVERY-th heads round sends the full pages, the others a
+        # HeadsDelta of the rows changed on that link since the last round (a digest when none did),
+        # less the rows whose head entry the link already carried (sent, received or announced:
+        # swarm.gossip.heads_delta's peer_holds). Every flood crosses every link (each holder
+        # forwards to all its peers not known to hold it), so the rows left are those of entries
+        # still in flight: at most the entries published within the mean time to reach every node.
+        in_flight = len(day.published) / (cfg.hours * 3600) * float(to_all_s.mean())
+        changed = min(_changed_authors_per_round(day, round_s, cfg.hours), math.ceil(in_flight))
+        delta_bytes = (frame_bytes(HeadsDelta(tuple((bytes([1]) + k.to_bytes(31, "big"), 1, b"t" * 8)
+                                                    for k in range(changed))))
+                       if changed else frame_bytes(Digest(b"\x00" * 32)))
+        heads_bytes = (full_heads_bytes + (FULL_HEADS_EVERY - 1) * delta_bytes) / FULL_HEADS_EVERY
+    else:
+        heads_bytes = full_heads_bytes
     hours = cfg.hours
     per_link_side_per_h = (3600 / ANTI_ENTROPY_INTERVAL_S * ((FULL_SYNC_EVERY - 1) / FULL_SYNC_EVERY)
                            * frame_bytes(Digest(b"\x00" * 32))
-                           + 3600 / (ANTI_ENTROPY_INTERVAL_S * FULL_SYNC_EVERY) * heads_bytes
+                           + 3600 / round_s * heads_bytes
                            + 3600 / PING_INTERVAL_S * (frame_bytes(Ping(2**61)) + frame_bytes(Pong(2**61))))
     degree = np.array([len(a) for a in adj])
     sync_bytes = degree * 2 * per_link_side_per_h * hours            # each side sends and receives
@@ -461,7 +479,7 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
                                  "entries_median": float(np.median(entry_bytes) / hours),
                                  "anti_entropy_and_pings_median": float(np.median(sync_bytes) / hours)},
         "bytes_per_node_per_day": {"median": float(np.median(total) / hours * 24), "max": float(total.max() / hours * 24)},
-        "heads_page_bytes": heads_bytes,
+        "heads_round_bytes": round(heads_bytes), "full_heads_bytes": full_heads_bytes,
         "duplicates_per_node_per_entry": float(statistics.mean(
             float((f.received.sum() - (cfg.nodes - 1)) / cfg.nodes) for f in floods[:50])),
         "uplink_busy_fraction_max": busy,
@@ -478,6 +496,15 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
     return result
 
 
+def _changed_authors_per_round(day: Day, round_s: float, hours: float) -> int:
+    """Mean number of distinct authors that published within one heads round."""
+    rounds = max(1, int(hours * 3600 / round_s))
+    authors: list[set[bytes]] = [set() for _ in range(rounds)]
+    for p in day.published:
+        authors[min(int(p.at_s / round_s), rounds - 1)].add(p.entry.author)
+    return round(sum(len(a) for a in authors) / rounds)
+
+
 def _heads(day: Day) -> dict[bytes, tuple[int, bytes]]:
     heads: dict[bytes, tuple[int, bytes]] = {}
     for p in day.published:
@@ -492,11 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dials", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-ledger", action="store_true", help="skip writing the real ledger file")
-    parser.add_argument("--eager", type=int, default=0, help="model: full frames to this many peers, ids to the rest")
-    parser.add_argument("--heads", choices=["full", "delta"], default="full", help="model: periodic heads pages")
+    parser.add_argument("--eager", type=int, default=EAGER_FANOUT,
+                        help="full frames to this many peers, ids to the rest (the built default)")
+    parser.add_argument("--flood", action="store_true", help="the old rule: every entry in full to every peer")
+    parser.add_argument("--heads", choices=["full", "delta"], default="delta",
+                        help="periodic heads rounds: deltas as built, or full pages as before")
     parser.add_argument("--loss-points", type=int, default=64, help="points of the loss curve in each claim")
     args = parser.parse_args(argv)
-    cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed, eager=args.eager,
+    cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed,
+                    eager=None if args.flood else args.eager,
                     heads=args.heads, loss_points=args.loss_points)
     with tempfile.TemporaryDirectory() as tmp:
         result = simulate(cfg, ledger_dir=None if args.no_ledger else Path(tmp))

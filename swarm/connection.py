@@ -30,7 +30,8 @@ from swarm.errors import BadMessage, SwarmError
 from swarm.handshake import Hello
 from swarm.limits import ConnectionLimits, should_ban
 from swarm.protocol import (
-    MAX_FRAME_BYTES, Digest, Entries, Heads, Message, Peers, Ping, Pong, Want, decode_message, encode_message,
+    MAX_FRAME_BYTES, Digest, Entries, Have, Heads, HeadsDelta, HeldQuery, HeldReply, Message, Peers, Ping, Pong,
+    Want, WantIds, decode_message, encode_message,
 )
 from swarm.stats import PeerStats
 
@@ -42,6 +43,9 @@ SEND_TIMEOUT_S = 30.0         # one frame onto the socket
 PING_INTERVAL_S = 10.0
 IDLE_TIMEOUT_S = 45.0         # nothing at all received for this long: the link is dead
 CLOSE_TIMEOUT_S = 2.0
+MAX_HELD_QUERIES = 16         # our HeldQuery frames awaiting this peer's reply (below its inbox size)
+
+SyncMessage = Heads | Want | Digest | HeadsDelta | WantIds | HeldQuery
 
 _log = logging.getLogger(__name__)
 
@@ -55,7 +59,8 @@ def entry_key(wire: bytes) -> bytes:
 
 class Handler(Protocol):
     async def on_entries(self, conn: Connection, wires: tuple[bytes, ...]) -> None: ...
-    async def on_sync(self, conn: Connection, message: Heads | Want | Digest) -> None: ...
+    async def on_sync(self, conn: Connection, message: SyncMessage) -> None: ...
+    def on_have(self, conn: Connection, ids: tuple[bytes, ...]) -> None: ...
     def on_peers(self, conn: Connection, message: Peers) -> None: ...
     def on_ban(self, conn: Connection) -> None: ...
 
@@ -113,9 +118,11 @@ class Connection:
         self.stats = PeerStats(node_id_text(hello.node), addr, inbound, int(time.time() * 1000))
         self.limits = ConnectionLimits.fresh(time.monotonic())
         self.sendq = SendQueue(send_queue_frames)
-        self.inbox: asyncio.Queue[Heads | Want | Digest] = asyncio.Queue(maxsize=SYNC_INBOX_MESSAGES)
+        self.inbox: asyncio.Queue[SyncMessage] = asyncio.Queue(maxsize=SYNC_INBOX_MESSAGES)
         self.sent_frauds: set[bytes] = set()  # fork proof ids already sent on this link (see note_fraud)
         self.peer_digest: bytes | None = None  # the heads digest the peer sent last
+        self.sent_heads: dict[bytes, tuple[int, bytes]] | None = None  # heads last sent here (deltas)
+        self.held_queries: dict[int, asyncio.Future[bool]] = {}  # our open HeldQuery nonces
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._pings: dict[int, float] = {}
         self._last_in_s = time.monotonic()
@@ -156,6 +163,16 @@ class Connection:
     async def send_bulk(self, message: Message) -> None:
         if not self.closed.is_set():
             await self.sendq.put(encode_message(message))
+
+    def ask_held(self, entry_id: bytes) -> asyncio.Future[bool] | None:
+        """Sends a HeldQuery; the future gets the peer's one answer. None: too many are open."""
+        if self.closed.is_set() or len(self.held_queries) >= MAX_HELD_QUERIES:
+            return None
+        nonce = secrets.randbits(62)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.held_queries[nonce] = future
+        self.push(HeldQuery(nonce, entry_id), urgent=True)
+        return future
 
     def misbehaved(self, reason: str, times: int = 1) -> None:
         """Counts bad input by reason; a peer whose score falls too low is banned and dropped."""
@@ -199,6 +216,9 @@ class Connection:
             self.close("internal error")
         finally:
             self.closed.set()
+            for future in self.held_queries.values():
+                future.cancel()
+            self.held_queries.clear()
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     reason = self.close_reason.encode("ascii", "replace")[:120]  # at most 123 bytes
@@ -244,8 +264,20 @@ class Connection:
             return
         if isinstance(message, Entries):
             await self.handler.on_entries(self, message.wires)
-        elif isinstance(message, Heads | Want | Digest):
-            if not self.limits.syncs.take(1.0, time.monotonic()):
+        elif isinstance(message, Have):
+            self.handler.on_have(self, message.ids)
+        elif isinstance(message, HeldReply):
+            future = self.held_queries.pop(message.nonce, None)  # each query is answered once
+            if future is None:
+                self.misbehaved("unexpected")
+            elif not future.done():
+                future.set_result(message.held)
+        elif isinstance(message, Heads | Want | Digest | HeadsDelta | WantIds | HeldQuery):
+            # heads, deltas, wants by seq and digests each look at our whole heads table or a feed,
+            # so they share a small budget; a want by id or a held query is a few lookups by id,
+            # bounded by the frame rate and the inbox
+            costly = not isinstance(message, WantIds | HeldQuery)
+            if costly and not self.limits.syncs.take(1.0, time.monotonic()):
                 self.misbehaved("rate")
                 return
             try:

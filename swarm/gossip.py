@@ -9,9 +9,16 @@ Theory of operation
   sender waits, through TCP, instead of growing memory. A wire whose id and signature we hold
   already is counted as a duplicate before the ledger sees it.
 - Push. An entry the ledger APPENDED goes to every connected peer that is not known to hold it
-  (it sent it to us, or we sent it before): our own entries therefore reach all peers, and
-  others' are flooded to neighbours. Only appended entries travel: never a rejected, waiting or
-  forked one. Fork proofs go in the urgent lane, ahead of everything queued.
+  (it sent it to us, announced it, or we sent it before). Our own entries and fork proofs go in
+  full to all of them, so neighbours cannot hide them. Others' entries go in full to
+  `eager_fanout` of them (chosen at random) and are announced by id (`Have`) to the rest: a
+  flood in full would carry every entry over every link, ~degree copies per node. Only appended
+  entries travel: never a rejected, waiting or forked one. Fork proofs go in the urgent lane.
+- Pull. An announced id we do not hold becomes a pull: after PULL_AFTER_S (time for a full copy
+  on its way to land) we ask its first announcer (`WantIds`); one that has not delivered within
+  WANT_TIMEOUT_S is passed over for the next announcer, and with none left the pull is dropped:
+  anti-entropy fills the gap. Pulls are bounded in all and per announcing peer, so a peer that
+  announces ids it never serves costs a timeout, never a stall.
 - Waiting entries. An entry that waits in the store's pending area is not reported when its
   dependency arrives, so we track it (bounded) and a repair pass finds it appended, forwards it,
   or, if it still waits, asks the peer that sent it for the missing part of the feed.
@@ -19,8 +26,12 @@ Theory of operation
   ranges; for each page the receiver sends what the sender lacks, fork proofs first, in frames
   through the bounded send queue. Every interval after that each side sends only a digest of
   its table; a peer that gets the same digest twice in a row, different from its own, answers
-  with its pages and so gets what it lacks. Every FULL_SYNC_EVERY-th interval the pages go
-  anyway, so a busy swarm (digests never stand still) still repairs.
+  with its full pages and so gets what it lacks. Every FULL_SYNC_EVERY-th interval a heads
+  delta goes instead: only the rows that changed since the heads last sent on that link, so a
+  busy swarm (digests never stand still) still repairs without resending every author's row.
+  The receiver sends what the sender lacks among those rows and asks (`Want`) for what it lacks
+  itself. A lost delta is repaired by the digest rule above, and every FULL_HEADS_EVERY-th
+  delta round sends the full pages anyway.
 - Forks. A FORK outcome carries the proof; we publish it as our own `fraud` entry (once per
   proof) and push it to everyone first.
 """
@@ -31,21 +42,24 @@ import bisect
 import contextlib
 import hashlib
 import logging
+import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ledger.bodies import Body, Fraud
 from ledger.entry import Entry, decode_entry
 from ledger.errors import InvalidEntry
 from ledger.keys import Identity
-from swarm.connection import Connection, entry_key
+from swarm.connection import Connection, SyncMessage, entry_key
 from swarm.errors import SwarmError
 from swarm.ledgerport import BLAMED, LedgerPort, Result, Verdict
 from swarm.protocol import (
-    LAST_AUTHOR, MAX_ENTRIES_PER_FRAME, MAX_FRAME_BYTES, MAX_HEADS_PER_FRAME, MAX_WANTS_PER_FRAME,
-    Digest, Entries, Heads, Want, encode_message,
+    LAST_AUTHOR, MAX_ENTRIES_PER_FRAME, MAX_FRAME_BYTES, MAX_HEADS_PER_FRAME, MAX_IDS_PER_FRAME, MAX_WANTS_PER_FRAME,
+    TIP_BYTES,
+    Digest, Entries, Have, Heads, HeadsDelta, HeldQuery, HeldReply, Want, WantIds, encode_message,
 )
 
 INGEST_QUEUE_FRAMES = 256       # entry frames waiting for the ledger, all peers together
@@ -59,6 +73,13 @@ SYNC_READ_ENTRIES = 256         # per wires_after call
 MAX_SYNC_ENTRIES_PER_PAGE = 20_000  # one heads page answers at most this many; the next round goes on
 MAX_FRAUDS = 256                # fork proofs kept to send first on every link
 SUBSCRIBER_QUEUE = 1024
+EAGER_FANOUT = 1                # peers that get a forwarded entry in full; the others get its id
+PULL_AFTER_S = 0.5              # an announced entry not here by then is asked for (an eager copy may be on its way)
+WANT_TIMEOUT_S = 2.0            # an asked announcer that has not delivered by then is passed over
+PULL_TICK_S = 0.05
+MAX_PULLS = 16_384              # announced ids we lack and track, all peers together
+MAX_PULLS_PER_PEER = 2_048      # of them first announced by one peer
+MAX_ANNOUNCERS = 8              # peers remembered per pull
 _FRAME_OVERHEAD_BYTES = 64
 _WIRE_OVERHEAD_BYTES = 8
 
@@ -102,6 +123,40 @@ def lacking(mine: Tips, mine_sorted: list[bytes], page: Heads) -> list[tuple[byt
     return out
 
 
+T = TypeVar("T")
+
+
+def split_targets(targets: Sequence[T], fanout: int | None, rng: random.Random) -> tuple[list[T], list[T]]:
+    """(full, announce): `fanout` targets at random get the entry, the rest its id; None: all full."""
+    if fanout is None or fanout >= len(targets):
+        return list(targets), []
+    picked = set(rng.sample(range(len(targets)), fanout))
+    return ([t for i, t in enumerate(targets) if i in picked], [t for i, t in enumerate(targets) if i not in picked])
+
+
+def heads_delta(sent: Tips | None, mine: Tips, peer_holds: Callable[[bytes], bool] | None = None
+                ) -> list[tuple[bytes, int, bytes]]:
+    """Rows of `mine` that differ from the heads last sent (`sent`), ascending by author, less the
+    authors for which `peer_holds(author)` says the link already carried our head entry (the peer
+    sent or announced it, or we sent it): such a row would tell the peer nothing."""
+    return [(a, *mine[a]) for a in sorted(mine)
+            if (sent is None or sent.get(a) != mine[a]) and not (peer_holds is not None and peer_holds(a))]
+
+
+def compare_rows(mine: Tips, rows: Iterable[tuple[bytes, int, bytes]]) -> tuple[
+        list[tuple[bytes, int, bytes]], list[tuple[bytes, int]]]:
+    """For a peer's heads rows: (author, their seq, their tip) where we hold more or a different
+    head (we send), and (author, our seq) where they hold more (we ask)."""
+    send, ask = [], []
+    for author, their_seq, their_tip in rows:
+        seq, tip = mine.get(author, (0, b""))
+        if seq > their_seq or (seq == their_seq and tip != their_tip):
+            send.append((author, their_seq, their_tip))
+        elif seq < their_seq:
+            ask.append((author, seq))
+    return send, ask
+
+
 def pack_frames(wires: Iterable[bytes], max_entries: int = MAX_ENTRIES_PER_FRAME,
                 max_bytes: int = MAX_FRAME_BYTES) -> list[Entries]:
     frames: list[Entries] = []
@@ -127,13 +182,28 @@ class _Waiting:
     since_s: float
 
 
+@dataclass(slots=True)
+class _Pull:
+    """An entry a peer announced and we lack."""
+
+    first: Connection                  # its first announcer (for the per-peer bound)
+    announcers: list[Connection]
+    due_s: float                       # when to ask (again)
+    asked: list[Connection] = field(default_factory=list)
+
+
 class Replicator:
     """Moves entries between the ledger and the connections the peer registers in `conns`."""
 
-    def __init__(self, port: LedgerPort, identity: Identity, *, batch_wires: int = INGEST_BATCH_WIRES) -> None:
+    def __init__(self, port: LedgerPort, identity: Identity, *, batch_wires: int = INGEST_BATCH_WIRES,
+                 eager_fanout: int | None = EAGER_FANOUT, rng: random.Random | None = None) -> None:
         self.port = port
         self.identity = identity
         self.batch_wires = batch_wires
+        self.eager_fanout = eager_fanout   # None: every entry in full to every peer (a plain flood)
+        self.pull_after_s = PULL_AFTER_S
+        self.want_timeout_s = WANT_TIMEOUT_S
+        self._rng = rng or random.Random()
         self.heads_page_size = MAX_HEADS_PER_FRAME
         self.conns: dict[bytes, Connection] = {}
         self.changed = asyncio.Condition()   # notified after every ingest batch and publish
@@ -141,6 +211,12 @@ class Replicator:
         self.subscriber_dropped = 0
         self.frauds_published = 0
         self.released = 0          # entries the store appended from its pending area, then forwarded
+        self.pulls_asked = 0       # ids asked for by WantIds
+        self.pulls_passed_over = 0  # asks that timed out, so the next announcer was asked
+        self.pulls_dropped = 0     # pulls given up (no announcer left) or refused (bounds): anti-entropy's
+        self._pulls: OrderedDict[bytes, _Pull] = OrderedDict()
+        self._pulls_by_peer: dict[Connection, int] = {}
+        self._pull_ready = asyncio.Event()
         self._queue: asyncio.Queue[tuple[Connection | None, tuple[bytes, ...]]] = asyncio.Queue(
             maxsize=INGEST_QUEUE_FRAMES
         )
@@ -150,7 +226,7 @@ class Replicator:
         self._frauds: OrderedDict[bytes, bytes] = OrderedDict()  # fraud entry id -> wire
         self._published_proofs: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         self._subscribers: set[asyncio.Queue[Entry]] = set()
-        self._tips_cache: tuple[int, Tips, list[bytes]] | None = None
+        self._tips_cache: tuple[int, Tips, list[bytes], dict[bytes, bytes]] | None = None
         self._digest: tuple[int, bytes] | None = None
 
     # -- background tasks (owned by the peer's TaskGroup)
@@ -180,7 +256,32 @@ class Replicator:
             except SwarmError as exc:
                 _log.error("repair pass failed: %s", exc)
 
+    async def run_pull(self) -> None:
+        while True:
+            await self._pull_ready.wait()
+            await asyncio.sleep(PULL_TICK_S)
+            self._pull(time.monotonic())
+            if not self._pulls:
+                self._pull_ready.clear()
+
     # -- what connections call
+
+    def on_have(self, conn: Connection, ids: tuple[bytes, ...]) -> None:
+        now = time.monotonic()
+        for eid in ids:
+            conn.mark_known(eid)
+            pull = self._pulls.get(eid)
+            if pull is not None:
+                if conn not in pull.announcers and len(pull.announcers) < MAX_ANNOUNCERS:
+                    pull.announcers.append(conn)
+            elif eid not in self._known and eid not in self._inflight:
+                if len(self._pulls) >= MAX_PULLS or self._pulls_by_peer.get(conn, 0) >= MAX_PULLS_PER_PEER:
+                    self.pulls_dropped += 1
+                    continue
+                self._pulls[eid] = _Pull(conn, [conn], now + self.pull_after_s)
+                self._pulls_by_peer[conn] = self._pulls_by_peer.get(conn, 0) + 1
+        if self._pulls:
+            self._pull_ready.set()
 
     async def on_entries(self, conn: Connection, wires: tuple[bytes, ...]) -> None:
         fresh = []
@@ -198,8 +299,14 @@ class Replicator:
         if fresh:
             await self._queue.put((conn, tuple(fresh)))
 
-    async def on_sync(self, conn: Connection, message: Heads | Want | Digest) -> None:
+    async def on_sync(self, conn: Connection, message: SyncMessage) -> None:
         try:
+            if isinstance(message, HeldQuery):
+                conn.push(HeldReply(message.nonce, await self.port.holds(message.entry_id)), urgent=True)
+                return
+            if isinstance(message, WantIds):
+                await self._serve_ids(conn, message.ids)
+                return
             await self._send_frauds(conn)
             if isinstance(message, Digest):
                 # Tables differ all the time while entries are in flight, and pushes settle
@@ -214,6 +321,11 @@ class Replicator:
             if isinstance(message, Heads):
                 mine, authors = await self._tips()
                 wants = lacking(mine, authors, message)
+            elif isinstance(message, HeadsDelta):
+                mine, _ = await self._tips()
+                wants, asks = compare_rows(mine, message.heads)
+                for start in range(0, len(asks), MAX_WANTS_PER_FRAME):
+                    conn.push(Want(tuple(asks[start:start + MAX_WANTS_PER_FRAME])))
             else:
                 wants = [(author, after, b"") for author, after in message.wants]
             budget = MAX_SYNC_ENTRIES_PER_PAGE
@@ -227,8 +339,19 @@ class Replicator:
     async def send_heads(self, conn: Connection) -> None:
         """Starts an anti-entropy round towards `conn`: our heads, page by page."""
         mine, _ = await self._tips()
+        conn.sent_heads = mine   # never mutated: _tips builds a new table when the ledger moves
         for page in heads_pages(mine, self.heads_page_size):
             await conn.send_bulk(page)
+
+    async def send_heads_delta(self, conn: Connection) -> bool:
+        """Our heads rows that changed since the last heads sent to `conn`; False if none did."""
+        mine, _ = await self._tips()
+        head_ids = self._tips_cache[3] if self._tips_cache is not None else {}
+        rows = heads_delta(conn.sent_heads, mine, lambda author: author in head_ids and conn.knows(head_ids[author]))
+        conn.sent_heads = mine
+        for start in range(0, len(rows), MAX_HEADS_PER_FRAME):
+            await conn.send_bulk(HeadsDelta(tuple(rows[start:start + MAX_HEADS_PER_FRAME])))
+        return bool(rows)
 
     async def digest(self) -> bytes:
         """sha256 over our sorted heads table; equal digests mean equal tables."""
@@ -247,8 +370,9 @@ class Replicator:
         (every anti-entropy message of every link would otherwise rebuild them)."""
         count = await self.port.count()
         if self._tips_cache is None or self._tips_cache[0] != count:
-            mine = await self.port.heads_tips()
-            self._tips_cache = (count, mine, sorted(mine))
+            heads = await self.port.heads_ids()
+            mine = {a: (seq, eid[:TIP_BYTES]) for a, (seq, eid) in heads.items()}
+            self._tips_cache = (count, mine, sorted(mine), {a: eid for a, (_, eid) in heads.items()})
         return self._tips_cache[1], self._tips_cache[2]
 
     # -- publishing our own entries
@@ -281,6 +405,7 @@ class Replicator:
             self.changed.notify_all()
 
     def _remember(self, eid: bytes, wire: bytes) -> None:
+        self._drop_pull(eid)
         self._known[eid] = wire[32:96]
         self._known.move_to_end(eid)
         if len(self._known) > KNOWN_IDS:
@@ -325,15 +450,24 @@ class Replicator:
             self._frauds[entry.id] = entry.wire
             if len(self._frauds) > MAX_FRAUDS:
                 self._frauds.popitem(last=False)
+        targets = [c for c in self.conns.values() if c is not origin and not c.knows(entry.id)]
+        lazy: list[Connection]
+        if urgent or entry.author == self.identity.public_key:
+            full, lazy = targets, []
+        else:
+            full, lazy = split_targets(targets, self.eager_fanout, self._rng)
         frame = encode_message(Entries((entry.wire,)))
-        for conn in list(self.conns.values()):
-            if conn is origin or conn.knows(entry.id):
-                continue
+        for conn in full:
             conn.mark_known(entry.id)
             if urgent:
                 conn.note_fraud(entry.id)
             conn.push_frame(frame, urgent=urgent)
             conn.stats.entries_out += 1
+        if lazy:
+            have = encode_message(Have((entry.id,)))
+            for conn in lazy:
+                conn.mark_known(entry.id)
+                conn.push_frame(have)
         for queue in self._subscribers:
             try:
                 queue.put_nowait(entry)
@@ -402,6 +536,52 @@ class Replicator:
             waiting.since_s = now_s  # ask again only after another WANT_AFTER_S
         for conn, per in wants.items():
             conn.push(Want(tuple(per.items())))
+
+    def _drop_pull(self, eid: bytes) -> None:
+        pull = self._pulls.pop(eid, None)
+        if pull is not None:
+            left = self._pulls_by_peer.get(pull.first, 1) - 1
+            if left > 0:
+                self._pulls_by_peer[pull.first] = left
+            else:
+                self._pulls_by_peer.pop(pull.first, None)
+
+    def _pull(self, now_s: float) -> None:
+        """Asks for announced entries still missing: each from an announcer not asked before."""
+        asks: dict[Connection, list[bytes]] = {}
+        # pulls stay in the order they fall due (each one rescheduled moves to the end), so a
+        # tick stops at the first that is not due yet
+        for eid, pull in list(self._pulls.items()):
+            if now_s < pull.due_s:
+                break
+            if eid in self._known or eid in self._inflight:
+                self._drop_pull(eid)
+                continue
+            if pull.asked:
+                self.pulls_passed_over += 1
+            fresh = [c for c in pull.announcers if c not in pull.asked and not c.closed.is_set()]
+            if not fresh:
+                self._drop_pull(eid)
+                self.pulls_dropped += 1
+                continue
+            batch = asks.setdefault(fresh[0], [])
+            if len(batch) >= MAX_IDS_PER_FRAME:
+                continue  # one frame per peer per tick: the rest wait for the next tick
+            batch.append(eid)
+            pull.asked.append(fresh[0])
+            pull.due_s = now_s + self.want_timeout_s
+            self._pulls.move_to_end(eid)
+        for conn, ids in asks.items():
+            self.pulls_asked += len(ids)
+            conn.push(WantIds(tuple(ids)))
+
+    async def _serve_ids(self, conn: Connection, ids: tuple[bytes, ...]) -> None:
+        wires = [w for w in [await self.port.wire(eid) for eid in ids] if w is not None]
+        for wire in wires:
+            conn.mark_known(entry_key(wire))
+        for frame in pack_frames(wires):
+            await conn.send_bulk(frame)
+            conn.stats.entries_out += len(frame.wires)
 
     async def _send_frauds(self, conn: Connection) -> None:
         for eid, wire in list(self._frauds.items()):

@@ -122,11 +122,15 @@ class LedgerPort:
 
     async def heads_tips(self) -> dict[bytes, tuple[int, bytes]]:
         """Author -> (highest seq, the first TIP_BYTES of that entry's id)."""
+        return {a: (seq, eid[:TIP_BYTES]) for a, (seq, eid) in (await self.heads_ids()).items()}
+
+    async def heads_ids(self) -> dict[bytes, tuple[int, bytes]]:
+        """Author -> (highest seq, that entry's whole id)."""
         out = {}
         for author in await self.ledger.heads():
             head = await self.ledger.head(author)
             if head is not None:
-                out[author] = (head.seq, head.id[:TIP_BYTES])
+                out[author] = (head.seq, head.id)
         return out
 
     async def count(self) -> int:
@@ -141,6 +145,13 @@ class LedgerPort:
             return await self.ledger.wires_after(author, seq, limit)
         except LedgerError as exc:
             raise SwarmError(f"ledger read failed: {exc}") from exc
+
+    async def wire(self, entry_id: bytes) -> bytes | None:
+        try:
+            entry = await self.ledger.get(entry_id)
+        except LedgerError as exc:
+            raise SwarmError(f"ledger read failed: {exc}") from exc
+        return entry.wire if entry is not None else None
 
     async def holds(self, entry_id: bytes) -> bool:
         try:

@@ -37,7 +37,7 @@ from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.store import Ledger
 from swarm.bundles import MAX_BUNDLE_BYTES
-from swarm.connection import Connection, WebSocket
+from swarm.connection import Connection, SyncMessage, WebSocket
 from swarm.errors import BadHandshake, PeerUnavailable, ReplayedHandshake, SwarmError
 from swarm.gossip import Replicator
 from swarm.handshake import MAX_HELLO_BYTES, Hello, NonceCache, accept_hello, decode_hello, new_nonce, sign_hello
@@ -45,7 +45,7 @@ from swarm.ledgerport import LedgerPort
 from swarm.peerconfig import PeerConfig
 from swarm.limits import HANDSHAKE_BURST, HANDSHAKES_PER_S, Bans, TokenBucket
 from swarm.peertable import PeerTable, choose_dials
-from swarm.protocol import MAX_ADDRS_PER_FRAME, MAX_FRAME_BYTES, Digest, Heads, Peers, Want, check_addr
+from swarm.protocol import ENTRY_ID_BYTES, MAX_ADDRS_PER_FRAME, MAX_FRAME_BYTES, Digest, Peers, check_addr
 from swarm.stats import SwarmStats
 
 WS_PATH = "/swarm/v1/ws"
@@ -53,6 +53,8 @@ BUNDLE_PATH = "/swarm/v1/bundle/{sha256}"
 SPEC_PATH = "/swarm/v1/spec"
 TABLE_SAVE_INTERVAL_S = 30.0
 FULL_SYNC_EVERY = 6          # anti-entropy intervals; the others send only a digest
+FULL_HEADS_EVERY = 30        # heads rounds; the others send only a delta of what changed on the link
+MAX_HELD_TIMEOUT_S = 60.0
 SERVER_SHUTDOWN_S = 2.0
 BUNDLE_TIMEOUT_S = 60.0
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -95,7 +97,9 @@ class Peer:
         self.node_id = identity.public_key
         self.swarm_id = ledger.swarm_id
         self._spec_wire = ledger.spec.wire
-        self.replicator = Replicator(LedgerPort(ledger), identity, batch_wires=config.ingest_batch_wires)
+        self._rng = random.Random(config.seed)
+        self.replicator = Replicator(LedgerPort(ledger), identity, batch_wires=config.ingest_batch_wires,
+                                     eager_fanout=config.eager_fanout, rng=random.Random(self._rng.random()))
         self.stats_total = SwarmStats()
         self.table = PeerTable.load(config.peer_table_path) if config.peer_table_path else PeerTable()
         for addr in config.bootstrap:
@@ -103,7 +107,6 @@ class Peer:
         self.bans = Bans()
         self.nonces = NonceCache()
         self.address = ""
-        self._rng = random.Random(config.seed)
         self._bundle_source = bundle_source
         self._handshakes = TokenBucket.full(HANDSHAKES_PER_S, HANDSHAKE_BURST, time.monotonic())
         self._inbound_open = 0
@@ -162,6 +165,7 @@ class Peer:
             self._loops = [
                 tg.create_task(self._guard(self.replicator.run_ingest), name="swarm-ingest"),
                 tg.create_task(self._guard(self.replicator.run_repair), name="swarm-repair"),
+                tg.create_task(self._guard(self.replicator.run_pull), name="swarm-pull"),
                 tg.create_task(self._guard(self._dial_loop), name="swarm-dial"),
             ]
             if self.config.peer_table_path is not None:
@@ -232,8 +236,30 @@ class Peer:
             known_addrs=len(self.table), banned=len(self.bans), appended=self.replicator.appended_total,
             pending=self.replicator.port.pending_count, subscriber_dropped=self.replicator.subscriber_dropped,
             frauds_published=self.replicator.frauds_published, released=self.replicator.released,
+            pulls_asked=self.replicator.pulls_asked, pulls_passed_over=self.replicator.pulls_passed_over,
+            pulls_dropped=self.replicator.pulls_dropped,
         )
         return snap
+
+    async def held_by(self, entry_id: bytes, timeout_s: float) -> int:
+        """How many connected peers say they hold the entry, asked all at once over their
+        authenticated links; a peer that does not answer within `timeout_s` counts as no.
+
+        A seller starts paid work only when its payment is held by enough peers: a payer who
+        forked its feed to pay twice cannot show both branches to the same honest majority.
+        """
+        if type(entry_id) is not bytes or len(entry_id) != ENTRY_ID_BYTES:
+            raise SwarmError(f"held_by: an entry id is {ENTRY_ID_BYTES} bytes")
+        if not 0 < timeout_s <= MAX_HELD_TIMEOUT_S:
+            raise SwarmError(f"held_by: timeout_s must be in (0, {MAX_HELD_TIMEOUT_S:.0f}]")
+        asked = [c.ask_held(entry_id) for c in list(self.replicator.conns.values())]
+        futures = [f for f in asked if f is not None]
+        if not futures:
+            return 0
+        done, pending = await asyncio.wait(futures, timeout=timeout_s)
+        for future in pending:
+            future.cancel()
+        return sum(1 for f in done if not f.cancelled() and f.exception() is None and f.result())
 
     async def wait_until(self, predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float) -> None:
         """Waits until `predicate()` holds, re-checking after every ingest, publish and (dis)connect."""
@@ -487,8 +513,11 @@ class Peer:
         for tick in itertools.count(1):
             interval = self.config.anti_entropy_interval_s
             await asyncio.sleep(interval * self._rng.uniform(0.8, 1.2))
-            if tick % FULL_SYNC_EVERY == 0:
+            if tick % (FULL_SYNC_EVERY * FULL_HEADS_EVERY) == 0:
                 await self.replicator.send_heads(conn)
+            elif tick % FULL_SYNC_EVERY == 0:
+                if not await self.replicator.send_heads_delta(conn):
+                    conn.push(Digest(await self.replicator.digest()))
             else:
                 conn.push(Digest(await self.replicator.digest()))
 
@@ -497,8 +526,11 @@ class Peer:
     async def on_entries(self, conn: Connection, wires: tuple[bytes, ...]) -> None:
         await self.replicator.on_entries(conn, wires)
 
-    async def on_sync(self, conn: Connection, message: Heads | Want | Digest) -> None:
+    async def on_sync(self, conn: Connection, message: SyncMessage) -> None:
         await self.replicator.on_sync(conn, message)
+
+    def on_have(self, conn: Connection, ids: tuple[bytes, ...]) -> None:
+        self.replicator.on_have(conn, ids)
 
     def on_peers(self, conn: Connection, message: Peers) -> None:
         if self.config.peer_exchange:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from swarm.connection import PING_INTERVAL_S, SEND_QUEUE_FRAMES
 from swarm.errors import BadMessage, SwarmError
-from swarm.gossip import INGEST_BATCH_WIRES
+from swarm.gossip import EAGER_FANOUT, INGEST_BATCH_WIRES
 from swarm.protocol import check_addr
 
 ANTI_ENTROPY_INTERVAL_S = 10.0
@@ -33,6 +33,7 @@ class PeerConfig:
     send_queue_frames: int = SEND_QUEUE_FRAMES
     ingest_batch_wires: int = INGEST_BATCH_WIRES
     peer_exchange: bool = True
+    eager_fanout: int | None = EAGER_FANOUT  # peers that get a forwarded entry in full; None: all of them
     seed: int | None = None          # for the peer choice's rng; None: from the OS
 
     def __post_init__(self) -> None:
@@ -49,5 +50,7 @@ class PeerConfig:
                      "handshake_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SwarmError(f"config: {name} must be positive")
+        if self.eager_fanout is not None and self.eager_fanout < 0:
+            raise SwarmError("config: eager_fanout must not be negative")
         if self.send_queue_frames < 1 or self.ingest_batch_wires < 1:
             raise SwarmError("config: queue sizes must be positive")

@@ -24,6 +24,8 @@ MAX_FRAME_BYTES = 1 << 20            # one websocket message; also the ws max_ms
 MAX_ENTRIES_PER_FRAME = 512
 MAX_HEADS_PER_FRAME = 4096           # {author: seq} pairs per page; bigger tables paginate
 MAX_WANTS_PER_FRAME = 256
+MAX_IDS_PER_FRAME = 512              # entry ids per Have or WantIds frame
+ENTRY_ID_BYTES = 32
 MAX_ADDRS_PER_FRAME = 64
 MAX_ADDR_CHARS = 300
 MAX_SEQ = (1 << 63) - 1
@@ -33,6 +35,7 @@ DIGEST_BYTES = 32
 TIP_BYTES = 8                         # prefix of a head's entry id: tells equal-length forks apart
 
 _ENTRIES, _HEADS, _WANT, _PING, _PONG, _PEERS, _DIGEST = 1, 2, 3, 4, 5, 6, 7
+_HAVE, _WANT_IDS, _HEADS_DELTA, _HELD_QUERY, _HELD_REPLY = 8, 9, 10, 11, 12
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?$")
 
 
@@ -85,6 +88,33 @@ def _pairs(value: Any, what: str, limit: int) -> tuple[tuple[bytes, int], ...]:
     return tuple(out)
 
 
+def _ids(value: Any, what: str) -> tuple[bytes, ...]:
+    if type(value) not in (list, tuple) or not 1 <= len(value) <= MAX_IDS_PER_FRAME:
+        raise BadMessage(f"{what}: 1 to {MAX_IDS_PER_FRAME} entry ids")
+    for item in value:
+        if type(item) is not bytes or len(item) != ENTRY_ID_BYTES:
+            raise BadMessage(f"{what}: an entry id is {ENTRY_ID_BYTES} bytes")
+    return tuple(value)
+
+
+def _check_rows(rows: Any, lo: bytes) -> None:
+    """(author, seq, tip) rows with authors ascending strictly above `lo`."""
+    if type(rows) is not tuple or len(rows) > MAX_HEADS_PER_FRAME:
+        raise BadMessage(f"heads: at most {MAX_HEADS_PER_FRAME} rows")
+    last = lo
+    for row in rows:
+        if type(row) is not tuple or len(row) != 3:
+            raise BadMessage("heads row must be (author, seq, tip)")
+        author, seq, tip = row
+        _author(author, "heads author")
+        _seq(seq, "heads seq", low=1)
+        if type(tip) is not bytes or len(tip) != TIP_BYTES:
+            raise BadMessage(f"heads tip must be {TIP_BYTES} bytes")
+        if not last < author:
+            raise BadMessage("heads: authors must ascend strictly")
+        last = author
+
+
 def _heads_rows(value: Any, limit: int) -> tuple[Any, ...]:
     """Rows as tuples, unchecked: Heads.__post_init__ checks each one."""
     if type(value) is not list or len(value) > limit:
@@ -126,20 +156,9 @@ class Heads:
         _author(self.hi, "heads hi")
         if self.lo >= self.hi:
             raise BadMessage("heads: lo must be below hi")
-        if type(self.heads) is not tuple or len(self.heads) > MAX_HEADS_PER_FRAME:
-            raise BadMessage(f"heads: at most {MAX_HEADS_PER_FRAME} rows")
-        last = self.lo
-        for row in self.heads:
-            if type(row) is not tuple or len(row) != 3:
-                raise BadMessage("heads row must be (author, seq, tip)")
-            author, seq, tip = row
-            _author(author, "heads author")
-            _seq(seq, "heads seq", low=1)
-            if type(tip) is not bytes or len(tip) != TIP_BYTES:
-                raise BadMessage(f"heads tip must be {TIP_BYTES} bytes")
-            if not last < author <= self.hi:
-                raise BadMessage("heads: authors must ascend strictly inside (lo, hi]")
-            last = author
+        _check_rows(self.heads, self.lo)
+        if self.heads and self.heads[-1][0] > self.hi:
+            raise BadMessage("heads: authors must ascend strictly inside (lo, hi]")
 
     @property
     def last(self) -> bool:
@@ -198,7 +217,67 @@ class Digest:
             raise BadMessage(f"digest must be {DIGEST_BYTES} bytes")
 
 
-Message = Entries | Heads | Want | Ping | Pong | Peers | Digest
+@dataclass(frozen=True, slots=True)
+class Have:
+    """Lazy forwarding: the sender holds these entries and will send them on a WantIds."""
+
+    ids: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _ids(self.ids, "have")
+
+
+@dataclass(frozen=True, slots=True)
+class WantIds:
+    """Asks for entries by id, after the receiver announced them with Have."""
+
+    ids: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _ids(self.ids, "want ids")
+
+
+@dataclass(frozen=True, slots=True)
+class HeadsDelta:
+    """The sender's heads rows that changed since the last heads it sent on this link.
+
+    Unlike a Heads page it says nothing about authors it does not list: the receiver sends what
+    the sender lacks among these and asks (Want) for what it lacks itself.
+    """
+
+    heads: tuple[tuple[bytes, int, bytes], ...]
+
+    def __post_init__(self) -> None:
+        if not self.heads:
+            raise BadMessage("heads delta: at least one row")
+        _check_rows(self.heads, b"")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldQuery:
+    """Do you hold this entry? Answered once with a HeldReply carrying the same nonce."""
+
+    nonce: int
+    entry_id: bytes
+
+    def __post_init__(self) -> None:
+        _seq(self.nonce, "held query nonce")
+        if type(self.entry_id) is not bytes or len(self.entry_id) != ENTRY_ID_BYTES:
+            raise BadMessage(f"held query: an entry id is {ENTRY_ID_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class HeldReply:
+    nonce: int
+    held: bool
+
+    def __post_init__(self) -> None:
+        _seq(self.nonce, "held reply nonce")
+        if type(self.held) is not bool:
+            raise BadMessage("held reply: held must be a boolean")
+
+
+Message = Entries | Heads | Want | Ping | Pong | Peers | Digest | Have | WantIds | HeadsDelta | HeldQuery | HeldReply
 
 
 def encode_message(message: Message) -> bytes:
@@ -217,6 +296,16 @@ def encode_message(message: Message) -> bytes:
         fields = [_PEERS, list(message.addrs)]
     elif isinstance(message, Digest):
         fields = [_DIGEST, message.digest]
+    elif isinstance(message, Have):
+        fields = [_HAVE, list(message.ids)]
+    elif isinstance(message, WantIds):
+        fields = [_WANT_IDS, list(message.ids)]
+    elif isinstance(message, HeadsDelta):
+        fields = [_HEADS_DELTA, [list(p) for p in message.heads]]
+    elif isinstance(message, HeldQuery):
+        fields = [_HELD_QUERY, message.nonce, message.entry_id]
+    elif isinstance(message, HeldReply):
+        fields = [_HELD_REPLY, message.nonce, message.held]
     else:
         raise TypeError(f"not a message: {type(message).__name__}")
     frame: bytes = msgpack.packb(fields, use_bin_type=True)
@@ -258,7 +347,8 @@ def decode_message(data: Any) -> Message:
     if type(fields) is not list or not fields or type(fields[0]) is not int:
         raise BadMessage("a frame is [type, ...]")
     kind, rest = fields[0], fields[1:]
-    arity = {_ENTRIES: 1, _HEADS: 3, _WANT: 1, _PING: 1, _PONG: 1, _PEERS: 1, _DIGEST: 1}.get(kind)
+    arity = {_ENTRIES: 1, _HEADS: 3, _WANT: 1, _PING: 1, _PONG: 1, _PEERS: 1, _DIGEST: 1, _HAVE: 1, _WANT_IDS: 1,
+             _HEADS_DELTA: 1, _HELD_QUERY: 2, _HELD_REPLY: 2}.get(kind)
     if arity is None:
         raise BadMessage(f"unknown message type {kind}")
     if len(rest) != arity:
@@ -275,4 +365,14 @@ def decode_message(data: Any) -> Message:
         return Pong(rest[0])
     if kind == _DIGEST:
         return Digest(rest[0])
+    if kind == _HAVE:
+        return Have(_tuple(rest[0], "have"))
+    if kind == _WANT_IDS:
+        return WantIds(_tuple(rest[0], "want ids"))
+    if kind == _HEADS_DELTA:
+        return HeadsDelta(_heads_rows(rest[0], MAX_HEADS_PER_FRAME))
+    if kind == _HELD_QUERY:
+        return HeldQuery(rest[0], rest[1])
+    if kind == _HELD_REPLY:
+        return HeldReply(rest[0], rest[1])
     return Peers(_tuple(rest[0], "peers"))

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from swarm.errors import BadMessage
 from swarm.gossip import heads_pages, lacking, pack_frames
 from swarm.protocol import (
-    LAST_AUTHOR, MAX_ENTRIES_PER_FRAME, MAX_FRAME_BYTES, Digest, Entries, Heads, Peers, Ping, Pong, Want,
-    decode_message, encode_message, parse_addr,
+    LAST_AUTHOR, MAX_ENTRIES_PER_FRAME, MAX_FRAME_BYTES, MAX_IDS_PER_FRAME, Digest, Entries, Have, Heads,
+    HeadsDelta, HeldQuery, HeldReply, Peers, Ping, Pong, Want, WantIds, decode_message, encode_message, parse_addr,
 )
 
 A, B, C = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
@@ -25,6 +25,9 @@ MESSAGES = [
     Peers(("127.0.0.1:8000", "example.org:1", "[::1]:9")),
     Peers(()),
     Digest(b"d" * 32),
+    Have((A, B)), WantIds((C,)),
+    HeadsDelta(((A, 3, T), (C, 1, T))),
+    HeldQuery(5, A), HeldReply(5, True), HeldReply(2**62, False),
 ]
 
 
@@ -47,6 +50,9 @@ def test_round_trip(message: object) -> None:
         [4, -1], [4, 1.5], [5, "x"], [4, True],
         [6, ["no-port"]], [6, ["host:99999"]], [6, ["bad host!:80"]], [6, [1]],
         [7, b"short"], [7, "x" * 32],
+        [8, []], [8, [b"short"]], [8, [A] * (MAX_IDS_PER_FRAME + 1)], [9, [1]], [9, "x"],
+        [10, []], [10, [[B, 1, T], [A, 1, T]]], [10, [[A, 0, T]]], [10, [[A, 1, T], [A, 2, T]]],
+        [11, -1, A], [11, 1, b"short"], [11, 1], [12, 1, 1], [12, 1, None], [12, -1, True],
         {"a": 1}, "x", [True, 1],
     ],
 )
@@ -89,7 +95,7 @@ _tree = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=5), max_leave
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.integers(0, 8), st.lists(_tree, max_size=4))
+@given(st.integers(0, 13), st.lists(_tree, max_size=4))
 def test_fuzz_structured(kind: int, rest: list[object]) -> None:
     try:
         decode_message(msgpack.packb([kind, *rest], use_bin_type=True))
