@@ -17,6 +17,11 @@ the same, makes it worse, or makes it better by a gain whose scale shrinks as th
 progress grows (the easy wins go first). A run measures true + N(0, noise_sd_bpb); a replay is a
 new independent run. The simulator knows the truth, so it can count false records: records whose
 true value is not below the true value of the record before them.
+
+With an Explorer (node/simwork.py) the experiments come from it instead of the EditModel: each node
+has a platform class, its own runs' noise, and programs whose true value the explorer knows per
+class; records, the verification queue and the parents are then per class. Without one, nothing
+here draws or orders differently, so every seed gives the swarm it gave before.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from typing import Protocol
 from ledger import fold
 from ledger.bodies import Body, Claim, Verify
 from ledger.entry import Entry, sign_entry
-from ledger.fold import State
+from ledger.fold import RecordRow, State
 from ledger.keys import Identity
 from ledger.spec import SwarmSpec
 
@@ -41,7 +46,21 @@ from node.history import ClaimRecord, History
 CLASS = "sim-gpu"
 BASELINE_COMMIT = b"\x00" * 20
 RECORD_UCR_PER_BPB = 10**9
+IDLE_S = 60.0              # a worker with nothing to run (explorer runs only) looks again after this long
 PRUNE_EVERY_JOBS = 64      # drop settled claims from the policy's index this often (it only shrinks work)
+
+
+class Explorer(Protocol):
+    """Chooses the experiments of a simulation with a constants landscape (node/simwork.py); without
+    one, edits are drawn from the EditModel and every node is of CLASS."""
+
+    def classes(self) -> list[str]: ...                  # each node's platform class
+    def spec_noise(self) -> dict[str, float]: ...        # the spec's noise_bpb per class
+    def noise_sd(self, platform_class: str) -> float: ...
+    def true_bpb(self, commit: bytes, platform_class: str) -> float | None: ...
+    def summary(self, commit: bytes) -> str: ...
+    def experiment(self, swarm: _Swarm, node: int, platform_class: str, parent: bytes) -> bytes | None: ...
+    def finished(self, swarm: _Swarm, record: ClaimRecord) -> None: ...
 
 
 class Queue(Protocol):
@@ -155,6 +174,7 @@ class Outcome:
     runs: list[Run]
     truth: dict[bytes, float | None]  # claim id -> the program's true val_bpb (None: it crashes)
     figures: Figures
+    record_times: list[tuple[float, RecordRow]] = field(default_factory=list)  # (simulated s, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +190,14 @@ class _Job:
 class _Swarm:
     """The mutable bookkeeping of one simulation; `simulate` is its only user."""
 
-    def __init__(self, config: SimConfig, rng: random.Random, policy: Policy) -> None:
-        self.config, self.rng, self.policy = config, rng, policy
+    def __init__(self, config: SimConfig, rng: random.Random, policy: Policy,
+                 explorer: Explorer | None = None) -> None:
+        self.config, self.rng, self.policy, self.explorer = config, rng, policy, explorer
+        classes = explorer.classes() if explorer is not None else [CLASS] * config.nodes
+        if len(classes) != config.nodes:
+            raise ValueError("the explorer must name one platform class per node")
+        self.classes = classes
+        noise = explorer.spec_noise() if explorer is not None else {CLASS: config.spec_noise_bpb}
         self.creator = _identity(b"creator")
         self.researchers = [_identity(b"researcher-%d" % i) for i in range(config.nodes)]
         self.verifiers = [_identity(b"verifier-%d" % i) for i in range(config.nodes)]
@@ -179,8 +205,8 @@ class _Swarm:
             name="sim", creator=self.creator.public_key, created_ms=0, harness_hash=b"h" * 32,
             dataset_hash=b"d" * 32, tokenizer_hash=b"t" * 32, time_budget_s=config.budget_s, metric="val_bpb",
             direction="min", baseline_commit=BASELINE_COMMIT, allowed_files=["train.py"],
-            platform_classes=[CLASS], verifiers=[v.public_key for v in self.verifiers], quorum=config.quorum,
-            noise_bpb={CLASS: config.spec_noise_bpb}, record_ucr_per_bpb=RECORD_UCR_PER_BPB,
+            platform_classes=sorted(noise), verifiers=[v.public_key for v in self.verifiers], quorum=config.quorum,
+            noise_bpb=noise, record_ucr_per_bpb=RECORD_UCR_PER_BPB,
             verify_ucr=config.verify_ucr)
         self.state = fold.initial(spec)
         self.heads: dict[bytes, tuple[int, bytes | None]] = {}
@@ -189,7 +215,8 @@ class _Swarm:
         self.commit_truth: dict[bytes, float | None] = {BASELINE_COMMIT: config.baseline_bpb}
         self.runs: list[Run] = []
         self.entries = self.mints = self.refused = self.jobs = 0
-        self.baseline_claimed = False
+        self.baseline_claimed: set[str] = set()   # classes with a successful baseline claim
+        self.record_times: list[tuple[float, RecordRow]] = []  # when each record row appeared
 
     # -- the ledger
 
@@ -198,7 +225,9 @@ class _Swarm:
         entry = sign_entry(who, swarm=self.state.swarm_id, seq=seq + 1, prev=prev, body=body,
                            time_ms=int(at_s * 1000))
         self.heads[who.public_key] = (entry.seq, entry.id)
+        records = len(self.state.records)
         fold.apply(self.state, entry)
+        self.record_times += [(at_s, row) for row in self.state.records[records:]]
         self.entries += 1
         if entry.kind == "mint":
             self.mints += 1
@@ -208,17 +237,22 @@ class _Swarm:
     # -- choosing, as node/research.py run_worker does
 
     def next_job(self, node: int, now_s: float) -> _Job:
-        c = self.config
-        if not self.baseline_claimed:
-            return self._own("baseline", now_s, BASELINE_COMMIT, None)
+        c, cls = self.config, self.classes[node]
+        if cls not in self.baseline_claimed:
+            return self._own("baseline", now_s, BASELINE_COMMIT, None, cls)
         # as research.py: never vouch for our own research key while another verifier can
         own = frozenset({self.researchers[node].public_key}) if c.nodes > 1 else frozenset()
-        queue = self.policy.queue(self.state, self.history, self.verifiers[node].public_key, CLASS, set(),
+        queue = self.policy.queue(self.state, self.history, self.verifiers[node].public_key, cls, set(),
                                   own=own, now_ms=int(now_s * 1000))
         if queue:
             return _Job("verify", now_s, now_s + self._length(c.budget_s + c.overhead_s), record=queue[0])
-        rows = self.state.records
+        rows = [r for r in self.state.records if r.platform_class == cls]
         parent = rows[-1].commit if rows else BASELINE_COMMIT
+        if self.explorer is not None:
+            chosen = self.explorer.experiment(self, node, cls, parent)
+            if chosen is None:  # no untried edit left: the worker looks again later, as research.py's does
+                return _Job("idle", now_s, now_s + IDLE_S)
+            return self._own("experiment", now_s, chosen, parent, cls)
         commit = hashlib.sha1(b"sim-commit-%d" % len(self.commit_truth)).digest()
         parent_bpb = self.commit_truth[parent]
         if parent_bpb is None:
@@ -226,19 +260,25 @@ class _Swarm:
         last_true = self.commit_truth[rows[-1].commit] if rows else c.baseline_bpb
         progress = c.baseline_bpb - (last_true if last_true is not None else c.baseline_bpb)
         self.commit_truth[commit] = c.edits.draw(parent_bpb, progress, self.rng)
-        return self._own("experiment", now_s, commit, parent)
+        return self._own("experiment", now_s, commit, parent, cls)
 
-    def _own(self, kind: str, now_s: float, commit: bytes, parent: bytes | None) -> _Job:
+    def true_bpb(self, commit: bytes, platform_class: str) -> float | None:
+        if self.explorer is not None:
+            return self.explorer.true_bpb(commit, platform_class)
+        return self.commit_truth[commit]
+
+    def _own(self, kind: str, now_s: float, commit: bytes, parent: bytes | None, cls: str) -> _Job:
         c = self.config
-        if self.commit_truth[commit] is None:  # crashes show early: startup, compile, first steps
+        if self.true_bpb(commit, cls) is None:  # crashes show early: startup, compile, first steps
             return _Job(kind, now_s, now_s + c.overhead_s * self.rng.uniform(0.2, 1.0) + 1.0, commit, parent)
         return _Job(kind, now_s, now_s + self._length(c.budget_s + c.overhead_s), commit, parent)
 
     def _length(self, seconds: float) -> float:
         return seconds * (1.0 + self.rng.uniform(-self.config.jitter, self.config.jitter))
 
-    def _measure(self, true_bpb: float) -> float:
-        return max(1e-6, true_bpb + self.rng.gauss(0.0, self.config.noise_sd_bpb))
+    def _measure(self, true_bpb: float, cls: str) -> float:
+        sd = self.explorer.noise_sd(cls) if self.explorer is not None else self.config.noise_sd_bpb
+        return max(1e-6, true_bpb + self.rng.gauss(0.0, sd))
 
     # -- finishing: what a worker publishes when a job ends
 
@@ -247,19 +287,28 @@ class _Swarm:
         if job.record is not None:
             self._finish_verify(node, job, job.record)
             return
-        true_bpb = self.commit_truth[job.commit]
-        value = None if true_bpb is None else self._measure(true_bpb)
+        if job.kind == "idle":
+            return
+        cls = self.classes[node]
+        true_bpb = self.true_bpb(job.commit, cls)
+        value = None if true_bpb is None else self._measure(true_bpb, cls)
+        summary = f"key: k1-{hashlib.md5(job.commit).hexdigest()}" if self.explorer is None \
+            else self.explorer.summary(job.commit)
         # the summary's key names the program (md5 as a name, not for security; it shapes claim ids and
         # so the verifier ranks: changing it changes every seed's swarm)
-        body = Claim(commit=job.commit, parent=job.parent, platform_class=CLASS,
+        body = Claim(commit=job.commit, parent=job.parent, platform_class=cls,
                      status="ok" if value is not None else "crash", val_bpb=value, num_steps=1000,
                      planned_steps=1000, seed=node, training_s=float(c.budget_s) if value is not None else 0.0,
                      wall_s=job.end_s - job.start_s, peak_vram_mb=0.0, loss_curve=[],
-                     diff_summary=f"key: k1-{hashlib.md5(job.commit).hexdigest()}", message=job.kind, bundle=None)
+                     diff_summary=summary, message=job.kind, bundle=None)
         entry = self.publish(self.researchers[node], body, job.end_s)
         self.truth[entry.id] = true_bpb
-        self.history.add(ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body))
-        self.baseline_claimed |= job.parent is None and value is not None
+        record = ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body)
+        self.history.add(record)
+        if job.parent is None and value is not None:
+            self.baseline_claimed.add(cls)
+        if self.explorer is not None:
+            self.explorer.finished(self, record)
         self.runs.append(Run(node, job.kind, job.start_s, job.end_s, entry.id))
 
     def _finish_verify(self, node: int, job: _Job, record: ClaimRecord) -> None:
@@ -267,8 +316,9 @@ class _Swarm:
         true_bpb = self.truth[record.id]
         if true_bpb is None:
             raise AssertionError("the policy replays only successful claims")
-        verify = Verify(claim=record.id, commit=record.body.commit, platform_class=CLASS, status="ok",
-                        val_bpb=self._measure(true_bpb), num_steps=record.body.num_steps, seed=record.body.seed,
+        cls = record.body.platform_class
+        verify = Verify(claim=record.id, commit=record.body.commit, platform_class=cls, status="ok",
+                        val_bpb=self._measure(true_bpb, cls), num_steps=record.body.num_steps, seed=record.body.seed,
                         training_s=float(self.config.budget_s))
         entry = self.publish(me, verify, job.end_s)
         self.runs.append(Run(node, "verify", job.start_s, job.end_s, record.id))
@@ -284,8 +334,9 @@ class _Swarm:
         self.history.claims = {k: r for k, r in self.history.claims.items() if not self.policy.settled(self.state, r)}
 
 
-def simulate(config: SimConfig, rng: random.Random, policy: Policy = Policy()) -> Outcome:
-    swarm = _Swarm(config, rng, policy)
+def simulate(config: SimConfig, rng: random.Random, policy: Policy = Policy(),
+             explorer: Explorer | None = None) -> Outcome:
+    swarm = _Swarm(config, rng, policy, explorer)
     end_s = config.hours * 3600
     events: list[tuple[float, int, int]] = []  # (time, tie-break, node): the node's worker is free
     for node in range(config.nodes):
@@ -306,7 +357,7 @@ def simulate(config: SimConfig, rng: random.Random, policy: Policy = Policy()) -
         jobs[node] = job
         heapq.heappush(events, (job.end_s, order, node))
         order += 1
-    return Outcome(config, swarm.state, swarm.runs, swarm.truth, _figures(swarm))
+    return Outcome(config, swarm.state, swarm.runs, swarm.truth, _figures(swarm), swarm.record_times)
 
 
 def false_records(state: State, truth: dict[bytes, float | None]) -> list[bytes]:
