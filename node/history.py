@@ -54,9 +54,11 @@ class History:
         if key is not None:
             self.keys.add(key)
 
-    def value_of_commit(self, state: State, commit: bytes) -> float | None:
-        """A commit's best known val_bpb: verified if any claim of it is, else the best claimed."""
-        ids = self.by_commit.get(commit, [])
+    def value_of_commit(self, state: State, commit: bytes, platform_class: str) -> float | None:
+        """A commit's best known val_bpb on one class: verified if any claim of it is, else the best
+        claimed. The class matters: the genesis commit is claimed on every class, at other values."""
+        ids = [i for i in self.by_commit.get(commit, [])
+               if i in self.claims and self.claims[i].body.platform_class == platform_class]
         verified = [state.verified[i] for i in ids if i in state.verified]
         if verified:
             return min(verified)
@@ -74,7 +76,7 @@ class History:
             changes, _ = parse_summary(body.diff_summary)
             if not changes:
                 continue
-            parent_value = self.value_of_commit(state, body.parent)
+            parent_value = self.value_of_commit(state, body.parent, platform_class)
             delta = None
             if body.val_bpb is not None and parent_value is not None:
                 delta = body.val_bpb - parent_value

@@ -94,14 +94,8 @@ def screened_winners(state: State, history: History, screening_classes: Collecti
 
 
 def value_in_class(state: State, history: History, commit: bytes, platform_class: str) -> float | None:
-    """A commit's best known val_bpb on one class (History.value_of_commit mixes classes, and the
-    genesis commit is claimed on every class): verified where any claim of it is, else the best claimed."""
-    ids = [i for i in history.by_commit.get(commit, [])
-           if i in history.claims and history.claims[i].body.platform_class == platform_class]
-    verified = [state.verified[i] for i in ids if i in state.verified]
-    if verified:
-        return min(verified)
-    return min((v for i in ids if (v := history.claims[i].body.val_bpb) is not None), default=None)
+    """A commit's best known val_bpb on one class."""
+    return history.value_of_commit(state, commit, platform_class)
 
 
 def tried_on(state: State, history: History, platform_class: str) -> tuple[set[str], set[frozenset[tuple[str, str]]]]:
