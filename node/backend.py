@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.bodies import Body
 from ledger.entry import Entry
@@ -20,6 +20,9 @@ from ledger.store import Ledger
 from swarm.gitrepo import Repository
 
 from node.history import History
+
+if TYPE_CHECKING:
+    from node.jobs import Market
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,11 @@ class Backend(Protocol):
     @property
     def node_id(self) -> str:
         """This node's research identity, as text."""
+        ...
+
+    @property
+    def market(self) -> Market | None:
+        """The credits market's loop (node/jobs.py), where the node runs one."""
         ...
 
     async def publish(self, body: Body) -> Entry:

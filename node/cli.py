@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ledger.errors import LedgerError
 from swarm.errors import SwarmError
 
-from node import agentcli, demo, status
+from node import agentcli, demo, jobcli, status
 from node.config import load_config
 from node.display import Display
 from node.errors import ConfigError, NodeError
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args[:1] == ["demo"]:
             return demo.main(args[1:])
+        if args[:1] == ["job"] or (args[:1] == ["--home"] and args[2:3] == ["job"]):
+            return jobcli.main(args[:2] + args[3:] if args[:1] == ["--home"] else args[1:])
         if _agent_command(args):
             return agentcli.main(args)
         config = load_config(args, os.environ)

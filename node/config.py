@@ -49,6 +49,14 @@ calibration_runs = 2
 # a file that every node sharing this machine's CPU names: they then run one trainer at a time
 # (several nodes on one machine, as `python -m node demo` starts). Empty: no lock.
 machine_lock = ""
+# plan experiments in waves when this node has several workers of a class: a factorial screen of
+# one or two constants across them (node/waves.py). Off by default: in the simulator it used the
+# GPUs more but reached a target later than independent proposals (docs/node.md).
+waves = false
+# two-tier screening (node/screening.py): workers of the screening classes explore cheaply, and a
+# worker of the reference class first confirms their winners. Empty: every class explores alone.
+reference_class = ""
+screening_classes = []
 
 [swarm]
 # name written into the solo swarm's spec
@@ -79,6 +87,19 @@ advertise = ""
 bootstrap = []
 # the local API (AgentHub routes, the node's CLI, the dashboard); keep it on 127.0.0.1
 api_listen = "127.0.0.1:0"
+
+[market]
+# offer this node's workers for other users' jobs (credits market; docs/market.md)
+offer = true
+# the price this node asks, in micro-credits per GPU-second (a CPU worker counts as one GPU)
+price_ucr_per_gpu_s = 100
+# share of receipts the swarm's trusted verifiers replay; every node must use the same rate
+spot_check_rate = 0.1
+# seconds a payer waits after the first offer for better ones, before it accepts
+accept_window_s = 0.3
+# peers that must report holding a payment before this node starts the job (at most; fewer if
+# fewer are connected), so a payer who forks its feed cannot pay two executors with one credit
+quorum = 2
 
 [display]
 # seconds between refreshes of the status line on a terminal
@@ -111,6 +132,14 @@ class NodeConfig:
     bootstrap: tuple[str, ...]
     api_listen: str
     refresh_s: float
+    waves: bool = False
+    reference_class: str = ""
+    screening_classes: tuple[str, ...] = ()
+    market_offer: bool = True
+    market_price_ucr_per_gpu_s: int = 100
+    market_spot_check_rate: float = 0.1
+    market_accept_window_s: float = 0.3
+    market_quorum: int = 2
 
     def budget_s(self, device: str) -> int:
         return self.gpu_budget_s if device == "cuda" else self.cpu_budget_s
@@ -252,12 +281,16 @@ def _check_list(path: Path, section: str, key: str, value: Any, rule: Callable[[
     return value
 
 
+def _is_class(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum()
+
+
 def _constant_names(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v.isidentifier() for v in value)
 
 
 def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) -> NodeConfig:
-    r, s, n, d = file["research"], file["swarm"], file["network"], file["display"]
+    r, s, n, d, m = file["research"], file["swarm"], file["network"], file["display"], file["market"]
 
     def budget(key: str) -> int:
         return int(_check(path, "research", key, r[key], int, lambda v: 1 <= v <= MAX_BUDGET_S,
@@ -272,6 +305,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
     frozen = r["frozen_constants"]
     if not _constant_names(frozen):
         raise ConfigError(f"{path}: [research] frozen_constants must be a list of Python names")
+    if r["screening_classes"] and not r["reference_class"]:
+        raise ConfigError(f"{path}: [research] screening_classes needs a reference_class to confirm their winners on")
     return NodeConfig(
         command=args.command,
         home=args.home,
@@ -286,6 +321,11 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
         machine_lock=Path(lock) if (lock := _check(path, "research", "machine_lock", r["machine_lock"], str,
                                                   lambda v: len(v) < 4096 and "\0" not in v,
                                                   "must be a file path or empty")) else None,
+        waves=_check(path, "research", "waves", r["waves"], bool, lambda v: True, "must be true or false"),
+        reference_class=_check(path, "research", "reference_class", r["reference_class"], str,
+                               lambda v: v == "" or _is_class(v), "must be a platform class name or empty"),
+        screening_classes=tuple(_check_list(path, "research", "screening_classes", r["screening_classes"], _is_class,
+                                            "platform class names")),
         swarm_name=_check(path, "swarm", "name", s["name"], str, lambda v: 0 < len(v) <= 64,
                           "must be 1 to 64 characters"),
         noise_bpb_cpu=noise("noise_bpb_cpu"),
@@ -306,6 +346,14 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
                                              "must be HOST:PORT"),
         refresh_s=_check(path, "display", "refresh_s", d["refresh_s"], float, lambda v: 0.2 <= v <= 60,
                          "must be 0.2 to 60 seconds"),
+        market_offer=_check(path, "market", "offer", m["offer"], bool, lambda v: True, "must be true or false"),
+        market_price_ucr_per_gpu_s=_check(path, "market", "price_ucr_per_gpu_s", m["price_ucr_per_gpu_s"], int,
+                                          lambda v: 1 <= v <= 10**12, "must be 1 to 10**12"),
+        market_spot_check_rate=_check(path, "market", "spot_check_rate", m["spot_check_rate"], float,
+                                      lambda v: 0 <= v <= 1, "must be 0 to 1"),
+        market_accept_window_s=_check(path, "market", "accept_window_s", m["accept_window_s"], float,
+                                      lambda v: 0 <= v <= 600, "must be 0 to 600 seconds"),
+        market_quorum=_check(path, "market", "quorum", m["quorum"], int, lambda v: 1 <= v <= 64, "must be 1 to 64"),
     )
 
 

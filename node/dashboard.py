@@ -341,6 +341,8 @@ def render_index(hub: Hub, summary: dict[str, Any]) -> str:
         f'the swarm: <span id="c-minted">{_e(c["minted"])}</span></p><h3>Top earners</h3>'
         f'{_table("t-earners", tables["earners"])}<h3>History</h3>'
         f'<ol id="credit-feed" class="feed">{credit_feed}</ol></section>'
+        f'<section class="wide"><h2>Jobs</h2><p class="note">the credits market: GPU time bought with credits '
+        f'(price per GPU-second; held in escrow until settled)</p>{_table("t-jobs", tables["jobs"])}</section>'
         f'<section><h2>Workers</h2>{_table("t-workers", tables["workers"])}</section>'
         f'<section><h2>Peers</h2>{_table("t-peers", tables["peers"])}</section>'
         "</main>"

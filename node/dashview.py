@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ledger import credits
+from ledger import credits, market
 from ledger.bodies import UCR_PER_CREDIT, Admit, Claim, Fraud, Hypothesis, Insight, Mint, Post, Transfer, Verify
 from ledger.entry import Entry
 from ledger.fold import RecordRow, State
@@ -188,6 +188,34 @@ def earners_table(state: State) -> Table:
     return _table(("node", "balance"), [[cell(who(k)), cell(cr(v))] for v, k in top])
 
 
+MAX_JOB_ROWS = 50           # newest jobs of the credits market
+
+
+def jobs_table(state: State) -> Table:
+    """The credits market's jobs, newest first: open, running and settled, with what each cost."""
+    rows = []
+    for job_id in sorted(state.jobs, key=lambda j: (state.jobs[j].time_ms, j), reverse=True)[:MAX_JOB_ROWS]:
+        info = state.jobs[job_id]
+        escrow = state.escrows.get(info.payment) if info.payment is not None else None
+        offer = state.offers.get(escrow.offer) if escrow is not None else None
+        receipt = state.receipts.get(info.receipt) if info.receipt is not None else None
+        if info.status == "settled":
+            paid, _ = market.settle_amount(state, job_id)
+            outcome = f"paid {cr(paid)}"
+        elif info.status == "refunded":
+            outcome = "refunded"
+        else:
+            outcome = info.status if info.status == "cancelled" else "—"
+        rows.append([
+            cell(job_id.hex()[:12]), cell(info.status), cell(who(info.author)),
+            cell(who(escrow.executor) if escrow is not None else "—"),
+            cell(f"{offer.price_ucr_per_gpu_s if offer else info.job.price_ucr_per_gpu_s} ucr/GPU-s"),
+            cell(str(info.job.max_gpu_s)), cell(f"{receipt.gpu_s:.1f}" if receipt is not None else "—"),
+            cell(outcome),
+        ])
+    return _table(("job", "status", "payer", "executor", "price", "max GPU-s", "GPU-s used", "outcome"), rows)
+
+
 # the peer counters (swarm/stats.py) worth a column, in this order; others follow while there is room
 PEER_COLUMNS = ("node", "addr", "rtt_ms", "entries_in", "entries_out", "duplicates_in", "pending_in", "bytes_in",
                 "bytes_out", "dropped_out", "score", "rejects")
@@ -231,6 +259,7 @@ def summary(inp: Inputs) -> dict[str, Any]:
             "best": best_table(state),
             "sota": sota_table(state, inp.claims),
             "earners": earners_table(state),
+            "jobs": jobs_table(state),
             "peers": dicts_table(inp.snapshot.get("peers"), MAX_PEERS, PEER_COLUMNS),
             "workers": dicts_table(inp.snapshot.get("workers"), MAX_PEERS),
         },

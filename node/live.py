@@ -18,6 +18,7 @@ from swarm.peer import Peer
 
 from node.backend import Submission
 from node.history import History
+from node.jobs import Market
 from node.platform import Device
 from node.research import Research
 
@@ -32,6 +33,10 @@ class LiveBackend:
         self.node_id = research.researcher.node_id
         self.platform_classes = sorted({d.platform_class for d in devices})
         self.started_s = time.time()
+
+    @property
+    def market(self) -> Market | None:
+        return self.research.market
 
     async def publish(self, body: Body) -> Entry:
         return await self.research.publish(self.research.researcher, body)

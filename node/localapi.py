@@ -13,6 +13,11 @@ of HOME/api.json) and answers JSON; a bad request gets a 4xx `{"error": "..."}` 
     POST submit                 {"train_py", "parent"?, "message"?}: commit it and queue a run
     GET  hypotheses, insights   shared memory, newest first; POST publishes one
     GET  credits                this node's balances, its mints and transfers, the top earners
+    GET  jobs?limit=            the credits market's jobs, newest first (node/market.py's rows)
+    POST jobs                   {"train_py" | "commit", "max_gpu_s", "price_ucr_per_gpu_s", "args"?,
+                                 "job_type"?, "platform_class"?, "expires_s"?}: buy GPU time
+    GET  jobs/<id>              one job, with its receipt's metrics and log tail (untrusted)
+    POST jobs/<id>/cancel       withdraw a job of ours that no offer was accepted for yet
 
 Hashes may be abbreviated to 4 or more hex digits when they name a commit the swarm knows.
 Text another node wrote (claim messages and summaries, hypotheses, insights) comes with
@@ -34,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ledger.bodies import MAX_TEXT, UCR_PER_CREDIT, Hypothesis, Insight, Mint, Transfer
+from ledger.bodies import MAX_TEXT, UCR_PER_CREDIT, Hypothesis, Insight, Mint, Receipt, Settle, Transfer
 from ledger.entry import Entry
 from ledger.errors import InvalidEntry, KeyFileError, LedgerError
 from ledger.fold import State, leaderboard
@@ -48,6 +53,8 @@ from node.backend import Backend, Submission
 from node.errors import BadSubmission, NodeError
 from node.history import ClaimRecord
 from node.home import Layout
+from node.jobs import Market, keep_job_bundle
+from node.market import BadJobRequest, JobRequest, job_row, job_rows
 from node.program import summarize
 
 PREFIX = "/api/node"
@@ -61,6 +68,7 @@ MAX_SOURCES = 64
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 500
 TOP_N = 10                           # frontier rows per list, top earners
+JOB_EXPIRY_S = 3600                  # a job's default expiry, from submission
 KEPT_NOTES = 2000                    # hypotheses / insights / own credit events held in memory, newest
 INDEX_PAGE = 1000                    # entries read per step when an index catches up with the file
 MIN_PREFIX_HEX = 4
@@ -520,6 +528,106 @@ class LocalApi:
             "total_minted_ucr": state.total_minted_ucr,
         })
 
+    # -- the credits market (node/jobs.py runs it; node/market.py checks requests)
+
+    def market(self) -> Market:
+        found = self.backend.market
+        if found is None:
+            raise ApiError(503, "this node runs no credits market")
+        return found
+
+    def job_view(self, state: State, job_id: bytes) -> dict[str, Any]:
+        row = job_row(state, job_id)
+        payer, executor = row["payer"], row["executor"]
+        return {**row, "payer": node_id_text(payer) if isinstance(payer, bytes) else None,
+                "executor": node_id_text(executor) if isinstance(executor, bytes) else None,
+                "mine": payer in self.mine, "executor_mine": executor in self.mine}
+
+    async def job_id(self, text: str, state: State) -> bytes:
+        t = text.strip().lower()
+        if not (MIN_PREFIX_HEX <= len(t) <= 64 and _HEX.fullmatch(t)):
+            raise ApiError(400, f"not a job id: {text[:80]!r} ({MIN_PREFIX_HEX} to 64 hex digits)")
+        hits = [j for j in state.jobs if j.hex().startswith(t)]
+        if not hits:
+            raise ApiError(404, f"no job {t} in this node's ledger")
+        if len(hits) > 1:
+            raise ApiError(400, f"{t} is ambiguous: {len(hits)} jobs start with it")
+        return hits[0]
+
+    async def jobs(self, request: web.Request, agent: str) -> web.Response:
+        state = self.backend.ledger.state
+        return _json({"jobs": [self.job_view(state, row_id) for row_id in
+                               [bytes.fromhex(str(r["job"])) for r in job_rows(state, _limit(request))]]})
+
+    async def job(self, request: web.Request, agent: str) -> web.Response:
+        state = self.backend.ledger.state
+        job_id = await self.job_id(request.match_info["id"], state)
+        view = self.job_view(state, job_id)
+        info = state.jobs[job_id]
+        for key, ref in (("receipt", info.receipt), ("settle", info.settle)):
+            entry = await self.backend.ledger.get(ref) if ref is not None else None
+            body = entry.body if entry is not None else None
+            if isinstance(body, Receipt) and entry is not None:
+                view["receipt"] = {"id": entry.id.hex(), "status": body.status, "gpu_s": body.gpu_s,
+                                   "metrics": body.metrics, "artifacts": [a.hex() for a in body.artifacts],
+                                   "log_tail": body.log_tail, **self.author(entry.author)}
+            elif isinstance(body, Settle) and entry is not None:
+                view["settle"] = {"id": entry.id.hex(), "outcome": body.outcome, "amount_ucr": body.amount,
+                                  "reason": body.reason, **self.author(entry.author)}
+            elif key == "receipt":
+                view["receipt"] = None
+        return _json(view)
+
+    async def submit_job(self, request: web.Request, agent: str) -> web.Response:
+        market = self.market()
+        data = await _body(request)
+        state = await self.state()
+        spec = self.backend.ledger.spec.spec
+        if isinstance(data.get("commit"), str) and data["commit"]:
+            commit = await self.resolve(data["commit"])
+            if not await gitrepo.has_commit(self.backend.repo, commit):
+                raise ApiError(400, f"commit {commit.hex()} is not in this node's repository")
+        else:
+            source = _text_field(data, "train_py", required=True, max_bytes=MAX_TRAIN_PY_BYTES)
+            cls = self.default_class()
+            records = [r for r in state.records if r.platform_class == cls]
+            parent = records[-1].commit if records else spec.baseline_commit
+            if not await gitrepo.has_commit(self.backend.repo, parent):
+                parent = spec.baseline_commit  # the best is another node's, not fetched here
+            commit = await gitrepo.commit_file(self.backend.repo, parent, {"train.py": source.encode()},
+                                               f"job by {agent}", f"{agent} <{agent}@autoswarm.local>", int(time.time()))
+        numbers = {}
+        for name, default in (("max_gpu_s", None), ("price_ucr_per_gpu_s", None), ("expires_s", JOB_EXPIRY_S)):
+            value = data.get(name, default)
+            if type(value) is not int:
+                raise ApiError(400, f"{name} must be a whole number")
+            numbers[name] = value
+        job_type = data.get("job_type", "train")
+        platform_class = data.get("platform_class") or self.default_class()
+        if not isinstance(job_type, str) or not isinstance(platform_class, str):
+            raise ApiError(400, "job_type and platform_class must be strings")
+        args = _str_list(data, "args", 32)
+        try:
+            bundle = await keep_job_bundle(self.backend.repo, Layout(self.backend.home).bundles, commit,
+                                           spec.baseline_commit)
+            entry = await market.submit(JobRequest(
+                job_type=job_type[:64], commit=commit, bundle=bundle, args=tuple(args), platform_class=platform_class[:64],
+                max_gpu_s=numbers["max_gpu_s"], price_ucr_per_gpu_s=numbers["price_ucr_per_gpu_s"],
+                expires_s=numbers["expires_s"]))
+        except BadJobRequest as exc:
+            raise ApiError(400, str(exc)) from None
+        return _json(self.job_view(self.backend.ledger.state, entry.id), 202)
+
+    async def cancel_job(self, request: web.Request, agent: str) -> web.Response:
+        market = self.market()
+        state = self.backend.ledger.state
+        job_id = await self.job_id(request.match_info["id"], state)
+        try:
+            await market.cancel(job_id)
+        except BadJobRequest as exc:
+            raise ApiError(400, str(exc)) from None
+        return _json(self.job_view(self.backend.ledger.state, job_id))
+
     async def not_found(self, request: web.Request, agent: str) -> web.Response:
         raise ApiError(404, f"no route {request.method} {request.path[:200]} (see docs/agents.md)")
 
@@ -572,4 +680,8 @@ def add_routes(app: web.Application, backend: Backend, agents: AgentRegistry) ->
     app.router.add_get(PREFIX + "/{which:hypotheses|insights}", g(api.list_notes))
     app.router.add_post(PREFIX + "/{which:hypotheses|insights}", g(api.add_note))
     app.router.add_get(f"{PREFIX}/credits", g(api.credits))
+    app.router.add_get(f"{PREFIX}/jobs", g(api.jobs))
+    app.router.add_post(f"{PREFIX}/jobs", g(api.submit_job))
+    app.router.add_get(PREFIX + "/jobs/{id}", g(api.job))
+    app.router.add_post(PREFIX + "/jobs/{id}/cancel", g(api.cancel_job))
     app.router.add_route("*", PREFIX + "/{tail:.*}", g(api.not_found))

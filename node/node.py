@@ -6,7 +6,7 @@ subprocess), open the git repository and write the baseline commit, find the swa
 joined before, one whose spec a bootstrap peer serves, or our own, signed now), open the
 ledger and the peer, publish the profile, start the local API (HOME/api.json says where), then
 one worker task per device, the display and (as a creator admitting automatically) the admit
-loop, all owned by one TaskGroup.
+loop and the credits market's loop (node/jobs.py), all owned by one TaskGroup.
 
 Shutdown is cancellation: SIGINT or SIGTERM cancels the serving task, the TaskGroup cancels every
 worker, a worker's trainer child is killed (node/experiment.py), and the `async with` blocks
@@ -42,6 +42,7 @@ from node.display import Display
 from node.errors import SetupError
 from node.fetch import CommitFetcher, read_bundle
 from node.home import Layout
+from node.jobs import Market, MarketConfig
 from node.live import LiveBackend
 from node.platform import Device, detect
 from node.research import Research
@@ -85,6 +86,12 @@ async def find_swarm(config: NodeConfig, layout: Layout, researcher: Identity, v
     return slug, signed, dataclasses.replace(config, cpu_budget_s=budget, gpu_budget_s=budget)
 
 
+def market_config(config: NodeConfig) -> MarketConfig:
+    return MarketConfig(offer=config.market_offer, price_ucr_per_gpu_s=config.market_price_ucr_per_gpu_s,
+                        spot_check_rate=config.market_spot_check_rate, accept_window_s=config.market_accept_window_s,
+                        holders=config.market_quorum)
+
+
 def peer_config(config: NodeConfig, layout: Layout, slug: str) -> PeerConfig:
     host, _, port = config.listen.rpartition(":")
     return PeerConfig(host=host.strip("[]"), port=int(port), advertise=config.advertise, bootstrap=config.bootstrap,
@@ -113,6 +120,9 @@ async def run_node(config: NodeConfig, display: Display) -> Research:
                                         scratch, random.Random())
                     research.on_publish = peer.announce
                     research.commits = CommitFetcher(repo, research.history, spec, layout.bundles, peer)
+                    research.market = Market(ledger, peer, repo, config.home, researcher, [verifier_id, researcher],
+                                             sorted({d.platform_class for d in devices}), market_config(config),
+                                             slots=len(devices), on_event=display.event)
                     if config.bootstrap:
                         display.event(f"joining through {', '.join(config.bootstrap)}: fetching the swarm's ledger")
                         if not await peer.wait_synced(JOIN_SYNC_S):
@@ -139,6 +149,8 @@ async def run_node(config: NodeConfig, display: Display) -> Research:
 async def _work(research: Research, devices: list[Device], display: Display, config: NodeConfig) -> None:
     async with asyncio.TaskGroup() as tg:
         helpers = [tg.create_task(display.run(config.refresh_s), name="display")]
+        if research.market is not None:
+            helpers.append(tg.create_task(research.market.run(), name="market"))
         if config.admit == "auto" and research.spec.spec.creator == research.researcher.public_key:
             helpers.append(tg.create_task(_admit_loop(research), name="admit"))
         workers = [tg.create_task(research.run_worker(d), name=f"worker-{d.label}") for d in devices]

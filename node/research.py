@@ -18,6 +18,8 @@ Knows nothing about terminals or signals (node/display.py, node/node.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -34,7 +36,7 @@ from swarm import bundles, gitrepo
 from swarm.gitrepo import Repository
 from trainer.constants import PROFILES
 
-from node import verifier
+from node import screening, verifier
 from node.backend import Submission
 from node.config import NodeConfig
 from node.display import Display
@@ -42,15 +44,17 @@ from node.errors import NoProposal, SetupError
 from node.experiment import RunRequest, RunResult, machine_slot, run_trainer
 from node.fetch import CommitFetcher, keep_bundle
 from node.history import ClaimRecord, History
+from node.jobs import Market
 from node.noise import run_to_run_noise
 from node.home import DataInfo, Layout
 from node.platform import Device, torch_version
-from node.program import BadProgram, summarize
-from node.proposer import Settings, describe, propose
+from node.program import BadProgram, normalized_key, summarize
+from node.proposer import Proposal, Settings, describe, propose
 from node.submit import SubmitQueue
+from node.waves import WaveQueue, WaveSettings, plan_wave
 
 IDLE_S = 5.0                 # a worker with nothing to do looks again after this long
-MAX_LOSS_POINTS = 128        # of the trainer's loss curve kept in a claim (its body is 16 KiB in all)
+MAX_LOSS_POINTS = 16  # of the trainer's loss curve kept in a claim: most of a claim's bytes (docs/benchmarks.md, "Scale")
 EVAL_ESTIMATE_S = {"cpu": 10.0, "gpu": 120.0}  # shown as part of "time left" only
 
 
@@ -76,11 +80,14 @@ class Research:
         self._baseline_running: set[str] = set()
         self._unavailable: set[bytes] = set()   # claims whose commit this node cannot read
         self._settings = Settings(frozen=frozenset(config.frozen_constants))
+        self._waves: dict[str, WaveQueue] = {}      # per class: the current wave's proposals ([research] waves)
+        self.workers_of: dict[str, int] = {}        # per class: this node's workers
         self._last_wall_s: dict[tuple[str, bool], float] = {}  # (worker, replay) -> seconds
         self.submissions = SubmitQueue(repo, self.history, ledger.spec)
         self.commits: CommitFetcher | None = None   # fetches other nodes' commits, once peered
         self.on_publish: Callable[[Entry], None] = lambda entry: None  # the peer's announce, once peered
         self.running: dict[str, tuple[str, float]] = {}  # worker -> (what, expected monotonic end): the live view
+        self.market: Market | None = None       # the credits market's jobs, run before our own work
 
     @property
     def spec(self) -> SignedSpec:
@@ -145,6 +152,7 @@ class Research:
     async def run_worker(self, device: Device) -> None:
         """Works until max_experiments is reached and nothing is left to verify (forever without a limit)."""
         cls = device.platform_class
+        self.workers_of[cls] = self.workers_of.get(cls, 0) + 1
         while True:
             await self.history.sync(self.ledger)
             # a verifier whose replay came before the quorum completed mints once the others' arrive
@@ -157,6 +165,11 @@ class Research:
             calibration_seed = self._calibration_seed(cls)
             if calibration_seed is not None:
                 await self._baseline(device, calibration_seed)
+                continue
+            work = self.market.take() if self.market is not None else None
+            if work is not None and self.market is not None:
+                # paid work first: a payment is held for it, and its payer waits
+                await self.market.execute(work, functools.partial(self._run_job, device))
                 continue
             verifying = self.verifying_identity(cls)
             queue = [] if verifying is None else verifier.verification_queue(
@@ -206,14 +219,20 @@ class Research:
         base.write_bytes(await gitrepo.read_file(self.repo, parent, "train.py"))
         return cand, base
 
+    async def _run_job(self, device: Device, train_py: Path, budget_s: int, steps: int | None, seed: int,
+                       horizon: int | None) -> RunResult:
+        """A market job (or its spot check) through the same sandboxed trainer as experiments."""
+        return await self._run(device, f"job {train_py.parent.parent.name[:8]}", train_py, None, steps=steps,
+                               seed=seed, horizon=horizon, budget_s=budget_s)
+
     async def _run(self, device: Device, what: str, cand: Path, parent: Path | None, *, steps: int | None,
-                   seed: int, horizon: int | None = None) -> RunResult:
+                   seed: int, horizon: int | None = None, budget_s: int | None = None) -> RunResult:
         env = {"AUTOSWARM_HOME": str(self.layout.home)}  # the sandbox hides the home (keys) by this
         if device.index is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device.index)
         request = RunRequest(train_py=cand, parent_py=parent, profile=device.profile,
-                             budget_s=self.config.budget_s(device.device), steps=steps, horizon=horizon, seed=seed,
-                             data=self.data.path, scratch=self.scratch / device.label / "tmp", env=env)
+                             budget_s=budget_s or self.config.budget_s(device.device), steps=steps, horizon=horizon,
+                             seed=seed, data=self.data.path, scratch=self.scratch / device.label / "tmp", env=env)
         expected_s = self._expected_s(device, steps)
         async with machine_slot(self.config.machine_lock):
             self.display.start(device.label, what, expected_s)
@@ -365,6 +384,30 @@ class Research:
             await self.publish(verifying, fee)
         self.display.event(text)
 
+    def _propose(self, device: Device, parent_source: str) -> Proposal:
+        """Our next edit of the class's best program: a screened winner to confirm (two-tier), the
+        next point of a wave (several workers), else the proposer's own draw."""
+        cls, state, config = device.platform_class, self.ledger.state, self.config
+        tried = self.history.keys | self._busy_keys
+        if config.screening_classes and cls == config.reference_class:
+            found = screening.next_confirmation(state, self.history, parent_source, reference_class=cls,
+                                                screening_classes=config.screening_classes, busy=self._busy_keys)
+            if found is not None:
+                return found.proposal
+        trials = self.history.trials(state, cls)
+        if config.waves and self.workers_of.get(cls, 1) > 1:
+            queue, parent_key = self._waves.setdefault(cls, WaveQueue()), normalized_key(parent_source)
+            if (proposal := queue.take(parent_key, tried)) is None:
+                with contextlib.suppress(NoProposal):
+                    queue.load(plan_wave(parent_source, profile=device.profile, trials=trials, tried=tried,
+                                         n=self.workers_of[cls], rng=self.rng,
+                                         settings=WaveSettings(proposer=self._settings)))
+                    proposal = queue.take(parent_key, tried)
+            if proposal is not None:
+                return proposal
+        return propose(parent_source, profile=device.profile, trials=trials, tried=tried, rng=self.rng,
+                       settings=self._settings)
+
     async def _experiment(self, device: Device, submission: Submission | None) -> None:
         """One run and its claim: a submitted commit (an agent's), or a proposal of our own."""
         started = time.monotonic()
@@ -374,9 +417,7 @@ class Research:
             if not await self._have(parent):
                 raise NoProposal(f"the best commit {parent.hex()[:12]} is not here yet (no peer served it)")
             parent_source = (await gitrepo.read_file(self.repo, parent, "train.py")).decode()
-            proposal = propose(parent_source, profile=device.profile,
-                               trials=self.history.trials(self.ledger.state, cls),
-                               tried=self.history.keys | self._busy_keys, rng=self.rng, settings=self._settings)
+            proposal = self._propose(device, parent_source)
             key, source, what = proposal.key, proposal.source, describe(proposal.changes)
         else:
             parent = submission.parent

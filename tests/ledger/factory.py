@@ -42,7 +42,7 @@ class Feeds:
     clock_ms: int = 1_000
 
     def sign(self, who: Identity, body: Body) -> Entry:
-        seq, prev = self.heads.get(who.public_key, (0, None))  # type: ignore[arg-type]
+        seq, prev = self.heads.get(who.public_key, (0, None))
         self.clock_ms += 1
         entry = sign_entry(who, swarm=self.swarm, seq=seq + 1, prev=prev, body=body, time_ms=self.clock_ms)
         self.heads[who.public_key] = (entry.seq, entry.id)
@@ -114,7 +114,7 @@ def valid_history(spec: SignedSpec, verifiers: list[Identity], users: list[Ident
             claims.append(add(rng.choice(users), claim(n, round(rng.uniform(1.0, 2.0), 3))))
         elif action == "verify":
             c, v = rng.choice(claims), rng.choice(verifiers)
-            value = c.body.val_bpb  # type: ignore[union-attr]
+            value = c.body.val_bpb  # type: ignore[attr-defined]
             ver = add(v, verify(c, value))
             unminted.append(ver)
             prev = state.verifier_best.get((v.public_key, CLASS))

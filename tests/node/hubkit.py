@@ -49,6 +49,7 @@ class KitBackend:
     history: History = field(default_factory=History)
     platform_classes: list[str] = field(default_factory=lambda: [CLASS])
     clock_ms: int = 1_000_000
+    market: None = None  # no credits market in these tests (tests/node/test_market_*.py run one)
 
     @property
     def node_id(self) -> str:

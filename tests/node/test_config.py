@@ -25,6 +25,11 @@ def test_first_run_writes_commented_defaults_and_reads_them(tmp_path: Path) -> N
     again = load_config(["--home", str(tmp_path / "h"), "--max-experiments", "3"], {})
     assert again.cpu_budget_s == 7 and again.gpu_budget_s == 300 and again.max_experiments == 3
     assert (tmp_path / "h" / CONFIG_FILE).read_text() == "[research]\ncpu_budget_s = 7\n"  # never rewritten
+    assert not config.waves and config.screening_classes == () and config.reference_class == ""
+    (tmp_path / "h" / CONFIG_FILE).write_text('[research]\nwaves = true\nreference_class = "h100"\n'
+                                              'screening_classes = ["rtx-4090"]\n')
+    tiers = load_config(["--home", str(tmp_path / "h")], {})
+    assert tiers.waves and tiers.reference_class == "h100" and tiers.screening_classes == ("rtx-4090",)
 
 
 def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
@@ -48,6 +53,9 @@ def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
     ("[swarm]\nverifiers = [\"asNOTANID\"]\n", "list of node ids"),
     ("[swarm]\nquorum = 0\n", "must be 1 to 64"),
     ("[swarm]\nadmit = \"everyone\"\n", "must be auto or none"),
+    ("[research]\nwaves = 1\n", "must be bool"),
+    ("[research]\nreference_class = \"a b\"\n", "platform class name"),
+    ("[research]\nscreening_classes = [\"rtx-4090\"]\n", "needs a reference_class"),
 ])
 def test_bad_config_values_name_the_key(tmp_path: Path, text: str, says: str) -> None:
     (tmp_path / CONFIG_FILE).write_text(text)

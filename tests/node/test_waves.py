@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import itertools
 import random
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.errors import NoProposal
+from node.history import History
 from node.home import genesis_source
+from node.platform import Device
 from node.program import normalized_key, parse_program
+from node.research import Research
 from node.proposer import Settings, Trial
 from node.simulate import CLASS
 from node.simwork import SIM_TRAIN_PY, Tier, WorkConfig, cheap_tier, simulate_work
@@ -145,3 +149,24 @@ def test_the_simulated_node_is_deterministic_by_seed(config: WorkConfig) -> None
     if config.two_tier:
         classes = {info.platform_class for info in first.state.claims.values()}
         assert classes == {CLASS, cheap_tier(1).platform_class}
+
+
+def _research_stand_in(waves: bool, workers: int) -> SimpleNamespace:
+    """What Research._propose reads of its Research, with a real History and an empty ledger view."""
+    config = SimpleNamespace(waves=waves, screening_classes=(), reference_class="")
+    return SimpleNamespace(config=config, ledger=SimpleNamespace(state=None), history=History(), _busy_keys=set(),
+                           _waves={}, workers_of={CLASS: workers}, rng=random.Random(7), _settings=FROZEN.proposer)
+
+
+def test_the_research_loop_takes_wave_points_one_per_worker_when_waves_are_on() -> None:
+    device = Device(index=None, name="cpu", memory_mb=0, driver="", platform_class=CLASS)
+    node = _research_stand_in(waves=True, workers=4)
+    picked = [Research._propose(node, device, GENESIS) for _ in range(4)]  # type: ignore[arg-type]
+    wave = node._waves[CLASS].wave
+    assert wave is not None and [p.key for p in picked] == [p.key for p in wave.proposals]
+    Research._propose(node, device, GENESIS)  # type: ignore[arg-type]
+    assert node._waves[CLASS].waves == 2  # the first wave used up: the next is planned
+    off = _research_stand_in(waves=False, workers=4)
+    assert Research._propose(off, device, GENESIS).key and not off._waves  # type: ignore[arg-type]
+    one = _research_stand_in(waves=True, workers=1)
+    assert Research._propose(one, device, GENESIS).key and not one._waves  # type: ignore[arg-type]
