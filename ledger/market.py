@@ -81,7 +81,11 @@ class ReceiptInfo:
 class Reputation:
     paid: int = 0
     refunded: int = 0
-    gpu_s: float = 0.0
+    gpu_ms: int = 0  # GPU-milliseconds of paid jobs, rounded up: an integer sum, so any arrival order agrees
+
+    @property
+    def gpu_s(self) -> float:
+        return self.gpu_ms / 1000
 
 
 def cost_ucr(gpu_s: float, price_ucr_per_gpu_s: int) -> int:
@@ -279,7 +283,7 @@ def apply_settle(state: State, entry_id: bytes, settle: Settle) -> None:
         info.status = "settled"
         rep.paid += 1
         if info.receipt is not None:
-            rep.gpu_s += state.receipts[info.receipt].gpu_s
+            rep.gpu_ms += math.ceil(Fraction(state.receipts[info.receipt].gpu_s) * 1000)
     else:
         info.status = "refunded"
         rep.refunded += 1

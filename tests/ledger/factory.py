@@ -87,6 +87,21 @@ def post(text: str = "hello") -> Post:
     return Post(channel="general", text=text, reply_to=None)
 
 
+class Appender:
+    """Signs bodies into a growing history, folding each as it goes; a verdict fails the test."""
+
+    def __init__(self, feeds: Feeds, state: fold.State) -> None:
+        self.feeds, self.state = feeds, state
+        self.rows: list[Entry] = []
+
+    def __call__(self, who: Identity, body: Body) -> Entry:
+        entry = self.feeds.sign(who, body)
+        fold.apply(self.state, entry)
+        assert not self.state.verdicts.get(entry.id), self.state.verdicts[entry.id]
+        self.rows.append(entry)
+        return entry
+
+
 def valid_history(spec: SignedSpec, verifiers: list[Identity], users: list[Identity], *, steps: int,
                   seed: int) -> list[Entry]:
     """A random valid history (claims, verifications, mints, transfers, posts) in row order.
@@ -96,17 +111,11 @@ def valid_history(spec: SignedSpec, verifiers: list[Identity], users: list[Ident
     rng = random.Random(seed)
     feeds = Feeds(spec.swarm_id)
     state = fold.initial(spec.spec)
-    rows: list[Entry] = []
+    add = Appender(feeds, state)
+    rows = add.rows
     claims: list[Entry] = []
     unminted: list[Entry] = []
     by_key = {i.public_key: i for i in [*verifiers, *users]}
-
-    def add(who: Identity, body: Body) -> Entry:
-        entry = feeds.sign(who, body)
-        fold.apply(state, entry)
-        assert not state.verdicts.get(entry.id), state.verdicts[entry.id]
-        rows.append(entry)
-        return entry
 
     for n in range(steps):
         action = rng.choice(["claim", "verify", "vmint", "pay", "post"])

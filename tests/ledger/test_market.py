@@ -18,7 +18,7 @@ from ledger.feed import make_fraud
 from ledger.keys import Identity
 from ledger.spec import SignedSpec
 from ledger.store import Ledger, Status
-from tests.ledger.factory import CLASS, Feeds, claim, commit, identity, make_spec, transfer, verify
+from tests.ledger.factory import CLASS, Appender, Feeds, claim, commit, identity, make_spec, transfer, verify
 from tests.ledger.test_fold import topological_shuffle
 
 CREATOR, V1, V2 = identity(400), identity(401), identity(402)  # V1 funds payers, V2 spot-checks
@@ -372,17 +372,10 @@ def market_history(spec: SignedSpec, *, steps: int, seed: int) -> list[Entry]:
     after expiry) are avoided, as honest nodes avoid them.
     """
     rng = random.Random(seed)
-    feeds = Feeds(spec.swarm_id)
-    state = fold.initial(spec.spec)
-    rows: list[Entry] = []
+    feeds, state = Feeds(spec.swarm_id), fold.initial(spec.spec)
+    add = Appender(feeds, state)
+    rows = add.rows
     payers, executors = [ALICE, BOB], [E1, E2, E3]
-
-    def add(who: Identity, body: Body) -> Entry:
-        entry = feeds.sign(who, body)
-        fold.apply(state, entry)
-        assert not state.verdicts.get(entry.id), state.verdicts[entry.id]
-        rows.append(entry)
-        return entry
 
     def outputs_of(who: Identity) -> list[tuple[bytes, int]]:
         return sorted((e, a) for (e, o), a in state.outputs.items() if o == who.public_key)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ledger import credits
-from ledger.bodies import Body
 from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.spec import SignedSpec
@@ -59,16 +58,9 @@ def lying_runner(val_bpb: float) -> Runner:
 async def earned_credits(spec: SignedSpec, verifier: Identity, users: Sequence[Identity]) -> list[Entry]:
     """Entries in which each user earns credits by a verified record (the verifier's first mints 0)."""
     from ledger import fold
-    feeds = factory.Feeds(spec.swarm_id)
     state = fold.initial(spec.spec)
-    rows: list[Entry] = []
-
-    def add(who: Identity, body: Body) -> Entry:
-        entry = feeds.sign(who, body)
-        fold.apply(state, entry)
-        assert not state.verdicts.get(entry.id), state.verdicts[entry.id]
-        rows.append(entry)
-        return entry
+    add = factory.Appender(factory.Feeds(spec.swarm_id), state)
+    rows = add.rows
 
     prev: float | None = None
     value = 1.6

@@ -136,6 +136,10 @@ async def test_a_forked_payers_double_spend_is_caught_before_any_executor_starts
         for node, job in ((e1, jobs[0]), (e2, jobs[1])):
             await wait_all([node], lambda n, j=job.id: _own_offer(n, j) is not None, SYNC_S)  # type: ignore[misc]
             offers[node.name] = _own_offer(node, job.id)
+        # both executors must hold what each branch names (the funding output, both jobs): a branch
+        # that came first would wait in the pending area instead of forking the feed
+        await wait_all([e1, e2], lambda n: jobs[1].id in n.ledger.state.jobs
+                       and (fund.id, payer.public_key) in n.ledger.state.outputs, SYNC_S)
         branches = []
         for node, job in ((e1, jobs[0]), (e2, jobs[1])):
             pay = Transfer(to=node.key, amount=10 * 50, spends=[fund.id], memo="escrow", job=job.id,
