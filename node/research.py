@@ -54,6 +54,8 @@ from node.submit import SubmitQueue
 from node.waves import WaveQueue, WaveSettings, plan_wave
 
 IDLE_S = 5.0                 # a worker with nothing to do looks again after this long
+SLOW_REPLAY_TRIES = 3        # replays too slow for the budget before the verifier publishes that they do not fit
+SLOW_REPLAY_WAIT_BUDGETS = 6  # a too-slow replay is tried again after this many budgets (a busy moment passes)
 MAX_LOSS_POINTS = 16  # of the trainer's loss curve kept in a claim: most of a claim's bytes (docs/benchmarks.md, "Scale")
 EVAL_ESTIMATE_S = {"cpu": 10.0, "gpu": 120.0}  # shown as part of "time left" only
 
@@ -79,6 +81,7 @@ class Research:
         self._busy_keys: set[str] = set()       # programs a worker is running now
         self._baseline_running: set[str] = set()
         self._unavailable: set[bytes] = set()   # claims whose commit this node cannot read
+        self._inconclusive: dict[bytes, tuple[int, float]] = {}  # claim -> (replays too slow, retry after: monotonic)
         self._settings = Settings(frozen=frozenset(config.frozen_constants))
         self._waves: dict[str, WaveQueue] = {}      # per class: the current wave's proposals ([research] waves)
         self.workers_of: dict[str, int] = {}        # per class: this node's workers
@@ -145,6 +148,11 @@ class Research:
 
     # -- choosing
 
+    def _waiting(self) -> set[bytes]:
+        """Claims whose last replay here was too slow, until their retry time."""
+        now = time.monotonic()
+        return {claim for claim, (_, after) in self._inconclusive.items() if after > now}
+
     def _done(self) -> bool:
         limit = self.config.max_experiments
         return limit is not None and self.stats.experiments >= limit
@@ -173,7 +181,8 @@ class Research:
                 continue
             verifying = self.verifying_identity(cls)
             queue = [] if verifying is None else verifier.verification_queue(
-                state, self.history, verifying.public_key, cls, self._busy_claims | self._unavailable,
+                state, self.history, verifying.public_key, cls,
+                self._busy_claims | self._unavailable | self._waiting(),
                 own=self._never_vouch_for(verifying, cls), now_ms=self._now_ms())
             if queue and verifying is not None:
                 await self._verify(device, verifying, queue[0])
@@ -342,17 +351,23 @@ class Research:
             result = await self._run(device, f"verify {record.id.hex()[:8]}", cand, parent, steps=body.num_steps,
                                      seed=body.seed, horizon=body.planned_steps or None)
             status, value, reason = result.status, result.val_bpb, result.reason
-            if status == "timeout":
-                # Killed at the wall-clock limit: this machine may just be busy. Not evidence against
-                # the claim, so no Verify; an absurd step count stays unverified and mints nothing.
-                self._unavailable.add(record.id)
-                self.display.event(f"[{device.label}] replay of {record.id.hex()[:12]} was killed at its time "
-                                   f"limit: inconclusive, not published ({reason[:120]})")
-                return
             budget = self.config.budget_s(device.device)
-            if status == "ok" and not verifier.fits_budget(result.training_s, budget):
-                # the claimed steps do not fit the budget on this class
-                status, value, reason = "timeout", None, f"replay trained {result.training_s:.1f} s, budget {budget} s"
+            killed = status == "timeout"
+            if killed or status == "ok" and not verifier.fits_budget(result.training_s, budget):
+                # Too slow: the claimed steps may not fit the budget on this class, or this machine is
+                # just busy (other nodes' trainers, other jobs). Only a replay too slow every time is
+                # evidence; one killed at its wall-clock limit never is (an absurd step count stays
+                # unverified and mints nothing).
+                tries = self._inconclusive.get(record.id, (0, 0.0))[0] + 1
+                slow = f"replay trained {result.training_s:.1f} s, budget {budget} s"
+                if killed or tries < SLOW_REPLAY_TRIES:
+                    self._inconclusive[record.id] = (tries, time.monotonic() + budget * SLOW_REPLAY_WAIT_BUDGETS)
+                    if tries >= SLOW_REPLAY_TRIES:
+                        self._unavailable.add(record.id)  # killed every time: left to other verifiers
+                    self.display.event(f"[{device.label}] replay {tries} of {record.id.hex()[:12]} too slow "
+                                       f"({(reason if killed else slow)[:120]}): inconclusive, not published")
+                    return
+                status, value, reason = "timeout", None, slow
             verify = Verify(claim=record.id, commit=body.commit, platform_class=cls, status=status, val_bpb=value,
                             num_steps=max(0, result.num_steps), seed=result.seed,
                             training_s=max(0.0, result.training_s))

@@ -85,7 +85,7 @@ class SimConfig:
     overhead_s: tuple[float, float] = (20.0, 60.0)   # per experiment, outside the trainer
     improve_p: float = 0.05             # chance that an experiment beats the best, shrinking as k/(k+20)
                                         # with k improvements so far: the easy wins go first
-    loss_points: int = 64               # of the loss curve carried in a claim (the node keeps <= 128)
+    loss_points: int = 16               # of the loss curve carried in a claim (node/research.py MAX_LOSS_POINTS)
     fold_sample: int = 8                # nodes whose fold is computed in their own arrival order
     # The gossip as built (swarm/gossip.py): a node forwards a peer's entry in full to `eager` of its
     # peers and announces its id to the others (its own entries still go in full to all); a node told
@@ -524,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flood", action="store_true", help="the old rule: every entry in full to every peer")
     parser.add_argument("--heads", choices=["full", "delta"], default="delta",
                         help="periodic heads rounds: deltas as built, or full pages as before")
-    parser.add_argument("--loss-points", type=int, default=64, help="points of the loss curve in each claim")
+    parser.add_argument("--loss-points", type=int, default=16,
+                        help="points of the loss curve in each claim (the node keeps 16)")
     args = parser.parse_args(argv)
     cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed,
                     eager=None if args.flood else args.eager,

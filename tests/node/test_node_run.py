@@ -21,6 +21,7 @@ import pytest
 
 from ledger.audit import audit_file
 from ledger.bodies import Claim, Mint
+from ledger.fold import State
 from ledger.keys import Identity
 from ledger.store import Ledger
 
@@ -108,14 +109,17 @@ def test_restart_resumes_from_the_ledger(ran: tuple[Path, subprocess.CompletedPr
     assert len(keys) == len(set(keys))  # no program claimed twice (the genesis runs differ by data seed)
 
 
-async def _publish_lie(home: Path) -> bytes:
-    """A claim by the node's own research key of an existing experiment, with a number it never measured."""
+async def _publish_lie(home: Path, steps_times: int = 1) -> bytes:
+    """A claim by the node's own research key of an existing experiment, with a number it never
+    measured (and, with `steps_times`, that many times the steps it trained)."""
     async with Ledger.open(ledger_path(home)) as ledger:
         for claim_id in list(ledger.state.claims):
             entry = await ledger.get(claim_id)
             assert entry is not None and isinstance(entry.body, Claim)
             if entry.body.parent is not None and entry.body.val_bpb is not None:
-                lie = dataclasses.replace(entry.body, val_bpb=entry.body.val_bpb - 0.5, bundle=None)
+                steps = entry.body.num_steps * steps_times
+                lie = dataclasses.replace(entry.body, val_bpb=entry.body.val_bpb - 0.5, bundle=None, num_steps=steps,
+                                          planned_steps=steps)
                 return (await ledger.publish(Identity.load(home / "keys" / "research.key"), lie,
                                              time_ms=int(time.time() * 1000))).id
     raise AssertionError("no experiment claim to copy")
@@ -137,6 +141,27 @@ def test_a_claim_whose_numbers_do_not_reproduce_is_refuted(ran: tuple[Path, subp
     assert refuted and not verified and mints == [], result.stdout[-2000:]
     assert "REFUTED" in result.stdout
     assert_audits_clean(home)
+
+
+def test_a_replay_too_slow_for_the_budget_is_inconclusive_and_never_published(
+        ran: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    """Forty times the steps cannot train in the budget: the replay is killed at its wall-clock limit.
+    That may be a busy machine, so the verifier publishes nothing (and tries again later); the claim
+    stays unverified and mints nothing."""
+    home, _ = ran
+    lie = asyncio.run(_publish_lie(home, steps_times=40))
+    result = run_node(home, "--max-experiments", "1")
+    refuted, verified, mints = asyncio.run(_facts_about(home, lie))
+    assert not refuted and not verified and mints == [], result.stdout[-2000:]
+    assert f"replay 1 of {lie.hex()[:12]} too slow" in result.stdout and "inconclusive" in result.stdout
+    state = asyncio.run(_state(home))
+    assert not any(v.claim == lie for v in state.verifies.values())
+    assert_audits_clean(home)
+
+
+async def _state(home: Path) -> State:
+    async with Ledger.open(ledger_path(home)) as ledger:
+        return ledger.state
 
 
 def _agent_shell(home: Path, hub: str, script: str) -> str:
