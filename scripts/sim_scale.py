@@ -7,9 +7,9 @@ What is real: identities and signed entries (`ledger.entry.sign_entry`); the fol
 them; the dial choice that builds the graph (`swarm.peertable.choose_dials`, rng passed in); the push
 rule of `swarm/gossip.py` (`Replicator._appended`: on first receipt an entry goes to every connected
 peer that neither sent it to us nor announced it nor was sent it — our own entries in full to all of
-them, others' in full to `swarm.gossip.split_targets`' choice of EAGER_FANOUT and by id (`Have`) to
+them, others' in full to `swarm.heads.split_targets`' choice of EAGER_FANOUT and by id (`Have`) to
 the rest, who ask for it (`WantIds`) after PULL_AFTER_S); the bytes of every frame (`swarm.protocol
-.encode_message` of `Entries`, `Have`, `WantIds`, `Heads` pages from `swarm.gossip.heads_pages`,
+.encode_message` of `Entries`, `Have`, `WantIds`, `Heads` pages from `swarm.heads.heads_pages`,
 `HeadsDelta`, `Digest`, `Ping`, `Pong`, at the intervals and with the full-vs-delta schedule that
 `swarm/peer.py` and `swarm/connection.py` use); and one node's ledger file, written through
 `ledger.store.Ledger` with the day's wires. `--flood` and `--heads full` give the protocol as it was
@@ -58,7 +58,8 @@ from ledger.keys import Identity  # noqa: E402
 from ledger.pending import Pending  # noqa: E402
 from ledger.spec import SignedSpec, SwarmSpec, sign_spec  # noqa: E402
 from swarm.connection import PING_INTERVAL_S  # noqa: E402
-from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S, heads_pages, split_targets  # noqa: E402
+from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S  # noqa: E402
+from swarm.heads import heads_pages, split_targets  # noqa: E402
 from swarm.peer import FULL_HEADS_EVERY, FULL_SYNC_EVERY  # noqa: E402
 from swarm.peerconfig import ANTI_ENTROPY_INTERVAL_S  # noqa: E402
 from swarm.peertable import PeerTable, choose_dials  # noqa: E402
@@ -429,7 +430,7 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
         # as swarm/peer.py: every FULL_HEADS_EVERY-th heads round sends the full pages, the others a
         # HeadsDelta of the rows changed on that link since the last round (a digest when none did),
         # less the rows whose head entry the link already carried (sent, received or announced:
-        # swarm.gossip.heads_delta's peer_holds). Every flood crosses every link (each holder
+        # swarm.heads.heads_delta's peer_holds). Every flood crosses every link (each holder
         # forwards to all its peers not known to hold it), so the rows left are those of entries
         # still in flight: at most the entries published within the mean time to reach every node.
         in_flight = len(day.published) / (cfg.hours * 3600) * float(to_all_s.mean())

@@ -16,7 +16,8 @@ from ledger.entry import Entry, sign_entry
 from ledger.keys import Identity
 from swarm.connection import Connection
 from swarm.errors import BadMessage, SwarmError
-from swarm.gossip import MAX_PULLS_PER_PEER, compare_rows, heads_delta, split_targets
+from swarm.gossip import MAX_PULLS_PER_PEER
+from swarm.heads import compare_rows, heads_delta, split_targets
 from swarm.protocol import Digest, Have, HeadsDelta, HeldQuery, HeldReply, WantIds
 from tests.ledger import factory
 from tests.swarm.swarmkit import SWARM, Node, open_node, wait_all, wait_heads

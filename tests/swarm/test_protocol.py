@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.errors import BadMessage
-from swarm.gossip import heads_pages, lacking, pack_frames
+from swarm.heads import heads_pages, lacking, pack_frames
 from swarm.protocol import (
     LAST_AUTHOR, MAX_ENTRIES_PER_FRAME, MAX_FRAME_BYTES, MAX_IDS_PER_FRAME, Digest, Entries, Have, Heads,
     HeadsDelta, HeldQuery, HeldReply, Peers, Ping, Pong, Want, WantIds, decode_message, encode_message, parse_addr,
