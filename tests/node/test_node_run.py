@@ -24,6 +24,10 @@ from ledger.bodies import Claim, Mint
 from ledger.fold import State
 from ledger.keys import Identity
 from ledger.store import Ledger
+from swarm import gitrepo
+from swarm.gitrepo import Repository
+
+from node.home import Layout
 
 RUN_TIMEOUT_S = 600.0       # a 2-experiment run takes ~1-2 minutes here
 TRAINER_START_S = 180.0     # data preparation and the first trainer spawn
@@ -110,16 +114,22 @@ def test_restart_resumes_from_the_ledger(ran: tuple[Path, subprocess.CompletedPr
 
 
 async def _publish_lie(home: Path, steps_times: int = 1) -> bytes:
-    """A claim by the node's own research key of an existing experiment, with a number it never
-    measured (and, with `steps_times`, that many times the steps it trained)."""
-    async with Ledger.open(ledger_path(home)) as ledger:
+    """A claim by the node's own research key of an experiment's program, with a number it never
+    measured (and, with `steps_times`, that many times the steps it trained). The program is
+    committed anew (a comment added), so no earlier claim or verification of it exists."""
+    async with Ledger.open(ledger_path(home)) as ledger, Repository.open(Layout(home).repo) as repo:
         for claim_id in list(ledger.state.claims):
             entry = await ledger.get(claim_id)
             assert entry is not None and isinstance(entry.body, Claim)
-            if entry.body.parent is not None and entry.body.val_bpb is not None:
-                steps = entry.body.num_steps * steps_times
-                lie = dataclasses.replace(entry.body, val_bpb=entry.body.val_bpb - 0.5, bundle=None, num_steps=steps,
-                                          planned_steps=steps)
+            body = entry.body
+            if body.parent is not None and body.val_bpb is not None:
+                source = await gitrepo.read_file(repo, body.commit, "train.py")
+                edited = source + f"# x{steps_times}\n".encode()
+                commit = await gitrepo.commit_file(repo, body.parent, {"train.py": edited}, "a lie",
+                                                   "test <test@autoswarm>", int(time.time()))
+                steps = body.num_steps * steps_times
+                lie = dataclasses.replace(body, commit=commit, val_bpb=body.val_bpb - 0.5, bundle=None,
+                                          num_steps=steps, planned_steps=steps)
                 return (await ledger.publish(Identity.load(home / "keys" / "research.key"), lie,
                                              time_ms=int(time.time() * 1000))).id
     raise AssertionError("no experiment claim to copy")
