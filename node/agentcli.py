@@ -555,20 +555,22 @@ async def run(inv: Invocation, endpoint: Endpoint) -> tuple[Any, Callable[[Any],
         raise BadInput(f"unknown command {inv.command!r}")
 
 
-def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def print_answer(data: Any, render: Callable[[Any], list[str]], as_json: bool) -> None:
+    """The node's answer as JSON, or as the command's lines (an answer they cannot read is NodeFailed)."""
+    if as_json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+        return
     try:
-        inv = parse_args(argv, os.environ if env is None else env)
-        endpoint = load_endpoint(inv.home)
-        data, render = asyncio.run(run(inv, endpoint))
-        if inv.as_json:
-            print(json.dumps(data, indent=1, sort_keys=True))
-        else:
-            try:
-                lines = render(data)
-            except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                raise NodeFailed(f"the node's answer is not what this command expects: {exc!r}") from None
-            print("\n".join(lines))
-        return EXIT_OK
+        lines = render(data)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise NodeFailed(f"the node's answer is not what this command expects: {exc!r}") from None
+    print("\n".join(lines))
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """Runs a CLI command's body: a CliError is one line on stderr and its exit status."""
+    try:
+        return body()
     except _Exit as exc:
         return exc.code
     except CliError as exc:
@@ -577,3 +579,12 @@ def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     except KeyboardInterrupt:
         print("node: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    def body() -> int:
+        inv = parse_args(argv, os.environ if env is None else env)
+        data, render = asyncio.run(run(inv, load_endpoint(inv.home)))
+        print_answer(data, render, inv.as_json)
+        return EXIT_OK
+    return run_command(body)

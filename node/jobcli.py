@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any, NoReturn
 
 import aiohttp
 
-from node.agentcli import (EXIT_OK, REQUEST_TIMEOUT_S, BadInput, CliError, NodeClient, NodeFailed, _block, _clean,
-                           _line, _read_train_py, load_endpoint)
+from node.agentcli import (EXIT_OK, REQUEST_TIMEOUT_S, BadInput, NodeClient, _block, _clean,
+                           _line, _read_train_py, load_endpoint, print_answer, run_command)
 
 JOB_COMMANDS = ("submit", "list", "show", "cancel")
 
@@ -161,20 +160,9 @@ def _job_id(text: str | None) -> str:
 
 
 def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
-    try:
+    def body() -> int:
         inv = parse_args(argv, os.environ if env is None else env)
         data, render = asyncio.run(run(inv))
-        if inv.as_json:
-            print(json.dumps(data, indent=1, sort_keys=True))
-        else:
-            try:
-                print("\n".join(render(data)))
-            except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                raise NodeFailed(f"the node's answer is not what this command expects: {exc!r}") from None
+        print_answer(data, render, inv.as_json)
         return EXIT_OK
-    except CliError as exc:
-        print(f"node: {_line(str(exc), 1000)}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("node: interrupted", file=sys.stderr)
-        return 130
+    return run_command(body)
