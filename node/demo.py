@@ -7,8 +7,10 @@ its ledger, the others join through its peer address, and the demo plays a codin
 it submits an edited train.py through node 1's CLI (`python -m node submit`), which node 1 runs
 and claims like any experiment of its own proposer. The demo watches the creator's ledger
 (read-only, beside the running node) until a claim that improved on an earlier record has been
-verified by a quorum of other nodes, recorded, and minted credits to its author. Then it stops
-every node with SIGINT, audits every ledger file, checks that all of them fold to the same
+verified by a quorum of other nodes, recorded, and minted credits to its author; then that
+author spends some of them (`python -m node job submit`: a 5-step training run of the agent's
+train.py) and the demo waits until another node has offered, been paid in escrow, run it in its
+sandbox, signed the receipt, and the job is settled. Then it stops every node with SIGINT, audits every ledger file, checks that all of them fold to the same
 tables, and prints a summary as one JSON object on its last line. Exit 0 on success, 1 if the
 time runs out or a node fails (the JSON says why), 2 for bad arguments.
 """
@@ -39,7 +41,7 @@ from ledger.keys import node_id_text
 from ledger.spec import SignedSpec, decode_spec
 from trainer.harness import HARNESS_DIR
 
-from node import home
+from node import home, market
 from node.api import API_FILE
 from node.errors import ConfigError
 from node.home import Layout
@@ -59,6 +61,10 @@ DEMO_NOISE_BPB = 0.03
 AGENT_EDIT = (("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.008"), ("EMBEDDING_LR = 0.6", "EMBEDDING_LR = 0.3"),
               ("WARMDOWN_RATIO = 0.5", "WARMDOWN_RATIO = 0.2"))
 SUBMIT_TIMEOUT_S = 120.0
+# Then the record's author spends some of its credits: a short training job (JOB_STEPS steps of the
+# agent's train.py, at most JOB_GPU_S GPU-seconds at JOB_PRICE ucr each) that another node runs.
+JOB_STEPS, JOB_GPU_S, JOB_PRICE = 5, 120, 100
+JOB_TIMEOUT_S = 900.0       # offer, escrow, witnesses, a turn at the machine lock, the run, the settle
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,7 +115,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = _Parser(prog="python -m node demo", description="A local swarm of N nodes until one verified, minted record.")
     p.add_argument("--nodes", type=_arg_int(2, 8), default=3, help="nodes to start (default 3)")
     p.add_argument("--budget-s", type=_arg_int(1, 300), default=5, help="training seconds per experiment (default 5)")
-    p.add_argument("--timeout-s", type=_arg_int(60, 24 * 3600), default=1200, help="give up after this long")
+    p.add_argument("--timeout-s", type=_arg_int(60, 24 * 3600), default=1800, help="give up after this long")
     p.add_argument("--dir", type=Path, default=None, help="folder for the nodes' homes (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the folder afterwards")
     return p.parse_args(list(argv))
@@ -174,6 +180,35 @@ def _submit_as_agent(node: DemoNode, root: Path) -> str:
     if done.returncode != 0:
         raise DemoFailed(f"the agent's submit failed: {done.stderr.strip()[:300]}")
     return done.stdout.strip().splitlines()[-1][:200] if done.stdout.strip() else "queued"
+
+
+def _buy_compute(node: DemoNode, root: Path) -> str:
+    """What a user does with earned credits: `python -m node job submit` through its own node."""
+    done = subprocess.run([sys.executable, "-m", "node", "--home", str(node.home), "job", "submit",
+                           str(root / "agent-train.py"), "--max-gpu-s", str(JOB_GPU_S), "--price", str(JOB_PRICE),
+                           "--steps", str(JOB_STEPS), "--json"],
+                          capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S)
+    if done.returncode != 0:
+        raise DemoFailed(f"the job submit failed: {done.stderr.strip()[:300]}")
+    try:
+        job = json.loads(done.stdout)["job"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DemoFailed(f"the job submit printed no job id: {exc!r}") from None
+    if not isinstance(job, str):
+        raise DemoFailed("the job submit printed no job id")
+    return job
+
+
+def _settled_job(node: DemoNode, job: str) -> dict[str, Any] | None:
+    """The job once settled as paid in this node's ledger: who ran it, what it used and cost."""
+    state = _state(node)
+    row = market.job_row(state, bytes.fromhex(job)) if state is not None and bytes.fromhex(job) in state.jobs else None
+    if row is None or row["status"] != "settled" or not isinstance(row["executor"], bytes):
+        return None
+    payer = row["payer"]
+    return {"job": job, "payer": node_id_text(payer) if isinstance(payer, bytes) else None,
+            "executor": node_id_text(row["executor"]), "gpu_s": row["gpu_s"], "paid_ucr": row["paid_ucr"],
+            "refund_ucr": row["refund_ucr"]}
 
 
 def _api(node: DemoNode) -> dict[str, Any] | None:
@@ -285,9 +320,18 @@ async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
                  f"verified by {len(record['verified_by'])} nodes, {record['minted_ucr']} ucr minted")
             summary["record"] = record
             summary["seconds_to_record"] = round(time.monotonic() - started, 1)
+            buyer = next(n for n, k in zip(nodes, keys) if k.node_id == record["author"])
+            job = await asyncio.to_thread(_buy_compute, buyer, root)
+            _say(f"node {buyer.index} spends its credits on job {job[:12]}: {JOB_STEPS} steps, at most "
+                 f"{JOB_GPU_S} GPU-s at {JOB_PRICE} ucr")
+            bought = await _wait_for("settled job", nodes, lambda: _settled_job(nodes[0], job), JOB_TIMEOUT_S)
+            _say(f"job {job[:12]} run by {bought['executor'][:12]}: {bought['gpu_s']} GPU-s, paid {bought['paid_ucr']} "
+                 f"ucr, {bought['refund_ucr']} back")
+            summary["job"] = bought
             await _wait_for("convergence", nodes, lambda: _converged(nodes), CONVERGE_TIMEOUT_S)
     except TimeoutError:
-        summary["why"] = f"no verified, minted improvement within {args.timeout_s} s"
+        stage = "a settled job" if "record" in summary else "a verified, minted improvement"
+        summary["why"] = f"no {stage} within {args.timeout_s} s"
     except DemoFailed as exc:
         summary["why"] = str(exc)
     finally:
@@ -300,7 +344,7 @@ async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     summary["same_fold"] = len(tables) == len(nodes) and all(t == tables[0] for t in tables)
     summary["entries"] = [a.rows if a is not None else 0 for a in audits]
     summary["seconds"] = round(time.monotonic() - started, 1)
-    summary["ok"] = "record" in summary and summary["audits_clean"] and summary["same_fold"] and \
+    summary["ok"] = "record" in summary and "job" in summary and summary["audits_clean"] and summary["same_fold"] and \
         all(c == 0 for c in summary["exit_codes"])
     if not summary["ok"] and "why" not in summary:
         summary["why"] = "a node did not stop cleanly, a ledger did not audit clean, or the ledgers differ"

@@ -1,6 +1,6 @@
 """`python -m node demo --nodes 3` end to end: three real node processes on loopback find an
-improvement, the other two verify it, it is recorded and minted; the ledgers audit clean and fold
-to the same state. The demo itself checks all of that and says so in its JSON line; this test
+improvement, the other two verify it, it is recorded and minted, and its author spends credits on
+a job another node runs and is settled; the ledgers audit clean and fold to the same state. The demo itself checks all of that and says so in its JSON line; this test
 re-checks the files it left.
 
 The slowest test of the suite (a few minutes on a quiet 2-core machine); its bound has 3-5x
@@ -54,6 +54,9 @@ def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     record = summary["record"]
     assert record["author"] not in record["verified_by"] and len(record["verified_by"]) >= 2
     assert record["minted_ucr"] > 0 and record["val_bpb"] < record["previous_best"]
+    job = summary["job"]  # the record's author spent credits on a job another node ran
+    assert job["payer"] == record["author"] and job["executor"] != job["payer"]
+    assert job["paid_ucr"] > 0 and job["gpu_s"] > 0
     ledgers = sorted(root.glob("node*/swarms/*/ledger.sqlite"))
     assert len(ledgers) == 3
     states = []
@@ -65,6 +68,7 @@ def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     claim = bytes.fromhex(record["claim"])
     assert all(claim in s.verified for s in states)
     assert parse_node_id(record["author"]) == states[0].claims[claim].author
+    assert all(s.jobs[bytes.fromhex(job["job"])].status == "settled" for s in states)
 
 
 def test_bad_demo_arguments_are_one_line() -> None:
