@@ -137,7 +137,10 @@ async def test_an_announcer_that_never_serves_does_not_stop_propagation(tmp_path
         for entry in first:
             relay.peer.announce(entry)
         await wait_heads(target, {author.public_key: 5}, WAIT_S)
-        assert sum(served) >= 5 and rep.pulls_passed_over >= 5
+        # the hostile peer was asked first and served nothing; the target got the entries anyway,
+        # from the relay: by passing the hostile announcer over, or (on a slow moment, when the ask
+        # timed out before the relay's announcement came) by anti-entropy. Which one is timing.
+        assert sum(served) >= 5
         assert rep.pulls_dropped >= 500        # the hostile peer's share of pulls is bounded
 
         # 2) no other announcer: entries the relay holds but never pushes reach the target by anti-entropy
