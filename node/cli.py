@@ -1,6 +1,6 @@
 """The command line: `python -m node [run|status] [options]`.
 
-Thin: build the NodeConfig, hand it to node/node.py or node/status.py, and turn every error a
+Thin: build the NodeConfig, hand it to node/wiring.py or node/status.py, and turn every error a
 person can cause or fix (bad arguments, a bad config, a busy home, a missing sandbox, a broken
 ledger file) into one line on stderr. Exit statuses: 0 done or stopped cleanly, 1 a failure
 while running, 2 bad input. Anything else is a bug and keeps its traceback.
@@ -16,11 +16,14 @@ from collections.abc import Sequence
 from ledger.errors import LedgerError
 from swarm.errors import SwarmError
 
-from node import agentcli, demo, jobcli, status
+from node.client import agent as agentcli
+from node.sim import demo
+from node.client import jobs as jobcli
+from node import status
 from node.config import load_config
 from node.display import Display
 from node.errors import ConfigError, NodeError
-from node.node import serve
+from node.wiring import serve
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 _READABLE = (NodeError, LedgerError, SwarmError, OSError)

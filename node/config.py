@@ -50,10 +50,10 @@ calibration_runs = 2
 # (several nodes on one machine, as `python -m node demo` starts). Empty: no lock.
 machine_lock = ""
 # plan experiments in waves when this node has several workers of a class: a factorial screen of
-# one or two constants across them (node/waves.py). Off by default: in the simulator it used the
+# one or two constants across them (node/research/waves.py). Off by default: in the simulator it used the
 # GPUs more but reached a target later than independent proposals (docs/node.md).
 waves = false
-# two-tier screening (node/screening.py): workers of the screening classes explore cheaply, and a
+# two-tier screening (node/research/screening.py): workers of the screening classes explore cheaply, and a
 # worker of the reference class first confirms their winners. Empty: every class explores alone.
 reference_class = ""
 screening_classes = []

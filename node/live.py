@@ -1,4 +1,4 @@
-"""The running node as a Backend (node/backend.py): what the local API and dashboard see of it.
+"""The running node as a Backend (node/web/backend.py): what the local API and dashboard see of it.
 
 A thin adapter over the research loop (workers, history, submissions) and the peer (connections
 and counters). Knows nothing of HTTP.
@@ -16,11 +16,11 @@ from ledger.store import Ledger
 from swarm.gitrepo import Repository
 from swarm.peer import Peer
 
-from node.backend import Submission
-from node.history import History
-from node.jobs import Market
+from node.web.backend import Submission
+from node.research.history import History
+from node.market.loop import Market
 from node.platform import Device
-from node.research import Research
+from node.research.loop import Research
 
 
 class LiveBackend:

@@ -16,7 +16,7 @@ from ledger.store import Ledger
 
 from node.config import NodeConfig
 from node.home import Layout, current_slug
-from node.noise import replay_noise, run_to_run_noise
+from node.research.noise import replay_noise, run_to_run_noise
 
 TOP_N = 10  # leaderboard rows per class
 
@@ -29,7 +29,7 @@ def _identity(path: Any) -> str | None:
 
 
 def _noise(state: State, cls: str) -> dict[str, float | int] | None:
-    """What the ledger's re-runs say about the class's noise (node/noise.py), beside the spec's."""
+    """What the ledger's re-runs say about the class's noise (node/research/noise.py), beside the spec's."""
     found = replay_noise(state, cls)
     if found is None:
         return None

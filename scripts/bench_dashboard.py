@@ -46,10 +46,10 @@ from ledger.spec import SignedSpec, SwarmSpec, sign_spec  # noqa: E402
 from ledger.store import Ledger  # noqa: E402
 from swarm.gitrepo import Repository  # noqa: E402
 
-from node import dashboard  # noqa: E402
-from node.backend import Submission  # noqa: E402
-from node.history import History  # noqa: E402
-from node.verifier import record_mint, verification_mint  # noqa: E402
+from node.web import dashboard  # noqa: E402
+from node.web.backend import Submission  # noqa: E402
+from node.research.history import History  # noqa: E402
+from node.research.verifier import record_mint, verification_mint  # noqa: E402
 
 CLASS = "cpu-tiny"
 CHROMIUM = "/usr/bin/chromium"

@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger.bodies import Receipt  # noqa: E402
-from node.experiment import RunResult  # noqa: E402
-from node.jobs import MarketConfig, Runner  # noqa: E402
+from node.research.experiment import RunResult  # noqa: E402
+from node.market.loop import MarketConfig, Runner  # noqa: E402
 from tests.ledger import factory  # noqa: E402
 from tests.node.marketkit import MarketNode, earned_credits, make_spec, market_node, trainer_runner  # noqa: E402
 

@@ -4,7 +4,7 @@
     python scripts/bench_node.py --sim [--sim-nodes 100] [--sim-hours 24] [--sim-seeds 8] [--sim-noise-sd 0.0015]
                                  [--sim-quorum 2] [--sim-legacy]
 
---sim: the third figure instead, in a simulated swarm (node/simulate.py: the real fold, signed entries
+--sim: the third figure instead, in a simulated swarm (node/sim/simulate.py: the real fold, signed entries
 and verification policy, a fake trainer, simulated time): the share of GPU time spent on replays and
 the false-record rate, at the given run-to-run noise and at twice it, over --sim-seeds seeds each.
 Lines: {"bench": "machine"}, one {"bench": "sim_run"} per simulated swarm (its figures and the wall
@@ -66,8 +66,8 @@ from ledger import credits
 from ledger.bodies import Claim
 from ledger.fold import State
 from ledger.store import Ledger
-from node import simulate
-from node.history import ClaimRecord, History
+from node.sim import simulate
+from node.research.history import ClaimRecord, History
 from node.home import Layout, current_slug
 
 NODE_TIMEOUT_S = 1800            # the whole node run; a bench that hangs is a failure
@@ -178,7 +178,7 @@ SIM_FALSE_RECORD_GOAL = 0.01
 
 def legacy_queue(state: State, history: History, verifier: bytes, platform_class: str, skip: set[bytes],
                  own: frozenset[bytes] = frozenset(), now_ms: int | None = None) -> list[ClaimRecord]:
-    """node/verifier.py's queue before the simulated figure (kept here only to compare with)."""
+    """node/research/verifier.py's queue before the simulated figure (kept here only to compare with)."""
     if not credits.trusted(state, verifier, platform_class):
         return []
     mine = {v.claim for v in state.verifies.values() if v.author == verifier}

@@ -11,7 +11,7 @@
 
 Workers. A fake run is process-free: it sleeps `--run-s` real seconds, standing for one 5-minute
 training budget, so simulated time = real time x (300 / run_s). Around it each worker does what
-node/research.py's run_worker does for its own experiments: reads the fold (the class's best verified
+node/research/loop.py's run_worker does for its own experiments: reads the fold (the class's best verified
 commit is the parent), reserves an edit no other worker is trying, runs, and publishes the claim
 through a real Ledger (signature, durable append, fold). All workers share that one ledger and one
 event loop, as in the node, so whatever they serialize on shows as lost linearity.

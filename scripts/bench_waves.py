@@ -2,18 +2,18 @@
 
     python scripts/bench_waves.py [--hours 12] [--seeds 5] [--target-bpb 0.01] [--only NAME]
 
-Each configuration runs node/simwork.py (the real fold, verification policy, proposer, waves and
+Each configuration runs node/sim/simwork.py (the real fold, verification policy, proposer, waves and
 screening on a landscape of train.py's constants, a fake trainer with run-to-run noise) once per
 seed. Configurations:
   independent-8   8 reference workers, each drawing from the proposer (research.py today)
   independent-8-tries2000  the same with the proposer drawing 2000 times (not 200) before it gives
                   up: separates "waves keep the GPUs busy" from "a factorial design finds more"
-  wave-8          8 reference workers sharing waves (node/waves.py)
+  wave-8          8 reference workers sharing waves (node/research/waves.py)
   wave-8-size4    the same with waves of 4 (a 2x2 and one ordinary proposal), planned twice as often
   ref-only-8      = independent-8: the two-tier comparisons' equal-cost baseline (not rerun)
   one-tier-4+12   4 reference + 12 cheap workers (3x cheaper: the cost of 8 reference), each class
                   on its own path
-  two-tier-4+12   the same fleet; reference workers confirm screened winners first (node/screening.py)
+  two-tier-4+12   the same fleet; reference workers confirm screened winners first (node/research/screening.py)
 Lines: {"bench": "waves_run"} per configuration and seed; {"bench": "waves_summary"} per
 configuration: medians over the seeds of the reference class's true val_bpb at half time and at the
 end (the true value of its last record), of the hours until a record came within --target-bpb of
@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from node.simulate import CLASS, Outcome
-from node.simwork import Tier, WorkConfig, WorkFigures, cheap_tier, simulate_work
+from node.sim.simulate import CLASS, Outcome
+from node.sim.simwork import Tier, WorkConfig, WorkFigures, cheap_tier, simulate_work
 
 
 def configs(hours: float) -> dict[str, WorkConfig]:

@@ -86,7 +86,7 @@ class SimConfig:
     overhead_s: tuple[float, float] = (20.0, 60.0)   # per experiment, outside the trainer
     improve_p: float = 0.05             # chance that an experiment beats the best, shrinking as k/(k+20)
                                         # with k improvements so far: the easy wins go first
-    loss_points: int = 16               # of the loss curve carried in a claim (node/research.py MAX_LOSS_POINTS)
+    loss_points: int = 16               # of the loss curve carried in a claim (node/research/loop.py MAX_LOSS_POINTS)
     fold_sample: int = 8                # nodes whose fold is computed in their own arrival order
     # The gossip as built (swarm/gossip.py): a node forwards a peer's entry in full to `eager` of its
     # peers and announces its id to the others (its own entries still go in full to all); a node told

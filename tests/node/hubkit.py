@@ -19,10 +19,10 @@ from swarm import gitrepo
 from swarm.gitrepo import Repository
 
 from node import home
-from node.agents import AgentRegistry
-from node.backend import Submission
-from node.history import ClaimRecord, History
-from node.submit import SubmitQueue
+from node.web.agents import AgentRegistry
+from node.web.backend import Submission
+from node.research.history import ClaimRecord, History
+from node.research.submit import SubmitQueue
 from tests.ledger.factory import identity
 
 CLASS = "cpu-tiny"

@@ -1,5 +1,5 @@
 """Market nodes for tests and the benchmark: a real ledger file, a real peer on 127.0.0.1, a real
-git repository and node/jobs.py's Market, with the real sandboxed trainer as the executor's worker.
+git repository and node/market/loop.py's Market, with the real sandboxed trainer as the executor's worker.
 
 Credits come the way a user earns them: claims of the user's, verified by the swarm's trusted
 verifier, whose record mints pay the user (signed here with the verifier's key, as its node would).
@@ -24,10 +24,10 @@ from swarm.gitrepo import Repository
 from swarm.peer import Peer, PeerConfig
 
 from node import home as node_home
-from node.experiment import RunRequest, RunResult, run_trainer
-from node.fetch import read_bundle
-from node.jobs import Market, MarketConfig, Runner, keep_job_bundle, running
-from node.market import JobRequest
+from node.research.experiment import RunRequest, RunResult, run_trainer
+from node.research.fetch import read_bundle
+from node.market.loop import Market, MarketConfig, Runner, keep_job_bundle, running
+from node.market.policy import JobRequest
 from tests.ledger import factory
 from tests.node.hubkit import CLASS, spec_for
 

@@ -26,9 +26,9 @@ from aiohttp import web
 
 from ledger.bodies import Post, Verify
 from ledger.keys import node_id_text
-from node.agenthub import MAX_JSON_BYTES as MAX_JSON, add_routes, known_commits, newest_first
-from node.agents import OPERATOR, AgentRegistry, BadAgent
-from node.posts import PostIndex, iso_time, parse_result
+from node.web.agenthub import MAX_JSON_BYTES as MAX_JSON, add_routes, known_commits, newest_first
+from node.web.agents import OPERATOR, AgentRegistry, BadAgent
+from node.web.posts import PostIndex, iso_time, parse_result
 from swarm import gitrepo
 from tests.ledger.factory import identity
 from tests.node.hubkit import CLASS, OPERATOR_TOKEN, KitBackend, backend
@@ -157,9 +157,9 @@ async def running_hub(tmp_path: Path) -> AsyncIterator[Hub]:
 @pytest.fixture(autouse=True)
 def no_internal_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """A 500 is a bug: every bad input must be a 4xx, so nothing may be logged as an error."""
-    with caplog.at_level(logging.WARNING, logger="node.agenthub"):
+    with caplog.at_level(logging.WARNING, logger="node.web.agenthub"):
         yield
-    assert [r.getMessage() for r in caplog.records if r.name == "node.agenthub"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "node.web.agenthub"] == []
 
 
 async def http(hub: Hub, method: str, path: str, *, key: str | None = None, body: bytes | None = None,

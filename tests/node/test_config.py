@@ -11,7 +11,7 @@ import pytest
 
 from node.config import CONFIG_FILE, DEFAULT_TOML, load_config
 from node.errors import ConfigError
-from node.experiment import parse_result
+from node.research.experiment import parse_result
 from node.errors import TrainerFailed
 
 

@@ -25,8 +25,10 @@ from swarm import gitrepo
 from tests.ledger.factory import identity
 from tests.node.hubkit import CLASS, KitBackend, backend
 
-from node import charts, dashboard, dashview
-from node.verifier import record_mint, verification_mint
+from node.web import charts
+from node.web import dashboard
+from node.web import views as dashview
+from node.research.verifier import record_mint, verification_mint
 
 TIMEOUT_S = 10.0
 SCRIPT = "<script>alert('x')</script>"

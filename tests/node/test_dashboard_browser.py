@@ -29,7 +29,7 @@ from tests.ledger.factory import identity
 from tests.node.hubkit import CLASS, KitBackend, backend
 from tests.node.test_dashboard import SCRIPT, seed, serve, verify
 
-from node import dashboard
+from node.web import dashboard
 
 try:  # a missing package fails the browser fixture with a clear message, not the whole collection
     from playwright.async_api import expect

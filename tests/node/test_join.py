@@ -9,10 +9,10 @@ import pytest
 from ledger import fold
 from ledger.bodies import Admit, Claim
 from node import home
-from node.admission import due_admissions
+from node.research.admission import due_admissions
 from node.errors import SetupError
-from node.fetch import CommitFetcher, keep_bundle, read_bundle
-from node.history import ClaimRecord, History
+from node.research.fetch import CommitFetcher, keep_bundle, read_bundle
+from node.research.history import ClaimRecord, History
 from node.home import DataInfo
 from node.platform import Device
 from swarm import bundles, gitrepo

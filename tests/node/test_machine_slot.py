@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from node.experiment import machine_slot
+from node.research.experiment import machine_slot
 
 
 async def test_runs_take_turns_in_order_and_a_dead_holder_does_not_block(tmp_path: Path) -> None:

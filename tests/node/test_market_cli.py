@@ -23,10 +23,10 @@ from tests.ledger import factory
 from tests.node.marketkit import MarketNode, earned_credits, lying_runner, make_spec, market_node
 
 from node import cli
-from node.agents import AgentRegistry
-from node.history import History
-from node.jobs import MarketConfig
-from node.localapi import add_routes
+from node.web.agents import AgentRegistry
+from node.research.history import History
+from node.market.loop import MarketConfig
+from node.web.nodeapi import add_routes
 
 TOKEN = "operator-test-token"
 WAIT_S = 30.0
@@ -36,7 +36,7 @@ CREATOR, VERIFIER = factory.identity(800), factory.identity(801)
 
 @dataclass
 class NodeBackend:
-    """The Backend the local API reads (node/backend.py), over a market node of marketkit."""
+    """The Backend the local API reads (node/web/backend.py), over a market node of marketkit."""
 
     node: MarketNode
     history: History = field(default_factory=History)

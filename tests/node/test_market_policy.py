@@ -1,4 +1,4 @@
-"""node/market.py: the market's pure decisions (request checks, offer choice, spot-check pick)."""
+"""node/market/policy.py: the market's pure decisions (request checks, offer choice, spot-check pick)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +11,10 @@ from ledger import fold
 from ledger.bodies import Body, Mint, Offer, Receipt, Settle, Transfer
 from ledger.entry import Entry
 from ledger.keys import Identity
-from node.dashview import jobs_table
+from node.web.views import jobs_table
 from tests.ledger import factory
 
-from node.market import (BadJobRequest, JobRequest, OfferView, accept_due, check_request, choose_offer,
+from node.market.policy import (BadJobRequest, JobRequest, OfferView, accept_due, check_request, choose_offer,
                          gpu_seconds, job_rows, needed_holders, parse_train_args, replay_verdict, reputation_score,
                          should_offer, spot_checked)
 

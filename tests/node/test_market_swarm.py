@@ -22,8 +22,8 @@ from ledger.writer import Status
 from tests.ledger import factory
 from trainer.data_format import PreparedData, synthetic
 
-from node.jobs import MarketConfig, Runner
-from node.market import BadJobRequest, JobRequest, check_request
+from node.market.loop import MarketConfig, Runner
+from node.market.policy import BadJobRequest, JobRequest, check_request
 from tests.node.marketkit import (MarketNode, earned_credits, lying_runner, make_spec, market_node,
                                   trainer_runner)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.noise import (
+from node.research.noise import (
     MIN_DOF,
     NoiseError,
     NoisePolicy,
@@ -167,7 +167,7 @@ def test_replay_noise_reads_the_ledger_re_runs() -> None:
     import random as _random
 
     from ledger import fold
-    from node.noise import replay_noise
+    from node.research.noise import replay_noise
     from tests.ledger.factory import CLASS, Feeds, claim, identity, make_spec, verify
 
     verifiers = [identity(801), identity(802), identity(803)]

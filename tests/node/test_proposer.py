@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from node.errors import NoProposal
 from node.home import genesis_source
-from node.program import (BadProgram, apply_changes, editable, normalized_key, parse_program, parse_summary,
+from node.research.program import (BadProgram, apply_changes, editable, normalized_key, parse_program, parse_summary,
                           summarize)
-from node.proposer import Settings, Trial, arm_stats, propose, step
+from node.research.proposer import Settings, Trial, arm_stats, propose, step
 
 GENESIS = genesis_source().decode()
 FROZEN = frozenset({"UNTIMED_STEPS", "PLAN_AFTER_STEPS"})

@@ -12,9 +12,9 @@ from ledger.entry import sign_entry
 from ledger.fold import State
 from ledger.keys import Identity
 from ledger.spec import SwarmSpec
-from node.history import ClaimRecord, History
-from node.program import apply_changes, normalized_key, parse_program, summarize
-from node.screening import next_confirmation, role, screened_winners, value_in_class
+from node.research.history import ClaimRecord, History
+from node.research.program import apply_changes, normalized_key, parse_program, summarize
+from node.research.screening import next_confirmation, role, screened_winners, value_in_class
 
 REF, CHEAP = "ref-gpu", "cheap-gpu"
 BASE = b"\x00" * 20

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import credits
-from node import verifier
-from node.simulate import CLASS, EditModel, Outcome, SimConfig, false_records, simulate
+from node.research import verifier
+from node.sim.simulate import CLASS, EditModel, Outcome, SimConfig, false_records, simulate
 
 SMALL = SimConfig(nodes=10, hours=1.0, join_window_s=60.0)
 

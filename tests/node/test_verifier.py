@@ -13,8 +13,8 @@ from ledger.fold import State
 from ledger.keys import Identity
 from ledger.store import Ledger
 from node.display import Display
-from node.history import ClaimRecord, History
-from node.verifier import (CLAIM_Z, CONFIRM_REPLAYS, SPEC_NOISE_SDS, STALL_BUDGETS, fits_budget, noise_sd, owed_fees, owed_records,
+from node.research.history import ClaimRecord, History
+from node.research.verifier import (CLAIM_Z, CONFIRM_REPLAYS, SPEC_NOISE_SDS, STALL_BUDGETS, fits_budget, noise_sd, owed_fees, owed_records,
                            quorum_of, record_mint, reference, settled, verification_mint, verification_queue)
 from tests.ledger.factory import CLASS, NOISE, RATE, Feeds, commit, identity, make_spec
 

@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.errors import NoProposal
-from node.history import History
+from node.research.history import History
 from node.home import genesis_source
 from node.platform import Device
-from node.program import normalized_key, parse_program
-from node.research import Research
-from node.proposer import Settings, Trial
-from node.simulate import CLASS
-from node.simwork import SIM_TRAIN_PY, Tier, WorkConfig, cheap_tier, simulate_work
-from node.waves import Wave, WaveQueue, WaveSettings, ladder, pick_winner, plan_wave
+from node.research.program import normalized_key, parse_program
+from node.research.loop import Research
+from node.research.proposer import Settings, Trial
+from node.sim.simulate import CLASS
+from node.sim.simwork import SIM_TRAIN_PY, Tier, WorkConfig, cheap_tier, simulate_work
+from node.research.waves import Wave, WaveQueue, WaveSettings, ladder, pick_winner, plan_wave
 
 GENESIS = genesis_source().decode()
 FROZEN = WaveSettings(proposer=Settings(frozen=frozenset({"UNTIMED_STEPS", "PLAN_AFTER_STEPS"})))

@@ -23,7 +23,7 @@ from swarm.errors import BadMessage, BundleRejected, PeerUnavailable, Repository
 from swarm.gitrepo import Repository
 from swarm.peer import Peer
 
-from node.history import History
+from node.research.history import History
 
 MAX_DEPTH = 256          # ancestors fetched for one commit
 MAX_SOURCES = 4          # peers asked for one bundle

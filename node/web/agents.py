@@ -2,11 +2,11 @@
 
 Agents register with a name and get a random bearer key; only its sha256 is kept, in
 HOME/agents.json (0600), so the file alone lets nobody in. The operator token (HOME/api.json,
-written by node/api.py) authenticates as OPERATOR: the node's own CLI uses it. Agents act on the
+written by node/web/server.py) authenticates as OPERATOR: the node's own CLI uses it. Agents act on the
 node's behalf: what they publish is signed by the node's research identity, and their name goes
 with it (a claim's message, a post's text) only as a label.
 
-Knows nothing of HTTP; node/agenthub.py and node/localapi.py turn a None from `authenticate`
+Knows nothing of HTTP; node/web/agenthub.py and node/web/nodeapi.py turn a None from `authenticate`
 into 401.
 """
 from __future__ import annotations

@@ -15,8 +15,8 @@ from ledger.bodies import Claim
 from ledger.fold import State
 from ledger.store import Ledger
 
-from node.program import parse_summary
-from node.proposer import Trial
+from node.research.program import parse_summary
+from node.research.proposer import Trial
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,9 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from ledger.fold import State
-from node import verifier
-from node.history import History
-from node.program import (
+from node.research import verifier
+from node.research.history import History
+from node.research.program import (
     BadProgram,
     Value,
     apply_changes,
@@ -35,7 +35,7 @@ from node.program import (
     parse_program,
     parse_summary,
 )
-from node.proposer import Proposal
+from node.research.proposer import Proposal
 
 SCREEN_Z = 1.0          # a screened winner beats its parent by this many noise sds of its class
 

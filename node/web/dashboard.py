@@ -1,7 +1,7 @@
 """The node's live dashboard: aiohttp routes over a Backend, and the follower that feeds them.
 
 Knows nothing about workers, peers or the trainer beyond `Backend`; what the page shows comes
-from node/dashview.py (pure view model) and node/charts.py (pure SVG), and this module only
+from node/web/views.py (pure view model) and node/web/charts.py (pure SVG), and this module only
 does the IO around them: HTML, the live stream, static files, `/metrics`.
 
 Theory of operation. One `Hub` per app, owned by the app's `cleanup_ctx`, follows the ledger
@@ -41,9 +41,10 @@ from ledger.keys import parse_node_id
 from swarm import gitrepo
 from swarm.errors import SwarmError
 
-from node import charts, dashview
-from node.backend import Backend
-from node.history import ClaimRecord
+from node.web import charts
+from node.web import views as dashview
+from node.web.backend import Backend
+from node.research.history import ClaimRecord
 
 _log = logging.getLogger(__name__)
 

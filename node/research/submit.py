@@ -3,7 +3,7 @@
 A submission is a commit already in the node's repository (an agent's pushed bundle, or
 `python -m node submit train.py`). It is accepted only if the swarm can judge it: its parent is
 the baseline or a commit some claim names, and it changes train.py and nothing else. Workers
-take submissions before proposing experiments of their own (node/research.py), so an external
+take submissions before proposing experiments of their own (node/research/loop.py), so an external
 agent *is* the proposer while it keeps the queue filled.
 
 Knows nothing of HTTP or the trainer.
@@ -18,9 +18,9 @@ from swarm import gitrepo
 from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
 
-from node.backend import Submission
+from node.web.backend import Submission
 from node.errors import AlreadySubmitted, BadSubmission, QueueFull
-from node.history import History
+from node.research.history import History
 
 MAX_QUEUED = 64
 

@@ -1,6 +1,6 @@
 """What the node's local HTTP surfaces (AgentHub API, the node's own API, the dashboard) may use.
 
-One Protocol, implemented by the running node (node/node.py) and, in tests, by a small real
+One Protocol, implemented by the running node (node/wiring.py) and, in tests, by a small real
 object over a real Ledger and a real Repository. The web modules know this interface and
 nothing about workers, peers or the trainer: they read the ledger and the repository, publish
 signed entries through `publish`, and hand commits to the research loop through `submit`.
@@ -19,10 +19,10 @@ from ledger.entry import Entry
 from ledger.store import Ledger
 from swarm.gitrepo import Repository
 
-from node.history import History
+from node.research.history import History
 
 if TYPE_CHECKING:
-    from node.jobs import Market
+    from node.market.loop import Market
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Backend(Protocol):
 
     @property
     def market(self) -> Market | None:
-        """The credits market's loop (node/jobs.py), where the node runs one."""
+        """The credits market's loop (node/market/loop.py), where the node runs one."""
         ...
 
     async def publish(self, body: Body) -> Entry:

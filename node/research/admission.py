@@ -1,6 +1,6 @@
 """The creator's admission policy: which joining nodes become trusted verifiers of their class.
 
-Pure: a function of the fold's state and the profiles seen so far. node/node.py runs it on the
+Pure: a function of the fold's state and the profiles seen so far. node/wiring.py runs it on the
 creator's node when `[swarm] admit = "auto"` and publishes what it returns, signed by the
 creator's key (the only key whose Admit entries the fold honours).
 

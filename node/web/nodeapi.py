@@ -13,7 +13,7 @@ of HOME/api.json) and answers JSON; a bad request gets a 4xx `{"error": "..."}` 
     POST submit                 {"train_py", "parent"?, "message"?}: commit it and queue a run
     GET  hypotheses, insights   shared memory, newest first; POST publishes one
     GET  credits                this node's balances, its mints and transfers, the top earners
-    GET  jobs?limit=            the credits market's jobs, newest first (node/market.py's rows)
+    GET  jobs?limit=            the credits market's jobs, newest first (node/market/policy.py's rows)
     POST jobs                   {"train_py" | "commit", "max_gpu_s", "price_ucr_per_gpu_s", "args"?,
                                  "job_type"?, "platform_class"?, "expires_s"?}: buy GPU time
     GET  jobs/<id>              one job, with its receipt's metrics and log tail (untrusted)
@@ -48,14 +48,14 @@ from ledger.store import Ledger
 from swarm import gitrepo
 from swarm.errors import SwarmError, UnknownObject
 
-from node.agents import OPERATOR, AgentRegistry
-from node.backend import Backend, Submission
+from node.web.agents import OPERATOR, AgentRegistry
+from node.web.backend import Backend, Submission
 from node.errors import BadSubmission, NodeError
-from node.history import ClaimRecord
+from node.research.history import ClaimRecord
 from node.home import Layout
-from node.jobs import Market, keep_job_bundle
-from node.market import BadJobRequest, JobRequest, job_row, job_rows
-from node.program import summarize
+from node.market.loop import Market, keep_job_bundle
+from node.market.policy import BadJobRequest, JobRequest, job_row, job_rows
+from node.research.program import summarize
 
 PREFIX = "/api/node"
 UNTRUSTED_HEADER = "X-Autoswarm-Untrusted"  # "true" on a text answer (a diff) carrying other nodes' code
@@ -528,7 +528,7 @@ class LocalApi:
             "total_minted_ucr": state.total_minted_ucr,
         })
 
-    # -- the credits market (node/jobs.py runs it; node/market.py checks requests)
+    # -- the credits market (node/market/loop.py runs it; node/market/policy.py checks requests)
 
     def market(self) -> Market:
         found = self.backend.market

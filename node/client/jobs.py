@@ -4,7 +4,7 @@
     job list [--limit N] | job show ID | job cancel ID
 
 Each takes `--home HOME` (default $AUTOSWARM_HOME, else ~/.autoswarm) and `--json`. Like the agent
-CLI (node/agentcli.py, whose HTTP client and output rules it shares) every command is one call to
+CLI (node/client/agent.py, whose HTTP client and output rules it shares) every command is one call to
 the running node's local API (/api/node/jobs...). A job's log tail was written by another node's
 run: it is shown indented, after an `[untrusted: ...]` mark. Errors are one line on stderr; exit
 0 done, 1 the node failed, 2 bad input (a refused request, such as a price that is not positive).
@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import aiohttp
 
-from node.agentcli import (EXIT_OK, REQUEST_TIMEOUT_S, BadInput, NodeClient, _block, _clean,
+from node.client.agent import (EXIT_OK, REQUEST_TIMEOUT_S, BadInput, NodeClient, _block, _clean,
                            _line, _read_train_py, load_endpoint, print_answer, run_command)
 
 JOB_COMMANDS = ("submit", "list", "show", "cancel")

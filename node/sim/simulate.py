@@ -3,10 +3,10 @@
 Knows nothing about asyncio, SQLite, git, networking or training: time is a number of simulated
 seconds, every random draw comes from the `rng` passed in, and the same config and seed give the
 same swarm. What is real: identities (ledger.keys), signed entries (ledger.entry.sign_entry), the
-fold (ledger.fold.apply) and the verifier's choices and mints (node/verifier.py).
+fold (ledger.fold.apply) and the verifier's choices and mints (node/research/verifier.py).
 
 Theory of operation. Discrete events: each node's one worker finishes a job at some time, the
-job's entries are signed and folded in, and the worker picks its next job as node/research.py's
+job's entries are signed and folded in, and the worker picks its next job as node/research/loop.py's
 run_worker does: the baseline while the class has no successful baseline claim, else the first
 claim of verifier.verification_queue, else an experiment on the class's best verified commit.
 Gossip is taken as instant (the swarm benchmark's p95 is under 0.5 s against 6-minute runs), so
@@ -18,7 +18,7 @@ progress grows (the easy wins go first). A run measures true + N(0, noise_sd_bpb
 new independent run. The simulator knows the truth, so it can count false records: records whose
 true value is not below the true value of the record before them.
 
-With an Explorer (node/simwork.py) the experiments come from it instead of the EditModel: each node
+With an Explorer (node/sim/simwork.py) the experiments come from it instead of the EditModel: each node
 has a platform class, its own runs' noise, and programs whose true value the explorer knows per
 class; records, the verification queue and the parents are then per class. Without one, nothing
 here draws or orders differently, so every seed gives the swarm it gave before.
@@ -40,8 +40,8 @@ from ledger.fold import RecordRow, State
 from ledger.keys import Identity
 from ledger.spec import SwarmSpec
 
-from node import verifier
-from node.history import ClaimRecord, History
+from node.research import verifier
+from node.research.history import ClaimRecord, History
 
 CLASS = "sim-gpu"
 BASELINE_COMMIT = b"\x00" * 20
@@ -51,7 +51,7 @@ PRUNE_EVERY_JOBS = 64      # drop settled claims from the policy's index this of
 
 
 class Explorer(Protocol):
-    """Chooses the experiments of a simulation with a constants landscape (node/simwork.py); without
+    """Chooses the experiments of a simulation with a constants landscape (node/sim/simwork.py); without
     one, edits are drawn from the EditModel and every node is of CLASS."""
 
     def classes(self) -> list[str]: ...                  # each node's platform class
@@ -70,7 +70,7 @@ class Queue(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Which claims a verifier replays: node/verifier.py's, unless a benchmark compares another.
+    """Which claims a verifier replays: node/research/verifier.py's, unless a benchmark compares another.
     `settled` must be monotone and imply that `queue` never returns the claim again."""
 
     queue: Queue = verifier.verification_queue
@@ -234,7 +234,7 @@ class _Swarm:
             self.refused += self.state.verdicts.get(entry.id, "") != ""
         return entry
 
-    # -- choosing, as node/research.py run_worker does
+    # -- choosing, as node/research/loop.py run_worker does
 
     def next_job(self, node: int, now_s: float) -> _Job:
         c, cls = self.config, self.classes[node]

@@ -1,7 +1,7 @@
 """The dashboard's view model: pure functions from the ledger's state and entries to plain data.
 
 Knows nothing about HTTP, HTML or the clock: the caller passes `now_ms`, the fold's State, the
-claim bodies (node/history.py) and the node's live snapshot, and gets back JSON-able dicts that
+claim bodies (node/research/history.py) and the node's live snapshot, and gets back JSON-able dicts that
 the page renders as text. Every string in the output is *data*: the HTML side escapes it and
 the page's script only ever sets `textContent`, so nothing here needs to be safe markup.
 
@@ -24,7 +24,7 @@ from ledger.entry import Entry
 from ledger.fold import RecordRow, State
 from ledger.keys import short_id
 
-from node.history import ClaimRecord
+from node.research.history import ClaimRecord
 
 HOUR_MS = 3_600_000
 MAX_TEXT_CHARS = 300         # of untrusted text in one feed line or table cell
@@ -51,7 +51,7 @@ class Inputs:
     """Everything one summary is computed from."""
 
     state: State
-    claims: Mapping[bytes, ClaimRecord]   # claim id -> body, time (node/history.py)
+    claims: Mapping[bytes, ClaimRecord]   # claim id -> body, time (node/research/history.py)
     snapshot: Mapping[str, Any]           # Backend.snapshot(): workers, peers, counters
     queued: int                           # submissions waiting in this node's queue
     me: bytes | None                      # this node's research key, for "my balance"
@@ -111,7 +111,7 @@ def _busy(worker: Mapping[str, Any]) -> bool:
 
 
 def _verifying(worker: Mapping[str, Any]) -> bool:
-    # node/research.py names a re-run "verify <claim>"; anything else a worker runs is an experiment
+    # node/research/loop.py names a re-run "verify <claim>"; anything else a worker runs is an experiment
     if worker.get("kind") == "verify":
         return True
     return any(str(worker.get(k) or "").startswith("verify ") for k in ("running", "what", "task"))

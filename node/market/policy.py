@@ -1,6 +1,6 @@
 """The credits market's decisions, as pure functions: no ledger IO, no clock, no network.
 
-node/jobs.py runs the loop (offer, accept, start, receipt, settle, spot check) and asks these
+node/market/loop.py runs the loop (offer, accept, start, receipt, settle, spot check) and asks these
 functions what to do; the ledger's own rules (ledger/market.py) decide what is valid. What lives
 here is policy, the part a node may choose differently from another without breaking anything:
 

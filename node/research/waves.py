@@ -2,7 +2,7 @@
 
 Pure: source text, past trials and an `rng` in, plans and picks out. No clock, no IO.
 
-Theory of operation. With one worker the proposer (node/proposer.py) draws one edit at a time. With
+Theory of operation. With one worker the proposer (node/research/proposer.py) draws one edit at a time. With
 n workers free at once, n independent draws overlap: the same arm gets pushed by two workers, the
 pair that only helps together is found by luck. A *wave* is the n experiments chosen as one design:
 one or two constants (drawn by Thompson sampling over the swarm's evidence per constant, so
@@ -29,7 +29,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from node.errors import NoProposal
-from node.program import (
+from node.research.program import (
     Program,
     Value,
     apply_changes,
@@ -37,7 +37,7 @@ from node.program import (
     key_with,
     parse_program,
 )
-from node.proposer import Proposal, Settings, Trial, arm_stats, propose, step
+from node.research.proposer import Proposal, Settings, Trial, arm_stats, propose, step
 
 MAX_WAVE = 64   # proposals in one wave: a node has at most a few dozen GPUs
 MAX_DESIGNS = 256  # (step factor, constants) designs looked at for an untried grid, most promising first

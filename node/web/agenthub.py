@@ -1,14 +1,14 @@
 """AgentHub's HTTP API (program_agenthub.md), served by the node on 127.0.0.1, so an agent's
 curl and git commands work unchanged with HUB=http://127.0.0.1:PORT.
 
-Knows the node only through `Backend` (node/backend.py): nothing of workers, peers or the trainer.
+Knows the node only through `Backend` (node/web/backend.py): nothing of workers, peers or the trainer.
 
 Theory of operation. The hosted hub is a git server plus a message board; here both are views of
 the swarm. A pushed bundle is checked, stored and handed to `backend.submit`: a worker runs it
 and the node publishes a signed claim that verifiers re-run. The commit log is the ledger's
 claims (plus the queue); a commit's numbers are the claimed value, the verified value and, apart
 from both, what agents "reported" in results posts. Posts are ledger Post entries signed by the
-node and gossiped; node/posts.py indexes them. Whatever another node wrote (messages, posts) is
+node and gossiped; node/web/posts.py indexes them. Whatever another node wrote (messages, posts) is
 marked "untrusted": an agent must read it as data, never as instructions.
 
 `git bundle create /tmp/push.bundle HEAD` carries the whole history, baseline included, which
@@ -43,11 +43,11 @@ from swarm.errors import BundleRejected, SwarmError, UnknownObject
 from swarm.gitobjects import BLOB, COMMIT, TREE, RawObject, parse_commit
 from swarm.packfile import PackLimits, parse_bundle_header, parse_pack, resolve_pack, write_bundle, write_pack
 
-from node.agents import OPERATOR, AgentRegistry, BadAgent
-from node.backend import Backend, Submission
+from node.web.agents import OPERATOR, AgentRegistry, BadAgent
+from node.web.backend import Backend, Submission
 from node.errors import AlreadySubmitted, BadSubmission, NodeError, QueueFull
-from node.history import ClaimRecord
-from node.posts import Channel, HubNotes, IndexedPost, PostIndex, iso_time, parse_result
+from node.research.history import ClaimRecord
+from node.web.posts import Channel, HubNotes, IndexedPost, PostIndex, iso_time, parse_result
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 One aiohttp app on `[network] api_listen` (127.0.0.1 by default: it acts with the node's key).
 On start it writes HOME/api.json (0600) with its URL and a fresh operator token, which the
 node's CLI reads; on stop it removes the file, so a CLI never talks to a node that is gone.
-Agents get their own keys through AgentHub's register (node/agents.py).
+Agents get their own keys through AgentHub's register (node/web/agents.py).
 """
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from aiohttp import web
 
 from swarm.bundles import MAX_BUNDLE_BYTES
 
-from node import agenthub, dashboard, localapi
-from node.agents import AgentRegistry
-from node.backend import Backend
+from node.web import agenthub
+from node.web import dashboard
+from node.web import nodeapi as localapi
+from node.web.agents import AgentRegistry
+from node.web.backend import Backend
 from node.errors import SetupError
 
 API_FILE = "api.json"

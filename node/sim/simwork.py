@@ -1,7 +1,7 @@
 """A simulated node with many workers on a landscape of train.py's constants: policies compared.
 
-Pure like node/simulate.py, which it drives through its Explorer hook: the real fold, verification
-policy, proposer (node/proposer.py), waves (node/waves.py) and screening (node/screening.py) run on
+Pure like node/sim/simulate.py, which it drives through its Explorer hook: the real fold, verification
+policy, proposer (node/research/proposer.py), waves (node/research/waves.py) and screening (node/research/screening.py) run on
 a stand-in train.py whose only meaning is its constants.
 
 Theory of operation. The fake trainer: a program's true val_bpb is a floor plus, for each constant,
@@ -15,7 +15,7 @@ Policies, per class: "independent" (every idle worker draws from the proposer, a
 does today) or "wave" (idle workers take the next proposal of a shared WaveQueue; an empty or
 stale queue is refilled by plan_wave with n = the class's workers). `two_tier`: a worker of the
 reference class first runs node/screening.next_confirmation, then its own policy. Every worker
-verifies first, as research.py does (node/simulate.py). Keys are tracked per class, so a
+verifies first, as research.py does (node/sim/simulate.py). Keys are tracked per class, so a
 reference worker may run a program a cheap worker ran.
 """
 from __future__ import annotations
@@ -25,13 +25,13 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from node import screening
+from node.research import screening
 from node.errors import NoProposal
-from node.history import ClaimRecord, History
-from node.program import parse_program, parse_summary, summarize
-from node.proposer import Proposal, Settings, Trial, propose
-from node.simulate import BASELINE_COMMIT, CLASS, Outcome, SimConfig, _Swarm, simulate
-from node.waves import WaveQueue, WaveSettings, plan_wave
+from node.research.history import ClaimRecord, History
+from node.research.program import parse_program, parse_summary, summarize
+from node.research.proposer import Proposal, Settings, Trial, propose
+from node.sim.simulate import BASELINE_COMMIT, CLASS, Outcome, SimConfig, _Swarm, simulate
+from node.research.waves import WaveQueue, WaveSettings, plan_wave
 
 CHEAP_CLASS = "sim-cheap"
 CRASH_RATIO = 6.0     # a constant this many times off its optimum (either way) crashes the run
@@ -118,7 +118,7 @@ class _Explorer:
     sources: dict[bytes, str] = field(default_factory=lambda: {BASELINE_COMMIT: SIM_TRAIN_PY})
     summaries: dict[bytes, str] = field(default_factory=dict)
     values: dict[bytes, dict[str, float]] = field(default_factory=lambda: {BASELINE_COMMIT: dict(_GENESIS)})
-    history: History = field(default_factory=History)      # every claim: node/simulate.py prunes its own
+    history: History = field(default_factory=History)      # every claim: node/sim/simulate.py prunes its own
     trials: dict[str, list[Trial]] = field(default_factory=dict)
     keys: dict[str, set[str]] = field(default_factory=dict)  # per class: run or running
     queues: dict[str, WaveQueue] = field(default_factory=dict)

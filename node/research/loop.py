@@ -2,7 +2,7 @@
 
 Theory of operation. Each worker (one per GPU, or the CPU) repeats:
   1. the baseline, if its platform class has no successful claim of the genesis commit yet;
-  2. else a verification: the most promising unverified claim of its class (node/verifier.py),
+  2. else a verification: the most promising unverified claim of its class (node/research/verifier.py),
      replayed with the claim's steps and seed, published as the verifier identity's Verify, then
      the record mint and the verification fee where the credit rules allow;
   3. else an experiment of its own: parent = the class's best verified commit (the baseline
@@ -10,10 +10,10 @@ Theory of operation. Each worker (one per GPU, or the CPU) repeats:
      tried, a git commit, a timed run, and a Claim for every result, failures included; an
      improvement on the class's best also gets a thin bundle against its parent, stored under
      HOME/bundles by its hash.
-The ledger is the memory: a restart re-reads it (node/history.py) and carries on. Workers share
+The ledger is the memory: a restart re-reads it (node/research/history.py) and carries on. Workers share
 this object; reservations keep two of them off the same claim or the same program.
 
-Knows nothing about terminals or signals (node/display.py, node/node.py).
+Knows nothing about terminals or signals (node/display.py, node/wiring.py).
 """
 from __future__ import annotations
 
@@ -36,22 +36,23 @@ from swarm import bundles, gitrepo
 from swarm.gitrepo import Repository
 from trainer.constants import PROFILES
 
-from node import screening, verifier
-from node.backend import Submission
+from node.research import screening
+from node.research import verifier
+from node.web.backend import Submission
 from node.config import NodeConfig
 from node.display import Display
 from node.errors import NoProposal, SetupError
-from node.experiment import RunRequest, RunResult, machine_slot, run_trainer
-from node.fetch import CommitFetcher, keep_bundle
-from node.history import ClaimRecord, History
-from node.jobs import Market
-from node.noise import run_to_run_noise
+from node.research.experiment import RunRequest, RunResult, machine_slot, run_trainer
+from node.research.fetch import CommitFetcher, keep_bundle
+from node.research.history import ClaimRecord, History
+from node.market.loop import Market
+from node.research.noise import run_to_run_noise
 from node.home import DataInfo, Layout
 from node.platform import Device, torch_version
-from node.program import BadProgram, normalized_key, summarize
-from node.proposer import Proposal, Settings, describe, propose
-from node.submit import SubmitQueue
-from node.waves import WaveQueue, WaveSettings, plan_wave
+from node.research.program import BadProgram, normalized_key, summarize
+from node.research.proposer import Proposal, Settings, describe, propose
+from node.research.submit import SubmitQueue
+from node.research.waves import WaveQueue, WaveSettings, plan_wave
 
 IDLE_S = 5.0                 # a worker with nothing to do looks again after this long
 SLOW_REPLAY_TRIES = 3        # replays too slow for the budget before the verifier publishes that they do not fit

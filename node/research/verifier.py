@@ -1,7 +1,7 @@
 """Verification decisions: which claims to re-run, and which mints a verify entry justifies.
 
 Pure functions of the fold's state and the history index: no IO, no clock (the caller passes the
-time in). The research loop (node/research.py) runs the replays and publishes what these return.
+time in). The research loop (node/research/loop.py) runs the replays and publishes what these return.
 
 Theory of operation. A replay costs as much GPU time as the experiment it checks, and nothing
 tells one verifier what the others are re-running right now, so the policy must keep the swarm's
@@ -52,7 +52,7 @@ from ledger import credits
 from ledger.bodies import Mint
 from ledger.fold import State
 
-from node.history import ClaimRecord, History
+from node.research.history import ClaimRecord, History
 
 # A replay whose training took longer than budget x slack + grace does not fit the class. Coarse on
 # purpose: it catches step counts no machine of the class could run in the budget, while timing on a
@@ -68,7 +68,7 @@ CLAIM_Z = 1.5
 MIN_NOISE_SAMPLES = 8      # re-run claims needed before the ledger's own noise estimate replaces the spec's
 MAX_EXTRA_REPLAYS = 2      # replays beyond the quorum one claim may get when its replays disagree
 CONFIRM_REPLAYS = 4        # replays of the class's best beyond its quorum: the reference for rule 2
-SPEC_NOISE_SDS = 3.0       # standard deviations in a spec's noise_bpb (the tolerance node/noise.py recommends)
+SPEC_NOISE_SDS = 3.0       # standard deviations in a spec's noise_bpb (the tolerance node/research/noise.py recommends)
 STALL_BUDGETS = 6          # a claim waits this many time budgets before the next verifier rank opens
 
 
@@ -135,7 +135,7 @@ def noise_sd(state: State, platform_class: str) -> float:
         squares += sum((v - mean) ** 2 for v in values)
         dof += len(values) - 1
     if dof < MIN_NOISE_SAMPLES:
-        # the spec's noise is a tolerance of about three standard deviations (node/noise.py's k)
+        # the spec's noise is a tolerance of about three standard deviations (node/research/noise.py's k)
         return state.spec.noise_bpb.get(platform_class, 0.0) / SPEC_NOISE_SDS
     return math.sqrt(squares / dof)
 

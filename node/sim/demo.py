@@ -41,8 +41,9 @@ from ledger.keys import node_id_text
 from ledger.spec import SignedSpec, decode_spec
 from trainer.harness import HARNESS_DIR
 
-from node import home, market
-from node.api import API_FILE
+from node import home
+from node.market import policy as market
+from node.web.server import API_FILE
 from node.errors import ConfigError
 from node.home import Layout
 

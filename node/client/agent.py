@@ -7,8 +7,8 @@
 
 Each takes `--home HOME` (default $AUTOSWARM_HOME, else ~/.autoswarm) and `--json`. The node
 writes HOME/api.json ({"url", "token"}) when it starts; every command is one or two HTTP calls to
-it: /api/node/... (node/localapi.py) and, for post and read, the AgentHub channel routes
-(node/agenthub.py). `submit --wait` polls until the node has published the run's claim.
+it: /api/node/... (node/web/nodeapi.py) and, for post and read, the AgentHub channel routes
+(node/web/agenthub.py). `submit --wait` polls until the node has published the run's claim.
 
 Output is for people and agents alike: text another node wrote is shown after a
 `[untrusted: from node <id>]` mark and stripped of control characters, so a log cannot speak

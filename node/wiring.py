@@ -6,10 +6,10 @@ subprocess), open the git repository and write the baseline commit, find the swa
 joined before, one whose spec a bootstrap peer serves, or our own, signed now), open the
 ledger and the peer, publish the profile, start the local API (HOME/api.json says where), then
 one worker task per device, the display and (as a creator admitting automatically) the admit
-loop and the credits market's loop (node/jobs.py), all owned by one TaskGroup.
+loop and the credits market's loop (node/market/loop.py), all owned by one TaskGroup.
 
 Shutdown is cancellation: SIGINT or SIGTERM cancels the serving task, the TaskGroup cancels every
-worker, a worker's trainer child is killed (node/experiment.py), and the `async with` blocks
+worker, a worker's trainer child is killed (node/research/experiment.py), and the `async with` blocks
 stop the API, close the peer's connections, close the ledger (after its queued writes) and the
 repository. Every step is bounded.
 """
@@ -35,17 +35,17 @@ from swarm.join import fetch_spec
 from swarm.peer import Peer, PeerConfig
 
 from node import home
-from node.admission import due_admissions
-from node.api import serve_api
+from node.research.admission import due_admissions
+from node.web.server import serve_api
 from node.config import NodeConfig
 from node.display import Display
 from node.errors import SetupError
-from node.fetch import CommitFetcher, read_bundle
+from node.research.fetch import CommitFetcher, read_bundle
 from node.home import Layout
-from node.jobs import Market, MarketConfig
+from node.market.loop import Market, MarketConfig
 from node.live import LiveBackend
 from node.platform import Device, detect
-from node.research import Research
+from node.research.loop import Research
 
 
 ADMIT_INTERVAL_S = 2.0   # the creator looks for new profiles to admit this often

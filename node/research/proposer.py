@@ -9,7 +9,7 @@ are chosen by Thompson sampling over Beta(1 + wins, 1 + losses), so untried arms
 and arms that kept winning are pushed further; with some probability a second arm rides along
 (two constants that only help together are otherwise never found). Steps are multiplicative,
 because learning rates and sizes live on log scales. A candidate whose normalized key
-(node/program.py) is already in `tried` is skipped and another drawn.
+(node/research/program.py) is already in `tried` is skipped and another drawn.
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from node.errors import NoProposal
-from node.program import Program, Value, apply_changes, editable, format_value, key_with, parse_program
+from node.research.program import Program, Value, apply_changes, editable, format_value, key_with, parse_program
 
 _UNIT_INTERVAL = re.compile(r"(RATIO|FRAC)")  # such a constant at or below 1 stays in [0, 1]
 _SIGNIFICANT_DIGITS = 4
-_MAX_MAGNITUDE = 1e15  # far below what node/program.py still reads as a literal
+_MAX_MAGNITUDE = 1e15  # far below what node/research/program.py still reads as a literal
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,14 @@ that can change a decision (an accept window closing, a job expiring), and acts 
   not frozen. A forked payer's second branch meets the first at any peer that holds both; that
   peer's fork proof reaches us within the witness time, so two executors cannot both be shown a
   branch of their own. Then the job goes to a worker, whose result becomes a signed Receipt;
-- payer: accepts the best offer (node/market.py) once the accept window after the first offer
+- payer: accepts the best offer (node/market/policy.py) once the accept window after the first offer
   has passed, by an escrow payment; settles "paid" at once for a receipt that is not picked for
   a spot check; refunds a job whose executor returned nothing by its expiry;
 - spot checker (a trusted verifier of the class that is no party to the job): replays picked
   receipts (deterministic: the receipt's steps, seed and horizon) and settles paid or refunded.
 
 Workers take runs from `take()`: the node's research workers before their own work
-(node/research.py), or `serve_workers` where nothing else runs. Decisions are node/market.py's;
+(node/research/loop.py), or `serve_workers` where nothing else runs. Decisions are node/market/policy.py's;
 validity is ledger/market.py's. Artifacts (the run's result as JSON) are kept under
 HOME/artifacts/<sha256> and named in the receipt.
 """
@@ -46,11 +46,11 @@ from swarm.errors import BundleRejected, PeerUnavailable, RepositoryError, Swarm
 from swarm.gitrepo import Repository
 from swarm.peer import Peer
 
-from node import market
+from node.market import policy as market
 from node.errors import TrainerFailed
-from node.experiment import RunResult
-from node.fetch import keep_bundle
-from node.market import BadJobRequest, JobRequest, TrainArgs
+from node.research.experiment import RunResult
+from node.research.fetch import keep_bundle
+from node.market.policy import BadJobRequest, JobRequest, TrainArgs
 
 MAX_TICK_S = 1.0            # the loop looks again at least this often (timers: windows, expiries)
 HELD_TIMEOUT_S = 2.0        # one round of asking peers whether they hold a payment
