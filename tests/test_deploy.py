@@ -129,20 +129,14 @@ def test_the_written_config_is_one_the_node_accepts(tmp_path: Path) -> None:
     assert config.listen == "0.0.0.0:7400" and config.bootstrap == ()
 
 
-# -- the engines' own checkers, where installed (`pip install skypilot kubernetes-validate`; not in the
-#    test extras: skypilot pulls in its cloud SDKs)
+# -- the Kubernetes schema checker (kubernetes-validate, in the test extras). SkyPilot's own parser is not
+#    run: skypilot pulls in every cloud's SDK, far too much for a test extra; the structural checks above
+#    read the task as its run step does.
 
 
 def test_kubernetes_schema_accepts_the_manifests() -> None:
-    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    import kubernetes_validate as kv
+
     for name in ("service.yaml", "statefulset.yaml"):
         for doc in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()):
             kv.validate(doc, kv.latest_version(), strict=True)  # raises ValidationError
-
-
-def test_skypilot_parses_the_task() -> None:
-    sky = pytest.importorskip("sky", reason="skypilot is not installed")
-    task = sky.Task.from_yaml(str(DEPLOY / "skypilot" / "autoswarm.yaml"))  # validates against its schema
-    assert task.num_nodes >= 2 and task.envs["AUTOSWARM_PORT"] == str(PORT)
-    (resources,) = task.resources
-    assert resources.ports == [str(PORT)] and sum(resources.accelerators.values()) >= 1
