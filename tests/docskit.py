@@ -97,7 +97,7 @@ def _strip_comment(line: str) -> str:
 def normalise(text: str) -> str:
     """One spelling per command: `python` for every interpreter, no comment, single spaces, no prompt."""
     text = _strip_comment(text.strip())
-    text = text[2:] if text.startswith("$ ") else text
+    text = re.sub(r"^(?:\$ +)+", "", text)
     return " ".join(_INTERPRETER.sub("python", text).split())
 
 
@@ -312,6 +312,7 @@ async def check_synopsis(helps: Helps, command: str) -> list[str]:
         words = command.split()
     if words[:1] != ["python"] or len(words) < 2:
         return [f"not a python command: {command}"]
+    base: tuple[str, ...]
     if words[1] == "-m":
         base, rest = (words[1], words[2]), words[3:]
     else:

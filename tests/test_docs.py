@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.keys import Identity
-from tests.docskit import ROOT, DocCommand, DocsNode, Helps, check_synopsis, docs_node, extract_all
+from tests.docskit import ROOT, DocCommand, DocsNode, Helps, check_synopsis, docs_node, extract_all, normalise
 
 COMMAND_TIMEOUT_S = 120.0    # an agent command takes 1-3 s at load 3; `submit --wait` polls every 5 s
 SLOW_TIMEOUT_S = 540.0       # a 10 s CPU run: about 75 s at load 3 (sandboxed training and evaluation)
@@ -39,6 +41,7 @@ class Run:
     subst: dict[str, str] = field(default_factory=dict)   # placeholder -> a value's name (see `Values`)
     expect: str = ""          # a regex stdout must match (after `then`)
     then: str = ""            # shell run after the command, in the same shell (to show what it set)
+    before: str = ""          # shell run before it, in the same shell (what the docs' prose says to do first)
     group: str = ""           # commands of one group run in order, in one folder
     cwd: str = "work"         # "work": a folder holding an edited train.py; "repo": the repository
     slow: bool = False
@@ -112,7 +115,7 @@ CASES: dict[str, Case] = {
     "echo \"export HUB_KEY=\\\"$HUB_KEY\\\"\" > ~/.autoswarm_agent_creds; chmod 600 ~/.autoswarm_agent_creds\n"
     "fi": Run(then='echo "HUB_KEY=$HUB_KEY"; stat -c %a ~/.autoswarm_agent_creds', expect=r"HUB_KEY=\S+\n600$"),
     "python -m node checkout <best-commit> -o train.py": Run({"<best-commit>": "better"}, then="grep -c 'MATRIX_LR = 0.05' train.py",
-                                                             expect=r"^1$"),
+                                                             expect=r"(?m)^1$"),
     "python -m node read results": Run(expect=r"the first post of #results"),
     "python -m node read discussion": Run(expect=r"the first post of #discussion"),
     "python -m node log --search <idea>": Run({"<idea>": "idea"}, expect=r"matrix"),
@@ -127,7 +130,8 @@ CASES: dict[str, Case] = {
     # docs/agenthub.md: a coding agent's git route, in one folder, in order
     "export HUB=http://127.0.0.1:PORT": Run({"PORT": "port"}, then='echo "HUB=$HUB"', expect=r"HUB=http://127\.0\.0\.1:\d+$"),
     "curl -s \"$HUB/api/git/fetch/<hash>\" -H \"Authorization: Bearer $HUB_KEY\" -o /tmp/fetch.bundle":
-        Run({"<hash>": "better", "/tmp/": "tmp"}, group="git-fetch"),
+        Run({"<hash>": "better", "/tmp/": "tmp"}, group="git-fetch",
+            before="rm train.py && git init -q"),  # agenthub.md: "`git init` first in an empty folder"
     "git bundle unbundle /tmp/fetch.bundle": Run({"/tmp/": "tmp"}, group="git-fetch"),
     "git checkout <hash>": Run({"<hash>": "better"}, group="git-fetch", then="grep -c 'MATRIX_LR = 0.05' train.py",
                                expect=r"^1$"),
@@ -323,9 +327,16 @@ class Values:
         raise KeyError(f"no value {name!r}")
 
 
+def _run_case(text: str) -> Run:
+    case = case_of(text)
+    if not isinstance(case, Run):
+        raise TypeError(f"{text!r} is not run: {case}")
+    return case
+
+
 def _substitute(text: str, subst: dict[str, str], values: dict[str, str]) -> str:
     for placeholder in sorted(subst, key=len, reverse=True):
-        value = values[placeholder]
+        value = shlex.quote(values[placeholder])  # hex and paths stay as they are
         if placeholder.startswith("<") or "/" in placeholder or not placeholder[0].isalnum():
             text = text.replace(placeholder, value)
         else:
@@ -357,18 +368,13 @@ async def _run_group(texts: list[str], values: Values, node: DocsNode, tmp: Path
     work = tmp / f"work-{index}"
     work.mkdir()
     (work / "train.py").write_text(node.source + f"\n# an edit of the docs test, {index}\n")
-    if any(isinstance(CASES.get(t), Run) and CASES[t].group == "git-fetch" for t in texts):  # type: ignore[union-attr]
-        # docs/agenthub.md: "`git init` first in an empty folder: unbundle needs a repository"
-        (work / "train.py").unlink()
-        await _bash("git init -q", work, env, COMMAND_TIMEOUT_S)
     failures: list[str] = []
     group: dict[str, str] = {}
     for text in texts:
-        case = case_of(text)
-        assert isinstance(case, Run)
+        case = _run_case(text)
         resolved = {p: await values.get(name, group) for p, name in case.subst.items()}
         command = _python_is_this_one(_substitute(text, case.subst, resolved))
-        script = "set -e\n" + command + ("\n" + case.then if case.then else "")
+        script = "\n".join(["set -e", case.before, command, case.then])
         async with gate:
             result = await _bash(script, ROOT if case.cwd == "repo" else work, env,
                                  SLOW_TIMEOUT_S if case.slow else COMMAND_TIMEOUT_S)
@@ -399,14 +405,13 @@ async def _run_cases(node: DocsNode, tmp: Path, which: Callable[[Run], bool]) ->
     user_home.mkdir()
     env = _env(node.home, user_home)
     env.update(HUB=node.url, HUB_KEY=node.agent_key)
-    chosen = [t for t in [*LOCATED_RUNS, *sorted(NOT_YET_DOCUMENTED - set(LOCATED_RUNS))]
-              if isinstance(CASES[t], Run) and which(CASES[t])]  # type: ignore[arg-type]
+    chosen = [t for t in [*LOCATED_RUNS, *sorted(NOT_YET_DOCUMENTED - set(LOCATED_RUNS))] if which(_run_case(t))]
     groups: dict[str, list[str]] = {}
     for text in chosen:
-        name = CASES[text].group or f"alone:{text}"  # type: ignore[union-attr]
+        name = _run_case(text).group or f"alone:{text}"
         groups.setdefault(name, []).append(text)
     for texts in groups.values():  # in order of the docs' lines
-        texts.sort(key=lambda t: min((c.path != "docs/agenthub.md", c.line) for c in LOCATED_RUNS[t]))
+        texts.sort(key=lambda t: min(((c.path, c.line) for c in LOCATED_RUNS.get(t, [])), default=("", 0)))
     gate = asyncio.Semaphore(PARALLEL)
     jobs: list[Awaitable[list[str]]] = [_run_group(texts, values, node, tmp, env, gate, i)
                                         for i, texts in enumerate(groups.values())]
@@ -469,10 +474,65 @@ async def test_options_go_before_or_after_the_command(node: DocsNode, tmp_path: 
 
 
 async def test_without_a_node_a_command_says_so(tmp_path: Path) -> None:
-    """program.md: any command "fails with "no node is running on HOME" if none runs"; status too
-    says what to do instead of a traceback."""
+    """program.md: any command "fails with "no node is running on HOME" if none runs"; `status` on a
+    fresh home either describes it or says in one line what to do, never a traceback."""
     env = _env(tmp_path / "empty-home", tmp_path)
     credits = await _python(["-m", "node", "credits"], env, tmp_path)
     assert credits.code == 2 and "no node is running on" in credits.err and "Traceback" not in credits.err, credits
     status = await _python(["-m", "node", "status"], env, tmp_path)
-    assert status.code != 0 and "python -m node" in status.err and "Traceback" not in status.err, status
+    if status.code == 0:  # a status that describes a home with no node yet
+        assert isinstance(json.loads(status.out), dict), status
+    else:
+        assert "python -m node" in status.err and "Traceback" not in status.err, status
+        assert len(status.err.strip().splitlines()) == 1, status
+
+
+# -- the checks themselves
+
+
+def test_extraction_reads_fences_spans_tables_and_indented_blocks(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "program.md").write_text("")
+    (tmp_path / "README.md").write_text(
+        "Run `python3 -m node frontier`, `leaderboard`, `show H` or read `--json`.\n\n"
+        "```sh\n.venv/bin/python -m node status   # as JSON\nif true; then\n  echo '# kept'\nfi\n```\n\n"
+        "```\nledger/   not a command\npython -m ledger audit FILE\n```\n\n"
+        "| command | what |\n|---|---|\n| `log [--limit N]` | claims |\n\n"
+        "Indented:\n\n    sky launch x.yaml   # a cloud\n    kubectl logs y\n\n"
+        "```python\npython_is_not_run()\n```\n")
+    (tmp_path / "docs" / "a.md").write_text("Then `python -m node job submit train.py\n--price 1`, `job list`.\n")
+    found = [(c.path, c.line, c.text) for c in extract_all(tmp_path)]
+    assert found == [
+        ("README.md", 1, "python -m node frontier"), ("README.md", 1, "python -m node leaderboard"),
+        ("README.md", 1, "python -m node show H"), ("README.md", 4, "python -m node status"),
+        ("README.md", 5, "if true; then\necho '# kept'\nfi"), ("README.md", 12, "python -m ledger audit FILE"),
+        ("README.md", 17, "python -m node log [--limit N]"), ("README.md", 21, "sky launch x.yaml"),
+        ("README.md", 22, "kubectl logs y"),
+        ("docs/a.md", 1, "python -m node job submit train.py --price 1"), ("docs/a.md", 2, "python -m node job list")]
+
+
+@pytest.mark.slow
+async def test_the_help_check_refuses_what_the_cli_refuses(tmp_path: Path) -> None:
+    helps = Helps(_env(tmp_path / "no-node", tmp_path))
+    assert await check_synopsis(helps, "python -m ledger show FILE [--author ID] [--kind KIND]") == []
+    assert await check_synopsis(helps, "python -m ledger checkpoint FILE --key K | prove | verify") == []
+    (colour,) = await check_synopsis(helps, "python -m ledger show FILE [--colour C]")
+    assert "does not list --colour" in colour
+    (unknown,) = await check_synopsis(helps, "python -m ledger frobnicate FILE")
+    assert "no such command" in unknown and "frobnicate" in unknown
+    (bad,) = await check_synopsis(helps, "python -m node job submit|list|frob")
+    assert "frob" in bad
+    (bench,) = await check_synopsis(helps, "python scripts/bench_ledger.py --entries 10 --nope 3")
+    assert "--nope" in bench
+
+
+@given(st.text(alphabet=" \t#'\"$-abpython3.venv/bin", max_size=40))
+def test_normalising_twice_changes_nothing(text: str) -> None:
+    once = normalise(text)
+    assert normalise(once) == once and "\t" not in once and once == once.strip()
+
+
+@given(st.text(alphabet="ab -#", max_size=20))
+def test_a_hash_inside_quotes_is_not_a_comment(inner: str) -> None:
+    quoted = "'" + inner.replace("'", "") + "'"
+    assert normalise(f"python -m node post c {quoted}") == " ".join(f"python -m node post c {quoted}".split())
