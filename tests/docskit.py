@@ -2,8 +2,8 @@
 
 Three parts, each knowing nothing of the others' concerns:
 - `extract`: every command line of README.md, program.md and docs/*.md (fenced and indented code
-  blocks, inline `python ...` spans and the spans that continue them, the first column of
-  command tables), normalised so a table can name it (`python` for any interpreter spelling,
+  blocks, inline `python ...` spans and the spans that continue them, inline spans of the other
+  tools the docs tell a person to run (git, curl, pip, ...), the first column of command tables), normalised so a table can name it (`python` for any interpreter spelling,
   comments cut, spaces collapsed). Pure: text in, commands out.
 - `Helps` and `check_synopsis`: a synopsis (`python -m node frontier | show H`, `[--limit N]`,
   `job submit|list`) is checked against the real `--help` texts: every command word must be a
@@ -77,6 +77,7 @@ _COMMAND_WORD = re.compile(r"^(?:\$ )?(?:[A-Z_]+=\S*\s+)*(?:\.venv/bin/python3?|
 _INTERPRETER = re.compile(r"(?<![\w/.-])(?:\.venv/bin/python3?|python3)(?=\s|$)")
 _SPAN = re.compile(r"(?<!`)`([^`]+?)`(?!`)")
 _SPAN_COMMAND = re.compile(r"^(?:\.venv/bin/python3?|python3?) (?:-m \S|-c |scripts/)")
+_SPAN_TOOL = re.compile(r"^(?:curl|git|pip|sky|kubectl|docker|bash|pytest) \S")  # `git` alone is a word
 _CONTINUES = re.compile(r"^(?:,| and|, and|,? or)\s*$")
 
 
@@ -96,9 +97,9 @@ def _strip_comment(line: str) -> str:
 
 def normalise(text: str) -> str:
     """One spelling per command: `python` for every interpreter, no comment, single spaces, no prompt."""
-    text = _strip_comment(text.strip())
-    text = re.sub(r"^(?:\$ +)+", "", text)
-    return " ".join(_INTERPRETER.sub("python", text).split())
+    text = " ".join(_strip_comment(text).split())
+    text = re.sub(r"^(?:\$ )+", "", text)
+    return _INTERPRETER.sub("python", text)
 
 
 def _block_commands(body: str, first_line: int, shell: bool) -> list[tuple[int, str]]:
@@ -174,6 +175,9 @@ def _spans(text: str, line_of: "functools.partial[int]") -> list[tuple[int, str]
         if _SPAN_COMMAND.match(span):
             words = span.split()
             prefix = " ".join(words[:3]) if words[1] == "-m" else None
+            out.append((line_of(m.start()), normalise(span)))
+        elif _SPAN_TOOL.match(span):
+            prefix = None
             out.append((line_of(m.start()), normalise(span)))
         elif prefix is not None and _CONTINUES.match(text[last_end:m.start()]) and not span.startswith("-"):
             out.append((line_of(m.start()), normalise(f"{prefix} {span}")))

@@ -63,6 +63,13 @@ _RESULT_LINE = r"(?m)^commit:[0-9a-f]{7} platform:cpu-tiny val_bpb:1\.45"
 _FOREVER = "runs the research loop until stopped (minutes of training); tests/node/test_node_run.py runs it"
 _DEMO = "a loopback swarm until a verified record (minutes); tests/node/test_demo.py runs it"
 _NAMES = "names a command; the forms with arguments run"
+# program.md's "commit only train.py on top of a swarm commit", as an agent in an empty folder does it
+_ON_A_SWARM_COMMIT = ("rm train.py && git init -q && "
+                      "curl -sf \"$HUB/api/git/fetch/<parent>\" -H \"Authorization: Bearer $HUB_KEY\" -o /tmp/parent.bundle && "
+                      "git bundle unbundle /tmp/parent.bundle >/dev/null && git checkout -q <parent> && "
+                      "sed -i 's/^MATRIX_LR = .*/MATRIX_LR = @LR@/' train.py && "
+                      "git -c user.name=agent -c user.email=agent@example.org commit -qam 'matrix lr @LR@'")
+_PUSH = "curl -s -X POST \"$HUB/api/git/push\" -H \"Authorization: Bearer $HUB_KEY\" --data-binary @/tmp/push.bundle"
 
 CASES: dict[str, Case] = {
     # README.md
@@ -135,6 +142,18 @@ CASES: dict[str, Case] = {
     "git bundle unbundle /tmp/fetch.bundle": Run({"/tmp/": "tmp"}, group="git-fetch"),
     "git checkout <hash>": Run({"<hash>": "better"}, group="git-fetch", then="grep -c 'MATRIX_LR = 0.05' train.py",
                                expect=r"^1$"),
+    "git fetch /tmp/fetch.bundle": Run({"/tmp/": "tmp"}, group="git-fetch"),
+    "git bundle unbundle": Skip(_NAMES + "; docs/agenthub.md's `git bundle unbundle /tmp/fetch.bundle` runs"),
+    "git checkout --orphan": Skip("what program.md says never to do"),
+    # program.md's git route for a submission: a commit of train.py on a swarm commit, pushed as a bundle
+    "git bundle create /tmp/push.bundle <parent>..HEAD": Run({"<parent>": "better", "/tmp/": "tmp"}, group="git-push",
+                                                             before=_ON_A_SWARM_COMMIT.replace("@LR@", "0.07")),
+    "curl -s -X POST \"$HUB/api/git/push\" -H \"Authorization: Bearer $HUB_KEY\" --data-binary @/tmp/push.bundle":
+        Run({"/tmp/": "tmp"}, group="git-push", expect=r'"status": ?"queued"'),
+    "git bundle create /tmp/push.bundle HEAD": Run({"<parent>": "better", "/tmp/": "tmp"}, group="git-push-whole",
+                                                   before=_ON_A_SWARM_COMMIT.replace("@LR@", "0.08"), then=_PUSH,
+                                                   expect=r'"status": ?"queued"'),
+    "git init": Skip("the step before unbundle, in prose; the git-fetch group does it first"),
     # docs/agents.md
     "python -m node show HASH": Run({"HASH": "better"}, expect=r"raise the matrix lr"),
     "python -m node leaderboard [--class C] [--limit N]": Parse(),
@@ -184,7 +203,11 @@ CASES: dict[str, Case] = {
 FAMILIES: list[tuple[str, Case]] = [
     (r"python scripts/bench_\w+\.py( .*)?", Parse("a benchmark (minutes to hours); its options are checked")),
     (r"(DASHBOARD_SCREENSHOTS=\S+ )?python -m pytest .*", Skip("the test suite's own files")),
-    (r"(pip install|sky|kubectl|docker) .*", Skip("a cloud or cluster engine; tests/test_deploy.py checks the files")),
+    (r"(pip install|sky|kubectl|docker)( .*)?", Skip("an install, a cloud or a cluster engine; tests/test_deploy.py "
+                                                    "checks the files")),
+    (r"pytest .*", Skip("the test suite's own files (their paths are checked)")),
+    (r"git (bundle create|bundle verify|fetch b\.bundle)( .*)?",
+     Skip("git's own forms in the bundle format's prose; tests/swarm/test_bundles.py runs git against our bundles")),
 ]
 NOT_YET_DOCUMENTED = {"python -m node agent-key NAME"}  # rows ready for docs another branch writes
 
@@ -307,7 +330,7 @@ class Values:
     async def get(self, name: str, group: dict[str, str]) -> str:
         n = self.node
         fixed = {"better": n.better, "baseline": n.baseline, "record_claim": n.record_claim, "ledger": str(n.ledger_path),
-                 "research_key": str(n.research_key), "spare_key": str(self.spare_key), "tmp": f"{self.tmp}/",
+                 "research_key": str(n.research_key), "spare_key": str(self.spare_key),
                  "port": n.url.rsplit(":", 1)[1], "job": self.job, "job6": self.job[:6], "idea": "matrix",
                  "channel": "discussion", "text": "a note from the docs test", "agent_name": "docs-bot"}
         if name in fixed:
@@ -317,6 +340,11 @@ class Values:
         if name in ("fresh_job", "fresh_job6"):
             job = await n.new_job(f"cancel-{next(self._n)}")
             return job if name == "fresh_job" else job[:6]
+        if name == "tmp":  # the docs' /tmp/: a folder of the group's own
+            if "tmp" not in group:
+                group["tmp"] = str(self.tmp / f"tmp-{next(self._n)}")
+                Path(group["tmp"]).mkdir()
+            return group["tmp"] + "/"
         if name == "fresh_dir":
             if "fresh_dir" not in group:
                 group["fresh_dir"] = str(self.tmp / f"home-{next(self._n)}")
@@ -373,8 +401,8 @@ async def _run_group(texts: list[str], values: Values, node: DocsNode, tmp: Path
     for text in texts:
         case = _run_case(text)
         resolved = {p: await values.get(name, group) for p, name in case.subst.items()}
-        command = _python_is_this_one(_substitute(text, case.subst, resolved))
-        script = "\n".join(["set -e", case.before, command, case.then])
+        script = "\n".join(_python_is_this_one(_substitute(part, case.subst, resolved))
+                           for part in ["set -e", case.before, text, case.then])
         async with gate:
             result = await _bash(script, ROOT if case.cwd == "repo" else work, env,
                                  SLOW_TIMEOUT_S if case.slow else COMMAND_TIMEOUT_S)
