@@ -3,8 +3,9 @@
 Three parts, each knowing nothing of the others' concerns:
 - `extract`: every command line of README.md, program.md and docs/*.md (fenced and indented code
   blocks, inline `python ...` spans and the spans that continue them, inline spans of the other
-  tools the docs tell a person to run (git, curl, pip, ...), the first column of command tables), normalised so a table can name it (`python` for any interpreter spelling,
-  comments cut, spaces collapsed). Pure: text in, commands out.
+  tools the docs tell a person to run (git, curl, pip, ...), the first column of command tables),
+  normalised so a table can name it (`python` for any interpreter spelling, comments cut,
+  spaces collapsed). Pure: text in, commands out.
 - `Helps` and `check_synopsis`: a synopsis (`python -m node frontier | show H`, `[--limit N]`,
   `job submit|list`) is checked against the real `--help` texts: every command word must be a
   command there and every option shown must appear in that command's help.
@@ -437,7 +438,8 @@ async def docs_node(tmp: Path) -> AsyncIterator[DocsNode]:
         baseline = await node_home.ensure_baseline(repo)
         spec = spec_for(me, [verifier], baseline)
         async with Ledger.open(layout.ledger(slug), spec) as ledger, \
-                Peer.open(PeerConfig(), ledger, me, bundle_source=functools.partial(read_bundle, layout.bundles)) as peer:
+                Peer.open(PeerConfig(), ledger, me,
+                          bundle_source=functools.partial(read_bundle, layout.bundles)) as peer:
             history = History()
             agents = AgentRegistry.load(home / "agents.json", OPERATOR_TOKEN)
             market = Market(ledger, peer, repo, home, me, [], [CLASS], MarketConfig(offer=False, spot_check_rate=0.0),
