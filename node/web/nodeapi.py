@@ -48,6 +48,7 @@ from ledger.store import Ledger
 from swarm import gitrepo
 from swarm.errors import SwarmError, UnknownObject
 
+from node.contract import MAX_TRAIN_PY_BYTES, UNTRUSTED_HEADER
 from node.web.agents import OPERATOR, AgentRegistry
 from node.web.backend import Backend, Submission
 from node.errors import BadSubmission, NodeError
@@ -58,9 +59,7 @@ from node.market.policy import BadJobRequest, JobRequest, job_row, job_rows
 from node.research.program import summarize
 
 PREFIX = "/api/node"
-UNTRUSTED_HEADER = "X-Autoswarm-Untrusted"  # "true" on a text answer (a diff) carrying other nodes' code
 MAX_BODY_BYTES = 1 << 20             # a request body (JSON escaping can double train.py)
-MAX_TRAIN_PY_BYTES = 256 * 1024
 MAX_MESSAGE_CHARS = 1000             # a claim keeps 1000 characters of the message
 MAX_NOTE_BYTES = 8 * 1024            # a hypothesis or insight (an entry's payload is 16 KiB in all)
 MAX_TAGS = 16

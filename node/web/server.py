@@ -18,6 +18,8 @@ from aiohttp import web
 
 from swarm.bundles import MAX_BUNDLE_BYTES
 
+from node.contract import AGENTS_FILE
+from node.contract import API_FILE as API_FILE  # re-exported for node/sim/demo.py until it imports node.contract
 from node.web import agenthub
 from node.web import dashboard
 from node.web import nodeapi as localapi
@@ -25,8 +27,6 @@ from node.web.agents import AgentRegistry
 from node.web.backend import Backend
 from node.errors import SetupError
 
-API_FILE = "api.json"
-AGENTS_FILE = "agents.json"
 SHUTDOWN_S = 2.0
 
 

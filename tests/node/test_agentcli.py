@@ -26,7 +26,8 @@ from tests.node.hubkit import CLASS, OPERATOR_TOKEN, KitBackend, backend
 
 from node.client import agent as agentcli
 from node.web import agenthub
-from node.web.nodeapi import MAX_TRAIN_PY_BYTES, add_routes
+from node.contract import MAX_TRAIN_PY_BYTES
+from node.web.nodeapi import add_routes
 from node.research.verifier import record_mint, verification_mint
 
 TIMEOUT_S = 30.0  # a CLI call takes well under a second here
