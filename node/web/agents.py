@@ -23,12 +23,17 @@ from node.errors import NodeError
 
 OPERATOR = "operator"
 MAX_AGENTS = 1000
-AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_AGENT_NAME_CHARS = 64
+AGENT_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_AGENT_NAME_CHARS - 1}}}$")
 KEY_PREFIX = "ash_"
 
 
 class BadAgent(NodeError):
-    """A registration the registry refuses: a bad or taken name, or too many agents."""
+    """A registration the registry refuses: a bad or taken name."""
+
+
+class RegistryFull(BadAgent):
+    """Too many agents, or too many registrations in the last minute."""
 
 
 def _digest(token: str) -> str:
@@ -65,7 +70,7 @@ class AgentRegistry:
         if name == OPERATOR or name in self._agents:
             raise BadAgent(f"agent id {name!r} is taken")
         if len(self._agents) >= MAX_AGENTS:
-            raise BadAgent(f"this node has {MAX_AGENTS} agents already")
+            raise RegistryFull(f"this node has {MAX_AGENTS} agents already")
         key = KEY_PREFIX + secrets.token_urlsafe(24)
         self._agents[name] = _digest(key)
         self._by_digest[self._agents[name]] = name

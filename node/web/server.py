@@ -25,6 +25,7 @@ from node.web import dashboard
 from node.web import nodeapi as localapi
 from node.web.agents import AgentRegistry
 from node.web.backend import Backend
+from node.web.common import loopback_only
 from node.errors import SetupError
 
 SHUTDOWN_S = 2.0
@@ -40,7 +41,7 @@ async def serve_api(listen: str, home: Path, backend: Backend, peer_address: str
     """Serves until the block exits; yields the base URL. api.json also says where peers reach us."""
     token = secrets.token_urlsafe(32)
     agents = AgentRegistry.load(home / AGENTS_FILE, token)
-    app = web.Application(client_max_size=MAX_BUNDLE_BYTES + (64 << 10))
+    app = web.Application(client_max_size=MAX_BUNDLE_BYTES + (64 << 10), middlewares=[loopback_only])
     agenthub.add_routes(app, backend, agents)
     localapi.add_routes(app, backend, agents)
     dashboard.add_routes(app, backend)

@@ -26,7 +26,9 @@ from aiohttp import web
 
 from ledger.bodies import Post, Verify
 from ledger.keys import node_id_text
-from node.web.agenthub import MAX_JSON_BYTES as MAX_JSON, add_routes, known_commits, newest_first
+from node.web.agenthub import add_routes
+from node.web.common import MAX_JSON_BYTES as MAX_JSON
+from node.web.hubviews import known_commits, newest_first
 from node.web.agents import OPERATOR, AgentRegistry, BadAgent
 from node.web.posts import PostIndex, iso_time, parse_result
 from swarm import gitrepo
@@ -36,6 +38,7 @@ from tests.node.hubkit import CLASS, OPERATOR_TOKEN, KitBackend, backend
 SHELL_TIMEOUT_S = 60.0   # one snippet takes well under a second; 5x headroom and more for a busy machine
 HTTP_TIMEOUT_S = 30.0
 OTHER_NODE = identity(7)
+JSON = {"Content-Type": "application/json"}
 
 # -- the seed's commands, verbatim
 
@@ -157,9 +160,9 @@ async def running_hub(tmp_path: Path) -> AsyncIterator[Hub]:
 @pytest.fixture(autouse=True)
 def no_internal_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """A 500 is a bug: every bad input must be a 4xx, so nothing may be logged as an error."""
-    with caplog.at_level(logging.WARNING, logger="node.web.agenthub"):
+    with caplog.at_level(logging.WARNING, logger="node.web.common"):  # where `guard` logs what it answers
         yield
-    assert [r.getMessage() for r in caplog.records if r.name == "node.web.agenthub"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "node.web.common"] == []
 
 
 async def http(hub: Hub, method: str, path: str, *, key: str | None = None, body: bytes | None = None,
@@ -430,7 +433,9 @@ async def test_hash_arguments(tmp_path: Path) -> None:
         assert status == 404 and "not received" in answer["error"]
         status, answer = await http(hub, "GET", f"/api/git/diff/{first.hex()}/{ghost.hex()}", key=key)
         assert status == 404
-        for limit, code in (("0", 200), ("500", 200), ("-1", 400), ("x", 400), ("1e3", 400), ("9999999", 400)):
+        # out of range is refused, not clamped (node/web/common.py: one rule for every route)
+        for limit, code in (("1", 200), ("200", 200), ("0", 400), ("201", 400), ("500", 400), ("-1", 400), ("x", 400),
+                            ("1e3", 400), ("9999999", 400)):
             status, answer = await http(hub, "GET", f"/api/git/commits?limit={limit}", key=key)
             assert status == code, limit
         status, answer = await http(hub, "GET", "/api/git/commits?limit=1", key=key)
@@ -482,15 +487,16 @@ async def test_posts_and_channels_refuse_bad_input(tmp_path: Path) -> None:
         entries = await kit.ledger.count()
 
         async def call(method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-            return await http(hub, method, path, key=key, body=body)
+            return await http(hub, method, path, key=key, body=body, headers=JSON if body is not None else None)
 
         assert (await call("POST", "/api/channels", b'{"name":"discussion","description":"talk"}'))[0] == 201
         assert (await call("POST", "/api/channels", b'{"name":"discussion"}'))[0] == 409
         for body in (b'{"name":"Results"}', b'{"name":""}', b'{"name":"a/b"}', b'{"name":5}', b"{}", b"nope",
-                     b'{"name":"x","description":7}', b'{"name":"x","description":"\\udfff"}',
-                     b'{"name":"x","description":"' + b"d" * 300 + b'"}'):
+                     b'{"name":"x","description":7}', b'{"name":"x","description":"\\udfff"}'):
             status, answer = await call("POST", "/api/channels", body)
             assert status == 400 and answer["error"], body
+        status, answer = await call("POST", "/api/channels", b'{"name":"x","description":"' + b"d" * 300 + b'"}')
+        assert status == 413 and answer["error"]  # over a size limit is 413 on every route
         status, answer = await call("POST", "/api/channels/nowhere/posts", b'{"content":"hi"}')
         assert status == 404 and "POST /api/channels" in answer["error"]
         assert (await call("GET", "/api/channels/nowhere/posts"))[0] == 404
