@@ -56,10 +56,10 @@ def add_routes(app: web.Application, backend: Backend, agents: AgentRegistry) ->
     """Mounts the AgentHub routes under /api on `app` (which the node creates and runs)."""
     hub = AgentHub(backend, agents, HubNotes.load(backend.home), PostIndex())
 
-    def route(handler: Handler, access: Access | None = Access.AGENT) -> Route:
+    def route(handler: Handler, access: Access = Access.AGENT) -> Route:
         return guard(agents, handler, access)
 
-    app.router.add_post("/api/register", route(hub.register, None))
+    app.router.add_post("/api/register", route(hub.register, Access.OPERATOR))
     app.router.add_route("POST", "/api/git/push", route(hub.push), expect_handler=_expect_bundle)
     app.router.add_get("/api/git/fetch/{hash}", route(hub.fetch))
     app.router.add_get("/api/git/commits", route(hub.commits))

@@ -29,7 +29,8 @@ from ledger.keys import node_id_text
 from node.web.agenthub import add_routes
 from node.web.common import MAX_JSON_BYTES as MAX_JSON
 from node.web.hubviews import known_commits, newest_first
-from node.web.agents import OPERATOR, AgentRegistry, BadAgent
+from node.web.agents import OPERATOR, AgentRegistry, BadAgent, mint_agent_key
+from node.web.server import write_api_file
 from node.web.posts import PostIndex, iso_time, parse_result
 from swarm import gitrepo
 from tests.ledger.factory import identity
@@ -152,7 +153,9 @@ async def running_hub(tmp_path: Path) -> AsyncIterator[Hub]:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             host, port = runner.addresses[0][:2]
-            yield Hub(kit, f"http://{host}:{port}", tmp_path)
+            url = f"http://{host}:{port}"
+            write_api_file(kit.home, url, OPERATOR_TOKEN, "")  # what the operator's agent-key reads
+            yield Hub(kit, url, tmp_path)
         finally:
             await runner.cleanup()
 
@@ -186,9 +189,14 @@ def repo_files(kit: KitBackend) -> list[str]:
 
 
 async def registered(hub: Hub, name: str) -> Agent:
+    """An agent the operator let in: `python -m node agent-key NAME`'s output saved as the agent's
+    ~/.agenthub_creds, after which the seed's register snippet, run verbatim, only loads it."""
     agent = hub.agent(name)
-    answer = json.loads((await agent.sh(REGISTER)).splitlines()[0])
-    assert answer["id"] == name and answer["api_key"]
+    creds = await asyncio.to_thread(mint_agent_key, hub.kit.home, name)
+    agent.home.mkdir(parents=True, exist_ok=True)
+    (agent.home / ".agenthub_creds").write_text(creds.shell())
+    assert await agent.sh(REGISTER) == ""
+    assert await agent.key() == creds.key and creds.hub == hub.url
     return agent
 
 
@@ -394,12 +402,23 @@ async def test_every_route_wants_a_key_and_answers_json(tmp_path: Path) -> None:
 
 async def test_register_refuses_bad_and_taken_names(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
-        async def register(body: bytes) -> tuple[int, Any]:
-            return await http(hub, "POST", "/api/register", body=body, headers={"Content-Type": "application/json"})
+        async def register(body: bytes, key: str | None = OPERATOR_TOKEN, kind: str = "application/json"
+                           ) -> tuple[int, Any]:
+            return await http(hub, "POST", "/api/register", body=body, key=key, headers={"Content-Type": kind})
+
+        # only the operator lets agents in: a stranger's, an agent's or a form's registration is refused
+        assert (await register(b'{"id":"carol"}', key=None))[0] == 401
+        assert (await register(b'{"id":"carol"}', key="ash_guessed"))[0] == 401
+        assert (await register(b'{"id":"carol"}', kind="text/plain"))[0] == 415
+        stranger = hub.agent("stranger")
+        with pytest.raises(AssertionError, match="KeyError: 'api_key'"):  # the seed's snippet, with no creds
+            await stranger.sh(REGISTER)
+        assert hub.kit.agents.names() == []
 
         status, answer = await register(b'{"id":"carol"}')
         assert status == 201 and answer["id"] == "carol" and answer["api_key"].startswith("ash_")
         assert hub.kit.agents.authenticate(f"Bearer {answer['api_key']}") == "carol"
+        assert (await register(b'{"id":"carol2"}', key=answer["api_key"]))[0] == 403
         assert (await register(b'{"id":"carol"}'))[0] == 409
         assert (await register(f'{{"id":"{OPERATOR}"}}'.encode()))[0] == 409
         for bad in (b'{"id":""}', b'{"id":"a b"}', b'{"id":"-x"}', b'{"id":"' + b"x" * 65 + b'"}', b'{"id":3}',
