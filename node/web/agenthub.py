@@ -97,7 +97,7 @@ class AgentHub:
 
     async def _known(self) -> dict[bytes, Known]:
         await self.backend.history.sync(self.backend.ledger)
-        return known_commits(self.backend.history.claims, self.backend.queued())
+        return known_commits(self.backend.history.claims, self.backend.queued(), self._baseline)
 
     @property
     def _baseline(self) -> bytes:
@@ -110,7 +110,7 @@ class AgentHub:
             commit = bytes.fromhex(full)
             if await gitrepo.has_commit(self.backend.repo, commit):
                 return commit
-        return match_prefix(text, (*known, self._baseline), "commit", COMMIT_HEX)
+        return match_prefix(text, known, "commit", COMMIT_HEX)
 
     # -- agents
 
@@ -143,7 +143,7 @@ class AgentHub:
             raise ApiError("push one commit: git bundle create /tmp/push.bundle HEAD")
         tip = tips.pop()
         if tip in known:
-            raise Conflict(f"commit {tip.hex()} is already {'queued' if known[tip].queued else 'claimed'}")
+            raise Conflict(f"commit {tip.hex()} is already {known[tip].status}")
         if await gitrepo.has_commit(repo, tip):
             info = await gitrepo.commit_info(repo, tip)
             self._check_parents(tip, info.parents, known)
@@ -205,9 +205,6 @@ class AgentHub:
         known = await self._known()
         commit = await self._resolve(request.match_info["hash"], known)
         view = self._view()
-        if commit not in known:  # the baseline before its claim
-            return web.json_response({"hash": commit.hex(), "parent_hash": None, "status": "baseline",
-                                      "claims": [], "reported": [], "untrusted": False})
         out = await view.commit(known[commit])
         out["claims"] = [view.claim(r) for r in known[commit].claims]
         out["children"] = [c.hex() for c in children_of(known).get(commit, [])]

@@ -23,27 +23,36 @@ from node.web.posts import HubNotes, iso_time
 
 @dataclass(frozen=True, slots=True)
 class Known:
-    """A commit the swarm knows: claimed by some node, or queued here."""
+    """A commit the swarm knows: the baseline, claimed by some node, or queued here."""
 
     commit: bytes
     parent: bytes | None
     claims: tuple[ClaimRecord, ...]  # oldest first
     queued: Submission | None
-    time_ms: int                     # of the first claim; 0 while only queued
+    time_ms: int                     # of the first claim; 0 while only queued, and for the baseline
+
+    @property
+    def status(self) -> str:
+        return "queued" if self.queued is not None else "claimed" if self.claims else "the baseline"
 
 
-def known_commits(claims: Mapping[bytes, ClaimRecord], queued: list[Submission]) -> dict[bytes, Known]:
-    """Pure: every claimed or queued commit, with the parent its first claim names."""
+def known_commits(claims: Mapping[bytes, ClaimRecord], queued: list[Submission], baseline: bytes
+                  ) -> dict[bytes, Known]:
+    """Pure: every claimed or queued commit, with the parent its first claim names, and the
+    baseline from the first second (an agent on a fresh node needs something to build on)."""
     by_commit: dict[bytes, list[ClaimRecord]] = collections.defaultdict(list)
     for record in claims.values():
         by_commit[record.body.commit].append(record)
     known: dict[bytes, Known] = {}
     for commit, records in by_commit.items():
         records.sort(key=lambda r: (r.time_ms, r.id))
-        known[commit] = Known(commit, records[0].body.parent, tuple(records), None, records[0].time_ms)
+        # the baseline has no parent, whatever a claim of it says
+        parent = None if commit == baseline else records[0].body.parent
+        known[commit] = Known(commit, parent, tuple(records), None, records[0].time_ms)
     for item in queued:
         if item.commit not in known:
             known[item.commit] = Known(item.commit, item.parent, (), item, 0)
+    known.setdefault(baseline, Known(baseline, None, (), None, 0))
     return known
 
 
@@ -83,11 +92,19 @@ class CommitView:
         out: dict[str, Any] = {"hash": hex_id, "parent_hash": known.parent.hex() if known.parent else None}
         if known.queued is not None:
             item = known.queued
-            created_s = await self._commit_time_s(known.commit)
+            info = await self._commit_info(known.commit)
+            created_s = info.time_s if info is not None else None
             out.update(agent_id=item.agent, author=self.backend.node_id, message=item.message,
                        created_at=iso_time(created_s * 1000) if created_s is not None else None,
                        platform=None, status="queued", val_bpb=None, verified_val_bpb=None, verifications=0,
                        claims=0, position=item.position, untrusted=False)
+            return out
+        if not known.claims:  # the baseline before anyone claimed it
+            info = await self._commit_info(known.commit)
+            out.update(agent_id=None, author=None, message=info.message if info else None,
+                       created_at=iso_time(info.time_s * 1000) if info else None, platform=None,
+                       status="baseline", val_bpb=None, verified_val_bpb=None, verifications=0, claims=0,
+                       untrusted=False)
             return out
         own = [r for r in known.claims if r.author in self.mine]
         primary = (own or list(known.claims))[0]
@@ -105,8 +122,8 @@ class CommitView:
         )
         return out
 
-    async def _commit_time_s(self, commit: bytes) -> int | None:
+    async def _commit_info(self, commit: bytes) -> gitrepo.CommitInfo | None:
         try:
-            return (await gitrepo.commit_info(self.backend.repo, commit)).time_s
+            return await gitrepo.commit_info(self.backend.repo, commit)
         except SwarmError:
             return None

@@ -143,8 +143,8 @@ class Agent:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    async with backend(tmp_path / "node") as kit:
+async def running_hub(tmp_path: Path, *, claim_baseline: bool = True) -> AsyncIterator[Hub]:
+    async with backend(tmp_path / "node", claim_baseline=claim_baseline) as kit:
         app = web.Application()
         add_routes(app, kit, kit.agents)
         runner = web.AppRunner(app)
@@ -400,6 +400,29 @@ async def test_every_route_wants_a_key_and_answers_json(tmp_path: Path) -> None:
         assert status == 200 and [c["hash"] for c in answer] == [base]
 
 
+async def test_a_fresh_node_offers_its_baseline_from_the_first_second(tmp_path: Path) -> None:
+    """Before the node's baseline run ends (no claim yet), the seed's agent finds the baseline as
+    the one leaf, fetches it and builds on it."""
+    async with running_hub(tmp_path, claim_baseline=False) as hub:
+        kit, baseline = hub.kit, hub.kit.baseline.hex()
+        assert kit.history.claims == {}
+        alice = await registered(hub, "alice")
+        leaves = await alice.json(LEAVES)
+        assert [(c["hash"], c["status"], c["parent_hash"], c["untrusted"]) for c in leaves] == [
+            (baseline, "baseline", None, False)]
+        assert [c["hash"] for c in await alice.json(COMMITS)] == [baseline]
+        status, shown = await http(hub, "GET", f"/api/git/commits/{baseline[:7]}", key=await alice.key())
+        assert status == 200 and shown["status"] == "baseline" and shown["claims"] == [] and shown["children"] == []
+        await checkout_of(alice, baseline)
+        commit = await edit_and_commit(alice, "# alice: on the unclaimed baseline")
+        pushed = json.loads(await alice.sh(PUSH))
+        assert pushed["hash"] == commit and pushed["parent_hash"] == baseline and pushed["status"] == "queued"
+        # the baseline now has a child: the queued commit is the leaf
+        assert [c["hash"] for c in await alice.json(LEAVES)] == [commit]
+        status, lineage = await http(hub, "GET", f"/api/git/commits/{commit}/lineage", key=await alice.key())
+        assert [c["hash"] for c in lineage] == [commit, baseline]
+
+
 async def test_register_refuses_bad_and_taken_names(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
         async def register(body: bytes, key: str | None = OPERATOR_TOKEN, kind: str = "application/json"
@@ -593,7 +616,7 @@ async def test_commit_graph_views(tmp_path: Path) -> None:
         await kit.claim(one, kit.baseline, 1.4)
         await kit.claim(one, kit.baseline, 1.41, who=OTHER_NODE)
         await kit.queue.submit(two, "gina")
-        known = known_commits(kit.history.claims, kit.queued())
+        known = known_commits(kit.history.claims, kit.queued(), kit.baseline)
         assert [k.commit for k in newest_first(known)] == [two, one, kit.baseline]
         assert len(known[one].claims) == 2 and known[two].queued is not None and known[two].parent == one
     assert iso_time(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
