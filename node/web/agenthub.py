@@ -22,14 +22,13 @@ Every failure is a JSON {"error": ...} with a 4xx; 5xx only when the node itself
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import HttpVersion11, web
 
-from ledger.bodies import HASH_BYTES, MAX_SHORT_TEXT, MAX_TEXT, Post
+from ledger.bodies import MAX_SHORT_TEXT, MAX_TEXT, Post
 from ledger.errors import InvalidEntry
 from ledger.keys import node_id_text
 from swarm import gitrepo
@@ -40,16 +39,15 @@ from swarm.packfile import PackLimits, parse_bundle_header, parse_pack, resolve_
 
 from node.web.agents import OPERATOR, AgentRegistry
 from node.web.backend import Backend
-from node.web.common import (Access, ApiError, Conflict, Handler, NotFound, Route, check_caller, echo, error,
-                             guard, limit, match_prefix, own_keys, read_body, read_json, text_field, untrusted)
+from node.web.common import (COMMIT_HEX, Access, ApiError, Conflict, Handler, NotFound, Route, check_caller, echo,
+                             entry_id, error, full_hex, guard, limit, match_prefix, own_keys, read_body, read_json,
+                             text_field, untrusted)
 from node.web.hubviews import CommitView, Known, children_of, known_commits, newest_first
 from node.web.posts import Channel, HubNotes, IndexedPost, PostIndex, iso_time, parse_result
 
 DEFAULT_COMMITS, MAX_COMMITS = 20, 200
 DEFAULT_POSTS, MAX_POSTS = 50, 200
 MAX_LINEAGE = 1000              # ancestors listed at most: claims could describe a very long chain
-COMMIT_HEX = 40
-_ENTRY_ID = re.compile(f"[0-9a-f]{{{2 * HASH_BYTES}}}")
 
 
 def add_routes(app: web.Application, backend: Backend, agents: AgentRegistry) -> None:
@@ -105,11 +103,9 @@ class AgentHub:
 
     async def _resolve(self, text: str, known: Mapping[bytes, Known], *, in_repo: bool = False) -> bytes:
         """A commit from a full hash or a unique prefix of a known commit's hash."""
-        full = text.strip().lower()
-        if len(full) == COMMIT_HEX and in_repo and all(c in "0123456789abcdef" for c in full):
-            commit = bytes.fromhex(full)
-            if await gitrepo.has_commit(self.backend.repo, commit):
-                return commit
+        commit = full_hex(text, COMMIT_HEX)
+        if commit is not None and in_repo and await gitrepo.has_commit(self.backend.repo, commit):
+            return commit
         return match_prefix(text, known, "commit", COMMIT_HEX)
 
     # -- agents
@@ -297,9 +293,7 @@ class AgentHub:
     async def _reply_to(self, parent_id: Any) -> bytes | None:
         if parent_id is None:
             return None
-        if not isinstance(parent_id, str) or not _ENTRY_ID.fullmatch(parent_id):
-            raise ApiError(f"parent_id must be a post id ({2 * HASH_BYTES} lowercase hex digits)")
-        parent = await self.backend.ledger.get(bytes.fromhex(parent_id))
+        parent = await self.backend.ledger.get(entry_id(parent_id, "parent_id"))
         if parent is None or not isinstance(parent.body, Post):
             raise NotFound(f"no post {parent_id}")
         return parent.id

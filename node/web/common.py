@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ledger.bodies import COMMIT_BYTES, HASH_BYTES
 from ledger.errors import InvalidEntry, KeyFileError, LedgerError
 from ledger.keys import Identity, parse_node_id
 from swarm.errors import BundleRejected, SwarmError, UnknownObject
@@ -38,6 +39,8 @@ from node.home import Layout
 from node.web.agents import OPERATOR, AgentRegistry, BadAgent, RegistryFull
 from node.web.backend import Backend
 
+COMMIT_HEX = 2 * COMMIT_BYTES      # a full git commit id in hex
+ENTRY_ID_HEX = 2 * HASH_BYTES      # a full ledger entry id (posts, jobs, sources) in hex
 MAX_JSON_BYTES = 2 * MAX_TRAIN_PY_BYTES + (64 << 10)  # JSON escaping can double a train.py; the rest is fields
 READ_CHUNK_BYTES = 64 * 1024
 MAX_ECHO_CHARS = 80               # of a client's bad input quoted back in an error
@@ -242,6 +245,21 @@ def limit(request: web.Request, default: int, most: int) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= most:
         raise ApiError(f"limit must be a whole number from 1 to {most}, got {echo(text)}")
     return int(text)
+
+
+def full_hex(text: str, digits: int) -> bytes | None:
+    """Pure: the bytes of `text` when it is exactly `digits` hex digits (any case), else None."""
+    t = text.strip().lower()
+    return bytes.fromhex(t) if len(t) == digits and _HEX.fullmatch(t) else None
+
+
+def entry_id(value: Any, name: str) -> bytes:
+    """A full ledger entry id (ENTRY_ID_HEX lowercase hex digits) given as a JSON string."""
+    found = full_hex(value, ENTRY_ID_HEX) if isinstance(value, str) and value == value.lower() else None
+    if found is None:
+        raise ApiError(f"{name} must be an entry id of {ENTRY_ID_HEX} hex digits (lowercase), "
+                       f"got {echo(str(value))}")
+    return found
 
 
 def match_prefix(text: str, candidates: Iterable[bytes], what: str, max_hex: int) -> bytes:

@@ -6,19 +6,20 @@ Knows the node only through `Backend`; HTTP only as far as a route's `web.Reques
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from ledger.bodies import UCR_PER_CREDIT
 from ledger.fold import State
 from ledger.keys import node_id_text
+from swarm import gitrepo
 
 from node.research.history import ClaimRecord
 from node.web import views
 from node.web.agents import AgentRegistry
 from node.web.backend import Backend, Submission
-from node.web.common import ApiError, echo, match_prefix, own_keys, untrusted
+from node.web.common import COMMIT_HEX, ApiError, echo, full_hex, match_prefix, own_keys, untrusted
 
-COMMIT_HEX = 40
 TOP_N = 10                           # frontier rows per list, top earners
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 500
@@ -63,9 +64,9 @@ class NodeContext:
 
     async def resolve(self, text: str) -> bytes:
         """A full commit hash, or an abbreviation of a commit the swarm knows, as a 20-byte id."""
-        full = text.strip()
-        if len(full) == COMMIT_HEX:  # any commit at all: the caller looks it up
-            return match_prefix(full, [bytes.fromhex(full)] if _is_hex(full) else [], "commit", COMMIT_HEX)
+        full = full_hex(text, COMMIT_HEX)
+        if full is not None:  # any commit at all: the caller looks it up
+            return full
         await self.state()
         return match_prefix(text, self.known_commits(), "commit", COMMIT_HEX)
 
@@ -88,14 +89,15 @@ class NodeContext:
             **self.author(record.author),
         }
 
+    async def commit_train_py(self, parent: bytes, source: str, message: str, agent: str) -> bytes:
+        """A commit of `source` as train.py on `parent`, authored by the agent (a label, not a key)."""
+        return await gitrepo.commit_file(self.backend.repo, parent, {"train.py": source.encode()}, message,
+                                         f"{agent} <{agent}@autoswarm.local>", int(time.time()))
+
     def check_class(self, cls: str) -> str:
         if cls not in self.classes():
             raise ApiError(f"unknown platform class {echo(cls)}; this swarm has {', '.join(self.classes())}")
         return cls
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def credits(ucr: int) -> float:

@@ -5,12 +5,11 @@ node/market/loop.py runs the market; node/market/policy.py checks requests and s
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 
-from ledger.bodies import HASH_BYTES, MAX_LIST, MAX_SHORT_TEXT, Receipt, Settle
+from ledger.bodies import MAX_LIST, MAX_SHORT_TEXT, Receipt, Settle
 from ledger.fold import State
 from ledger.keys import node_id_text
 from swarm import gitrepo
@@ -19,7 +18,7 @@ from node.contract import MAX_TRAIN_PY_BYTES
 from node.home import Layout
 from node.market.loop import Market, keep_job_bundle
 from node.market.policy import BadJobRequest, JobRequest, job_row, job_rows
-from node.web.common import ApiError, Unavailable, answer, limit, match_prefix, read_json, str_list, text_field
+from node.web.common import ENTRY_ID_HEX, ApiError, Unavailable, answer, limit, match_prefix, read_json, str_list, text_field
 from node.web.nodeapi_base import DEFAULT_LIMIT, MAX_LIMIT, NodeContext
 
 JOB_EXPIRY_S = 3600                  # a job's default expiry, from submission
@@ -44,7 +43,7 @@ class MarketRoutes:
                 "mine": payer in mine, "executor_mine": executor in mine}
 
     def job_id(self, text: str, state: State) -> bytes:
-        return match_prefix(text, state.jobs, "job", 2 * HASH_BYTES)
+        return match_prefix(text, state.jobs, "job", ENTRY_ID_HEX)
 
     async def jobs(self, request: web.Request, agent: str) -> web.Response:
         state = self.ctx.backend.ledger.state
@@ -84,8 +83,7 @@ class MarketRoutes:
         parent = ctx.best_commit(await ctx.state(), ctx.default_class())
         if not await gitrepo.has_commit(repo, parent):
             parent = ctx.baseline  # the best is another node's, not fetched here
-        return await gitrepo.commit_file(repo, parent, {"train.py": source.encode()}, f"job by {agent}",
-                                         f"{agent} <{agent}@autoswarm.local>", int(time.time()))
+        return await ctx.commit_train_py(parent, source, f"job by {agent}", agent)
 
     async def submit_job(self, request: web.Request, agent: str) -> web.Response:
         ctx = self.ctx

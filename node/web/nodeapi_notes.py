@@ -7,24 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from ledger.bodies import HASH_BYTES, MAX_LIST, MAX_SHORT_TEXT, MAX_TEXT, Hypothesis, Insight, Mint, Transfer
+from ledger.bodies import MAX_LIST, MAX_SHORT_TEXT, MAX_TEXT, Hypothesis, Insight, Mint, Transfer
 from ledger.entry import Entry
 from ledger.keys import node_id_text
 from ledger.store import Ledger
 
 from node.web.agents import OPERATOR
-from node.web.common import ApiError, answer, echo, limit, read_json, str_list, text_field
+from node.web.common import answer, entry_id, limit, read_json, str_list, text_field
 from node.web.nodeapi_base import DEFAULT_LIMIT, MAX_LIMIT, TOP_N, NodeContext, balances, credits
 
 KEPT_NOTES = 2000                    # hypotheses / insights / own credit events held in memory, newest
 INDEX_PAGE = 1000                    # entries read per step when an index catches up with the file
-_ENTRY_ID = re.compile(f"[0-9a-f]{{{2 * HASH_BYTES}}}")
 
 
 class EntryWindow:
@@ -85,12 +83,8 @@ class NotesRoutes:
             body: Hypothesis | Insight = Hypothesis(
                 text=text, tags=str_list(data, "tags", max_items=MAX_LIST, max_chars=MAX_SHORT_TEXT))
         else:
-            sources = []
-            for s in str_list(data, "sources", max_items=MAX_LIST, max_chars=MAX_SHORT_TEXT):
-                s = s.strip().lower()
-                if not _ENTRY_ID.fullmatch(s):
-                    raise ApiError(f"a source is an entry id of {2 * HASH_BYTES} hex digits, got {echo(s)}")
-                sources.append(bytes.fromhex(s))
+            sources = [entry_id(s.strip().lower(), "a source")
+                       for s in str_list(data, "sources", max_items=MAX_LIST, max_chars=MAX_SHORT_TEXT)]
             body = Insight(text=text, sources=sources)
         entry = await self.ctx.backend.publish(body)
         return answer(self.note_view(entry), 201)

@@ -6,7 +6,6 @@ Knows the node only through `NodeContext` and its Backend.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from aiohttp import web
@@ -196,8 +195,6 @@ class ResearchRoutes:
         parent = await ctx.resolve(parent_text) if parent_text else ctx.best_commit(state, ctx.default_class())
         if not await gitrepo.has_commit(ctx.backend.repo, parent):
             raise ApiError(f"parent {parent.hex()} is not in this node's repository (push or fetch it first)")
-        commit = await gitrepo.commit_file(
-            ctx.backend.repo, parent, {"train.py": source.encode()}, message.strip() or f"edit by {agent}",
-            f"{agent} <{agent}@autoswarm.local>", int(time.time()))
+        commit = await ctx.commit_train_py(parent, source, message.strip() or f"edit by {agent}", agent)
         item = await ctx.backend.submit(commit, agent)
         return answer({**submission(item), "queued": len(ctx.backend.queued())}, 202)
