@@ -37,6 +37,7 @@ from swarm.errors import BundleRejected
 from swarm.gitobjects import BLOB, COMMIT, TREE, RawObject, parse_commit
 from swarm.packfile import PackLimits, parse_bundle_header, parse_pack, resolve_pack, write_bundle, write_pack
 
+from node.contract import UNTRUSTED_HEADER
 from node.web.agents import OPERATOR, AgentRegistry
 from node.web.backend import Backend
 from node.web.common import (COMMIT_HEX, Access, ApiError, Conflict, Handler, NotFound, Route, check_caller, echo,
@@ -183,13 +184,19 @@ class AgentHub:
         pack = write_pack([(o, None) for o in sorted(new, key=lambda o: (order[o.kind], o.oid))])
         return write_bundle(sorted(prerequisites), [(b"HEAD", tip)], pack)
 
+    def _flag(self, known: Mapping[bytes, Known], *commits: bytes) -> dict[str, str]:
+        """The untrusted header of a bundle or diff: code another node claimed and none of ours did."""
+        flagged = any(untrusted({r.author for r in known[c].claims}, self.mine) for c in commits if c in known)
+        return {UNTRUSTED_HEADER: "true" if flagged else "false"}
+
     async def fetch(self, request: web.Request, _agent: str) -> web.StreamResponse:
-        commit = await self._resolve(request.match_info["hash"], await self._known(), in_repo=True)
+        known = await self._known()
+        commit = await self._resolve(request.match_info["hash"], known, in_repo=True)
         if not await gitrepo.has_commit(self.backend.repo, commit):
             raise NotFound(f"commit {commit.hex()} is claimed, but this node has not received it yet")
         data = await make_bundle(self.backend.repo, commit, have=[])
-        return web.Response(body=data, content_type="application/octet-stream",
-                            headers={"Content-Disposition": f'attachment; filename="{commit.hex()}.bundle"'})
+        return web.Response(body=data, content_type="application/octet-stream", headers={
+            "Content-Disposition": f'attachment; filename="{commit.hex()}.bundle"', **self._flag(known, commit)})
 
     async def commits(self, request: web.Request, _agent: str) -> web.StreamResponse:
         most = limit(request, DEFAULT_COMMITS, MAX_COMMITS)
@@ -238,7 +245,7 @@ class AgentHub:
         a = await self._resolve(request.match_info["a"], known, in_repo=True)
         b = await self._resolve(request.match_info["b"], known, in_repo=True)
         text = await gitrepo.diff(self.backend.repo, a, b)
-        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+        return web.Response(text=text, content_type="text/plain", charset="utf-8", headers=self._flag(known, a, b))
 
     def _view(self) -> CommitView:
         return CommitView(self.backend, self.notes, self.backend.ledger.state, self.mine)

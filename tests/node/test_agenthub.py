@@ -26,6 +26,7 @@ from aiohttp import web
 
 from ledger.bodies import Post, Verify
 from ledger.keys import node_id_text
+from node.contract import UNTRUSTED_HEADER
 from node.web.agenthub import add_routes
 from node.web.common import MAX_JSON_BYTES as MAX_JSON
 from node.web.hubviews import known_commits, newest_first
@@ -502,6 +503,16 @@ async def test_other_nodes_work_is_marked_untrusted(tmp_path: Path) -> None:
         assert log[1]["untrusted"] is False  # the baseline: this node's own claim
         status, detail = await http(hub, "GET", f"/api/git/commits/{theirs.hex()}", key=key)
         assert [c["untrusted"] for c in detail["claims"]] == [True]
+
+        # their code as a bundle or a diff says so in the header the node API uses too
+        code = await kit.commit(kit.baseline, b"print('theirs')\n", "theirs")
+        await kit.claim(code, kit.baseline, 1.3, who=OTHER_NODE)
+        base = kit.baseline.hex()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as session:
+            for path, flagged in ((f"/api/git/diff/{base}/{code.hex()}", "true"), (f"/api/git/fetch/{code.hex()}", "true"),
+                                  (f"/api/git/diff/{base}/{base}", "false"), (f"/api/git/fetch/{base}", "false")):
+                async with session.get(hub.url + path, headers={"Authorization": f"Bearer {key}"}) as response:
+                    assert response.status == 200 and response.headers[UNTRUSTED_HEADER] == flagged, path
 
         # posts from another node, and a report about its commit
         await http(hub, "POST", "/api/channels", key=key, body=b'{"name":"results"}')
