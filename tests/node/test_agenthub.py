@@ -509,7 +509,8 @@ async def test_other_nodes_work_is_marked_untrusted(tmp_path: Path) -> None:
         await kit.claim(code, kit.baseline, 1.3, who=OTHER_NODE)
         base = kit.baseline.hex()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as session:
-            for path, flagged in ((f"/api/git/diff/{base}/{code.hex()}", "true"), (f"/api/git/fetch/{code.hex()}", "true"),
+            for path, flagged in ((f"/api/git/diff/{base}/{code.hex()}", "true"),
+                                  (f"/api/git/fetch/{code.hex()}", "true"),
                                   (f"/api/git/diff/{base}/{base}", "false"), (f"/api/git/fetch/{base}", "false")):
                 async with session.get(hub.url + path, headers={"Authorization": f"Bearer {key}"}) as response:
                     assert response.status == 200 and response.headers[UNTRUSTED_HEADER] == flagged, path
