@@ -185,13 +185,20 @@ class AgentRegistry:
         data = {"version": FILE_VERSION, "agents": {
             name: {"digest": r.digest, "created_ms": r.created_ms, "used_ms": r.used_ms}
             for name, r in sorted(self._agents.items())}}
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data, sort_keys=True))
         for r in self._agents.values():
             r.saved_used_ms = r.used_ms
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replaces `path` atomically with a file only its owner can read, from its first byte: a
+    leftover temporary file (whatever its mode) is removed, never reused."""
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 # -- the operator's command: python -m node agent-key NAME

@@ -25,7 +25,7 @@ from node.contract import API_FILE as API_FILE  # re-exported for node/sim/demo.
 from node.web import agenthub
 from node.web import dashboard
 from node.web import nodeapi as localapi
-from node.web.agents import AgentRegistry
+from node.web.agents import AgentRegistry, write_private
 from node.web.backend import Backend
 from node.web.common import loopback_only
 from node.errors import SetupError
@@ -70,9 +70,4 @@ async def serve_api(listen: str, home: Path, backend: Backend, peer_address: str
 
 def write_api_file(home: Path, url: str, token: str, peer_address: str) -> None:
     """HOME/api.json, 0600 from its first byte: the operator token is in it."""
-    path = home / API_FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "token": token, "pid": os.getpid(), "peer": peer_address}, f)
-    os.replace(tmp, path)
+    write_private(home / API_FILE, json.dumps({"url": url, "token": token, "pid": os.getpid(), "peer": peer_address}))

@@ -165,3 +165,14 @@ def test_agent_key_without_a_running_node(tmp_path: Path) -> None:
     (tmp_path / API_FILE).write_text('{"url": "http://127.0.0.1:9", "token": "t"}')
     with pytest.raises(AgentKeyError, match="did not answer"):
         mint_agent_key(tmp_path, "claude-1", timeout_s=5.0)
+
+
+async def test_a_planted_temporary_file_does_not_leak_the_token(tmp_path: Path) -> None:
+    """A world-readable api.tmp left in the home (by a crash, or planted) is replaced, not reused."""
+    async with backend(tmp_path) as kit:
+        planted = kit.home / "api.tmp"
+        planted.write_text("")
+        planted.chmod(0o644)
+        async with serve_api("127.0.0.1:0", kit.home, kit, "127.0.0.1:1"):
+            assert (kit.home / API_FILE).stat().st_mode & 0o777 == 0o600
+            assert not planted.exists()
