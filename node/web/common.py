@@ -5,7 +5,8 @@ hash-prefix rule, one rule for what is untrusted, and one `guard` around every h
 The rules, once:
 - **Errors.** A refusal is an `ApiError` (its subclass names the status); `guard` answers every
   failure as JSON `{"error": "..."}`: 4xx for the client's mistakes, 503 when the node cannot do
-  it now, 500 (logged with its traceback) for a bug. A client that went away gets no answer.
+  it now, 500 (logged with its traceback) for a bug. A client that hung up mid-request (an OSError
+  of the client's making) is neither: it is logged at debug and answered 400 into the void.
 - **Who may call.** Host must name loopback (127.0.0.1, localhost, [::1] or the listening address)
   with the node's port, so a DNS-rebound page cannot reach us; a request that carries an Origin
   must come from such a page too (CSRF). Then `Access` says whose key a route needs.
@@ -338,8 +339,9 @@ def guard(agents: AgentRegistry, handler: Handler, access: Access | None = Acces
             return await handler(request, agent)
         except web.HTTPException as exc:  # aiohttp's own refusals (a body over client_max_size)
             return error(exc.status, exc.reason)
-        except ConnectionError:
-            raise  # the client went away: nobody to answer
+        except ConnectionError:  # the client hung up mid-request: its fault, and nobody reads the answer
+            log.debug("%s %s: the client went away", request.method, request.path)
+            return error(400, "the connection was lost before the request was read")
         except Exception as exc:
             status = _status_of(exc)
             if status is not None:

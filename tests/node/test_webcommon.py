@@ -2,6 +2,7 @@
 127.0.0.1 (the guard) and as pure functions with property tests (the rest)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -150,3 +151,21 @@ def test_prefix_names_one_or_refuses(candidates: list[bytes], data: st.DataObjec
             match_prefix(prefix, candidates, "commit", 40)
     with pytest.raises(ApiError):
         match_prefix(target.hex()[:6], candidates, "commit", 40)  # shorter than git's short hash
+
+
+async def test_a_client_that_hangs_up_mid_body_is_not_an_error(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A body cut short by the client's own disconnect is the client's fault: no 500, no traceback."""
+    async with serve(tmp_path, {"/echo": (_echo, Access.AGENT)}) as (url, _agents):
+        host, port = url[len("http://"):].rsplit(":", 1)
+        with caplog.at_level(logging.INFO):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"POST /echo HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":".encode())
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            # the server is still answering, and the next request is served normally
+            status, _, body = await call(url + "/echo", "POST", data=b"{}", headers={"Content-Type": "application/json"})
+            assert status == 200 and body["body"] == {}
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
