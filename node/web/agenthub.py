@@ -40,9 +40,9 @@ from swarm.packfile import PackLimits, parse_bundle_header, parse_pack, resolve_
 from node.contract import UNTRUSTED_HEADER
 from node.web.agents import OPERATOR, AgentRegistry
 from node.web.backend import Backend
-from node.web.common import (COMMIT_HEX, Access, ApiError, Conflict, Handler, NotFound, Route, check_caller, echo,
-                             entry_id, error, full_hex, guard, limit, match_prefix, own_keys, read_body, read_json,
-                             text_field, untrusted)
+from node.web.common import (COMMIT_HEX, Access, ApiError, Conflict, Handler, NotFound, Route, admit, echo, entry_id,
+                             error, full_hex, guard, limit, match_prefix, own_keys, read_body, read_json, text_field,
+                             untrusted)
 from node.web.hubviews import CommitView, Known, children_of, known_commits, newest_first
 from node.web.posts import Channel, HubNotes, IndexedPost, PostIndex, iso_time, parse_result
 
@@ -59,7 +59,7 @@ def add_routes(app: web.Application, backend: Backend, agents: AgentRegistry) ->
         return guard(agents, handler, access)
 
     app.router.add_post("/api/register", route(hub.register, Access.OPERATOR))
-    app.router.add_route("POST", "/api/git/push", route(hub.push), expect_handler=_expect_bundle)
+    app.router.add_route("POST", "/api/git/push", route(hub.push), expect_handler=hub.expect_bundle)
     app.router.add_get("/api/git/fetch/{hash}", route(hub.fetch))
     app.router.add_get("/api/git/commits", route(hub.commits))
     app.router.add_get("/api/git/commits/{hash}", route(hub.commit))
@@ -73,26 +73,26 @@ def add_routes(app: web.Application, backend: Backend, agents: AgentRegistry) ->
     app.router.add_get("/api/channels/{name}/posts", route(hub.posts))
 
 
-async def _expect_bundle(request: web.Request) -> web.StreamResponse | None:
-    # curl sends `Expect: 100-continue` before a large body: refuse an oversized one before it comes
-    try:
-        check_caller(request)
-    except ApiError as exc:
-        return error(exc.status, str(exc))
-    if request.content_length is not None and request.content_length > MAX_BUNDLE_BYTES:
-        return error(413, f"bundle of {request.content_length} bytes is over the limit of {MAX_BUNDLE_BYTES}")
-    if request.version == HttpVersion11:
-        if request.headers.get("Expect", "").lower() != "100-continue":
-            return error(417, "only Expect: 100-continue is understood")
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the interim response is not part of the answer's size
-    return None
-
-
 class AgentHub:
     def __init__(self, backend: Backend, agents: AgentRegistry, notes: HubNotes, index: PostIndex) -> None:
         self.backend, self.agents, self.notes, self.index = backend, agents, notes, index
         self.mine = own_keys(backend)
+
+    async def expect_bundle(self, request: web.Request) -> web.StreamResponse | None:
+        """curl sends `Expect: 100-continue` before a large body: refuse a stranger or an oversized
+        bundle before it comes."""
+        try:
+            admit(request, self.agents, Access.AGENT)
+        except ApiError as exc:
+            return error(exc.status, str(exc))
+        if request.content_length is not None and request.content_length > MAX_BUNDLE_BYTES:
+            return error(413, f"bundle of {request.content_length} bytes is over the limit of {MAX_BUNDLE_BYTES}")
+        if request.version == HttpVersion11:
+            if request.headers.get("Expect", "").lower() != "100-continue":
+                return error(417, "only Expect: 100-continue is understood")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the interim response is not part of the answer's size
+        return None
 
     async def _known(self) -> dict[bytes, Known]:
         await self.backend.history.sync(self.backend.ledger)

@@ -321,22 +321,27 @@ def _status_of(exc: Exception) -> int | None:
     return None
 
 
+def admit(request: web.Request, agents: AgentRegistry, access: Access | None) -> str:
+    """Who is calling ("" when `access` is None): refuses a foreign Host or Origin (403), a missing
+    or unknown key (401), an agent's key where the operator's is needed (403)."""
+    check_caller(request)
+    if access is None:
+        return ""
+    found = agents.authenticate(request.headers.get("Authorization"))
+    if found is None:
+        raise Unauthorized("missing or unknown key: send Authorization: Bearer <key> (the operator "
+                           "mints agent keys with `python -m node agent-key NAME`)")
+    if access is Access.OPERATOR and found != OPERATOR:
+        raise Forbidden("only the node's operator may do this (the token of HOME/api.json)")
+    return found
+
+
 def guard(agents: AgentRegistry, handler: Handler, access: Access | None = Access.AGENT) -> Route:
     """Checks the caller (`check_caller`) and its key (`access`; None: no key), runs the handler
     and turns every failure into one JSON error line."""
     async def run(request: web.Request) -> web.StreamResponse:
         try:
-            check_caller(request)
-            agent = ""
-            if access is not None:
-                found = agents.authenticate(request.headers.get("Authorization"))
-                if found is None:
-                    raise Unauthorized("missing or unknown key: send Authorization: Bearer <key> (the operator "
-                                       "mints agent keys with `python -m node agent-key NAME`)")
-                if access is Access.OPERATOR and found != OPERATOR:
-                    raise Forbidden("only the node's operator may do this (the token of HOME/api.json)")
-                agent = found
-            return await handler(request, agent)
+            return await handler(request, admit(request, agents, access))
         except web.HTTPException as exc:  # aiohttp's own refusals (a body over client_max_size)
             return error(exc.status, exc.reason)
         except ConnectionError:  # the client hung up mid-request: its fault, and nobody reads the answer

@@ -176,3 +176,19 @@ async def test_a_planted_temporary_file_does_not_leak_the_token(tmp_path: Path) 
         async with serve_api("127.0.0.1:0", kit.home, kit, "127.0.0.1:1"):
             assert (kit.home / API_FILE).stat().st_mode & 0o777 == 0o600
             assert not planted.exists()
+
+
+async def test_a_strangers_push_is_refused_before_its_body(tmp_path: Path) -> None:
+    """`Expect: 100-continue` (curl's way with a large bundle): no key, no `100 Continue`."""
+    async with node_api(tmp_path) as (url, _home):
+        host, port = url[len("http://"):].rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(f"POST /api/git/push HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: 500000\r\n"
+                         "Expect: 100-continue\r\n\r\n".encode())
+            await writer.drain()
+            async with asyncio.timeout(TIMEOUT_S):
+                status_line = await reader.readline()
+            assert status_line.startswith(b"HTTP/1.1 401"), status_line
+        finally:
+            writer.close()
