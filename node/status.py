@@ -17,6 +17,7 @@ from ledger.store import Ledger
 from node.config import NodeConfig
 from node.home import Layout, current_slug
 from node.research.noise import replay_noise, run_to_run_noise
+from node.web import views
 
 TOP_N = 10  # leaderboard rows per class
 
@@ -61,16 +62,8 @@ async def collect(config: NodeConfig) -> dict[str, Any]:
         spec = signed.spec
         classes: dict[str, Any] = {}
         for cls in spec.platform_classes:
-            claims = [c for c in state.claims.values() if c.platform_class == cls]
-            records = [r for r in state.records if r.platform_class == cls]
             classes[cls] = {
-                "best_val_bpb": state.best.get(cls),
-                "best_commit": records[-1].commit.hex() if records else None,
-                "claims": len(claims),
-                "claims_ok": sum(1 for c in claims if c.claimed is not None),
-                "verified": sum(1 for cid in state.verified if state.claims[cid].platform_class == cls),
-                "records": len(records),
-                "noise_bpb": spec.noise_bpb[cls],
+                **views.class_summary(state, cls),
                 "measured_replay_noise": _noise(state, cls),
                 "measured_run_to_run_noise": await _run_to_run(ledger, cls),
                 "leaderboard": [{"claim": cid.hex(), "commit": state.claims[cid].commit.hex(), "val_bpb": value}

@@ -34,16 +34,14 @@ from urllib.parse import quote
 
 import aiohttp
 
+from node.contract import (API_FILE, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, MAX_API_FILE_BYTES, MAX_TRAIN_PY_BYTES,
+                           UNTRUSTED_HEADER)
 from node.errors import NodeError
 
 AGENT_COMMANDS = frozenset({"frontier", "leaderboard", "show", "diff", "checkout", "log", "submit", "post", "read",
                             "hypothesis", "insight", "credits"})
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 REQUEST_TIMEOUT_S = 30.0             # one call to the local node
 MAX_RESPONSE_BYTES = 16 << 20
-MAX_API_FILE_BYTES = 4096
-MAX_TRAIN_PY_BYTES = 256 * 1024      # the node's own limit, checked here for a clearer message
-UNTRUSTED_HEADER = "X-Autoswarm-Untrusted"  # on text answers (a diff) that carry other nodes' words
 MAX_LINE_CHARS = 160
 DEFAULT_WAIT_S = 3600.0              # submit --wait: a queue of 5-minute runs ahead of ours
 POLL_INTERVAL_S = 5.0                # submit --wait asks the node this often whether the claim is in                 # one-line renderings of messages in lists
@@ -183,7 +181,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> Invocation:
 
 def load_endpoint(home: Path) -> Endpoint:
     """HOME/api.json, which the running node writes; its absence means no node runs there."""
-    path = home / "api.json"
+    path = home / API_FILE
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_API_FILE_BYTES + 1)
@@ -255,7 +253,7 @@ class NodeClient:
         said = data.get("error") if isinstance(data, dict) else None
         said = _clean(str(said) if said else text.strip()[:200] or reason)
         if status == 401:
-            raise BadInput(f"the node at {self.endpoint.url} refused the token in {self.home / 'api.json'} "
+            raise BadInput(f"the node at {self.endpoint.url} refused the token in {self.home / API_FILE} "
                            f"(401: {said}); is the file from an earlier run?")
         if 400 <= status < 500:
             raise BadInput(f"{said} ({status})")

@@ -22,8 +22,9 @@ from typing import Any, NoReturn
 
 import aiohttp
 
-from node.client.agent import (EXIT_OK, REQUEST_TIMEOUT_S, BadInput, NodeClient, _block, _clean,
-                           _line, _read_train_py, load_endpoint, print_answer, run_command)
+from node.client.agent import (REQUEST_TIMEOUT_S, BadInput, NodeClient, _block, _clean, _line, _read_train_py,
+                               load_endpoint, print_answer, run_command)
+from node.contract import EXIT_OK
 
 JOB_COMMANDS = ("submit", "list", "show", "cancel")
 

@@ -1,74 +1,160 @@
-"""Who may use the node's local API: registered agents (AgentHub's register) and the operator.
+"""Who may use the node's local API: the operator, and the agents the operator let in.
 
-Agents register with a name and get a random bearer key; only its sha256 is kept, in
-HOME/agents.json (0600), so the file alone lets nobody in. The operator token (HOME/api.json,
-written by node/web/server.py) authenticates as OPERATOR: the node's own CLI uses it. Agents act on the
-node's behalf: what they publish is signed by the node's research identity, and their name goes
-with it (a claim's message, a post's text) only as a label.
+The operator token (HOME/api.json, 0600, written by node/web/server.py with a fresh token each
+run) authenticates as OPERATOR: the node's own CLI reads it. Only the operator registers agents
+(AgentHub's `POST /api/register` with the operator's bearer token); `mint_agent_key` is how the
+operator does that from a shell (`python -m node agent-key NAME`), printing what an agent's
+~/.agenthub_creds holds, so the seed's AgentHub flow then runs verbatim.
 
-Knows nothing of HTTP; node/web/agenthub.py and node/web/nodeapi.py turn a None from `authenticate`
-into 401.
+An agent gets a random bearer key; only its sha256 is kept, in HOME/agents.json (0600), so the
+file alone lets nobody in. The registry is bounded: at most MAX_AGENTS agents, at most
+MAX_REGISTRATIONS_PER_MIN new ones a minute, and an agent unused for AGENT_IDLE_EXPIRY_S is
+forgotten (its key stops working; registrations survive restarts only while not expired).
+
+Agents act on the node's behalf: what they publish is signed by the node's research identity,
+and their name goes with it (a claim's message, a post's text) only as a label.
+
+Knows nothing of aiohttp: node/web/common.py turns a None from `authenticate` into 401.
+`mint_agent_key` speaks plain HTTP to the running node with the standard library.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from node.contract import API_FILE, MAX_API_FILE_BYTES
 from node.errors import NodeError
 
 OPERATOR = "operator"
-MAX_AGENTS = 1000
-AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_AGENTS = 256
+MAX_REGISTRATIONS_PER_MIN = 10
+AGENT_IDLE_EXPIRY_S = 30 * 24 * 3600   # an agent unused this long is forgotten
+USE_SAVE_INTERVAL_S = 3600             # an agent's last use is written to the file at most this often
+MAX_AGENT_NAME_CHARS = 64
+AGENT_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_AGENT_NAME_CHARS - 1}}}$")
 KEY_PREFIX = "ash_"
+FILE_VERSION = 2
+MINT_TIMEOUT_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 class BadAgent(NodeError):
-    """A registration the registry refuses: a bad or taken name, or too many agents."""
+    """A registration the registry refuses: a bad or taken name."""
+
+
+class RegistryFull(BadAgent):
+    """Too many agents, or too many registrations in the last minute."""
+
+
+class AgentKeyError(NodeError):
+    """The operator's `agent-key` could not mint a key: no node running, or the node refused."""
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    digest: str          # sha256 hex of the agent's key
+    created_ms: int
+    used_ms: int         # last authenticated request (creation counts)
+    saved_used_ms: int   # the used_ms the file holds
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _parse(raw: Any, path: Path) -> dict[str, AgentRecord]:
+    """The agents of a version-2 file. An older file (name -> digest, written when anyone could
+    register) is refused entry by entry: its agents must be minted again by the operator."""
+    if isinstance(raw, dict) and raw.get("version") != FILE_VERSION and all(isinstance(v, str) for v in raw.values()):
+        if raw:
+            log.warning("%s: %d agents registered before the operator token was required are dropped; "
+                        "mint new keys with `python -m node agent-key NAME`", path, len(raw))
+        return {}
+    agents = raw.get("agents") if isinstance(raw, dict) else None
+    if not isinstance(agents, dict):
+        raise NodeError(f"{path}: not an agents file (expected {{\"version\": 2, \"agents\": {{...}}}})")
+    out: dict[str, AgentRecord] = {}
+    for name, item in agents.items():
+        if not (isinstance(name, str) and AGENT_NAME.match(name) and isinstance(item, dict)
+                and isinstance(item.get("digest"), str) and len(item["digest"]) == 64
+                and type(item.get("created_ms")) is int and type(item.get("used_ms")) is int):
+            raise NodeError(f"{path}: agent {name[:MAX_AGENT_NAME_CHARS]!r} is not a valid record")
+        out[name] = AgentRecord(item["digest"], item["created_ms"], item["used_ms"], item["used_ms"])
+    return out
+
+
 class AgentRegistry:
-    def __init__(self, path: Path, operator_token: str, agents: dict[str, str]) -> None:
+    def __init__(self, path: Path, operator_token: str, agents: dict[str, AgentRecord], *,
+                 clock_ms: Callable[[], int] = _wall_ms, max_agents: int = MAX_AGENTS,
+                 max_per_min: int = MAX_REGISTRATIONS_PER_MIN, idle_expiry_s: float = AGENT_IDLE_EXPIRY_S) -> None:
         self.path = path
         self._operator = _digest(operator_token)
-        self._agents = agents            # name -> sha256 hex of its key
-        self._by_digest = {d: name for name, d in agents.items()}
+        self._clock_ms = clock_ms
+        self.max_agents, self.max_per_min, self.idle_expiry_s = max_agents, max_per_min, idle_expiry_s
+        self._agents = agents
+        self._by_digest = {r.digest: name for name, r in agents.items()}
+        self._recent: collections.deque[int] = collections.deque()  # registration times in the last minute
+        if self._expire():
+            self._save()
 
     @classmethod
-    def load(cls, path: Path, operator_token: str) -> AgentRegistry:
-        """Reads HOME/agents.json (absent: no agents yet); a file that is not ours is an error."""
-        agents: dict[str, str] = {}
+    def load(cls, path: Path, operator_token: str, **limits: Any) -> AgentRegistry:
+        """Reads HOME/agents.json (absent: no agents yet), forgetting expired agents; a file that is
+        not ours is an error."""
+        agents: dict[str, AgentRecord] = {}
         if path.exists():
             try:
                 raw = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 raise NodeError(f"{path}: not a readable agents file: {exc}") from None
-            if not isinstance(raw, dict) or not all(
-                    isinstance(k, str) and AGENT_NAME.match(k) and isinstance(v, str) and len(v) == 64
-                    for k, v in raw.items()):
-                raise NodeError(f"{path}: not an agents file (expected {{name: sha256 hex}})")
-            agents = dict(raw)
-        return cls(path, operator_token, agents)
+            agents = _parse(raw, path)
+        return cls(path, operator_token, agents, **limits)
+
+    def _expire(self) -> bool:
+        """Forgets agents idle longer than the expiry; whether any was."""
+        cutoff = self._clock_ms() - int(self.idle_expiry_s * 1000)
+        gone = [name for name, r in self._agents.items() if r.used_ms < cutoff]
+        for name in gone:
+            del self._by_digest[self._agents.pop(name).digest]
+        return bool(gone)
 
     def register(self, name: str) -> str:
         """A new agent's bearer key (shown once). Names are unique; OPERATOR is reserved."""
         if not isinstance(name, str) or not AGENT_NAME.match(name):
             raise BadAgent("agent id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        now = self._clock_ms()
+        self._expire()
         if name == OPERATOR or name in self._agents:
             raise BadAgent(f"agent id {name!r} is taken")
-        if len(self._agents) >= MAX_AGENTS:
-            raise BadAgent(f"this node has {MAX_AGENTS} agents already")
+        if len(self._agents) >= self.max_agents:
+            raise RegistryFull(f"this node has {self.max_agents} agents already (unused ones expire)")
+        while self._recent and self._recent[0] <= now - 60_000:
+            self._recent.popleft()
+        if len(self._recent) >= self.max_per_min:
+            raise RegistryFull(f"at most {self.max_per_min} registrations a minute; try again shortly")
         key = KEY_PREFIX + secrets.token_urlsafe(24)
-        self._agents[name] = _digest(key)
-        self._by_digest[self._agents[name]] = name
+        record = AgentRecord(_digest(key), now, now, now)
+        self._agents[name] = record
+        self._by_digest[record.digest] = name
+        self._recent.append(now)
         self._save()
         return key
 
@@ -79,14 +165,94 @@ class AgentRegistry:
         digest = _digest(header[len("Bearer "):].strip())
         if hmac.compare_digest(digest, self._operator):
             return OPERATOR
-        return self._by_digest.get(digest)
+        name = self._by_digest.get(digest)
+        if name is None:
+            return None
+        record, now = self._agents[name], self._clock_ms()
+        if record.used_ms < now - int(self.idle_expiry_s * 1000):  # expired while the node ran
+            self._expire()
+            self._save()
+            return None
+        record.used_ms = now
+        if now - record.saved_used_ms >= USE_SAVE_INTERVAL_S * 1000:
+            self._save()
+        return name
 
     def names(self) -> list[str]:
         return sorted(self._agents)
 
     def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._agents, f, sort_keys=True)
-        os.replace(tmp, self.path)
+        data = {"version": FILE_VERSION, "agents": {
+            name: {"digest": r.digest, "created_ms": r.created_ms, "used_ms": r.used_ms}
+            for name, r in sorted(self._agents.items())}}
+        write_private(self.path, json.dumps(data, sort_keys=True))
+        for r in self._agents.values():
+            r.saved_used_ms = r.used_ms
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replaces `path` atomically with a file only its owner can read, from its first byte: a
+    leftover temporary file (whatever its mode) is removed, never reused."""
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# -- the operator's command: python -m node agent-key NAME
+
+@dataclass(frozen=True, slots=True)
+class AgentCredentials:
+    hub: str        # the node's URL: the seed's $HUB
+    agent: str      # the seed's $AGENT_ID
+    key: str        # the seed's $HUB_KEY
+
+    def shell(self) -> str:
+        """What the seed's ~/.agenthub_creds holds, with HUB first: `source` it and the seed's
+        register step finds the saved credentials and goes on."""
+        return (f'export HUB="{self.hub}"\nexport HUB_KEY="{self.key}"\nexport AGENT_ID="{self.agent}"\n')
+
+
+def read_api_file(home: Path) -> tuple[str, str]:
+    """The running node's URL and operator token, from HOME/api.json."""
+    path = home / API_FILE
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_API_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise AgentKeyError(f"no node is running on {home}: start it with `python -m node`") from None
+    except OSError as exc:
+        raise AgentKeyError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw) if len(raw) <= MAX_API_FILE_BYTES else None
+    except ValueError:
+        data = None
+    if not (isinstance(data, dict) and isinstance(data.get("url"), str) and isinstance(data.get("token"), str)
+            and data["url"].startswith("http://")):
+        raise AgentKeyError(f"{path}: not the node's API file")
+    return data["url"].rstrip("/"), data["token"]
+
+
+def mint_agent_key(home: Path, name: str, *, timeout_s: float = MINT_TIMEOUT_S) -> AgentCredentials:
+    """Registers agent `name` with the node running on `home`, as its operator; blocking."""
+    url, token = read_api_file(home)
+    request = urllib.request.Request(
+        url + "/api/register", data=json.dumps({"id": name}).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            answer = json.loads(response.read(MAX_API_FILE_BYTES))
+    except urllib.error.HTTPError as exc:
+        try:
+            said = json.loads(exc.read(MAX_API_FILE_BYTES)).get("error", exc.reason)
+        except (ValueError, AttributeError):
+            said = exc.reason
+        raise AgentKeyError(f"the node refused agent {name[:MAX_AGENT_NAME_CHARS]!r}: {said} ({exc.code})") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise AgentKeyError(f"the node at {url} did not answer: {exc}") from None
+    if not (isinstance(answer, dict) and isinstance(answer.get("api_key"), str)):
+        raise AgentKeyError(f"the node at {url} answered something that is not a key")
+    return AgentCredentials(url, name, answer["api_key"])

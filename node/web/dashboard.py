@@ -14,7 +14,7 @@ browser reconnects with `Last-Event-ID` and gets what it missed from the ring, o
 ring. The first page is rendered on the server with the same view model (readable without
 script), and names the row it shows, so the stream starts exactly after it.
 
-Escaping. Every string reaches HTML through `_e` (html.escape); the script sets `textContent`
+Escaping. Every string reaches HTML through node/web/pages.py's `_e` (html.escape); the script sets `textContent`
 only; charts are `<img>` SVGs; and every response carries a Content-Security-Policy with no
 inline script, so a commit message or a post can never become markup or code.
 """
@@ -27,10 +27,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -41,7 +39,7 @@ from ledger.keys import parse_node_id
 from swarm import gitrepo
 from swarm.errors import SwarmError
 
-from node.web import charts
+from node.web import charts, pages
 from node.web import views as dashview
 from node.web.backend import Backend
 from node.research.history import ClaimRecord
@@ -67,10 +65,6 @@ STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"  # a chart's own <style>; images never run script
-
-
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
 
 
 def _secure(response: web.StreamResponse, csp: str = CSP) -> web.StreamResponse:
@@ -113,6 +107,9 @@ class Hub:
             self._me: bytes | None = parse_node_id(backend.node_id)
         except ValueError:
             self._me = None
+
+    def heading(self) -> pages.Heading:
+        return pages.Heading(self.backend.ledger.spec.spec.name, self.backend.node_id)
 
     # -- lifetime (aiohttp cleanup_ctx)
 
@@ -271,114 +268,6 @@ class Hub:
 HUB_KEY = web.AppKey("dashboard_hub", Hub)
 
 
-# -- HTML
-
-def _table(table_id: str, table: dict[str, Any]) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in table["columns"])
-    rows = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in table["rows"])
-    if not rows:  # the script writes the same placeholder
-        rows = f'<tr><td class="empty" colspan="{max(1, len(table["columns"]))}">none yet</td></tr>'
-    return f'<div class="scroll"><table id="{_e(table_id)}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
-
-
-def _cell(c: dict[str, str]) -> str:
-    href = c.get("href")
-    inner = f'<a href="{_e(href)}">{_e(c["text"])}</a>' if href and href.startswith("/") else _e(c["text"])
-    return f"<td>{inner}</td>"
-
-
-def _item(item: dict[str, Any]) -> str:
-    text = _e(item["text"])
-    href = item.get("href")
-    body = f'<a href="{_e(href)}">{text}</a>' if href else text
-    return (f'<li data-row="{int(item["row"])}" data-kind="{_e(item["kind"])}"><time>{_e(item["time"])}</time> '
-            f'<span class="kind k-{_e(item["kind"])}">{_e(item["kind"])}</span> <span class="text">{body}</span></li>')
-
-
-def _page(title: str, body: str, attrs: str = "") -> str:
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            "<meta name=\"color-scheme\" content=\"light dark\">"
-            f"<title>{_e(title)}</title><link rel=\"stylesheet\" href=\"/dashboard/static/dashboard.css\">"
-            "<link rel=\"icon\" href=\"/dashboard/static/favicon.svg\" type=\"image/svg+xml\">"
-            "<script src=\"/dashboard/static/dashboard.js\" defer></script></head>"
-            f"<body{attrs}>{body}</body></html>")
-
-
-def _header(hub: Hub, live: bool) -> str:
-    spec = hub.backend.ledger.spec.spec
-    status = '<span id="live" class="live">connecting…</span>' if live else ""
-    return (f'<header><h1><a href="/">autoswarm</a></h1><span class="sub">swarm {_e(spec.name)} · node '
-            f'{_e(hub.backend.node_id[:12])}</span>{status}</header>')
-
-
-def render_index(hub: Hub, summary: dict[str, Any]) -> str:
-    stats = summary["stats"]
-    cards = "".join(f'<div><dt>{_e(label)}</dt><dd id="s-{_e(key)}">{_e(stats[key])}</dd></div>'
-                    for key, label in dashview.STATS)
-    tables = summary["tables"]
-    charts_html = {
-        kind: "".join(
-            f'<img data-chart="/dashboard/chart/{kind}/{quote(cls, safe="")}.svg" '
-            f'src="/dashboard/chart/{kind}/{quote(cls, safe="")}.svg?v={hub.row}" '
-            f'alt="{_e(kind)} chart for {_e(cls)}" width="640" height="260">'
-            for cls in summary["classes"])
-        for kind in ("progress", "residuals")
-    }
-    feed = "".join(_item(i) for i in reversed(hub.feed))
-    credit_feed = "".join(_item(i) for i in reversed(hub.credit_feed))
-    c = summary["credits"]
-    body = (
-        _header(hub, live=True) + "<main>"
-        f'<section class="wide"><dl class="stats">{cards}</dl></section>'
-        f'<section><h2>Best val_bpb per class</h2>{_table("t-best", tables["best"])}</section>'
-        f'<section><h2>Progress</h2><p class="note">every experiment (dots: claimed), the running best '
-        f'(line: verified), records (large dots)</p>{charts_html["progress"]}</section>'
-        f'<section class="tall"><h2>Research feed</h2><ol id="feed" class="feed">{feed}</ol></section>'
-        f'<section><h2>Path to SOTA</h2>{_table("t-sota", tables["sota"])}</section>'
-        f'<section><h2>Verification residuals</h2><p class="note">verifier minus claimant; median (line) and '
-        f'5–95% range (band)</p>{charts_html["residuals"]}</section>'
-        f'<section><h2>Credits</h2><p>this node: <strong id="c-balance">{_e(c["balance"])}</strong> · minted in '
-        f'the swarm: <span id="c-minted">{_e(c["minted"])}</span></p><h3>Top earners</h3>'
-        f'{_table("t-earners", tables["earners"])}<h3>History</h3>'
-        f'<ol id="credit-feed" class="feed">{credit_feed}</ol></section>'
-        f'<section class="wide"><h2>Jobs</h2><p class="note">the credits market: GPU time bought with credits '
-        f'(price per GPU-second; held in escrow until settled)</p>{_table("t-jobs", tables["jobs"])}</section>'
-        f'<section><h2>Workers</h2>{_table("t-workers", tables["workers"])}</section>'
-        f'<section><h2>Peers</h2>{_table("t-peers", tables["peers"])}</section>'
-        "</main>"
-    )
-    return _page(f"autoswarm · {hub.backend.ledger.spec.spec.name}", body, f' data-page="index" data-row="{hub.row}"')
-
-
-def _diff_html(diff: str) -> str:
-    """The unified diff, escaped, one span per line so added and removed lines can be coloured."""
-    out = []
-    for line in diff.splitlines(keepends=True):
-        kind = ("file" if line.startswith(("+++", "---")) else "add" if line.startswith("+")
-                else "del" if line.startswith("-") else "hunk" if line.startswith("@@") else "ctx")
-        out.append(f'<span class="{kind}">{_e(line)}</span>')
-    return "".join(out)
-
-
-def render_experiment(hub: Hub, view: dict[str, Any], diff: str) -> str:
-    fields = "".join(f"<dt>{_e(f['label'])}</dt><dd>{_e(f['text'])}</dd>" for f in view["fields"])
-    parent = f'<p><a href="{_e(view["parent_href"])}">parent experiment</a></p>' if view["parent_href"] else ""
-    body = (
-        _header(hub, live=False) + "<main>"
-        f'<section class="wide"><h2 id="title">{_e(view["title"])}</h2><dl class="fields">{fields}</dl>{parent}</section>'
-        f'<section><h2>Loss curve</h2><img src="/experiment/{_e(view["id"])}/loss.svg" alt="loss curve" '
-        f'width="640" height="260"></section>'
-        f'<section><h2>Verifications</h2>{_table("t-verifications", view["verifications"])}</section>'
-        f'<section class="wide"><h2>Message and log</h2><p class="note">untrusted text from the claim\'s author, '
-        f'shown as text</p><pre id="message" class="untrusted">{_e(view["message"] or "(none)")}</pre>'
-        f'<pre id="summary" class="untrusted">{_e(view["diff_summary"] or "(no diff summary)")}</pre></section>'
-        f'<section class="wide"><h2>Diff</h2><pre id="diff" class="diff">{_diff_html(diff)}</pre></section>'
-        "</main>"
-    )
-    return _page(f"experiment {view['title']}", body, ' data-page="experiment"')
-
-
 # -- handlers
 
 def _html(text: str) -> web.Response:
@@ -390,7 +279,8 @@ def _html(text: str) -> web.Response:
 
 async def _index(request: web.Request) -> web.Response:
     hub = request.app[HUB_KEY]
-    return _html(render_index(hub, await hub.page_summary()))
+    summary = await hub.page_summary()
+    return _html(pages.render_index(hub.heading(), summary, hub.row, hub.feed, hub.credit_feed))
 
 
 async def _state(request: web.Request) -> web.Response:
@@ -438,7 +328,7 @@ async def _experiment(request: web.Request) -> web.Response:
     record = await _claim_record(hub, _claim_id(request))
     parents = hub.backend.history.by_commit.get(record.body.parent or b"", [])
     view = dashview.experiment(record, hub.backend.ledger.state, parents[0] if parents else None)
-    return _html(render_experiment(hub, view, await _diff(hub, record)))
+    return _html(pages.render_experiment(hub.heading(), view, await _diff(hub, record)))
 
 
 def _svg(text: str) -> web.Response:

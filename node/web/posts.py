@@ -28,6 +28,7 @@ from ledger.bodies import Post
 from ledger.entry import Entry
 from ledger.store import Ledger
 
+from node.contract import MIN_PREFIX_HEX
 from node.errors import NodeError
 
 MAX_POSTS_PER_CHANNEL = 500     # newest posts kept in memory per channel
@@ -36,14 +37,13 @@ MAX_REPORTED_COMMITS = 10_000   # commit prefixes with results-format posts
 MAX_REPORTS_PER_COMMIT = 16
 MAX_LABELS = 10_000             # post -> agent and commit -> agent labels kept in HOME/agenthub.json
 MAX_LOCAL_CHANNELS = 256        # channels created on this node
-MAX_DESCRIPTION_CHARS = 256
 SYNC_BATCH = 1000               # entries read from the ledger per query
 NOTES_FILE = "agenthub.json"
 
 # commit:<7+hex> platform:<name> val_bpb:<float|---> vram_gb:<float|---> | <description>
 _NUMBER = r"(\d+(?:\.\d+)?|---)"
 _RESULT = re.compile(
-    r"commit:([0-9a-fA-F]{7,40})\s+platform:(\S{1,64})\s+val_bpb:" + _NUMBER
+    rf"commit:([0-9a-fA-F]{{{MIN_PREFIX_HEX},40}})\s+platform:(\S{{1,64}})\s+val_bpb:" + _NUMBER
     + r"\s+vram_gb:" + _NUMBER + r"\s*\|\s*(.*)", re.DOTALL)
 MAX_RESULT_DESCRIPTION_CHARS = 1000
 

@@ -3,7 +3,9 @@
 One aiohttp app on `[network] api_listen` (127.0.0.1 by default: it acts with the node's key).
 On start it writes HOME/api.json (0600) with its URL and a fresh operator token, which the
 node's CLI reads; on stop it removes the file, so a CLI never talks to a node that is gone.
-Agents get their own keys through AgentHub's register (node/web/agents.py).
+Agents get their own keys from the operator (`python -m node agent-key NAME`, node/web/agents.py).
+Every route, the dashboard's included, answers only requests whose Host (and Origin, if any)
+names this server on loopback (node/web/common.py's `loopback_only`).
 """
 from __future__ import annotations
 
@@ -18,15 +20,16 @@ from aiohttp import web
 
 from swarm.bundles import MAX_BUNDLE_BYTES
 
+from node.contract import AGENTS_FILE
+from node.contract import API_FILE as API_FILE  # re-exported for node/sim/demo.py until it imports node.contract
 from node.web import agenthub
 from node.web import dashboard
 from node.web import nodeapi as localapi
-from node.web.agents import AgentRegistry
+from node.web.agents import AgentRegistry, write_private
 from node.web.backend import Backend
+from node.web.common import loopback_only
 from node.errors import SetupError
 
-API_FILE = "api.json"
-AGENTS_FILE = "agents.json"
 SHUTDOWN_S = 2.0
 
 
@@ -40,7 +43,7 @@ async def serve_api(listen: str, home: Path, backend: Backend, peer_address: str
     """Serves until the block exits; yields the base URL. api.json also says where peers reach us."""
     token = secrets.token_urlsafe(32)
     agents = AgentRegistry.load(home / AGENTS_FILE, token)
-    app = web.Application(client_max_size=MAX_BUNDLE_BYTES + (64 << 10))
+    app = web.Application(client_max_size=MAX_BUNDLE_BYTES + (64 << 10), middlewares=[loopback_only])
     agenthub.add_routes(app, backend, agents)
     localapi.add_routes(app, backend, agents)
     dashboard.add_routes(app, backend)
@@ -53,15 +56,18 @@ async def serve_api(listen: str, home: Path, backend: Backend, peer_address: str
         await runner.cleanup()
         raise SetupError(f"the local API cannot listen on {listen}: {exc.strerror}") from None
     bound_host, bound_port = runner.addresses[0][:2]
+    if bound_host in ("0.0.0.0", "::"):  # listening everywhere: the node's own clients come over loopback
+        bound_host = "127.0.0.1"
     url = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
     path = home / API_FILE
     try:
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"url": url, "token": token, "pid": os.getpid(), "peer": peer_address}, f)
-        os.replace(tmp, path)
+        write_api_file(home, url, token, peer_address)
         yield url
     finally:
         path.unlink(missing_ok=True)
         await runner.cleanup()
+
+
+def write_api_file(home: Path, url: str, token: str, peer_address: str) -> None:
+    """HOME/api.json, 0600 from its first byte: the operator token is in it."""
+    write_private(home / API_FILE, json.dumps({"url": url, "token": token, "pid": os.getpid(), "peer": peer_address}))

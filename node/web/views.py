@@ -149,6 +149,29 @@ def classes(state: State) -> list[str]:
     return seen + extra
 
 
+def best_record(state: State, cls: str) -> RecordRow | None:
+    """The class's current record: the newest row of its path to SOTA (the fold keeps them in order)."""
+    return next((r for r in reversed(state.records) if r.platform_class == cls), None)
+
+
+def class_summary(state: State, cls: str) -> dict[str, Any]:
+    """One platform class in numbers: its best, how many claims, verifications and records.
+
+    The one summary `python -m node status`, the node's API and the dashboard all show."""
+    best = best_record(state, cls)
+    claims = [c for c in state.claims.values() if c.platform_class == cls]
+    return {
+        "best_val_bpb": state.best.get(cls),
+        "best_commit": best.commit.hex() if best else None,
+        "best_claim": best.claim.hex() if best else None,
+        "records": sum(1 for r in state.records if r.platform_class == cls),
+        "claims": len(claims),
+        "claims_ok": sum(1 for c in claims if c.claimed is not None),
+        "verified": sum(1 for cid in state.verified if cid in state.claims and state.claims[cid].platform_class == cls),
+        "noise_bpb": state.spec.noise_bpb.get(cls),
+    }
+
+
 def _change(claims: Mapping[bytes, ClaimRecord], claim_id: bytes) -> str:
     record = claims.get(claim_id)
     if record is None:
@@ -159,14 +182,12 @@ def _change(claims: Mapping[bytes, ClaimRecord], claim_id: bytes) -> str:
 def best_table(state: State) -> Table:
     rows = []
     for cls in classes(state):
-        last = next((r for r in reversed(state.records) if r.platform_class == cls), None)
-        count = sum(1 for c in state.claims.values() if c.platform_class == cls)
+        last, numbers = best_record(state, cls), class_summary(state, cls)
         rows.append([
-            cell(cls), cell(bpb(state.best.get(cls))),
+            cell(cls), cell(bpb(numbers["best_val_bpb"])),
             cell(last.commit.hex()[:10], experiment_href(last.claim)) if last else cell("—"),
             cell(who(last.author)) if last else cell("—"),
-            cell(str(sum(1 for r in state.records if r.platform_class == cls))), cell(str(count)),
-            cell(bpb(state.spec.noise_bpb.get(cls))),
+            cell(str(numbers["records"])), cell(str(numbers["claims"])), cell(bpb(numbers["noise_bpb"])),
         ])
     return _table(("class", "best val_bpb", "commit", "author", "records", "experiments", "noise"), rows)
 

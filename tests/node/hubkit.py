@@ -92,8 +92,9 @@ class KitBackend:
 
 
 @contextlib.asynccontextmanager
-async def backend(tmp_path: Path) -> AsyncIterator[KitBackend]:
-    """A node home in tmp_path with a genesis commit, a ledger whose spec names it, and a baseline claim."""
+async def backend(tmp_path: Path, *, claim_baseline: bool = True) -> AsyncIterator[KitBackend]:
+    """A node home in tmp_path with a genesis commit, a ledger whose spec names it, and (unless
+    `claim_baseline` is false: a fresh node whose baseline run has not ended) a baseline claim."""
     me, verifier = identity(500), identity(501)
     async with Repository.open(tmp_path / "repo") as repo:
         baseline = await home.ensure_baseline(repo)
@@ -102,5 +103,6 @@ async def backend(tmp_path: Path) -> AsyncIterator[KitBackend]:
             history = History()
             agents = AgentRegistry.load(tmp_path / "agents.json", OPERATOR_TOKEN)
             kit = KitBackend(tmp_path, ledger, repo, me, verifier, SubmitQueue(repo, history, spec), agents, history)
-            await kit.claim(baseline, None, 1.5, message="baseline: the genesis train.py")
+            if claim_baseline:
+                await kit.claim(baseline, None, 1.5, message="baseline: the genesis train.py")
             yield kit

@@ -26,7 +26,8 @@ from tests.node.hubkit import CLASS, OPERATOR_TOKEN, KitBackend, backend
 
 from node.client import agent as agentcli
 from node.web import agenthub
-from node.web.nodeapi import MAX_TRAIN_PY_BYTES, add_routes
+from node.contract import MAX_TRAIN_PY_BYTES
+from node.web.nodeapi import add_routes
 from node.research.verifier import record_mint, verification_mint
 
 TIMEOUT_S = 30.0  # a CLI call takes well under a second here
@@ -396,7 +397,8 @@ async def test_routes_refuse_bad_input(swarm: Swarm) -> None:
         ]
         for method, path, body, status in cases:
             kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
-            async with http.request(method, path, headers=auth, **kwargs) as resp:
+            headers = {**auth, "Content-Type": "application/json"} if isinstance(body, bytes) else auth
+            async with http.request(method, path, headers=headers, **kwargs) as resp:
                 assert resp.status == status, (method, path, resp.status, await resp.text())
                 assert isinstance((await resp.json())["error"], str)
         async with http.get("/api/node/status", headers=auth) as resp:

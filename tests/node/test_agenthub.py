@@ -26,8 +26,12 @@ from aiohttp import web
 
 from ledger.bodies import Post, Verify
 from ledger.keys import node_id_text
-from node.web.agenthub import MAX_JSON_BYTES as MAX_JSON, add_routes, known_commits, newest_first
-from node.web.agents import OPERATOR, AgentRegistry, BadAgent
+from node.contract import UNTRUSTED_HEADER
+from node.web.agenthub import add_routes
+from node.web.common import MAX_JSON_BYTES as MAX_JSON
+from node.web.hubviews import known_commits, newest_first
+from node.web.agents import OPERATOR, AgentRegistry, BadAgent, mint_agent_key
+from node.web.server import write_api_file
 from node.web.posts import PostIndex, iso_time, parse_result
 from swarm import gitrepo
 from tests.ledger.factory import identity
@@ -36,6 +40,7 @@ from tests.node.hubkit import CLASS, OPERATOR_TOKEN, KitBackend, backend
 SHELL_TIMEOUT_S = 60.0   # one snippet takes well under a second; 5x headroom and more for a busy machine
 HTTP_TIMEOUT_S = 30.0
 OTHER_NODE = identity(7)
+JSON = {"Content-Type": "application/json"}
 
 # -- the seed's commands, verbatim
 
@@ -139,8 +144,8 @@ class Agent:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    async with backend(tmp_path / "node") as kit:
+async def running_hub(tmp_path: Path, *, claim_baseline: bool = True) -> AsyncIterator[Hub]:
+    async with backend(tmp_path / "node", claim_baseline=claim_baseline) as kit:
         app = web.Application()
         add_routes(app, kit, kit.agents)
         runner = web.AppRunner(app)
@@ -149,7 +154,9 @@ async def running_hub(tmp_path: Path) -> AsyncIterator[Hub]:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             host, port = runner.addresses[0][:2]
-            yield Hub(kit, f"http://{host}:{port}", tmp_path)
+            url = f"http://{host}:{port}"
+            write_api_file(kit.home, url, OPERATOR_TOKEN, "")  # what the operator's agent-key reads
+            yield Hub(kit, url, tmp_path)
         finally:
             await runner.cleanup()
 
@@ -157,9 +164,9 @@ async def running_hub(tmp_path: Path) -> AsyncIterator[Hub]:
 @pytest.fixture(autouse=True)
 def no_internal_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """A 500 is a bug: every bad input must be a 4xx, so nothing may be logged as an error."""
-    with caplog.at_level(logging.WARNING, logger="node.web.agenthub"):
+    with caplog.at_level(logging.WARNING, logger="node.web.common"):  # where `guard` logs what it answers
         yield
-    assert [r.getMessage() for r in caplog.records if r.name == "node.web.agenthub"] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "node.web.common"] == []
 
 
 async def http(hub: Hub, method: str, path: str, *, key: str | None = None, body: bytes | None = None,
@@ -183,9 +190,14 @@ def repo_files(kit: KitBackend) -> list[str]:
 
 
 async def registered(hub: Hub, name: str) -> Agent:
+    """An agent the operator let in: `python -m node agent-key NAME`'s output saved as the agent's
+    ~/.agenthub_creds, after which the seed's register snippet, run verbatim, only loads it."""
     agent = hub.agent(name)
-    answer = json.loads((await agent.sh(REGISTER)).splitlines()[0])
-    assert answer["id"] == name and answer["api_key"]
+    creds = await asyncio.to_thread(mint_agent_key, hub.kit.home, name)
+    agent.home.mkdir(parents=True, exist_ok=True)
+    (agent.home / ".agenthub_creds").write_text(creds.shell())
+    assert await agent.sh(REGISTER) == ""
+    assert await agent.key() == creds.key and creds.hub == hub.url
     return agent
 
 
@@ -389,14 +401,48 @@ async def test_every_route_wants_a_key_and_answers_json(tmp_path: Path) -> None:
         assert status == 200 and [c["hash"] for c in answer] == [base]
 
 
+async def test_a_fresh_node_offers_its_baseline_from_the_first_second(tmp_path: Path) -> None:
+    """Before the node's baseline run ends (no claim yet), the seed's agent finds the baseline as
+    the one leaf, fetches it and builds on it."""
+    async with running_hub(tmp_path, claim_baseline=False) as hub:
+        kit, baseline = hub.kit, hub.kit.baseline.hex()
+        assert kit.history.claims == {}
+        alice = await registered(hub, "alice")
+        leaves = await alice.json(LEAVES)
+        assert [(c["hash"], c["status"], c["parent_hash"], c["untrusted"]) for c in leaves] == [
+            (baseline, "baseline", None, False)]
+        assert [c["hash"] for c in await alice.json(COMMITS)] == [baseline]
+        status, shown = await http(hub, "GET", f"/api/git/commits/{baseline[:7]}", key=await alice.key())
+        assert status == 200 and shown["status"] == "baseline" and shown["claims"] == [] and shown["children"] == []
+        await checkout_of(alice, baseline)
+        commit = await edit_and_commit(alice, "# alice: on the unclaimed baseline")
+        pushed = json.loads(await alice.sh(PUSH))
+        assert pushed["hash"] == commit and pushed["parent_hash"] == baseline and pushed["status"] == "queued"
+        # the baseline now has a child: the queued commit is the leaf
+        assert [c["hash"] for c in await alice.json(LEAVES)] == [commit]
+        status, lineage = await http(hub, "GET", f"/api/git/commits/{commit}/lineage", key=await alice.key())
+        assert [c["hash"] for c in lineage] == [commit, baseline]
+
+
 async def test_register_refuses_bad_and_taken_names(tmp_path: Path) -> None:
     async with running_hub(tmp_path) as hub:
-        async def register(body: bytes) -> tuple[int, Any]:
-            return await http(hub, "POST", "/api/register", body=body, headers={"Content-Type": "application/json"})
+        async def register(body: bytes, key: str | None = OPERATOR_TOKEN, kind: str = "application/json"
+                           ) -> tuple[int, Any]:
+            return await http(hub, "POST", "/api/register", body=body, key=key, headers={"Content-Type": kind})
+
+        # only the operator lets agents in: a stranger's, an agent's or a form's registration is refused
+        assert (await register(b'{"id":"carol"}', key=None))[0] == 401
+        assert (await register(b'{"id":"carol"}', key="ash_guessed"))[0] == 401
+        assert (await register(b'{"id":"carol"}', kind="text/plain"))[0] == 415
+        stranger = hub.agent("stranger")
+        with pytest.raises(AssertionError, match="KeyError: 'api_key'"):  # the seed's snippet, with no creds
+            await stranger.sh(REGISTER)
+        assert hub.kit.agents.names() == []
 
         status, answer = await register(b'{"id":"carol"}')
         assert status == 201 and answer["id"] == "carol" and answer["api_key"].startswith("ash_")
         assert hub.kit.agents.authenticate(f"Bearer {answer['api_key']}") == "carol"
+        assert (await register(b'{"id":"carol2"}', key=answer["api_key"]))[0] == 403
         assert (await register(b'{"id":"carol"}'))[0] == 409
         assert (await register(f'{{"id":"{OPERATOR}"}}'.encode()))[0] == 409
         for bad in (b'{"id":""}', b'{"id":"a b"}', b'{"id":"-x"}', b'{"id":"' + b"x" * 65 + b'"}', b'{"id":3}',
@@ -430,7 +476,9 @@ async def test_hash_arguments(tmp_path: Path) -> None:
         assert status == 404 and "not received" in answer["error"]
         status, answer = await http(hub, "GET", f"/api/git/diff/{first.hex()}/{ghost.hex()}", key=key)
         assert status == 404
-        for limit, code in (("0", 200), ("500", 200), ("-1", 400), ("x", 400), ("1e3", 400), ("9999999", 400)):
+        # out of range is refused, not clamped (node/web/common.py: one rule for every route)
+        for limit, code in (("1", 200), ("200", 200), ("0", 400), ("201", 400), ("500", 400), ("-1", 400), ("x", 400),
+                            ("1e3", 400), ("9999999", 400)):
             status, answer = await http(hub, "GET", f"/api/git/commits?limit={limit}", key=key)
             assert status == code, limit
         status, answer = await http(hub, "GET", "/api/git/commits?limit=1", key=key)
@@ -455,6 +503,17 @@ async def test_other_nodes_work_is_marked_untrusted(tmp_path: Path) -> None:
         assert log[1]["untrusted"] is False  # the baseline: this node's own claim
         status, detail = await http(hub, "GET", f"/api/git/commits/{theirs.hex()}", key=key)
         assert [c["untrusted"] for c in detail["claims"]] == [True]
+
+        # their code as a bundle or a diff says so in the header the node API uses too
+        code = await kit.commit(kit.baseline, b"print('theirs')\n", "theirs")
+        await kit.claim(code, kit.baseline, 1.3, who=OTHER_NODE)
+        base = kit.baseline.hex()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)) as session:
+            for path, flagged in ((f"/api/git/diff/{base}/{code.hex()}", "true"),
+                                  (f"/api/git/fetch/{code.hex()}", "true"),
+                                  (f"/api/git/diff/{base}/{base}", "false"), (f"/api/git/fetch/{base}", "false")):
+                async with session.get(hub.url + path, headers={"Authorization": f"Bearer {key}"}) as response:
+                    assert response.status == 200 and response.headers[UNTRUSTED_HEADER] == flagged, path
 
         # posts from another node, and a report about its commit
         await http(hub, "POST", "/api/channels", key=key, body=b'{"name":"results"}')
@@ -482,15 +541,16 @@ async def test_posts_and_channels_refuse_bad_input(tmp_path: Path) -> None:
         entries = await kit.ledger.count()
 
         async def call(method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-            return await http(hub, method, path, key=key, body=body)
+            return await http(hub, method, path, key=key, body=body, headers=JSON if body is not None else None)
 
         assert (await call("POST", "/api/channels", b'{"name":"discussion","description":"talk"}'))[0] == 201
         assert (await call("POST", "/api/channels", b'{"name":"discussion"}'))[0] == 409
         for body in (b'{"name":"Results"}', b'{"name":""}', b'{"name":"a/b"}', b'{"name":5}', b"{}", b"nope",
-                     b'{"name":"x","description":7}', b'{"name":"x","description":"\\udfff"}',
-                     b'{"name":"x","description":"' + b"d" * 300 + b'"}'):
+                     b'{"name":"x","description":7}', b'{"name":"x","description":"\\udfff"}'):
             status, answer = await call("POST", "/api/channels", body)
             assert status == 400 and answer["error"], body
+        status, answer = await call("POST", "/api/channels", b'{"name":"x","description":"' + b"d" * 300 + b'"}')
+        assert status == 413 and answer["error"]  # over a size limit is 413 on every route
         status, answer = await call("POST", "/api/channels/nowhere/posts", b'{"content":"hi"}')
         assert status == 404 and "POST /api/channels" in answer["error"]
         assert (await call("GET", "/api/channels/nowhere/posts"))[0] == 404
@@ -568,7 +628,7 @@ async def test_commit_graph_views(tmp_path: Path) -> None:
         await kit.claim(one, kit.baseline, 1.4)
         await kit.claim(one, kit.baseline, 1.41, who=OTHER_NODE)
         await kit.queue.submit(two, "gina")
-        known = known_commits(kit.history.claims, kit.queued())
+        known = known_commits(kit.history.claims, kit.queued(), kit.baseline)
         assert [k.commit for k in newest_first(known)] == [two, one, kit.baseline]
         assert len(known[one].claims) == 2 and known[two].queued is not None and known[two].parent == one
     assert iso_time(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"

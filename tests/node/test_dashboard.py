@@ -242,16 +242,27 @@ async def test_a_client_that_falls_behind_is_dropped(dash: Dash) -> None:
 
 
 async def test_shutdown_ends_open_streams(tmp_path: Path) -> None:
+    """Stopping the server ends every live stream cleanly and at once: the runner's shutdown does
+    not wait out its 60 s grace on handlers that would stream forever."""
     async with backend(tmp_path) as kit:
         app = web.Application()
         dashboard.add_routes(app, kit)
         runner, url = await serve(app)
+        hub = app[dashboard.HUB_KEY]
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as session:
-                async with session.get(f"{url}/dashboard/events") as response:
-                    await anext(read_events(response))
-                    async with asyncio.timeout(5.0):
+                async with session.get(f"{url}/dashboard/events") as one, session.get(f"{url}/dashboard/events") as two:
+                    streams = [read_events(one), read_events(two)]
+                    for stream in streams:
+                        await anext(stream)
+                    assert len(hub.clients) == 2
+                    async with asyncio.timeout(10.0):  # far below the runner's 60 s shutdown_timeout
                         await runner.cleanup()
+                    assert hub.clients == set()
+                    for stream, response in zip(streams, (one, two)):
+                        async with asyncio.timeout(5.0):
+                            assert [event async for event in stream] == []  # the stream's clean end, no error
+                        assert response.content.at_eof()
         finally:
             await runner.cleanup()
 
