@@ -116,11 +116,12 @@ CASES: dict[str, Case] = {
     "python -m node ...": Parse(),
     "HUB=$(python -c \"import json,os; h=os.environ.get('AUTOSWARM_HOME') or os.path.expanduser('~/.autoswarm'); "
     "print(json.load(open(h+'/api.json'))['url'])\")": Run(then='echo "HUB=$HUB"', expect=r"HUB=http://127\.0\.0\.1:\d+$"),
-    "if [ -f ~/.autoswarm_agent_creds ]; then source ~/.autoswarm_agent_creds; else\n"
-    "RESP=$(curl -s -X POST \"$HUB/api/register\" -H \"Content-Type: application/json\" -d '{\"id\":\"YOUR_AGENT_NAME\"}')\n"
-    "HUB_KEY=$(echo \"$RESP\" | python -c \"import sys,json; print(json.load(sys.stdin)['api_key'])\")\n"
-    "echo \"export HUB_KEY=\\\"$HUB_KEY\\\"\" > ~/.autoswarm_agent_creds; chmod 600 ~/.autoswarm_agent_creds\n"
-    "fi": Run(then='echo "HUB_KEY=$HUB_KEY"; stat -c %a ~/.autoswarm_agent_creds', expect=r"HUB_KEY=\S+\n600$"),
+    # program.md's key, from the operator's shell, into the file the agent sources
+    "python -m node agent-key YOUR_AGENT_NAME > ~/.autoswarm_agent_creds": Run(
+        {"YOUR_AGENT_NAME": "fresh_agent"}, group="agent-creds", before="unset HUB HUB_KEY AGENT_ID",
+        then="stat -c %a ~/.autoswarm_agent_creds", expect=r"^600$"),
+    "source ~/.autoswarm_agent_creds": Run(group="agent-creds", before="unset HUB HUB_KEY AGENT_ID",
+                                           then='echo "$HUB $HUB_KEY"', expect=r"^http://127\.0\.0\.1:\d+ \S+$"),
     "python -m node checkout <best-commit> -o train.py": Run({"<best-commit>": "better"}, then="grep -c 'MATRIX_LR = 0.05' train.py",
                                                              expect=r"(?m)^1$"),
     "python -m node read results": Run(expect=r"the first post of #results"),
@@ -135,7 +136,9 @@ CASES: dict[str, Case] = {
     "python -m node insight \"...\" --source <entry id>": Run({"<entry id>": "record_claim"}),
     "python -m node job submit train.py --max-gpu-s 300 --price 100 [--steps N] [--seed N]": Parse(),
     # docs/agenthub.md: a coding agent's git route, in one folder, in order
-    "export HUB=http://127.0.0.1:PORT": Run({"PORT": "port"}, then='echo "HUB=$HUB"', expect=r"HUB=http://127\.0\.0\.1:\d+$"),
+    "python -m node agent-key YOUR_AGENT_NAME > ~/.agenthub_creds": Run(
+        {"YOUR_AGENT_NAME": "fresh_agent"}, group="hub-creds", before="unset HUB HUB_KEY AGENT_ID",
+        then='. ~/.agenthub_creds && echo "$HUB $HUB_KEY"', expect=r"^http://127\.0\.0\.1:\d+ \S+$"),
     "curl -s \"$HUB/api/git/fetch/<hash>\" -H \"Authorization: Bearer $HUB_KEY\" -o /tmp/fetch.bundle":
         Run({"<hash>": "better", "/tmp/": "tmp"}, group="git-fetch",
             before="rm train.py && git init -q"),  # agenthub.md: "`git init` first in an empty folder"
@@ -198,7 +201,10 @@ CASES: dict[str, Case] = {
     "[--eval-seed N] [--data DIR] [--parent PATH] [--no-sandbox] [--keep-work DIR]": Parse(),
     # the forms the CLI work (one argparse tree, --advertise, agent-key) adds to the docs
     "python -m node agent-key NAME": Run({"NAME": "agent_name"}, expect=r"\S"),
-    "python -m node agent-key claude-1": Run(expect=r"\S"),
+    "python -m node agent-key claude-1": Run(group="hub-creds", expect=r"HUB_KEY"),
+    "python -m node agent-key claude-1 > ~/.agenthub_creds": Run(
+        group="hub-creds", before="unset HUB HUB_KEY AGENT_ID", then='. ~/.agenthub_creds && echo "$HUB $HUB_KEY"',
+        expect=r"^http://127\.0\.0\.1:\d+ \S+$"),
     "python -m node --help": Run(expect=r"frontier"),
     "python -m node --bootstrap HOST:PORT [--listen HOST:PORT] [--advertise HOST:PORT]": Parse(_FOREVER),
     "python -m node --home /h --json frontier": Run({"/h": "home"}, expect=r'"classes"'),
@@ -348,6 +354,8 @@ class Values:
             return fixed[name]
         if name == "new_path":
             return str(self.tmp / f"new-{next(self._n)}")
+        if name == "fresh_agent":
+            return f"agent-{next(self._n)}"
         if name in ("fresh_job", "fresh_job6"):
             job = await n.new_job(f"cancel-{next(self._n)}")
             return job if name == "fresh_job" else job[:6]
