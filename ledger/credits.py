@@ -24,12 +24,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING
-
 from ledger.bodies import Mint, Transfer
-
-if TYPE_CHECKING:
-    from ledger.fold import State
+from ledger.state import State
 
 
 def trusted(state: State, author: bytes, platform_class: str) -> bool:

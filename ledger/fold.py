@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 from ledger import codec, credits, market
 from ledger.bodies import Admit, Claim, Fraud, Job, Mint, Offer, Receipt, Settle, Transfer, Verify
@@ -24,97 +23,12 @@ from ledger.entry import Entry
 from ledger.errors import InvalidEntry
 from ledger.feed import check_fraud
 from ledger.spec import SwarmSpec
+from ledger.state import Changes, ClaimInfo, RecordRow, State, Tables, VerifyInfo
+
+__all__ = ["Changes", "ClaimInfo", "RecordRow", "State", "Tables", "VerifyInfo", "apply", "initial", "rebuild"]
 
 # Kinds whose validity the fold judges; their verdicts are a derived table.
 JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud", "job", "receipt", "settle"})
-
-
-@dataclass(frozen=True, slots=True)
-class RecordRow:
-    """One step on a platform class's path to SOTA."""
-
-    platform_class: str
-    n: int             # 1, 2, ... within the class
-    claim: bytes       # entry id of the claim
-    commit: bytes
-    author: bytes
-    value: float       # median of the agreeing verifications
-    prev: float | None  # the best before it; None for the class's first verified claim
-
-
-@dataclass(slots=True)
-class Changes:
-    """Derived rows to upsert after some applies; `replace_all` means: drop the tables first."""
-
-    balances: dict[bytes, int] = field(default_factory=dict)
-    frozen: dict[bytes, int] = field(default_factory=dict)
-    records: list[RecordRow] = field(default_factory=list)
-    verdicts: dict[bytes, str] = field(default_factory=dict)  # entry id -> "" (valid) or the reason
-    replace_all: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Tables:
-    """The derived tables as plain values: two folds agree iff their Tables are equal."""
-
-    balances: dict[bytes, int]
-    frozen: dict[bytes, int]
-    records: list[RecordRow]
-    verdicts: dict[bytes, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimInfo:
-    author: bytes
-    seq: int
-    commit: bytes
-    platform_class: str
-    claimed: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyInfo:
-    author: bytes
-    claim: bytes
-    platform_class: str
-    value: float | None  # None: the re-run failed
-
-
-@dataclass(slots=True)
-class State:
-    spec: SwarmSpec
-    swarm_id: bytes
-    # who may mint, per class (spec verifiers may mint in every class)
-    verifiers: dict[bytes, frozenset[str]]
-    claims: dict[bytes, ClaimInfo] = field(default_factory=dict)
-    verifies: dict[bytes, VerifyInfo] = field(default_factory=dict)
-    # claim id -> trusted verifier -> measured value: the first ok re-run of each verifier counts
-    measured: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
-    verified: dict[bytes, float] = field(default_factory=dict)  # claim id -> agreed median
-    # claim id -> agreed median that differs from the claimed value by more than the noise: the
-    # claim's numbers do not reproduce, so it is never verified, never a record, never paid
-    refuted: dict[bytes, float] = field(default_factory=dict)
-    best: dict[str, float] = field(default_factory=dict)         # class -> best verified value
-    records: list[RecordRow] = field(default_factory=list)
-    # credit rules (see ledger/credits.py)
-    outputs: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (entry, owner) -> unspent ucr
-    spent: set[tuple[bytes, bytes]] = field(default_factory=set)
-    balances: dict[bytes, int] = field(default_factory=dict)
-    minted: set[tuple[bytes, bytes]] = field(default_factory=set)          # (verifier, subject)
-    verifier_best: dict[tuple[bytes, str], float] = field(default_factory=dict)
-    total_minted_ucr: int = 0
-    # market rules (see ledger/market.py)
-    jobs: dict[bytes, market.JobInfo] = field(default_factory=dict)
-    offers: dict[bytes, market.OfferInfo] = field(default_factory=dict)
-    escrows: dict[bytes, market.EscrowInfo] = field(default_factory=dict)  # escrow transfer id -> hold
-    receipts: dict[bytes, market.ReceiptInfo] = field(default_factory=dict)
-    held: dict[bytes, int] = field(default_factory=dict)                   # payer -> ucr in open escrows
-    reputation: dict[bytes, market.Reputation] = field(default_factory=dict)  # executor -> record
-    frozen: dict[bytes, int] = field(default_factory=dict)                 # author -> forked seq
-    verdicts: dict[bytes, str] = field(default_factory=dict)
-    effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state or got a verdict
-    needs_rebuild: bool = False
-    changes: Changes = field(default_factory=Changes)
 
 
 def initial(spec: SwarmSpec) -> State:

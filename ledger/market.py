@@ -23,69 +23,16 @@ node folds its own row order and the audit refolds the same order.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 from ledger import credits
 from ledger.bodies import Job, Offer, Receipt, Settle, Transfer
+from ledger.state import EscrowInfo, JobInfo, OfferInfo, ReceiptInfo, Reputation, State
 
-if TYPE_CHECKING:
-    from ledger.fold import State
+__all__ = ["EscrowInfo", "JobInfo", "OfferInfo", "ReceiptInfo", "Reputation"]
 
 JOB_STATUSES = ("open", "accepted", "ran", "settled", "refunded", "cancelled")
 UNKNOWN = "unknown"  # job_status of an id that is not a valid job in this state
-
-
-@dataclass(slots=True)
-class JobInfo:
-    author: bytes                 # the payer
-    time_ms: int
-    job: Job
-    status: str = "open"          # one of JOB_STATUSES
-    offers: list[bytes] = field(default_factory=list)  # offer ids in arrival order
-    payment: bytes | None = None  # the escrow transfer that accepted an offer
-    receipt: bytes | None = None  # the executor's valid receipt
-    settle: bytes | None = None   # the one valid settle
-
-
-@dataclass(frozen=True, slots=True)
-class OfferInfo:
-    author: bytes                 # the executor
-    time_ms: int
-    job: bytes
-    price_ucr_per_gpu_s: int
-    expires_ms: int
-
-
-@dataclass(slots=True)
-class EscrowInfo:
-    payer: bytes
-    executor: bytes
-    job: bytes
-    offer: bytes
-    amount: int                   # ucr held
-    settle: bytes | None = None   # set once released
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptInfo:
-    author: bytes
-    job: bytes
-    payment: bytes
-    status: str
-    gpu_s: float
-
-
-@dataclass(slots=True)
-class Reputation:
-    paid: int = 0
-    refunded: int = 0
-    gpu_ms: int = 0  # GPU-milliseconds of paid jobs, rounded up: an integer sum, so any arrival order agrees
-
-    @property
-    def gpu_s(self) -> float:
-        return self.gpu_ms / 1000
 
 
 def cost_ucr(gpu_s: float, price_ucr_per_gpu_s: int) -> int:
