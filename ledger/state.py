@@ -100,6 +100,7 @@ class Tables:
 class ClaimInfo:
     author: bytes
     seq: int
+    time_ms: int
     commit: bytes
     platform_class: str
     claimed: float | None
@@ -111,29 +112,51 @@ class VerifyInfo:
     claim: bytes
     platform_class: str
     value: float | None  # None: the re-run failed
+    commit: bytes = b""
+    seq: int = 0
+    time_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a claim's quorum of trusted replays decided (ledger/facts.py)."""
+
+    status: str                  # "verified" or "refuted"
+    value: float                 # the agreeing replays' median
+    quorum: tuple[bytes, ...]    # verify ids of the agreeing replays that decided it
+    key: tuple[int, bytes]       # (time, verify id) of the replay that completed it: the record order
 
 
 @dataclass(slots=True)
 class State:
     spec: SwarmSpec
     swarm_id: bytes
-    # who may mint, per class (spec verifiers may mint in every class)
+    # trusted verifiers per class, anchored or earned (ledger/facts.py); spec verifiers: every class
     verifiers: dict[bytes, frozenset[str]]
+    anchors: dict[bytes, frozenset[str]]  # spec verifiers and admitted keys: trusted by hand
     claims: dict[bytes, ClaimInfo] = field(default_factory=dict)
     verifies: dict[bytes, VerifyInfo] = field(default_factory=dict)
-    # claim id -> trusted verifier -> measured value: the first ok re-run of each verifier counts
+    verifies_of: dict[bytes, list[bytes]] = field(default_factory=dict)  # claim id -> each key's first ok replay
+    verified_by: dict[bytes, set[bytes]] = field(default_factory=dict)   # key -> claims it replayed
+    replayed_ok: set[tuple[bytes, bytes]] = field(default_factory=set)  # (key, claim): has a counted replay
+    anchor_decisions: dict[bytes, Decision] = field(default_factory=dict)  # by anchors' replays alone
+    decisions: dict[bytes, Decision] = field(default_factory=dict)       # by all trusted replays
+    # claim id -> trusted verifier -> measured value: the replays its decision read (all, while open)
     measured: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
     verified: dict[bytes, float] = field(default_factory=dict)  # claim id -> agreed median
     # claim id -> agreed median that differs from the claimed value by more than the noise: the
     # claim's numbers do not reproduce, so it is never verified, never a record, never paid
     refuted: dict[bytes, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)         # class -> best verified value
-    records: list[RecordRow] = field(default_factory=list)
+    records: list[RecordRow] = field(default_factory=list)  # every class's, in decision order
+    record_of: dict[bytes, RecordRow] = field(default_factory=dict)  # claim id -> its record row
     # credit rules (see ledger/credits.py)
     outputs: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (entry, owner) -> unspent ucr
     spent: set[tuple[bytes, bytes]] = field(default_factory=set)
     balances: dict[bytes, int] = field(default_factory=dict)
     minted: set[tuple[bytes, bytes]] = field(default_factory=set)          # (verifier, subject)
+    fees: set[tuple[bytes, bytes]] = field(default_factory=set)            # (verifier, claim) paid a fee
+    # (verifier, class) -> value of its last record mint; kept for readers, no rule uses it any more
     verifier_best: dict[tuple[bytes, str], float] = field(default_factory=dict)
     total_minted_ucr: int = 0
     # market rules (see ledger/market.py)
@@ -146,5 +169,8 @@ class State:
     frozen: dict[bytes, int] = field(default_factory=dict)                 # author -> forked seq
     verdicts: dict[bytes, str] = field(default_factory=dict)
     effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state or got a verdict
+    # facts that judged entries read: when one of them moves afterwards, the fold rebuilds
+    mint_claims: set[bytes] = field(default_factory=set)      # claims with a judged record mint
+    judged_authors: set[bytes] = field(default_factory=set)   # authors of judged mints and settles
     needs_rebuild: bool = False
     changes: Changes = field(default_factory=Changes)

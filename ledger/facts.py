@@ -1,0 +1,215 @@
+"""Facts: who is trusted, which claims are verified or refuted, and the records — each a function
+of the *set* of entries, never of the order they arrived in.
+
+Theory of operation. Three layers, each computed from the one below and the verify entries:
+
+1. Anchors: the spec's verifiers (every class) and the keys the creator admitted (their classes).
+   A set union: an admit counts the same whether it arrived before or after the admitted key's
+   verifies, so no verify needs to name the admit that trusts it.
+2. Earned trust: a key that is no anchor of a class becomes trusted there once it has
+   `spec.trust_replays` replays of the class's claims that agree, within the class's trust
+   tolerance, with the value the anchors decided for those claims, and no replay that disagrees
+   beyond it. It is judged against anchor decisions only (never against other earned keys), so
+   a ring of Sybils cannot vouch for itself, and one disagreement takes the trust away again.
+3. Decisions: a claim's trusted, successful replays (each verifier's first, by its own feed) in
+   a canonical order — (max(verify time, claim time), verify id) — are read prefix by prefix until
+   `quorum` of them agree within the noise; the agreed median verifies the claim, or refutes it
+   when it is off the claimed value by more than the noise. The claimant controls none of it.
+4. Records: a class's verified claims sorted by their decision key (the time the quorum's last
+   replay says, then the deciding verify's id) are walked; a claim is a record when it beats the
+   best before it by more than the noise. Its author's clock plays no part.
+
+Each layer is recomputed locally when an entry touches it; `refresh` returns what changed so the
+fold can tell whether a judged entry (a mint, a settle) already read a fact that has now moved
+(then it rebuilds, see ledger/fold.py).
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ledger.state import Decision, RecordRow, State
+
+TrustTest = Callable[[bytes, str], bool]
+
+
+@dataclass(slots=True)
+class Moved:
+    """What one refresh changed: the fold compares it with what judged entries have read."""
+
+    trust: set[bytes] = field(default_factory=set)      # keys whose trusted classes changed
+    decisions: set[bytes] = field(default_factory=set)  # claims whose final decision changed
+    records: set[bytes] = field(default_factory=set)    # claims whose record row appeared, moved or went
+    rows_rewritten: bool = False                        # some class's records changed other than by appending
+
+
+def anchored(state: State, key: bytes, platform_class: str) -> bool:
+    classes = state.anchors.get(key)
+    return classes is not None and platform_class in classes
+
+
+def agreeing(values: list[float], noise: float) -> tuple[float, list[float]]:
+    """The median of `values` and those within `noise` of it."""
+    median = statistics.median(values)
+    return median, [v for v in values if abs(v - median) <= noise]
+
+
+def tolerance(state: State, platform_class: str) -> float:
+    return state.spec.trust_tolerance_bpb.get(platform_class, state.spec.noise_bpb[platform_class])
+
+
+def decide(state: State, claim_id: bytes, trusted: TrustTest) -> tuple[Decision | None, dict[bytes, float]]:
+    """The claim's decision among the replays of keys `trusted` accepts, and the values it read."""
+    claim = state.claims[claim_id]
+    cls, noise = claim.platform_class, state.spec.noise_bpb[claim.platform_class]
+    first: dict[bytes, tuple[int, bytes]] = {}  # verifier -> (seq, verify id) of its first ok replay
+    for vid in state.verifies_of.get(claim_id, ()):
+        v = state.verifies[vid]
+        if (v.value is None or v.commit != claim.commit or v.platform_class != cls or v.author == claim.author
+                or not trusted(v.author, cls)):
+            continue
+        if v.author not in first or v.seq < first[v.author][0]:
+            first[v.author] = (v.seq, vid)
+    order = sorted((max(state.verifies[vid].time_ms, claim.time_ms), vid) for _, vid in first.values())
+    measured: dict[bytes, float] = {}
+    used: list[bytes] = []
+    for key in order:
+        v = state.verifies[key[1]]
+        assert v.value is not None  # filtered above
+        measured[v.author] = v.value
+        used.append(key[1])
+        if len(measured) < state.spec.quorum:
+            continue
+        median, agree = agreeing(list(measured.values()), noise)
+        if len(agree) < state.spec.quorum:
+            continue
+        value = float(median if len(agree) == len(measured) else agreeing(agree, noise)[0])
+        quorum = tuple(vid for vid in used if abs(_value(state, vid) - median) <= noise)
+        refuted = claim.claimed is None or abs(value - claim.claimed) > noise
+        return Decision("refuted" if refuted else "verified", value, quorum, key), measured
+    return None, measured
+
+
+def _value(state: State, verify_id: bytes) -> float:
+    value = state.verifies[verify_id].value
+    return float("nan") if value is None else value
+
+
+def earns(state: State, key: bytes, platform_class: str) -> bool:
+    """Whether a key that is no anchor of the class has earned trust there (see the module doc)."""
+    need = state.spec.trust_replays
+    if need <= 0:
+        return False
+    tol = tolerance(state, platform_class)
+    agree = 0
+    for claim_id in state.verified_by.get(key, ()):
+        claim = state.claims[claim_id]
+        anchor = state.anchor_decisions.get(claim_id)
+        if anchor is None or claim.platform_class != platform_class or claim.author == key:
+            continue
+        values = [v.value for vid in state.verifies_of[claim_id]
+                  if (v := state.verifies[vid]).author == key and v.value is not None and v.commit == claim.commit]
+        if not values:
+            continue
+        if any(abs(x - anchor.value) > tol for x in values):
+            return False  # a proven disagreement: no trust, however many replays agreed
+        agree += 1
+    return agree >= need
+
+
+def trusted(state: State, key: bytes, platform_class: str) -> bool:
+    classes = state.verifiers.get(key)
+    return classes is not None and platform_class in classes
+
+
+def refresh(state: State, *, claims: Iterable[bytes] = (), keys: Iterable[bytes] = (),
+            anchors: Iterable[bytes] = ()) -> Moved:
+    """Recomputes the facts that depend on `claims` (new replays), `keys` (whose replays changed)
+    and `anchors` (keys that were admitted)."""
+    moved = Moved()
+    anchor_dirty = set(claims)
+    keys = set(keys) | set(anchors)
+    for key in anchors:
+        anchor_dirty |= state.verified_by.get(key, set())
+    # layer 2 inputs: anchor decisions of the touched claims
+    candidates = set(keys)
+    for claim_id in anchor_dirty:
+        if claim_id not in state.claims:
+            continue
+        before = state.anchor_decisions.get(claim_id)
+        now, _ = decide(state, claim_id, lambda k, c: anchored(state, k, c))
+        if now != before:
+            _put(state.anchor_decisions, claim_id, now)
+            candidates |= {state.verifies[vid].author for vid in state.verifies_of.get(claim_id, ())}
+    final_dirty = set(anchor_dirty)
+    for key in sorted(candidates):
+        classes = frozenset(c for c in state.spec.platform_classes if anchored(state, key, c) or earns(state, key, c))
+        if classes != state.verifiers.get(key, frozenset()):
+            if classes:
+                state.verifiers[key] = classes
+            else:
+                state.verifiers.pop(key, None)
+            moved.trust.add(key)
+            final_dirty |= state.verified_by.get(key, set())
+    touched: set[str] = set()
+    for claim_id in final_dirty:
+        if claim_id not in state.claims:
+            continue
+        now, measured = decide(state, claim_id, lambda k, c: trusted(state, k, c))
+        state.measured[claim_id] = measured
+        if now != state.decisions.get(claim_id):
+            _put(state.decisions, claim_id, now)
+            moved.decisions.add(claim_id)
+            touched.add(state.claims[claim_id].platform_class)
+            _index(state, claim_id, now)
+    for cls in sorted(touched):
+        _records(state, cls, moved)
+    return moved
+
+
+def _put(table: dict[bytes, Decision], claim_id: bytes, decision: Decision | None) -> None:
+    if decision is None:
+        table.pop(claim_id, None)
+    else:
+        table[claim_id] = decision
+
+
+def _index(state: State, claim_id: bytes, decision: Decision | None) -> None:
+    state.verified.pop(claim_id, None)
+    state.refuted.pop(claim_id, None)
+    if decision is not None:
+        (state.verified if decision.status == "verified" else state.refuted)[claim_id] = decision.value
+
+
+def _records(state: State, cls: str, moved: Moved) -> None:
+    """Walks the class's verified claims in decision order into its path of records."""
+    noise = state.spec.noise_bpb[cls]
+    order = sorted((d.key, cid) for cid, d in state.decisions.items()
+                   if d.status == "verified" and state.claims[cid].platform_class == cls)
+    rows: list[RecordRow] = []
+    best: float | None = None
+    for _, cid in order:
+        value = state.decisions[cid].value
+        if best is None or value < best - noise:
+            claim = state.claims[cid]
+            rows.append(RecordRow(cls, len(rows) + 1, cid, claim.commit, claim.author, value, best))
+            best = value
+    old = [r for r in state.records if r.platform_class == cls]
+    if rows == old:
+        return
+    if rows[:len(old)] != old:
+        moved.rows_rewritten = True
+    for row in old:
+        state.record_of.pop(row.claim, None)
+    for row in rows:
+        state.record_of[row.claim] = row
+    moved.records |= {r.claim for r in set(old) ^ set(rows)}
+    state.changes.records.extend(r for r in rows if r not in old)
+    keys = {cid: d.key for cid, d in state.decisions.items()}
+    state.records = sorted([r for r in state.records if r.platform_class != cls] + rows,
+                           key=lambda r: (keys[r.claim], r.claim))
+    if best is None:
+        state.best.pop(cls, None)
+    else:
+        state.best[cls] = best
