@@ -21,7 +21,8 @@ def identity(n: int) -> Identity:
     return Identity.from_seed(hashlib.sha256(b"test-identity-%d" % n).digest())
 
 
-def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, verify_ucr: int = 1000) -> SignedSpec:
+def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, verify_ucr: int = 1000,
+              trust_replays: int = 5) -> SignedSpec:
     spec = SwarmSpec(
         name="test", creator=creator.public_key, created_ms=0,
         harness_hash=b"h" * 32, dataset_hash=b"d" * 32, tokenizer_hash=b"t" * 32,
@@ -29,6 +30,7 @@ def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, ver
         allowed_files=["train.py"], platform_classes=[CLASS, "h100"],
         verifiers=[v.public_key for v in verifiers], quorum=quorum,
         noise_bpb={CLASS: NOISE, "h100": 0.002}, record_ucr_per_bpb=RATE, verify_ucr=verify_ucr,
+        trust_replays=trust_replays,
     )
     return sign_spec(creator, spec)
 
