@@ -32,7 +32,7 @@ UCR_PER_CREDIT = 1_000_000
 CLAIM_STATUSES = frozenset({"ok", "crash", "timeout", "rejected", "discard"})
 MINT_REASONS = frozenset({"record", "verification"})
 JOB_TYPES = frozenset({"train"})  # what an executor may be asked to run
-SETTLE_OUTCOMES = frozenset({"paid", "refunded", "cancelled"})
+SETTLE_OUTCOMES = frozenset({"paid", "refunded", "cancelled", "reveal"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -310,8 +310,12 @@ class Job(Body):
     max_gpu_s: int
     price_ucr_per_gpu_s: int
     expires_ms: int
+    # sha256 of a secret the payer reveals only after the receipt: it picks the spot check
+    # (ledger/market.py), so the executor cannot know or steer whether its run is replayed
+    check_hash: bytes | None = None
 
     def __post_init__(self) -> None:
+        self._bytes("check_hash", self.check_hash, HASH_BYTES)
         self._name("job_type", self.job_type)
         if self.job_type not in JOB_TYPES:
             _fail(type(self), f"job_type {self.job_type!r} not one of {sorted(JOB_TYPES)}")
@@ -377,7 +381,9 @@ class Settle(Body):
     """Closes a job: pays the executor for what it used, refunds the payer, or cancels the job.
 
     `amount` is what the executor gets (0 unless paid); the rest of the escrow goes back to the
-    payer. Who may settle which way is ledger/market.py's to judge.
+    payer. Who may settle which way is ledger/market.py's to judge. Outcome `reveal` closes
+    nothing: the payer publishes its job's check secret after the receipt. A verifier's spot
+    check states the GPU-seconds its own replay took in `gpu_s`, which caps what it releases.
     """
 
     kind: ClassVar[str] = "settle"
@@ -387,11 +393,16 @@ class Settle(Body):
     outcome: str
     amount: int
     reason: str
+    reveal: bytes | None = None   # the secret whose sha256 is the job's check_hash
+    gpu_s: float | None = None    # a spot check's own measured GPU-seconds
 
     def __post_init__(self) -> None:
         self._bytes("job", self.job, HASH_BYTES)
         self._bytes("payment", self.payment, HASH_BYTES)
         self._bytes("receipt", self.receipt, HASH_BYTES)
+        self._bytes("reveal", self.reveal, HASH_BYTES)
+        if self.gpu_s is not None:
+            self._nonneg("gpu_s", self.gpu_s)
         if self.outcome not in SETTLE_OUTCOMES:
             _fail(type(self), f"outcome {self.outcome!r} not one of {sorted(SETTLE_OUTCOMES)}")
         self._nonneg("amount", self.amount)

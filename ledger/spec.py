@@ -45,6 +45,8 @@ class SwarmSpec(Body):
     trust_replays: int = 5         # agreeing replays beside the anchors' that make a key trusted; 0: never
     # per class: how far a replay may be from the anchors' decided value and still agree; default noise_bpb
     trust_tolerance_bpb: dict[str, float] = field(default_factory=dict)
+    # Market (ledger/market.py): the share of jobs with a check_hash that a verifier must settle
+    spot_check_per_mille: int = 100
 
     def __post_init__(self) -> None:
         self._text("name", self.name, 128)
@@ -75,6 +77,8 @@ class SwarmSpec(Body):
         self._nonneg("record_ucr_per_bpb", self.record_ucr_per_bpb)
         self._nonneg("verify_ucr", self.verify_ucr)
         self._nonneg("trust_replays", self.trust_replays)
+        if not 0 <= self.spot_check_per_mille <= 1000:
+            raise InvalidEntry("spec: spot_check_per_mille must be 0 to 1000")
         if not set(self.trust_tolerance_bpb) <= set(self.platform_classes):
             raise InvalidEntry("spec: trust_tolerance_bpb names a class the spec does not have")
         if any(v < 0 for v in self.trust_tolerance_bpb.values()):

@@ -21,6 +21,7 @@ class JobInfo:
     payment: bytes | None = None  # the escrow transfer that accepted an offer
     receipt: bytes | None = None  # the executor's valid receipt
     settle: bytes | None = None   # the one valid settle
+    revealed: bytes | None = None  # the payer's check secret, once revealed after the receipt
 
 
 @dataclass(frozen=True, slots=True)
