@@ -22,7 +22,7 @@ move for old judged entries only when trust changes or replays arrive out of the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ledger import codec, credits, facts, market
 from ledger.bodies import Admit, Claim, Fraud, Job, Mint, Offer, Receipt, Settle, Transfer, Verify
@@ -32,7 +32,7 @@ from ledger.feed import check_fraud
 from ledger.spec import SwarmSpec
 from ledger.state import Changes, ClaimInfo, RecordRow, State, Tables, VerifyInfo
 
-__all__ = ["Changes", "ClaimInfo", "RecordRow", "State", "Tables", "VerifyInfo", "apply", "initial", "rebuild"]
+__all__ = ["Changes", "ClaimInfo", "RecordRow", "State", "Tables", "VerifyInfo", "apply", "apply_or_rebuild", "initial", "rebuild"]
 
 # Kinds whose validity the fold judges; their verdicts are a derived table.
 JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud", "job", "receipt", "settle"})
@@ -112,6 +112,13 @@ def apply(state: State, entry: Entry) -> State:
         # a verdict is state too: a later fork proof must turn it into "frozen" by a rebuild
         state.effect_seq[entry.author] = entry.seq
     return state
+
+
+def apply_or_rebuild(state: State, entry: Entry, history: Sequence[Entry]) -> State:
+    """`apply`, then `rebuild` from `history` (every entry applied so far, `entry` last) when the fold
+    asks for it: for in-memory folds (simulators, tools) that do what the store's writer does."""
+    apply(state, entry)
+    return rebuild(state.spec, history) if state.needs_rebuild else state
 
 
 def _judge(state: State, entry: Entry, reason: str) -> bool:
