@@ -25,6 +25,7 @@ fold can tell whether a judged entry (a mint, a settle) already read a fact that
 """
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -152,20 +153,39 @@ def refresh(state: State, *, claims: Iterable[bytes] = (), keys: Iterable[bytes]
                 state.verifiers.pop(key, None)
             moved.trust.add(key)
             final_dirty |= state.verified_by.get(key, set())
-    touched: set[str] = set()
+    # class -> claims appended at the tail of its verified order, or -1 once any change was elsewhere
+    touched: dict[str, int] = {}
     for claim_id in final_dirty:
         if claim_id not in state.claims:
             continue
         now, measured = decide(state, claim_id, lambda k, c: trusted(state, k, c))
         state.measured[claim_id] = measured
-        if now != state.decisions.get(claim_id):
+        before = state.decisions.get(claim_id)
+        if now != before:
             _put(state.decisions, claim_id, now)
             moved.decisions.add(claim_id)
-            touched.add(state.claims[claim_id].platform_class)
+            cls = state.claims[claim_id].platform_class
+            at_tail = _reorder(state, cls, claim_id, before, now)
+            appended = touched.get(cls, 0)
+            touched[cls] = appended + 1 if at_tail and appended >= 0 else -1
             _index(state, claim_id, now)
     for cls in sorted(touched):
-        _records(state, cls, moved)
+        _records(state, cls, moved, appended=touched[cls])
     return moved
+
+
+def _reorder(state: State, cls: str, claim_id: bytes, before: Decision | None, now: Decision | None) -> bool:
+    """Keeps the class's verified claims sorted by decision key; True when only appended at the end."""
+    order = state.verified_order.setdefault(cls, [])
+    at_tail = True
+    if before is not None and before.status == "verified":
+        order.remove((before.key, claim_id))
+        at_tail = False
+    if now is not None and now.status == "verified":
+        at = bisect.bisect(order, (now.key, claim_id))
+        order.insert(at, (now.key, claim_id))
+        at_tail = at_tail and at == len(order) - 1
+    return at_tail
 
 
 def _put(table: dict[bytes, Decision], claim_id: bytes, decision: Decision | None) -> None:
@@ -182,20 +202,22 @@ def _index(state: State, claim_id: bytes, decision: Decision | None) -> None:
         (state.verified if decision.status == "verified" else state.refuted)[claim_id] = decision.value
 
 
-def _records(state: State, cls: str, moved: Moved) -> None:
-    """Walks the class's verified claims in decision order into its path of records."""
+def _records(state: State, cls: str, moved: Moved, *, appended: int) -> None:
+    """Walks the class's verified claims in decision order into its path of records. When the only
+    change was `appended` claims at the end, the rest was walked before: it walks just those."""
     noise = state.spec.noise_bpb[cls]
-    order = sorted((d.key, cid) for cid, d in state.decisions.items()
-                   if d.status == "verified" and state.claims[cid].platform_class == cls)
-    rows: list[RecordRow] = []
-    best: float | None = None
-    for _, cid in order:
+    order = state.verified_order.get(cls, [])
+    old = [r for r in state.records if r.platform_class == cls]
+    if appended >= 0 and old:
+        rows, best, walk = list(old), old[-1].value, order[len(order) - appended:]
+    else:
+        rows, best, walk = [], None, order
+    for _, cid in walk:
         value = state.decisions[cid].value
         if best is None or value < best - noise:
             claim = state.claims[cid]
             rows.append(RecordRow(cls, len(rows) + 1, cid, claim.commit, claim.author, value, best))
             best = value
-    old = [r for r in state.records if r.platform_class == cls]
     if rows == old:
         return
     if rows[:len(old)] != old:
@@ -204,11 +226,15 @@ def _records(state: State, cls: str, moved: Moved) -> None:
         state.record_of.pop(row.claim, None)
     for row in rows:
         state.record_of[row.claim] = row
-    moved.records |= {r.claim for r in set(old) ^ set(rows)}
-    state.changes.records.extend(r for r in rows if r not in old)
-    keys = {cid: d.key for cid, d in state.decisions.items()}
-    state.records = sorted([r for r in state.records if r.platform_class != cls] + rows,
-                           key=lambda r: (keys[r.claim], r.claim))
+    changed = set(old) ^ set(rows)
+    moved.records |= {r.claim for r in changed}
+    state.changes.records.extend(r for r in rows if r in changed)
+    others = [r for r in state.records if r.platform_class != cls]
+    if moved.rows_rewritten or len(others) + len(old) != len(state.records):
+        state.records = sorted(others + rows, key=lambda r: (state.decisions[r.claim].key, r.claim))
+    else:
+        for row in rows[len(old):]:
+            bisect.insort(state.records, row, key=lambda r: (state.decisions[r.claim].key, r.claim))
     if best is None:
         state.best.pop(cls, None)
     else:

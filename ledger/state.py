@@ -142,6 +142,8 @@ class State:
     replayed_ok: set[tuple[bytes, bytes]] = field(default_factory=set)  # (key, claim): has a counted replay
     anchor_decisions: dict[bytes, Decision] = field(default_factory=dict)  # by anchors' replays alone
     decisions: dict[bytes, Decision] = field(default_factory=dict)       # by all trusted replays
+    # class -> its verified claims as (decision key, claim id), sorted: the order records are walked in
+    verified_order: dict[str, list[tuple[tuple[int, bytes], bytes]]] = field(default_factory=dict)
     # claim id -> trusted verifier -> measured value: the replays its decision read (all, while open)
     measured: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
     verified: dict[bytes, float] = field(default_factory=dict)  # claim id -> agreed median
