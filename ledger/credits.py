@@ -78,6 +78,10 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
     claim = state.claims.get(mint.subject)
     if claim is None:
         return "a record mint must name a claim"
+    # First, what does not depend on other keys' entries: a key whose trusted replay the claim's
+    # decision never read gets this one reason in every order, and cannot make the fold rebuild.
+    if author not in state.measured.get(mint.subject, {}):
+        return "only the verifiers of the quorum that made the claim a record mint for it (no trusted replay read)"
     if mint.subject in state.refuted:
         return "the claim's numbers did not reproduce: it was refuted"
     row, decision = state.record_of.get(mint.subject), state.decisions.get(mint.subject)

@@ -43,6 +43,9 @@ class Moved:
     decisions: set[bytes] = field(default_factory=set)  # claims whose final decision changed
     records: set[bytes] = field(default_factory=set)    # claims whose record row appeared, moved or went
     rows_rewritten: bool = False                        # some class's records changed other than by appending
+    # claim -> keys whose replays its decision read before or after the change: only their record
+    # mints can have been judged on it (see credits.check_mint), so only they make a rebuild
+    readers: dict[bytes, set[bytes]] = field(default_factory=dict)
 
 
 def anchored(state: State, key: bytes, platform_class: str) -> bool:
@@ -159,11 +162,13 @@ def refresh(state: State, *, claims: Iterable[bytes] = (), keys: Iterable[bytes]
         if claim_id not in state.claims:
             continue
         now, measured = decide(state, claim_id, lambda k, c: trusted(state, k, c))
+        read_before = set(state.measured.get(claim_id, ()))
         state.measured[claim_id] = measured
         before = state.decisions.get(claim_id)
         if now != before:
             _put(state.decisions, claim_id, now)
             moved.decisions.add(claim_id)
+            moved.readers[claim_id] = read_before | set(measured)
             cls = state.claims[claim_id].platform_class
             at_tail = _reorder(state, cls, claim_id, before, now)
             appended = touched.get(cls, 0)
@@ -228,6 +233,8 @@ def _records(state: State, cls: str, moved: Moved, *, appended: int) -> None:
         state.record_of[row.claim] = row
     changed = set(old) ^ set(rows)
     moved.records |= {r.claim for r in changed}
+    for row in changed:
+        moved.readers.setdefault(row.claim, set()).update(state.measured.get(row.claim, ()))
     state.changes.records.extend(r for r in rows if r in changed)
     others = [r for r in state.records if r.platform_class != cls]
     if moved.rows_rewritten or len(others) + len(old) != len(state.records):

@@ -72,7 +72,7 @@ def apply(state: State, entry: Entry) -> State:
     elif isinstance(body, Mint):
         state.judged_authors.add(entry.author)
         if body.reason == "record":
-            state.mint_claims.add(body.subject)
+            state.mint_claims.setdefault(body.subject, set()).add(entry.author)
         effect = _judge(state, entry, credits.check_mint(state, entry.author, body))
         if effect:
             credits.apply_mint(state, entry.id, entry.author, body)
@@ -147,9 +147,13 @@ def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
 
 def _moved(state: State, moved: facts.Moved) -> None:
     """Rebuilds when a fact that a judged entry already read has moved (see the module doc)."""
-    if (moved.rows_rewritten or moved.trust & state.judged_authors
-            or (moved.decisions | moved.records) & state.mint_claims):
+    if moved.rows_rewritten or moved.trust & state.judged_authors:
         state.needs_rebuild = True
+        return
+    for claim_id, readers in moved.readers.items():
+        if readers & state.mint_claims.get(claim_id, set()):
+            state.needs_rebuild = True
+            return
 
 
 def _apply_fraud(state: State, entry: Entry, body: Fraud) -> None:

@@ -173,7 +173,7 @@ class State:
     verdicts: dict[bytes, str] = field(default_factory=dict)
     effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state or got a verdict
     # facts that judged entries read: when one of them moves afterwards, the fold rebuilds
-    mint_claims: set[bytes] = field(default_factory=set)      # claims with a judged record mint
+    mint_claims: dict[bytes, set[bytes]] = field(default_factory=dict)  # claim -> authors of its record mints
     judged_authors: set[bytes] = field(default_factory=set)   # authors of judged mints and settles
     needs_rebuild: bool = False
     changes: Changes = field(default_factory=Changes)

@@ -105,8 +105,9 @@ def test_a_record_mint_needs_a_record_in_the_fold() -> None:
     m = w.add(V[0], record_mint(worse, [ver], 1.60, 1.50, 0))
     assert "not a record" in w.state.verdicts[m.id]
     unverified = w.add(BOB, claim(3, 0.5))
-    m = w.add(V[0], record_mint(unverified, [], 0.5, 1.50, RATE))
-    assert "not a record" in w.state.verdicts[m.id]
+    ver = w.add(V[0], verify(unverified, 0.7))  # open: its replay is far from the claim, but no quorum refutes yet
+    m = w.add(V[0], record_mint(unverified, [ver], 0.7, 1.50, RATE))
+    assert "not a record" in w.state.verdicts[m.id] or "refuted" in w.state.verdicts[m.id]
 
 
 def test_an_untrusted_key_mints_nothing_whatever_it_verifies() -> None:
@@ -119,3 +120,20 @@ def test_an_untrusted_key_mints_nothing_whatever_it_verifies() -> None:
     assert not w.ok(m)
     assert not w.ok(w.fee(identity(298), ver))
     assert w.state.balances == {}
+
+
+def test_junk_mints_by_keys_outside_the_quorum_never_make_the_fold_rebuild() -> None:
+    """A rebuild costs the whole ledger: keys whose replays the decision never read must not cause one,
+    however many record mints they publish for open claims before honest replays decide them."""
+    w = World(quorum=2)
+    junk = [identity(290 + i) for i in range(5)]
+    base = w.add(ALICE, claim(1, 1.50))
+    for n in range(20):
+        c = w.add(BOB, claim(10 + n, round(1.50 - n * 0.02, 3))) if n else base
+        for j in junk:  # an untrusted replay and a mint naming it, before any trusted replay
+            ver = w.add(j, verify(c, 0.1))
+            w.add(j, record_mint(c, [ver], 0.1, 1.5, RATE))
+        for v in V[:2]:
+            w.add(v, verify(c, c.body.val_bpb))  # type: ignore[attr-defined]
+            assert not w.state.needs_rebuild
+    assert len(w.state.records) == 20 and w.state.balances == {}
