@@ -103,23 +103,33 @@ def _value(state: State, verify_id: bytes) -> float:
 def earns(state: State, key: bytes, platform_class: str) -> bool:
     """Whether a key that is no anchor of the class has earned trust there (see the module doc)."""
     need = state.spec.trust_replays
-    if need <= 0:
-        return False
-    tol = tolerance(state, platform_class)
-    agree = 0
-    for claim_id in state.verified_by.get(key, ()):
-        claim = state.claims[claim_id]
-        anchor = state.anchor_decisions.get(claim_id)
-        if anchor is None or claim.platform_class != platform_class or claim.author == key:
-            continue
-        values = [v.value for vid in state.verifies_of[claim_id]
-                  if (v := state.verifies[vid]).author == key and v.value is not None and v.commit == claim.commit]
-        if not values:
-            continue
-        if any(abs(x - anchor.value) > tol for x in values):
-            return False  # a proven disagreement: no trust, however many replays agreed
-        agree += 1
-    return agree >= need
+    agree, disagree = state.vote_counts.get((key, platform_class), (0, 0))
+    return need > 0 and agree >= need and disagree == 0
+
+
+def _recount(state: State, key: bytes, claim_id: bytes) -> None:
+    """Keeps `key`'s vote on one claim (+1: its replay agrees with the anchors' decision, -1: it
+    disagrees beyond the tolerance, none: no decision) and its per-class totals current, so that
+    `earns` is O(1) however many replays a key publishes."""
+    claim = state.claims[claim_id]
+    anchor = state.anchor_decisions.get(claim_id)
+    vote = 0
+    if anchor is not None and claim.author != key:
+        value = next((v.value for vid in state.verifies_of.get(claim_id, ())
+                      if (v := state.verifies[vid]).author == key and v.value is not None), None)
+        if value is not None:
+            vote = 1 if abs(value - anchor.value) <= tolerance(state, claim.platform_class) else -1
+    old = state.votes.get((key, claim_id), 0)
+    if vote == old:
+        return
+    agree, disagree = state.vote_counts.get((key, claim.platform_class), (0, 0))
+    agree += (vote == 1) - (old == 1)
+    disagree += (vote == -1) - (old == -1)
+    state.vote_counts[(key, claim.platform_class)] = (agree, disagree)
+    if vote:
+        state.votes[(key, claim_id)] = vote
+    else:
+        del state.votes[(key, claim_id)]
 
 
 def trusted(state: State, key: bytes, platform_class: str) -> bool:
@@ -127,13 +137,16 @@ def trusted(state: State, key: bytes, platform_class: str) -> bool:
     return classes is not None and platform_class in classes
 
 
-def refresh(state: State, *, claims: Iterable[bytes] = (), keys: Iterable[bytes] = (),
+def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tuple[bytes, bytes]] = (),
             anchors: Iterable[bytes] = ()) -> Moved:
-    """Recomputes the facts that depend on `claims` (new replays), `keys` (whose replays changed)
-    and `anchors` (keys that were admitted)."""
+    """Recomputes the facts that depend on `claims` (a trusted key replayed them), `replays` (new
+    (key, claim) replays, for the key's earned trust) and `anchors` (keys that were admitted)."""
     moved = Moved()
     anchor_dirty = set(claims)
-    keys = set(keys) | set(anchors)
+    keys = set(anchors)
+    for key, claim_id in replays:
+        _recount(state, key, claim_id)
+        keys.add(key)
     for key in anchors:
         anchor_dirty |= state.verified_by.get(key, set())
     # layer 2 inputs: anchor decisions of the touched claims
@@ -145,7 +158,10 @@ def refresh(state: State, *, claims: Iterable[bytes] = (), keys: Iterable[bytes]
         now, _ = decide(state, claim_id, lambda k, c: anchored(state, k, c))
         if now != before:
             _put(state.anchor_decisions, claim_id, now)
-            candidates |= {state.verifies[vid].author for vid in state.verifies_of.get(claim_id, ())}
+            for vid in state.verifies_of.get(claim_id, ()):
+                author = state.verifies[vid].author
+                _recount(state, author, claim_id)
+                candidates.add(author)
     final_dirty = set(anchor_dirty)
     for key in sorted(candidates):
         classes = frozenset(c for c in state.spec.platform_classes if anchored(state, key, c) or earns(state, key, c))

@@ -142,7 +142,9 @@ def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
     state.replayed_ok.add((entry.author, body.claim))
     state.verifies_of.setdefault(body.claim, []).append(entry.id)
     state.verified_by.setdefault(entry.author, set()).add(body.claim)
-    _moved(state, facts.refresh(state, claims=[body.claim], keys=[entry.author]))
+    # an untrusted key's replay changes no decision, only (perhaps) its own earned trust: O(1)
+    dirty = [body.claim] if facts.trusted(state, entry.author, claim.platform_class) else []
+    _moved(state, facts.refresh(state, claims=dirty, replays=[(entry.author, body.claim)]))
 
 
 def _moved(state: State, moved: facts.Moved) -> None:

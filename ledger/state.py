@@ -141,6 +141,8 @@ class State:
     verified_by: dict[bytes, set[bytes]] = field(default_factory=dict)   # key -> claims it replayed
     replayed_ok: set[tuple[bytes, bytes]] = field(default_factory=set)  # (key, claim): has a counted replay
     anchor_decisions: dict[bytes, Decision] = field(default_factory=dict)  # by anchors' replays alone
+    votes: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (key, claim) -> +1 agrees, -1 not
+    vote_counts: dict[tuple[bytes, str], tuple[int, int]] = field(default_factory=dict)  # (key, class) -> totals
     decisions: dict[bytes, Decision] = field(default_factory=dict)       # by all trusted replays
     # class -> its verified claims as (decision key, claim id), sorted: the order records are walked in
     verified_order: dict[str, list[tuple[tuple[int, bytes], bytes]]] = field(default_factory=dict)
