@@ -374,8 +374,9 @@ def _audit(
             bar.update(len(chunk))
             chunk, pending = following, upcoming
     state = auditor.state
-    if auditor.saw_fraud:
-        # a fork proof may void entries already applied: fold afresh, fork proofs first
+    if auditor.saw_fraud or state.needs_rebuild:
+        # a fork proof may void entries already applied, or a fact that judged entries read moved
+        # after them (ledger/fold.py): fold afresh, fork proofs and facts first
         state = fold.rebuild(signed.spec, _Replay(conn, auditor.swarm_id, auditor.rejected_rows))
     want = fold.tables(state)
     try:

@@ -3,7 +3,9 @@
 A body travels as a msgpack map whose keys are exactly the dataclass's field names. `from_map`
 checks the key set and every value's type from the annotations (bool is not an int, an int is
 not a float), then `__post_init__` checks ranges and lengths. Unknown keys are rejected: a new
-field is a new protocol version, not a silent extension.
+field is a new protocol version, not a silent extension. The one exception: a field declared
+with a default is optional on the wire and left out of `to_map` while it holds that default, so
+entries and specs signed before the field existed decode, re-encode and hash exactly as before.
 
 Amounts are integer micro-credits (ucr); 1 credit = 1_000_000 ucr.
 """
@@ -30,7 +32,7 @@ UCR_PER_CREDIT = 1_000_000
 CLAIM_STATUSES = frozenset({"ok", "crash", "timeout", "rejected", "discard"})
 MINT_REASONS = frozenset({"record", "verification"})
 JOB_TYPES = frozenset({"train"})  # what an executor may be asked to run
-SETTLE_OUTCOMES = frozenset({"paid", "refunded", "cancelled"})
+SETTLE_OUTCOMES = frozenset({"paid", "refunded", "cancelled", "reveal"})
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -71,15 +73,22 @@ def _check_value(cls: type, name: str, tp: Any, value: Any) -> None:
         _fail(cls, f"{name} is longer than {MAX_TEXT} characters")
 
 
-_FIELD_TYPES: dict[type, tuple[list[str], dict[str, Any]]] = {}
+_FIELD_TYPES: dict[type, tuple[list[str], dict[str, Any], dict[str, Any]]] = {}
 
 
-def _field_types(cls: type) -> tuple[list[str], dict[str, Any]]:
+def _field_types(cls: type) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    """(field names, their types, the optional ones' defaults)."""
     # get_type_hints evaluates the string annotations on every call (~2/3 of a decode): cache per class.
     cached = _FIELD_TYPES.get(cls)
     if cached is None:
-        names = [f.name for f in dataclasses.fields(cls)]
-        cached = _FIELD_TYPES[cls] = (names, get_type_hints(cls))
+        fields = dataclasses.fields(cls)
+        defaults: dict[str, Any] = {}
+        for f in fields:
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory()
+        cached = _FIELD_TYPES[cls] = ([f.name for f in fields], get_type_hints(cls), defaults)
     return cached
 
 
@@ -90,16 +99,25 @@ class Body:
     def from_map(cls, data: Any) -> Body:
         if type(data) is not dict:
             _fail(cls, "body must be a map")
-        names, hints = _field_types(cls)
-        if set(data) != set(names):
-            missing, extra = set(names) - set(data), set(data) - set(names)
+        names, hints, defaults = _field_types(cls)
+        missing, extra = set(names) - set(data) - set(defaults), set(data) - set(names)
+        if missing or extra:
             _fail(cls, f"fields differ (missing {sorted(missing)}, unknown {sorted(extra)})")
         for name in names:
-            _check_value(cls, name, hints[name], data[name])
+            if name in data:
+                _check_value(cls, name, hints[name], data[name])
         return cls(**data)
 
     def to_map(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        names, _, defaults = _field_types(type(self))
+        out = {}
+        for name in names:
+            value = getattr(self, name)
+            # an optional field at its default stays off the wire: older signed bytes are unchanged
+            if name in defaults and type(value) is type(defaults[name]) and value == defaults[name]:
+                continue
+            out[name] = value
+        return out
 
     def refs(self) -> tuple[bytes, ...]:
         """Entry ids this body depends on: the store accepts it only once they are present."""
@@ -292,8 +310,12 @@ class Job(Body):
     max_gpu_s: int
     price_ucr_per_gpu_s: int
     expires_ms: int
+    # sha256 of a secret the payer reveals only after the receipt: it picks the spot check
+    # (ledger/market.py), so the executor cannot know or steer whether its run is replayed
+    check_hash: bytes | None = None
 
     def __post_init__(self) -> None:
+        self._bytes("check_hash", self.check_hash, HASH_BYTES)
         self._name("job_type", self.job_type)
         if self.job_type not in JOB_TYPES:
             _fail(type(self), f"job_type {self.job_type!r} not one of {sorted(JOB_TYPES)}")
@@ -359,7 +381,9 @@ class Settle(Body):
     """Closes a job: pays the executor for what it used, refunds the payer, or cancels the job.
 
     `amount` is what the executor gets (0 unless paid); the rest of the escrow goes back to the
-    payer. Who may settle which way is ledger/market.py's to judge.
+    payer. Who may settle which way is ledger/market.py's to judge. Outcome `reveal` closes
+    nothing: the payer publishes its job's check secret after the receipt. A verifier's spot
+    check states the GPU-seconds its own replay took in `gpu_s`, which caps what it releases.
     """
 
     kind: ClassVar[str] = "settle"
@@ -369,11 +393,16 @@ class Settle(Body):
     outcome: str
     amount: int
     reason: str
+    reveal: bytes | None = None   # the secret whose sha256 is the job's check_hash
+    gpu_s: float | None = None    # a spot check's own measured GPU-seconds
 
     def __post_init__(self) -> None:
         self._bytes("job", self.job, HASH_BYTES)
         self._bytes("payment", self.payment, HASH_BYTES)
         self._bytes("receipt", self.receipt, HASH_BYTES)
+        self._bytes("reveal", self.reveal, HASH_BYTES)
+        if self.gpu_s is not None:
+            self._nonneg("gpu_s", self.gpu_s)
         if self.outcome not in SETTLE_OUTCOMES:
             _fail(type(self), f"outcome {self.outcome!r} not one of {sorted(SETTLE_OUTCOMES)}")
         self._nonneg("amount", self.amount)

@@ -8,43 +8,51 @@ An output can be spent once, and only by a transfer in its owner's feed; spendin
 two entries at one seq of that feed, which is a fork, so a balance never goes negative and a
 double spend is always provable.
 
-Minting is justified by entries that precede the mint in the minter's own view (the store only
-accepts an entry after everything it references), and bounded by progress:
-- record: a trusted verifier mints for a claim it helped verify, to the claim's author, its share
-  `rate * (prev_best - value) / quorum`, where prev_best is at most the value of this verifier's
-  own previous record mint in the class (its first record mints nothing). Along one verifier's
-  feed the improvements telescope, so its record mints sum to at most
-  rate * (its first value - its last) / quorum: credit tracks progress, and the quorum's shares
-  add up to one record's worth however many verifiers the swarm has.
-- verification: a trusted verifier mints the spec's fixed verify_ucr for one of its own verify
-  entries, once per entry.
+Minting follows the facts of ledger/facts.py (trust, decisions, records), which are functions of
+the set of entries, so every node that holds the same entries judges every mint the same way:
+- record: one record's worth, `rate * (prev - value)` where prev is the record before it in the
+  class's records table, is split evenly across the verify entries that made the claim a record
+  (its decision's quorum); each of those verifiers, and no one else, mints its share once, to the
+  claim's author, naming that quorum, the record's value and prev. A claim that is not a record
+  in the fold mints nothing; the class's first record (prev None) is worth nothing.
+- verification: a trusted verifier mints the spec's fixed verify_ucr for its own verify entry of
+  another author's claim, once per (verifier, claim) however many replays it publishes.
 Each verifier mints at most once per subject.
 """
 from __future__ import annotations
 
 import math
-import statistics
-from typing import TYPE_CHECKING
 
+from ledger import facts
 from ledger.bodies import Mint, Transfer
-
-if TYPE_CHECKING:
-    from ledger.fold import State
+from ledger.state import State
 
 
 def trusted(state: State, author: bytes, platform_class: str) -> bool:
-    classes = state.verifiers.get(author)
-    return classes is not None and platform_class in classes
+    return facts.trusted(state, author, platform_class)
 
 
 def agreeing(values: list[float], noise: float) -> tuple[float, list[float]]:
     """The median of `values` and those within `noise` of it."""
-    median = statistics.median(values)
-    return median, [v for v in values if abs(v - median) <= noise]
+    return facts.agreeing(values, noise)
 
 
 def record_share_ucr(rate_ucr_per_bpb: int, prev_best: float, value: float, quorum: int) -> int:
-    return math.floor(rate_ucr_per_bpb * (prev_best - value) / quorum)
+    """One quorum member's share: the record's worth, rounded down, split evenly."""
+    return math.floor(rate_ucr_per_bpb * (prev_best - value)) // quorum
+
+
+def record_mint(state: State, verifier: bytes, claim_id: bytes) -> tuple[Mint | None, str]:
+    """The one record mint `verifier` may publish for `claim_id` now, or why there is none."""
+    row, decision = state.record_of.get(claim_id), state.decisions.get(claim_id)
+    if row is None or decision is None:
+        return None, "not a record"
+    amount = 0 if row.prev is None else record_share_ucr(
+        state.spec.record_ucr_per_bpb, row.prev, row.value, len(decision.quorum))
+    mint = Mint(reason="record", subject=claim_id, quorum=list(decision.quorum), to=row.author, amount=amount,
+                value=row.value, prev_best=row.prev)
+    why = check_mint(state, verifier, mint)
+    return (None, why) if why else (mint, "")
 
 
 def check_mint(state: State, author: bytes, mint: Mint) -> str:
@@ -57,6 +65,11 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
             return "a verification mint must name the minter's own verify entry"
         if not trusted(state, author, verify.platform_class):
             return "minter is not a trusted verifier of the class"
+        claim = state.claims.get(verify.claim)
+        if claim is None or claim.author == author:
+            return "a verifier earns no fee for replaying its own claim"
+        if (author, verify.claim) in state.fees:
+            return "this verifier was already paid a fee for this claim"
         if mint.to != author:
             return "a verification mint pays the verifier"
         if state.spec.verify_ucr == 0 or mint.amount != state.spec.verify_ucr:
@@ -65,45 +78,27 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
     claim = state.claims.get(mint.subject)
     if claim is None:
         return "a record mint must name a claim"
+    # First, what does not depend on other keys' entries: a key whose trusted replay the claim's
+    # decision never read gets this one reason in every order, and cannot make the fold rebuild.
+    if author not in state.measured.get(mint.subject, {}):
+        return "only the verifiers of the quorum that made the claim a record mint for it (no trusted replay read)"
     if mint.subject in state.refuted:
         return "the claim's numbers did not reproduce: it was refuted"
-    cls = claim.platform_class
-    if not trusted(state, author, cls):
-        return "minter is not a trusted verifier of the class"
+    row, decision = state.record_of.get(mint.subject), state.decisions.get(mint.subject)
+    if row is None or decision is None:
+        return "the claim is not a record in the fold"
+    if author not in {state.verifies[vid].author for vid in decision.quorum}:
+        return "only the verifiers of the quorum that made the claim a record mint for it"
     if mint.to != claim.author:
         return "a record mint pays the claim's author"
-    if len(mint.quorum) < state.spec.quorum:
-        return f"quorum lists {len(mint.quorum)} verifications, the swarm needs {state.spec.quorum}"
-    values: list[float] = []
-    authors: set[bytes] = set()
-    for ref in mint.quorum:
-        v = state.verifies.get(ref)
-        if v is None or v.claim != mint.subject or v.value is None:
-            return "a quorum item is not a successful verification of this claim"
-        if not trusted(state, v.author, cls) or v.author == claim.author or v.author in authors:
-            return "quorum items must come from distinct trusted verifiers other than the claimant"
-        authors.add(v.author)
-        values.append(v.value)
-    if author not in authors:
-        return "the minter must be part of the quorum"
-    median, agree = agreeing(values, state.spec.noise_bpb[cls])
-    if len(agree) != len(values):
-        return "the quorum's verifications disagree beyond the class's noise"
-    if mint.value != median:
-        return f"value must be the quorum's median {median!r}"
-    own_last = state.verifier_best.get((author, cls))
-    prev_best = mint.prev_best
-    if own_last is None:
-        if prev_best is not None or mint.amount != 0:
-            return "a verifier's first record in a class names no prev_best and mints nothing"
-        return ""
-    # A verifier may lower its baseline to a better value it learned of, never raise it: its
-    # own record mints then telescope, and their sum is bounded by the progress it witnessed.
-    if prev_best is None or prev_best > own_last:
-        return f"prev_best must be at most this verifier's previous record value {own_last!r}"
-    if median >= prev_best - state.spec.noise_bpb[cls]:
-        return "not better than the previous record by more than the class's noise"
-    share = record_share_ucr(state.spec.record_ucr_per_bpb, prev_best, median, state.spec.quorum)
+    if sorted(mint.quorum) != sorted(decision.quorum):
+        return "quorum must list exactly the verifications that made the claim a record"
+    if mint.value != row.value:
+        return f"value must be the record's value {row.value!r}"
+    if mint.prev_best != row.prev:
+        return f"prev_best must be the previous record's value {row.prev!r}"
+    share = 0 if row.prev is None else record_share_ucr(
+        state.spec.record_ucr_per_bpb, row.prev, row.value, len(decision.quorum))
     if mint.amount != share:
         return f"amount must be {share} ucr"
     return ""
@@ -111,7 +106,9 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
 
 def apply_mint(state: State, entry_id: bytes, author: bytes, mint: Mint) -> None:
     state.minted.add((author, mint.subject))
-    if mint.reason == "record" and mint.value is not None:  # a record always has a value
+    if mint.reason == "verification":
+        state.fees.add((author, state.verifies[mint.subject].claim))
+    elif mint.value is not None:  # a record always has a value
         state.verifier_best[(author, state.claims[mint.subject].platform_class)] = mint.value
     if mint.amount:
         state.outputs[(entry_id, mint.to)] = mint.amount

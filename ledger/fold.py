@@ -8,113 +8,36 @@ and compares `tables(state)` with what the file holds.
 
 `apply` advances the state it is given (the caller owns it) and returns it. Entries arrive in
 row order, each after its dependencies (feed predecessor and body references), which the store
-guarantees; the result then depends only on the set of entries, except where a fork proof
-freezes an author whose later entries already counted: `state.needs_rebuild` is set and the
-caller runs `rebuild`, which reads fork proofs first.
+guarantees.
+
+One truth on every node: the derived tables depend only on the set of entries. Claims, verifies
+and admits feed the facts of ledger/facts.py (trust, decisions, records), each a function of the
+set. Judged entries (mints, transfers, the market) are judged against those facts. When a fact
+moves after a judged entry read it — a key gains or loses trust after it minted, a record row a
+mint named changes, a fork proof voids entries that already counted — `state.needs_rebuild` is
+set and the caller runs `rebuild`, which reads fork proofs first, then every fact-bearing entry,
+then judges the rest in row order against the final facts. Honest traffic rarely needs it: facts
+move for old judged entries only when trust changes or replays arrive out of their time order.
 """
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 
-from ledger import codec, credits, market
+from ledger import codec, credits, facts, market
 from ledger.bodies import Admit, Claim, Fraud, Job, Mint, Offer, Receipt, Settle, Transfer, Verify
 from ledger.entry import Entry
 from ledger.errors import InvalidEntry
 from ledger.feed import check_fraud
 from ledger.spec import SwarmSpec
+from ledger.state import Changes, ClaimInfo, RecordRow, State, Tables, VerifyInfo
+
+__all__ = ["Changes", "ClaimInfo", "RecordRow", "State", "Tables", "VerifyInfo", "apply", "apply_or_rebuild", "initial", "rebuild"]
 
 # Kinds whose validity the fold judges; their verdicts are a derived table.
 JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud", "job", "receipt", "settle"})
-
-
-@dataclass(frozen=True, slots=True)
-class RecordRow:
-    """One step on a platform class's path to SOTA."""
-
-    platform_class: str
-    n: int             # 1, 2, ... within the class
-    claim: bytes       # entry id of the claim
-    commit: bytes
-    author: bytes
-    value: float       # median of the agreeing verifications
-    prev: float | None  # the best before it; None for the class's first verified claim
-
-
-@dataclass(slots=True)
-class Changes:
-    """Derived rows to upsert after some applies; `replace_all` means: drop the tables first."""
-
-    balances: dict[bytes, int] = field(default_factory=dict)
-    frozen: dict[bytes, int] = field(default_factory=dict)
-    records: list[RecordRow] = field(default_factory=list)
-    verdicts: dict[bytes, str] = field(default_factory=dict)  # entry id -> "" (valid) or the reason
-    replace_all: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Tables:
-    """The derived tables as plain values: two folds agree iff their Tables are equal."""
-
-    balances: dict[bytes, int]
-    frozen: dict[bytes, int]
-    records: list[RecordRow]
-    verdicts: dict[bytes, str]
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimInfo:
-    author: bytes
-    seq: int
-    commit: bytes
-    platform_class: str
-    claimed: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyInfo:
-    author: bytes
-    claim: bytes
-    platform_class: str
-    value: float | None  # None: the re-run failed
-
-
-@dataclass(slots=True)
-class State:
-    spec: SwarmSpec
-    swarm_id: bytes
-    # who may mint, per class (spec verifiers may mint in every class)
-    verifiers: dict[bytes, frozenset[str]]
-    claims: dict[bytes, ClaimInfo] = field(default_factory=dict)
-    verifies: dict[bytes, VerifyInfo] = field(default_factory=dict)
-    # claim id -> trusted verifier -> measured value: the first ok re-run of each verifier counts
-    measured: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
-    verified: dict[bytes, float] = field(default_factory=dict)  # claim id -> agreed median
-    # claim id -> agreed median that differs from the claimed value by more than the noise: the
-    # claim's numbers do not reproduce, so it is never verified, never a record, never paid
-    refuted: dict[bytes, float] = field(default_factory=dict)
-    best: dict[str, float] = field(default_factory=dict)         # class -> best verified value
-    records: list[RecordRow] = field(default_factory=list)
-    # credit rules (see ledger/credits.py)
-    outputs: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (entry, owner) -> unspent ucr
-    spent: set[tuple[bytes, bytes]] = field(default_factory=set)
-    balances: dict[bytes, int] = field(default_factory=dict)
-    minted: set[tuple[bytes, bytes]] = field(default_factory=set)          # (verifier, subject)
-    verifier_best: dict[tuple[bytes, str], float] = field(default_factory=dict)
-    total_minted_ucr: int = 0
-    # market rules (see ledger/market.py)
-    jobs: dict[bytes, market.JobInfo] = field(default_factory=dict)
-    offers: dict[bytes, market.OfferInfo] = field(default_factory=dict)
-    escrows: dict[bytes, market.EscrowInfo] = field(default_factory=dict)  # escrow transfer id -> hold
-    receipts: dict[bytes, market.ReceiptInfo] = field(default_factory=dict)
-    held: dict[bytes, int] = field(default_factory=dict)                   # payer -> ucr in open escrows
-    reputation: dict[bytes, market.Reputation] = field(default_factory=dict)  # executor -> record
-    frozen: dict[bytes, int] = field(default_factory=dict)                 # author -> forked seq
-    verdicts: dict[bytes, str] = field(default_factory=dict)
-    effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state or got a verdict
-    needs_rebuild: bool = False
-    changes: Changes = field(default_factory=Changes)
+# Kinds that make facts (ledger/facts.py); a rebuild folds all of them before any other kind.
+FACT_KINDS = frozenset({"claim", "verify", "admit", "fraud"})
 
 
 def initial(spec: SwarmSpec) -> State:
@@ -124,6 +47,7 @@ def initial(spec: SwarmSpec) -> State:
         # the spec's payload is canonical, so its hash is the swarm id without the signature
         swarm_id=hashlib.sha256(codec.encode(spec.to_map())).digest(),
         verifiers={key: every_class for key in spec.verifiers},
+        anchors={key: every_class for key in spec.verifiers},
     )
 
 
@@ -141,10 +65,14 @@ def apply(state: State, entry: Entry) -> State:
         return state
     effect = True
     if isinstance(body, Claim):
-        state.claims[entry.id] = ClaimInfo(entry.author, entry.seq, body.commit, body.platform_class, body.val_bpb)
+        state.claims[entry.id] = ClaimInfo(entry.author, entry.seq, entry.time_ms, body.commit,
+                                           body.platform_class, body.val_bpb)
     elif isinstance(body, Verify):
         _apply_verify(state, entry, body)
     elif isinstance(body, Mint):
+        state.judged_authors.add(entry.author)
+        if body.reason == "record":
+            state.mint_claims.setdefault(body.subject, set()).add(entry.author)
         effect = _judge(state, entry, credits.check_mint(state, entry.author, body))
         if effect:
             credits.apply_mint(state, entry.id, entry.author, body)
@@ -168,20 +96,29 @@ def apply(state: State, entry: Entry) -> State:
         if effect:
             market.apply_receipt(state, entry.id, entry.author, body)
     elif isinstance(body, Settle):
+        state.judged_authors.add(entry.author)  # a verifier's settle reads its trust
         effect = _judge(state, entry, market.check_settle(state, entry.author, entry.time_ms, body))
         if effect:
             market.apply_settle(state, entry.id, body)
     elif isinstance(body, Admit):
         effect = _judge(state, entry, "" if entry.author == state.spec.creator else "only the swarm's creator admits")
         if effect:
-            known = state.verifiers.get(body.verifier, frozenset())
-            state.verifiers[body.verifier] = known | frozenset(body.platform_classes)
+            known = state.anchors.get(body.verifier, frozenset())
+            state.anchors[body.verifier] = known | frozenset(body.platform_classes)
+            _moved(state, facts.refresh(state, anchors=[body.verifier]))
     else:
         effect = False  # profile, post, hypothesis, insight: no derived state
     if effect or entry.kind in JUDGED_KINDS:
         # a verdict is state too: a later fork proof must turn it into "frozen" by a rebuild
         state.effect_seq[entry.author] = entry.seq
     return state
+
+
+def apply_or_rebuild(state: State, entry: Entry, history: Sequence[Entry]) -> State:
+    """`apply`, then `rebuild` from `history` (every entry applied so far, `entry` last) when the fold
+    asks for it: for in-memory folds (simulators, tools) that do what the store's writer does."""
+    apply(state, entry)
+    return rebuild(state.spec, history) if state.needs_rebuild else state
 
 
 def _judge(state: State, entry: Entry, reason: str) -> bool:
@@ -195,39 +132,30 @@ def _verdict(state: State, entry: Entry, reason: str) -> None:
 
 
 def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
-    state.verifies[entry.id] = VerifyInfo(entry.author, body.claim, body.platform_class, body.val_bpb)
+    state.verifies[entry.id] = VerifyInfo(entry.author, body.claim, body.platform_class, body.val_bpb,
+                                          body.commit, entry.seq, entry.time_ms)
     claim = state.claims.get(body.claim)
-    if (
-        claim is None
-        or body.val_bpb is None
-        or body.commit != claim.commit
-        or body.platform_class != claim.platform_class
-        or entry.author == claim.author
-        or not credits.trusted(state, entry.author, claim.platform_class)
-        or body.claim in state.verified
-        or body.claim in state.refuted
-    ):
+    if body.val_bpb is None or claim is None or body.commit != claim.commit:
+        return  # a failed replay, or one of another commit, counts for nothing but its fee
+    if (entry.author, body.claim) in state.replayed_ok:
+        return  # only a verifier's first successful replay of a claim counts: a flood costs O(1) each
+    state.replayed_ok.add((entry.author, body.claim))
+    state.verifies_of.setdefault(body.claim, []).append(entry.id)
+    state.verified_by.setdefault(entry.author, set()).add(body.claim)
+    # an untrusted key's replay changes no decision, only (perhaps) its own earned trust: O(1)
+    dirty = [body.claim] if facts.trusted(state, entry.author, claim.platform_class) else []
+    _moved(state, facts.refresh(state, claims=dirty, replays=[(entry.author, body.claim)]))
+
+
+def _moved(state: State, moved: facts.Moved) -> None:
+    """Rebuilds when a fact that a judged entry already read has moved (see the module doc)."""
+    if moved.rows_rewritten or moved.trust & state.judged_authors:
+        state.needs_rebuild = True
         return
-    measured = state.measured.setdefault(body.claim, {})
-    measured.setdefault(entry.author, body.val_bpb)
-    if len(measured) < state.spec.quorum:
-        return
-    cls = claim.platform_class
-    median, agree = credits.agreeing(list(measured.values()), state.spec.noise_bpb[cls])
-    if len(agree) < state.spec.quorum:
-        return
-    value = float(median if len(agree) == len(measured) else credits.agreeing(agree, state.spec.noise_bpb[cls])[0])
-    if claim.claimed is None or abs(value - claim.claimed) > state.spec.noise_bpb[cls]:
-        state.refuted[body.claim] = value
-        return
-    state.verified[body.claim] = value
-    prev = state.best.get(cls)
-    if prev is None or value < prev - state.spec.noise_bpb[cls]:
-        state.best[cls] = value
-        n = sum(1 for r in state.records if r.platform_class == cls) + 1
-        row = RecordRow(cls, n, body.claim, claim.commit, claim.author, value, prev)
-        state.records.append(row)
-        state.changes.records.append(row)
+    for claim_id, readers in moved.readers.items():
+        if readers & state.mint_claims.get(claim_id, set()):
+            state.needs_rebuild = True
+            return
 
 
 def _apply_fraud(state: State, entry: Entry, body: Fraud) -> None:
@@ -258,8 +186,13 @@ def rebuild(spec: SwarmSpec, entries: Iterable[Entry]) -> State:
         if isinstance(entry.body, Fraud):
             _apply_fraud(state, entry, entry.body)
     state.verdicts.clear()
+    # facts first, so every judged entry reads the facts of the whole set
     for entry in entries:
-        apply(state, entry)
+        if entry.kind in FACT_KINDS:
+            apply(state, entry)
+    for entry in entries:
+        if entry.kind not in FACT_KINDS:
+            apply(state, entry)
     state.needs_rebuild = False
     state.changes = Changes(replace_all=True)
     snapshot = tables(state)
@@ -279,7 +212,7 @@ def tables(state: State) -> Tables:
     return Tables(
         balances=dict(state.balances),
         frozen=dict(state.frozen),
-        records=list(state.records),
+        records=sorted(state.records, key=lambda r: (r.platform_class, r.n)),
         verdicts=dict(state.verdicts),
     )
 

@@ -15,6 +15,16 @@ The job, its cancel and its escrow payment all sit in the payer's feed, so every
 in one order. Settle outputs are ordinary outputs, keyed (settle id, owner), spent by transfers
 like any other. Reputation counts an executor's paid and refunded jobs.
 
+Spot checks the executor cannot steer. A job may carry `check_hash`, sha256 of a secret only the
+payer knows. After the receipt the payer reveals the secret (a `reveal` settle, which moves
+nothing, or inside its own paid settle); `spot_checked(secret, job id)` then picks the job for a
+check with the spec's rate. The executor signed its receipt before the secret was public and
+chose neither input, so regenerating receipts changes nothing. A picked job is settled only by a
+trusted verifier, who replays it; its paid settle states the GPU-seconds its own replay took and
+releases at most that (with BILLING_SLACK) at the offer's price: billing follows measured time, not
+what the receipt says. A payer that never reveals cannot pay unchecked; a verifier may always
+check and settle.
+
 Two settles of one job by different authors (or a receipt and a payer's refund after expiry)
 race: the first the fold sees wins and the other gets a verdict. Nodes avoid the race by waiting
 (a payer refunds only well after expiry); the ledger stays consistent either way because each
@@ -22,70 +32,20 @@ node folds its own row order and the audit refolds the same order.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 from ledger import credits
 from ledger.bodies import Job, Offer, Receipt, Settle, Transfer
+from ledger.state import EscrowInfo, JobInfo, OfferInfo, ReceiptInfo, Reputation, State
 
-if TYPE_CHECKING:
-    from ledger.fold import State
+__all__ = ["EscrowInfo", "JobInfo", "OfferInfo", "ReceiptInfo", "Reputation"]
 
+SPOT_CHECK_DOMAIN = b"autoswarm/spot-check\x00"
+BILLING_SLACK = Fraction(5, 4)  # a spot check releases at most 1.25 x the GPU-seconds its own replay took
 JOB_STATUSES = ("open", "accepted", "ran", "settled", "refunded", "cancelled")
 UNKNOWN = "unknown"  # job_status of an id that is not a valid job in this state
-
-
-@dataclass(slots=True)
-class JobInfo:
-    author: bytes                 # the payer
-    time_ms: int
-    job: Job
-    status: str = "open"          # one of JOB_STATUSES
-    offers: list[bytes] = field(default_factory=list)  # offer ids in arrival order
-    payment: bytes | None = None  # the escrow transfer that accepted an offer
-    receipt: bytes | None = None  # the executor's valid receipt
-    settle: bytes | None = None   # the one valid settle
-
-
-@dataclass(frozen=True, slots=True)
-class OfferInfo:
-    author: bytes                 # the executor
-    time_ms: int
-    job: bytes
-    price_ucr_per_gpu_s: int
-    expires_ms: int
-
-
-@dataclass(slots=True)
-class EscrowInfo:
-    payer: bytes
-    executor: bytes
-    job: bytes
-    offer: bytes
-    amount: int                   # ucr held
-    settle: bytes | None = None   # set once released
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiptInfo:
-    author: bytes
-    job: bytes
-    payment: bytes
-    status: str
-    gpu_s: float
-
-
-@dataclass(slots=True)
-class Reputation:
-    paid: int = 0
-    refunded: int = 0
-    gpu_ms: int = 0  # GPU-milliseconds of paid jobs, rounded up: an integer sum, so any arrival order agrees
-
-    @property
-    def gpu_s(self) -> float:
-        return self.gpu_ms / 1000
 
 
 def cost_ucr(gpu_s: float, price_ucr_per_gpu_s: int) -> int:
@@ -103,8 +63,27 @@ def open_jobs(state: State, platform_class: str) -> list[bytes]:
     return [jid for jid, info in state.jobs.items() if info.status == "open" and info.job.platform_class == platform_class]
 
 
-def settle_amount(state: State, job_id: bytes) -> tuple[int, int]:
-    """(to the executor, back to the payer) if the job were settled "paid" now; (0, escrow) without a receipt."""
+def spot_checked(secret: bytes, job_id: bytes, per_mille: int) -> bool:
+    """The same pick on every node, from the payer's secret and the job: nothing the executor signs."""
+    digest = hashlib.sha256(SPOT_CHECK_DOMAIN + secret + job_id).digest()
+    return int.from_bytes(digest[:8], "big") * 1000 < per_mille * 2**64
+
+
+def check_secret(job: Job, secret: bytes) -> bool:
+    return job.check_hash is not None and hashlib.sha256(secret).digest() == job.check_hash
+
+
+def picked(state: State, job_id: bytes) -> bool | None:
+    """Whether the job is picked for a spot check; None while its secret is unrevealed (or it has none)."""
+    info = state.jobs.get(job_id)
+    if info is None or info.revealed is None:
+        return None
+    return spot_checked(info.revealed, job_id, state.spec.spot_check_per_mille)
+
+
+def settle_amount(state: State, job_id: bytes, measured_gpu_s: float | None = None) -> tuple[int, int]:
+    """(to the executor, back to the payer) if the job were settled "paid" now; (0, escrow) without a
+    receipt. `measured_gpu_s`: a spot check's own time, which caps the receipt's (see BILLING_SLACK)."""
     info = state.jobs.get(job_id)
     if info is None or info.payment is None:
         return 0, 0
@@ -112,7 +91,10 @@ def settle_amount(state: State, job_id: bytes) -> tuple[int, int]:
     if info.receipt is None:
         return 0, escrow.amount
     offer = state.offers[escrow.offer]
-    paid = min(escrow.amount, cost_ucr(state.receipts[info.receipt].gpu_s, offer.price_ucr_per_gpu_s))
+    billed = Fraction(state.receipts[info.receipt].gpu_s)
+    if measured_gpu_s is not None:
+        billed = min(billed, Fraction(measured_gpu_s) * BILLING_SLACK)
+    paid = min(escrow.amount, math.ceil(billed * offer.price_ucr_per_gpu_s))
     return paid, escrow.amount - paid
 
 
@@ -216,6 +198,10 @@ def check_settle(state: State, author: bytes, time_ms: int, settle: Settle) -> s
     info = state.jobs.get(settle.job)
     if info is None:
         return "the settle names no valid job"
+    if settle.reveal is not None and not check_secret(info.job, settle.reveal):
+        return "the revealed secret does not hash to the job's check_hash"
+    if settle.outcome == "reveal":  # valid before or after a verifier's settle: no race with it
+        return _check_reveal(state, author, info, settle)
     if info.settle is not None:
         return "the job is already settled"
     if settle.outcome == "cancelled":
@@ -231,12 +217,20 @@ def check_settle(state: State, author: bytes, time_ms: int, settle: Settle) -> s
     escrow = state.escrows[info.payment]
     # a verifier that is a party to the job does not judge it
     verifier = credits.trusted(state, author, info.job.platform_class) and author not in (escrow.payer, escrow.executor)
+    if settle.gpu_s is not None and not verifier:
+        return "only a verifier's spot check states its measured gpu_s"
     if settle.outcome == "paid":
         if author != info.author and not verifier:
             return "only the payer or a trusted verifier of the class settles paid"
         if info.receipt is None or settle.receipt != info.receipt:
             return "a paid settle names the job's receipt"
-        want, _ = settle_amount(state, settle.job)
+        if not verifier and info.job.check_hash is not None:
+            secret = settle.reveal if info.revealed is None else info.revealed
+            if secret is None or not check_secret(info.job, secret):
+                return "the payer pays a job with a check_hash only with its revealed secret"
+            if spot_checked(secret, settle.job, state.spec.spot_check_per_mille):
+                return "the job is picked for a spot check: a trusted verifier settles it"
+        want, _ = settle_amount(state, settle.job, settle.gpu_s)
         if settle.amount != want:
             return f"a paid settle releases {want} ucr to the executor"
         return ""
@@ -257,8 +251,26 @@ def check_settle(state: State, author: bytes, time_ms: int, settle: Settle) -> s
     return ""
 
 
+def _check_reveal(state: State, author: bytes, info: JobInfo, settle: Settle) -> str:
+    if author != info.author:
+        return "only the payer reveals its job's secret"
+    if info.job.check_hash is None or info.revealed is not None:
+        return "the job has no unrevealed check secret"
+    if info.receipt is None or settle.receipt != info.receipt or settle.payment != info.payment:
+        return "the secret is revealed only after the receipt, naming it and its payment"
+    if settle.amount != 0 or settle.gpu_s is not None:
+        return "a reveal moves nothing"
+    if settle.reveal is None or not check_secret(info.job, settle.reveal):
+        return "the revealed secret does not hash to the job's check_hash"
+    return ""
+
+
 def apply_settle(state: State, entry_id: bytes, settle: Settle) -> None:
     info = state.jobs[settle.job]
+    if settle.reveal is not None and info.revealed is None:  # check_settle checked it against check_hash
+        info.revealed = settle.reveal  # checked: a reveal, or a paid settle that carried the secret
+    if settle.outcome == "reveal":
+        return
     info.settle = entry_id
     if settle.outcome == "cancelled":
         info.status = "cancelled"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ledger import codec
@@ -41,6 +41,12 @@ class SwarmSpec(Body):
     noise_bpb: dict[str, float]    # per class: tolerance between verifiers and record margin
     record_ucr_per_bpb: int        # credits minted per 1.0 of val_bpb improvement, shared by the quorum
     verify_ucr: int                # credits a verifier mints for one verification run
+    # Earned trust (ledger/facts.py); optional, older specs decode with these defaults.
+    trust_replays: int = 5         # agreeing replays beside the anchors' that make a key trusted; 0: never
+    # per class: how far a replay may be from the anchors' decided value and still agree; default noise_bpb
+    trust_tolerance_bpb: dict[str, float] = field(default_factory=dict)
+    # Market (ledger/market.py): the share of jobs with a check_hash that a verifier must settle
+    spot_check_per_mille: int = 100
 
     def __post_init__(self) -> None:
         self._text("name", self.name, 128)
@@ -70,6 +76,13 @@ class SwarmSpec(Body):
             raise InvalidEntry("spec: quorum must be between 1 and the number of verifiers")
         self._nonneg("record_ucr_per_bpb", self.record_ucr_per_bpb)
         self._nonneg("verify_ucr", self.verify_ucr)
+        self._nonneg("trust_replays", self.trust_replays)
+        if not 0 <= self.spot_check_per_mille <= 1000:
+            raise InvalidEntry("spec: spot_check_per_mille must be 0 to 1000")
+        if not set(self.trust_tolerance_bpb) <= set(self.platform_classes):
+            raise InvalidEntry("spec: trust_tolerance_bpb names a class the spec does not have")
+        if any(v < 0 for v in self.trust_tolerance_bpb.values()):
+            raise InvalidEntry("spec: trust_tolerance_bpb values must not be negative")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
-from ledger import fold
+from ledger import credits, fold
 
 from ledger.bodies import Body, Claim, Mint, Post, Transfer, Verify
 from ledger.entry import Entry, sign_entry
@@ -21,7 +21,8 @@ def identity(n: int) -> Identity:
     return Identity.from_seed(hashlib.sha256(b"test-identity-%d" % n).digest())
 
 
-def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, verify_ucr: int = 1000) -> SignedSpec:
+def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, verify_ucr: int = 1000,
+              trust_replays: int = 5) -> SignedSpec:
     spec = SwarmSpec(
         name="test", creator=creator.public_key, created_ms=0,
         harness_hash=b"h" * 32, dataset_hash=b"d" * 32, tokenizer_hash=b"t" * 32,
@@ -29,6 +30,7 @@ def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, ver
         allowed_files=["train.py"], platform_classes=[CLASS, "h100"],
         verifiers=[v.public_key for v in verifiers], quorum=quorum,
         noise_bpb={CLASS: NOISE, "h100": 0.002}, record_ucr_per_bpb=RATE, verify_ucr=verify_ucr,
+        trust_replays=trust_replays,
     )
     return sign_spec(creator, spec)
 
@@ -102,6 +104,15 @@ class Appender:
         return entry
 
 
+def mint_owed_records(add: Appender, state: fold.State, verifiers: list[Identity]) -> None:
+    """Every quorum member of every record mints its share, as honest nodes do."""
+    for row in list(state.records):
+        for who in verifiers:
+            mint, _ = credits.record_mint(state, who.public_key, row.claim)
+            if mint is not None:
+                add(who, mint)
+
+
 def valid_history(spec: SignedSpec, verifiers: list[Identity], users: list[Identity], *, steps: int,
                   seed: int) -> list[Entry]:
     """A random valid history (claims, verifications, mints, transfers, posts) in row order.
@@ -124,19 +135,14 @@ def valid_history(spec: SignedSpec, verifiers: list[Identity], users: list[Ident
         elif action == "verify":
             c, v = rng.choice(claims), rng.choice(verifiers)
             value = c.body.val_bpb  # type: ignore[attr-defined]
-            ver = add(v, verify(c, value))
-            unminted.append(ver)
-            prev = state.verifier_best.get((v.public_key, CLASS))
-            if (v.public_key, c.id) in state.minted:
-                continue
-            if prev is None:
-                add(v, record_mint(c, [ver], value, None, 0))
-            elif value < prev - NOISE:
-                add(v, record_mint(c, [ver], value, prev, int(RATE * (prev - value))))
+            unminted.append(add(v, verify(c, value)))
+            mint_owed_records(add, state, verifiers)
         elif action == "vmint" and unminted:
             ver = unminted.pop(rng.randrange(len(unminted)))
-            add(by_key[ver.author], Mint(reason="verification", subject=ver.id, quorum=[], to=ver.author,
-                                         amount=1000, value=None, prev_best=None))
+            fee = Mint(reason="verification", subject=ver.id, quorum=[], to=ver.author, amount=1000, value=None,
+                       prev_best=None)
+            if not credits.check_mint(state, ver.author, fee):
+                add(by_key[ver.author], fee)
         elif action == "pay" and state.outputs:
             owner = rng.choice(sorted({o for (_, o) in state.outputs}))
             mine = sorted((e, a) for (e, o), a in state.outputs.items() if o == owner)

@@ -131,3 +131,24 @@ def test_signed_spec_is_frozen() -> None:
     assert isinstance(signed, SignedSpec)
     with pytest.raises(dataclasses.FrozenInstanceError):
         signed.wire = b""  # type: ignore[misc]
+
+
+def test_a_spec_signed_before_the_trust_fields_decodes_with_their_defaults_and_keeps_its_id() -> None:
+    old_fields = [f.name for f in dataclasses.fields(SwarmSpec)
+                  if f.name not in ("trust_replays", "trust_tolerance_bpb", "spot_check_per_mille")]
+    payload = codec.encode({name: getattr(spec(), name) for name in old_fields})  # what an old node signed
+    wire = CREATOR.public_key + CREATOR.sign(DOMAIN + payload) + payload
+    back = decode_spec(wire)
+    assert (back.spec.trust_replays, back.spec.trust_tolerance_bpb, back.spec.spot_check_per_mille) == (5, {}, 100)
+    assert back.swarm_id == hashlib.sha256(payload).digest() == sign_spec(CREATOR, back.spec).swarm_id
+    assert codec.encode(back.spec.to_map()) == payload  # defaults stay off the wire
+
+
+def test_trust_fields_set_away_from_their_defaults_are_signed_and_change_the_id() -> None:
+    changed = spec(trust_replays=8, trust_tolerance_bpb={"h100": 0.001}, spot_check_per_mille=250)
+    back = decode_spec(sign_spec(CREATOR, changed).wire)
+    assert back.spec == changed and back.swarm_id != sign_spec(CREATOR, spec()).swarm_id
+    for bad in (dict(trust_replays=-1), dict(trust_tolerance_bpb={"gpu-x": 0.1}),
+                dict(trust_tolerance_bpb={"h100": -0.1}), dict(spot_check_per_mille=1001)):
+        with pytest.raises(InvalidEntry):
+            spec(**bad)

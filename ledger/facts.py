@@ -1,0 +1,264 @@
+"""Facts: who is trusted, which claims are verified or refuted, and the records — each a function
+of the *set* of entries, never of the order they arrived in.
+
+Theory of operation. Three layers, each computed from the one below and the verify entries:
+
+1. Anchors: the spec's verifiers (every class) and the keys the creator admitted (their classes).
+   A set union: an admit counts the same whether it arrived before or after the admitted key's
+   verifies, so no verify needs to name the admit that trusts it.
+2. Earned trust: a key that is no anchor of a class becomes trusted there once it has
+   `spec.trust_replays` replays of the class's claims that agree, within the class's trust
+   tolerance, with the value the anchors decided for those claims, and no replay that disagrees
+   beyond it. It is judged against anchor decisions only (never against other earned keys), so
+   a ring of Sybils cannot vouch for itself, and one disagreement takes the trust away again.
+3. Decisions: a claim's trusted, successful replays (each verifier's first, by its own feed) in
+   a canonical order — (max(verify time, claim time), verify id) — are read prefix by prefix until
+   `quorum` of them agree within the noise; the agreed median verifies the claim, or refutes it
+   when it is off the claimed value by more than the noise. The claimant controls none of it.
+4. Records: a class's verified claims sorted by their decision key (the time the quorum's last
+   replay says, then the deciding verify's id) are walked; a claim is a record when it beats the
+   best before it by more than the noise. Its author's clock plays no part.
+
+Each layer is recomputed locally when an entry touches it; `refresh` returns what changed so the
+fold can tell whether a judged entry (a mint, a settle) already read a fact that has now moved
+(then it rebuilds, see ledger/fold.py).
+"""
+from __future__ import annotations
+
+import bisect
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ledger.state import Decision, RecordRow, State
+
+TrustTest = Callable[[bytes, str], bool]
+
+
+@dataclass(slots=True)
+class Moved:
+    """What one refresh changed: the fold compares it with what judged entries have read."""
+
+    trust: set[bytes] = field(default_factory=set)      # keys whose trusted classes changed
+    decisions: set[bytes] = field(default_factory=set)  # claims whose final decision changed
+    records: set[bytes] = field(default_factory=set)    # claims whose record row appeared, moved or went
+    rows_rewritten: bool = False                        # some class's records changed other than by appending
+    # claim -> keys whose replays its decision read before or after the change: only their record
+    # mints can have been judged on it (see credits.check_mint), so only they make a rebuild
+    readers: dict[bytes, set[bytes]] = field(default_factory=dict)
+
+
+def anchored(state: State, key: bytes, platform_class: str) -> bool:
+    classes = state.anchors.get(key)
+    return classes is not None and platform_class in classes
+
+
+def agreeing(values: list[float], noise: float) -> tuple[float, list[float]]:
+    """The median of `values` and those within `noise` of it."""
+    median = statistics.median(values)
+    return median, [v for v in values if abs(v - median) <= noise]
+
+
+def tolerance(state: State, platform_class: str) -> float:
+    return state.spec.trust_tolerance_bpb.get(platform_class, state.spec.noise_bpb[platform_class])
+
+
+def decide(state: State, claim_id: bytes, trusted: TrustTest) -> tuple[Decision | None, dict[bytes, float]]:
+    """The claim's decision among the replays of keys `trusted` accepts, and the values it read."""
+    claim = state.claims[claim_id]
+    cls, noise = claim.platform_class, state.spec.noise_bpb[claim.platform_class]
+    first: dict[bytes, tuple[int, bytes]] = {}  # verifier -> (seq, verify id) of its first ok replay
+    for vid in state.verifies_of.get(claim_id, ()):
+        v = state.verifies[vid]
+        if (v.value is None or v.commit != claim.commit or v.platform_class != cls or v.author == claim.author
+                or not trusted(v.author, cls)):
+            continue
+        if v.author not in first or v.seq < first[v.author][0]:
+            first[v.author] = (v.seq, vid)
+    order = sorted((max(state.verifies[vid].time_ms, claim.time_ms), vid) for _, vid in first.values())
+    measured: dict[bytes, float] = {}
+    used: list[bytes] = []
+    for key in order:
+        v = state.verifies[key[1]]
+        assert v.value is not None  # filtered above
+        measured[v.author] = v.value
+        used.append(key[1])
+        if len(measured) < state.spec.quorum:
+            continue
+        median, agree = agreeing(list(measured.values()), noise)
+        if len(agree) < state.spec.quorum:
+            continue
+        value = float(median if len(agree) == len(measured) else agreeing(agree, noise)[0])
+        quorum = tuple(vid for vid in used if abs(_value(state, vid) - median) <= noise)
+        refuted = claim.claimed is None or abs(value - claim.claimed) > noise
+        return Decision("refuted" if refuted else "verified", value, quorum, key), measured
+    return None, measured
+
+
+def _value(state: State, verify_id: bytes) -> float:
+    value = state.verifies[verify_id].value
+    return float("nan") if value is None else value
+
+
+def earns(state: State, key: bytes, platform_class: str) -> bool:
+    """Whether a key that is no anchor of the class has earned trust there (see the module doc)."""
+    need = state.spec.trust_replays
+    agree, disagree = state.vote_counts.get((key, platform_class), (0, 0))
+    return need > 0 and agree >= need and disagree == 0
+
+
+def _recount(state: State, key: bytes, claim_id: bytes) -> None:
+    """Keeps `key`'s vote on one claim (+1: its replay agrees with the anchors' decision, -1: it
+    disagrees beyond the tolerance, none: no decision) and its per-class totals current, so that
+    `earns` is O(1) however many replays a key publishes."""
+    claim = state.claims[claim_id]
+    anchor = state.anchor_decisions.get(claim_id)
+    vote = 0
+    if anchor is not None and claim.author != key:
+        value = next((v.value for vid in state.verifies_of.get(claim_id, ())
+                      if (v := state.verifies[vid]).author == key and v.value is not None), None)
+        if value is not None:
+            vote = 1 if abs(value - anchor.value) <= tolerance(state, claim.platform_class) else -1
+    old = state.votes.get((key, claim_id), 0)
+    if vote == old:
+        return
+    agree, disagree = state.vote_counts.get((key, claim.platform_class), (0, 0))
+    agree += (vote == 1) - (old == 1)
+    disagree += (vote == -1) - (old == -1)
+    state.vote_counts[(key, claim.platform_class)] = (agree, disagree)
+    if vote:
+        state.votes[(key, claim_id)] = vote
+    else:
+        del state.votes[(key, claim_id)]
+
+
+def trusted(state: State, key: bytes, platform_class: str) -> bool:
+    classes = state.verifiers.get(key)
+    return classes is not None and platform_class in classes
+
+
+def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tuple[bytes, bytes]] = (),
+            anchors: Iterable[bytes] = ()) -> Moved:
+    """Recomputes the facts that depend on `claims` (a trusted key replayed them), `replays` (new
+    (key, claim) replays, for the key's earned trust) and `anchors` (keys that were admitted)."""
+    moved = Moved()
+    anchor_dirty = set(claims)
+    keys = set(anchors)
+    for key, claim_id in replays:
+        _recount(state, key, claim_id)
+        keys.add(key)
+    for key in anchors:
+        anchor_dirty |= state.verified_by.get(key, set())
+    # layer 2 inputs: anchor decisions of the touched claims
+    candidates = set(keys)
+    for claim_id in anchor_dirty:
+        if claim_id not in state.claims:
+            continue
+        before = state.anchor_decisions.get(claim_id)
+        now, _ = decide(state, claim_id, lambda k, c: anchored(state, k, c))
+        if now != before:
+            _put(state.anchor_decisions, claim_id, now)
+            for vid in state.verifies_of.get(claim_id, ()):
+                author = state.verifies[vid].author
+                _recount(state, author, claim_id)
+                candidates.add(author)
+    final_dirty = set(anchor_dirty)
+    for key in sorted(candidates):
+        classes = frozenset(c for c in state.spec.platform_classes if anchored(state, key, c) or earns(state, key, c))
+        if classes != state.verifiers.get(key, frozenset()):
+            if classes:
+                state.verifiers[key] = classes
+            else:
+                state.verifiers.pop(key, None)
+            moved.trust.add(key)
+            final_dirty |= state.verified_by.get(key, set())
+    # class -> claims appended at the tail of its verified order, or -1 once any change was elsewhere
+    touched: dict[str, int] = {}
+    for claim_id in final_dirty:
+        if claim_id not in state.claims:
+            continue
+        now, measured = decide(state, claim_id, lambda k, c: trusted(state, k, c))
+        read_before = set(state.measured.get(claim_id, ()))
+        state.measured[claim_id] = measured
+        before = state.decisions.get(claim_id)
+        if now != before:
+            _put(state.decisions, claim_id, now)
+            moved.decisions.add(claim_id)
+            moved.readers[claim_id] = read_before | set(measured)
+            cls = state.claims[claim_id].platform_class
+            at_tail = _reorder(state, cls, claim_id, before, now)
+            appended = touched.get(cls, 0)
+            touched[cls] = appended + 1 if at_tail and appended >= 0 else -1
+            _index(state, claim_id, now)
+    for cls in sorted(touched):
+        _records(state, cls, moved, appended=touched[cls])
+    return moved
+
+
+def _reorder(state: State, cls: str, claim_id: bytes, before: Decision | None, now: Decision | None) -> bool:
+    """Keeps the class's verified claims sorted by decision key; True when only appended at the end."""
+    order = state.verified_order.setdefault(cls, [])
+    at_tail = True
+    if before is not None and before.status == "verified":
+        order.remove((before.key, claim_id))
+        at_tail = False
+    if now is not None and now.status == "verified":
+        at = bisect.bisect(order, (now.key, claim_id))
+        order.insert(at, (now.key, claim_id))
+        at_tail = at_tail and at == len(order) - 1
+    return at_tail
+
+
+def _put(table: dict[bytes, Decision], claim_id: bytes, decision: Decision | None) -> None:
+    if decision is None:
+        table.pop(claim_id, None)
+    else:
+        table[claim_id] = decision
+
+
+def _index(state: State, claim_id: bytes, decision: Decision | None) -> None:
+    state.verified.pop(claim_id, None)
+    state.refuted.pop(claim_id, None)
+    if decision is not None:
+        (state.verified if decision.status == "verified" else state.refuted)[claim_id] = decision.value
+
+
+def _records(state: State, cls: str, moved: Moved, *, appended: int) -> None:
+    """Walks the class's verified claims in decision order into its path of records. When the only
+    change was `appended` claims at the end, the rest was walked before: it walks just those."""
+    noise = state.spec.noise_bpb[cls]
+    order = state.verified_order.get(cls, [])
+    old = [r for r in state.records if r.platform_class == cls]
+    if appended >= 0 and old:
+        rows, best, walk = list(old), old[-1].value, order[len(order) - appended:]
+    else:
+        rows, best, walk = [], None, order
+    for _, cid in walk:
+        value = state.decisions[cid].value
+        if best is None or value < best - noise:
+            claim = state.claims[cid]
+            rows.append(RecordRow(cls, len(rows) + 1, cid, claim.commit, claim.author, value, best))
+            best = value
+    if rows == old:
+        return
+    if rows[:len(old)] != old:
+        moved.rows_rewritten = True
+    for row in old:
+        state.record_of.pop(row.claim, None)
+    for row in rows:
+        state.record_of[row.claim] = row
+    changed = set(old) ^ set(rows)
+    moved.records |= {r.claim for r in changed}
+    for row in changed:
+        moved.readers.setdefault(row.claim, set()).update(state.measured.get(row.claim, ()))
+    state.changes.records.extend(r for r in rows if r in changed)
+    others = [r for r in state.records if r.platform_class != cls]
+    if moved.rows_rewritten or len(others) + len(old) != len(state.records):
+        state.records = sorted(others + rows, key=lambda r: (state.decisions[r.claim].key, r.claim))
+    else:
+        for row in rows[len(old):]:
+            bisect.insort(state.records, row, key=lambda r: (state.decisions[r.claim].key, r.claim))
+    if best is None:
+        state.best.pop(cls, None)
+    else:
+        state.best[cls] = best
