@@ -124,6 +124,9 @@ class History:
         elif action == "vmint" and any(self.unminted_verifies.values()):
             v = rng.choice([v for v in verifiers if self.unminted_verifies.get(v.public_key)])
             subject = self.unminted_verifies[v.public_key].pop()
+            verify = self.state.verifies.get(subject)
+            if verify is None or (v.public_key, verify.claim) in self.state.fees:
+                return  # one fee per (verifier, claim): a second replay of a claim earns nothing
             self.mint(v, Mint(reason="verification", subject=subject, quorum=[], to=v.public_key,
                               amount=VERIFY_UCR, value=None, prev_best=None))
         elif action == "transfer" and self.outputs:
@@ -152,17 +155,10 @@ class History:
         ver = self.add(v, Verify(claim=claim.id, commit=body.commit, platform_class=CLASS, status="ok",
                                  val_bpb=body.val_bpb, num_steps=950, seed=7, training_s=300.0))
         self.unminted_verifies.setdefault(v.public_key, []).append(ver.id)
-        if (v.public_key, claim.id) in self.state.minted:
-            return
-        own_last = self.state.verifier_best.get((v.public_key, CLASS))
-        value = body.val_bpb
-        if own_last is None:
-            self.mint(v, Mint(reason="record", subject=claim.id, quorum=[ver.id], to=claim.author, amount=0,
-                              value=value, prev_best=None))
-        elif value < own_last - NOISE_BPB:
-            amount = credits.record_share_ucr(RECORD_UCR_PER_BPB, own_last, value, 1)
-            self.mint(v, Mint(reason="record", subject=claim.id, quorum=[ver.id], to=claim.author, amount=amount,
-                              value=value, prev_best=own_last))
+        # the one record mint the fold allows this verifier (ledger/credits.py), if the claim is a record
+        mint, _ = credits.record_mint(self.state, v.public_key, claim.id)
+        if mint is not None:
+            self.mint(v, mint)
 
     def mint(self, v: Identity, body: Mint) -> None:
         entry = self.add(v, body)

@@ -23,7 +23,7 @@ def due_admissions(state: State, profiles: Mapping[bytes, str]) -> list[Admit]:
     for author, platform_class in sorted(profiles.items()):
         if platform_class not in state.spec.platform_classes or author in state.frozen:
             continue
-        if platform_class in state.verifiers.get(author, frozenset()):
+        if platform_class in state.anchors.get(author, frozenset()):
             continue
         out.append(Admit(verifier=author, platform_classes=[platform_class]))
     return out

@@ -48,7 +48,7 @@ import hashlib
 import math
 import statistics
 
-from ledger import credits
+from ledger import credits, facts
 from ledger.bodies import Mint
 from ledger.fold import State
 
@@ -75,6 +75,10 @@ STALL_BUDGETS = 6          # a claim waits this many time budgets before the nex
 def settled(state: State, record: ClaimRecord) -> bool:
     """Whether no verifier will ever replay this claim again (monotone: once True, True forever)."""
     body = record.body
+    decision = state.decisions.get(record.id)
+    if decision is not None and not any(facts.anchored(state, state.verifies[vid].author, body.platform_class)
+                                        for vid in decision.quorum):
+        return False  # decided by earned keys alone: it stays open until an anchor has replayed it
     if record.id in state.verified:
         return not _confirming(state, record)
     if record.id in state.refuted or body.status != "ok" or body.val_bpb is None or body.num_steps < 1:
@@ -231,39 +235,16 @@ def fits_budget(training_s: float, budget_s: int) -> bool:
 
 
 def quorum_of(state: State, claim_id: bytes) -> list[bytes]:
-    """Each trusted verifier's first successful verify entry of the claim, in fold order; once the
-    claim is verified, only those the fold counted (a confirming replay after it mints nothing)."""
-    claim = state.claims[claim_id]
-    counted = state.measured.get(claim_id, {})
-    seen: set[bytes] = set()
-    out = []
-    for vid, v in state.verifies.items():
-        if (v.claim == claim_id and v.value is not None and v.author not in seen and v.author != claim.author
-                and v.author in counted and credits.trusted(state, v.author, claim.platform_class)):
-            seen.add(v.author)
-            out.append(vid)
-    return out
+    """The verify entries that decided the claim (ledger/facts.py), in the fold's fixed order; empty
+    while undecided. A confirming replay after the decision is in no quorum and mints nothing."""
+    decision = state.decisions.get(claim_id)
+    return [] if decision is None else list(decision.quorum)
 
 
 def record_mint(state: State, verifier: bytes, claim_id: bytes) -> tuple[Mint | None, str]:
-    """The record mint this verifier may publish for a verified record claim, or why there is none."""
-    if claim_id not in state.verified:
-        return None, "not verified"
-    if not any(r.claim == claim_id for r in state.records):
-        return None, "verified, not a record"
-    quorum = quorum_of(state, claim_id)
-    values = [v for vid in quorum if (v := state.verifies[vid].value) is not None]
-    if not values:
-        return None, "no successful verification"
-    value = float(statistics.median(values))
-    claim = state.claims[claim_id]
-    prev = state.verifier_best.get((verifier, claim.platform_class))
-    amount = 0 if prev is None else credits.record_share_ucr(state.spec.record_ucr_per_bpb, prev, value,
-                                                               state.spec.quorum)
-    mint = Mint(reason="record", subject=claim_id, quorum=quorum, to=claim.author, amount=max(0, amount),
-                value=value, prev_best=prev)
-    why = credits.check_mint(state, verifier, mint)
-    return (None, why) if why else (mint, "")
+    """The record mint this verifier may publish for a record claim, or why there is none: the
+    fold's own rule (one record's worth, split across the deciding quorum; ledger/credits.py)."""
+    return credits.record_mint(state, verifier, claim_id)
 
 
 def verification_mint(state: State, verifier: bytes, verify_id: bytes) -> Mint | None:
@@ -289,5 +270,6 @@ def owed_records(state: State, verifier: bytes) -> list[bytes]:
 def owed_fees(state: State, verifier: bytes) -> list[Mint]:
     """Verification fees for this verifier's own verify entries that were never minted."""
     fees = [verification_mint(state, verifier, vid) for vid, v in state.verifies.items()
-            if v.author == verifier and (verifier, vid) not in state.minted]
+            if v.author == verifier and (verifier, vid) not in state.minted
+            and (verifier, v.claim) not in state.fees]  # one fee per (verifier, claim)
     return [fee for fee in fees if fee is not None]

@@ -243,7 +243,7 @@ async def run_wire(namespaces: list[str], seed: int) -> None:
 
 
 async def run_peer(ledger_path: Path, seed: int, host: str, bootstrap: tuple[str, ...]) -> None:
-    from ledger import fold
+    from ledger import credits, fold
     from ledger.bodies import Mint
     from ledger.store import Ledger
     from swarm.peer import Peer, PeerConfig
@@ -289,7 +289,10 @@ async def run_peer(ledger_path: Path, seed: int, host: str, bootstrap: tuple[str
                 if claim is None:
                     return {"ok": False, "error": "claim not held"}
                 ver = await peer.publish(factory.verify(claim, op["val"]))
-                await peer.publish(factory.record_mint(claim, [ver], op["val"], None, 0))
+                # the record mint the fold allows this verifier now (ledger/credits.py), if any
+                mint, _ = credits.record_mint(ledger.state, ver.author, claim.id)
+                if mint is not None:
+                    await peer.publish(mint)
                 entry = await peer.publish(Mint(reason="verification", subject=ver.id, quorum=[], to=ver.author,
                                                 amount=1000, value=None, prev_best=None))
                 return {"ok": True, "author": entry.author.hex(), "seq": entry.seq}
