@@ -131,6 +131,7 @@ class Replicator:
         self._known: OrderedDict[bytes, bytes] = OrderedDict()  # entry id -> signature
         self._inflight: dict[bytes, bytes] = {}  # queued for the ledger: id -> signature (bounded by the queue)
         self._waiting: OrderedDict[tuple[bytes, int], _Waiting] = OrderedDict()
+        self._release_lock = asyncio.Lock()  # one release pass at a time (ingest and repair both run one)
         self._frauds: OrderedDict[bytes, bytes] = OrderedDict()  # fraud entry id -> wire
         self._published_proofs: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         self._subscribers: set[asyncio.Queue[Entry]] = set()
@@ -408,18 +409,26 @@ class Replicator:
             self._waiting.popitem(last=False)
 
     async def _release(self, pick: Callable[[_Waiting], bool] | None) -> None:
-        """Forwards tracked entries that the store has since appended from its pending area."""
-        for slot, waiting in list(self._waiting.items()):
-            if pick is not None and not pick(waiting):
-                continue
-            if await self.port.head_seq(waiting.entry.author) < waiting.entry.seq:
-                continue
-            del self._waiting[slot]
-            if not await self.port.holds(waiting.entry.id):
-                continue  # dropped from the pending area (e.g. its chain broke): never forwarded
-            self._remember(waiting.entry.id, waiting.wire)
-            self.released += 1
-            self._appended(waiting.entry, waiting.origin)
+        """Forwards tracked entries that the store has since appended from its pending area.
+
+        run_ingest (after a batch) and run_repair (on its timer) both call this, and each awaits
+        the ledger between looking at a slot and taking it; the lock makes one pass at a time,
+        and a slot is taken only if it still holds the same waiting entry (_track may have
+        evicted or replaced it during the await)."""
+        async with self._release_lock:
+            for slot, waiting in list(self._waiting.items()):
+                if pick is not None and not pick(waiting):
+                    continue
+                if await self.port.head_seq(waiting.entry.author) < waiting.entry.seq:
+                    continue
+                if self._waiting.get(slot) is not waiting:
+                    continue
+                del self._waiting[slot]
+                if not await self.port.holds(waiting.entry.id):
+                    continue  # dropped from the pending area (e.g. its chain broke): never forwarded
+                self._remember(waiting.entry.id, waiting.wire)
+                self.released += 1
+                self._appended(waiting.entry, waiting.origin)
 
     async def _repair(self, now_s: float) -> None:
         if not self._waiting:
@@ -430,6 +439,8 @@ class Replicator:
             await self.notify()
         wants: dict[Connection, dict[bytes, int]] = {}
         for slot, waiting in list(self._waiting.items()):
+            if self._waiting.get(slot) is not waiting:
+                continue  # taken by a release pass while we awaited the ledger below
             age = now_s - waiting.since_s
             if age > TRACKED_PENDING_TTL_S:
                 del self._waiting[slot]
