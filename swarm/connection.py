@@ -28,10 +28,10 @@ from aiohttp import web
 from ledger.keys import node_id_text, short_id
 from swarm.errors import BadMessage, SwarmError
 from swarm.handshake import Hello
-from swarm.limits import ConnectionLimits, should_ban
+from swarm.limits import MAX_THROTTLE_S, ConnectionLimits, should_ban
 from swarm.protocol import (
-    MAX_FRAME_BYTES, Digest, Entries, Have, Heads, HeadsDelta, HeldQuery, HeldReply, Message, Peers, Ping, Pong,
-    Want, WantIds, decode_message, encode_message,
+    ANSWER_KINDS, MAX_FRAME_BYTES, Digest, Entries, Have, Heads, HeadsDelta, HeldQuery, HeldReply, Message, Peers, Ping, Pong,
+    Want, WantIds, decode_message, encode_message, frame_kind,
 )
 from swarm.stats import PeerStats
 
@@ -46,6 +46,8 @@ CLOSE_TIMEOUT_S = 2.0
 MAX_HELD_QUERIES = 16         # our HeldQuery frames awaiting this peer's reply (below its inbox size)
 
 SyncMessage = Heads | Want | Digest | HeadsDelta | WantIds | HeldQuery
+Request = Heads | Want | Digest | HeadsDelta | WantIds   # what makes the peer send us entries or heads
+Answer = Entries | Heads | HeadsDelta   # what a peer sends back to them
 
 _log = logging.getLogger(__name__)
 
@@ -150,6 +152,8 @@ class Connection:
         self.sent_frauds.add(entry_id)
 
     def push(self, message: Message, *, urgent: bool = False) -> None:
+        if isinstance(message, Request):
+            self.limits.note_request(time.monotonic())
         self.push_frame(encode_message(message), urgent=urgent)
 
     def push_frame(self, frame: bytes, *, urgent: bool = False) -> None:
@@ -162,6 +166,8 @@ class Connection:
 
     async def send_bulk(self, message: Message) -> None:
         if not self.closed.is_set():
+            if isinstance(message, Request):
+                self.limits.note_request(time.monotonic())
             await self.sendq.put(encode_message(message))
 
     def ask_held(self, entry_id: bytes) -> asyncio.Future[bool] | None:
@@ -254,7 +260,15 @@ class Connection:
         if len(data) > MAX_FRAME_BYTES:
             self.misbehaved("oversized")
             return
-        if not self.limits.admit(len(data), time.monotonic()):
+        now = time.monotonic()
+        if frame_kind(data) in ANSWER_KINDS and self.limits.requested(now):
+            # an answer to our request: slowed down (the reader waits, the peer slows through
+            # TCP), never penalized — we asked for it
+            wait_s = self.limits.answer_wait_s(len(data), now)
+            if wait_s > 0:
+                self.stats.throttled_in += 1
+                await asyncio.sleep(wait_s)
+        elif not self.limits.admit(len(data), now):
             self.misbehaved("rate")
             return
         try:
@@ -278,8 +292,9 @@ class Connection:
             # bounded by the frame rate and the inbox
             costly = not isinstance(message, WantIds | HeldQuery)
             if costly and not self.limits.syncs.take(1.0, time.monotonic()):
-                self.misbehaved("rate")
-                return
+                if not (isinstance(message, Answer) and await self._throttled_sync()):
+                    self.misbehaved("rate")
+                    return
             try:
                 self.inbox.put_nowait(message)
             except asyncio.QueueFull:
@@ -294,6 +309,18 @@ class Connection:
                 self.stats.rtt_ms = round((time.monotonic() - sent) * 1000, 3)
         else:
             self.handler.on_peers(self, message)
+
+    async def _throttled_sync(self) -> bool:
+        """A heads page over the sync budget that answers our request waits for it (bounded)."""
+        now = time.monotonic()
+        if not self.limits.requested(now):
+            return False
+        wait_s = self.limits.syncs.wait_s(1.0, now)
+        if wait_s > MAX_THROTTLE_S:
+            return False
+        self.stats.throttled_in += 1
+        await asyncio.sleep(wait_s)
+        return self.limits.syncs.take(1.0, time.monotonic())
 
     async def _write_loop(self) -> None:
         while True:
