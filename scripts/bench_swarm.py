@@ -37,7 +37,7 @@ from ledger.entry import Entry  # noqa: E402
 from ledger.keys import Identity  # noqa: E402
 from ledger.spec import SwarmSpec, sign_spec  # noqa: E402
 from ledger.store import Ledger  # noqa: E402
-from swarm import gitrepo  # noqa: E402
+from swarm import gitrepo, gossip  # noqa: E402
 from swarm.bundles import make_bundle  # noqa: E402
 from swarm.peer import Peer, PeerConfig  # noqa: E402
 
@@ -231,7 +231,7 @@ async def bundle_bytes(tmp: Path) -> dict[str, int]:
 
 
 def emit(args: argparse.Namespace, **fields: Any) -> None:
-    print(json.dumps({"peers": args.peers, **fields}), flush=True)
+    print(json.dumps({"peers": args.peers, "pull_rtt_factor": args.pull_rtt_factor, **fields}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anti-entropy-s", type=float, default=10.0, help="the node default")
     parser.add_argument("--timeout-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pull-rtt-factor", type=float, default=gossip.PULL_RTT_FACTOR,
+                        help="ask for an announced entry after this many round trips (1e9: the old fixed 0.5 s)")
     parser.add_argument("--tmp", default=None, help="folder for the ledgers (default: the system's)")
     args = parser.parse_args(argv)
+    gossip.PULL_RTT_FACTOR = args.pull_rtt_factor
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory() as tmp:

@@ -58,7 +58,7 @@ from ledger.keys import Identity  # noqa: E402
 from ledger.pending import Pending  # noqa: E402
 from ledger.spec import SignedSpec, SwarmSpec, sign_spec  # noqa: E402
 from swarm.connection import PING_INTERVAL_S  # noqa: E402
-from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S  # noqa: E402
+from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S, PULL_MIN_S, PULL_RTT_FACTOR  # noqa: E402
 from swarm.heads import heads_pages, split_targets  # noqa: E402
 from swarm.peer import FULL_HEADS_EVERY, FULL_SYNC_EVERY  # noqa: E402
 from swarm.peerconfig import ANTI_ENTROPY_INTERVAL_S  # noqa: E402
@@ -93,6 +93,8 @@ class SimConfig:
     # of an entry it lacks asks for it after `pull_after_s`. None: the old flood, full copies to all.
     eager: int | None = EAGER_FANOUT
     pull_after_s: float = PULL_AFTER_S
+    pull_rtt_factor: float = PULL_RTT_FACTOR   # ... or after this many round trips of the announcer's link
+    pull_from: str = "first"            # the announcer asked: "first" to announce, or "random" of those known
     heads: str = "delta"                # the periodic heads rounds: "delta" as built, "full" as before
     seed: int = 1
 
@@ -177,6 +179,7 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
     announced = np.zeros(n, np.int32)
     known: list[set[int]] = [set() for _ in range(n)]
     pulling = [False] * n
+    announcers: list[list[int]] = [[] for _ in range(n)]
     busy_s = [0.0] * n
     tx_s = frame_bytes * 8 / cfg.uplink_bps
 
@@ -213,13 +216,18 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
         elif kind == 2:
             announced[v] += 1
             known[v].add(u)
+            announcers[v].append(u)
             if held[v] == math.inf and not pulling[v]:
                 pulling[v] = True
-                heapq.heappush(events, (t + cfg.pull_after_s, 3, v, u))
+                # as gossip.Replicator.pull_delay_s: a few round trips of the link, pull_after_s at most
+                delay_s = min(cfg.pull_after_s, max(PULL_MIN_S, cfg.pull_rtt_factor * 2 * lat(u, v)))
+                heapq.heappush(events, (t + delay_s, 3, v, u))
         elif kind == 3:
             pulling[v] = False
             if held[v] == math.inf:
                 announced[v] += 1
+                if cfg.pull_from == "random":
+                    u = rng.choice(announcers[v])
                 heapq.heappush(events, (t + lat(v, u), 4, u, v))
         else:
             announced[v] += 1
@@ -522,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ledger", action="store_true", help="skip writing the real ledger file")
     parser.add_argument("--eager", type=int, default=EAGER_FANOUT,
                         help="full frames to this many peers, ids to the rest (the built default)")
+    parser.add_argument("--pull-rtt-factor", type=float, default=PULL_RTT_FACTOR,
+                        help="ask for an announced entry after this many round trips (1e9: always pull_after_s)")
+    parser.add_argument("--pull-from", choices=["first", "random"], default="first")
     parser.add_argument("--flood", action="store_true", help="the old rule: every entry in full to every peer")
     parser.add_argument("--heads", choices=["full", "delta"], default="delta",
                         help="periodic heads rounds: deltas as built, or full pages as before")
@@ -529,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="points of the loss curve in each claim (the node keeps 16)")
     args = parser.parse_args(argv)
     cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed,
-                    eager=None if args.flood else args.eager,
+                    eager=None if args.flood else args.eager, pull_rtt_factor=args.pull_rtt_factor,
+                    pull_from=args.pull_from,
                     heads=args.heads, loss_points=args.loss_points)
     with tempfile.TemporaryDirectory() as tmp:
         result = simulate(cfg, ledger_dir=None if args.no_ledger else Path(tmp))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import secrets
 import time
@@ -41,6 +42,7 @@ SEEN_IDS = 4096               # entry ids this peer is known to hold (sent us, o
 SENT_FRAUDS = 1024            # fork proof ids sent on this link; forgotten beyond (then re-sent once)
 SEND_TIMEOUT_S = 30.0         # one frame onto the socket
 PING_INTERVAL_S = 10.0
+EARLY_PINGS_S = (1.0, 2.0, 4.0)   # the gaps between the first pings after connecting
 IDLE_TIMEOUT_S = 45.0         # nothing at all received for this long: the link is dead
 CLOSE_TIMEOUT_S = 2.0
 MAX_HELD_QUERIES = 16         # our HeldQuery frames awaiting this peer's reply (below its inbox size)
@@ -127,6 +129,8 @@ class Connection:
         self.held_queries: dict[int, asyncio.Future[bool]] = {}  # our open HeldQuery nonces
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._pings: dict[int, float] = {}
+        # the lowest round trip seen: the link's own delay without the moments our loop was busy
+        self.rtt_min_ms: float | None = None
         self._last_in_s = time.monotonic()
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -307,6 +311,8 @@ class Connection:
                 self.misbehaved("unexpected")
             else:
                 self.stats.rtt_ms = round((time.monotonic() - sent) * 1000, 3)
+                if self.rtt_min_ms is None or self.stats.rtt_ms < self.rtt_min_ms:
+                    self.rtt_min_ms = self.stats.rtt_ms
         else:
             self.handler.on_peers(self, message)
 
@@ -336,8 +342,12 @@ class Connection:
             await self.handler.on_sync(self, message)
 
     async def _ping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.ping_interval_s)
+        # one ping at once, and a few soon after: the round trip is known from the start
+        # (replication's pull timer uses the lowest), even if the first ones met a busy loop
+        self._pings[secrets.randbits(62)] = time.monotonic()
+        self.push(Ping(next(iter(self._pings))), urgent=True)
+        for interval_s in itertools.chain(EARLY_PINGS_S, itertools.repeat(self.ping_interval_s)):
+            await asyncio.sleep(min(interval_s, self.ping_interval_s))
             now = time.monotonic()
             if now - self._last_in_s > max(IDLE_TIMEOUT_S, 3 * self.ping_interval_s):
                 self.close("idle")

@@ -40,6 +40,8 @@ PENALTIES: dict[str, float] = {
     "rejected_entry": 10.0,   # refused by the ledger (broken chain, frozen author, pending full)
     "fork": 0.0,              # forwarding someone's fork proves the fork: not the sender's fault
     "rate": 2.0,              # over its rate limit: the frame is dropped
+    "pending_flood": 2.0,     # an entry that waits for a dependency, past the link's share of the area
+    "pending_full": 2.0,      # refused for a full pending area that this link's entries fill
     "unexpected": 10.0,       # a message out of place
     "bad_addr": 5.0,
 }
