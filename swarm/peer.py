@@ -36,6 +36,7 @@ from ledger.bodies import Body
 from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.store import Ledger
+from swarm.admission import Admission, AdmissionLimits
 from swarm.bundles import MAX_BUNDLE_BYTES
 from swarm.connection import Connection, SyncMessage, WebSocket
 from swarm.errors import BadHandshake, PeerUnavailable, ReplayedHandshake, SwarmError
@@ -57,6 +58,8 @@ FULL_HEADS_EVERY = 30        # heads rounds; the others send only a delta of wha
 MAX_HELD_TIMEOUT_S = 60.0
 SERVER_SHUTDOWN_S = 2.0
 BUNDLE_TIMEOUT_S = 60.0
+USEFUL_ENTRIES = 16          # entries a peer delivered first (we appended them) to count as useful
+USEFUL_SCORE = -20.0         # ... with a score above this
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 _log = logging.getLogger(__name__)
@@ -109,7 +112,10 @@ class Peer:
         self.address = ""
         self._bundle_source = bundle_source
         self._handshakes = TokenBucket.full(HANDSHAKES_PER_S, HANDSHAKE_BURST, time.monotonic())
-        self._inbound_open = 0
+        self.admission = Admission(AdmissionLimits(
+            max_inbound=config.max_inbound, per_addr=config.max_inbound_per_addr,
+            per_subnet=config.max_inbound_per_subnet, max_half_open=config.max_half_open,
+            reserved_useful=min(config.reserved_useful, config.max_inbound // 4)))
         self._dialing: set[str] = set()
         self._outbound: dict[Connection, None] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -149,7 +155,9 @@ class Peer:
             raise SwarmError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from None
         host, port = self._runner.addresses[0][:2]
         self.address = self.config.advertise or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        connector = aiohttp.TCPConnector(local_addr=(self.config.dial_from, 0)) if self.config.dial_from else None
         self._session = aiohttp.ClientSession(
+            connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                           sock_connect=self.config.connect_timeout_s),
         )
@@ -412,19 +420,23 @@ class Peer:
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         if self._closing:
             return web.Response(status=503, text="shutting down")
-        if self._inbound_open >= self.config.max_inbound:
-            self.stats_total.fail(self.stats_total.refused, "limit")
-            return web.Response(status=503, text="too many peers")
-        if not self._handshakes.take(1.0, time.monotonic()):
-            self.stats_total.fail(self.stats_total.refused, "rate")
-            return web.Response(status=429, text="too many handshakes")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None)
         if not ws.can_prepare(request).ok:
+            # before any allowance is spent: plain GETs must not use up the handshakes
+            self.stats_total.fail(self.stats_total.refused, "not_websocket")
             return web.Response(status=400, text="websocket upgrade expected")
-        self._inbound_open += 1
+        host = request.remote or ""
+        why = self.admission.admit(host, time.monotonic())
+        if why is None and not self._handshakes.take(1.0, time.monotonic()):
+            self.admission.release(host, identified=False, kind=None)
+            why = "rate"
+        if why is not None:
+            self.stats_total.fail(self.stats_total.refused, why)
+            return web.Response(status=429 if why == "rate" else 503, text=f"refused: {why}")
+        slot: list[str | None] = []   # _accept appends the kind of slot once the hello names the node
         try:
             await ws.prepare(request)
-            conn = await self._accept(ws, request.remote or "")
+            conn = await self._accept(ws, host, slot)
             if conn is not None and await self._register(conn):
                 try:
                     await conn.run(self._anti_entropy)
@@ -433,10 +445,10 @@ class Peer:
             elif conn is not None:
                 await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"duplicate connection")
         finally:
-            self._inbound_open -= 1
+            self.admission.release(host, identified=bool(slot), kind=slot[0] if slot else None)
         return ws
 
-    async def _accept(self, ws: web.WebSocketResponse, remote: str) -> Connection | None:
+    async def _accept(self, ws: web.WebSocketResponse, remote: str, slot: list[str | None]) -> Connection | None:
         try:
             hello = await self._receive_hello(ws)
             now_ms = int(time.time() * 1000)
@@ -444,6 +456,11 @@ class Peer:
             if self.bans.banned(hello.node, time.monotonic()):
                 self.stats_total.fail(self.stats_total.refused, "banned")
                 await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"banned")
+                return None
+            slot.append(self.admission.admit_identity(remote, hello.node))
+            if slot[0] is None:
+                self.stats_total.fail(self.stats_total.refused, "reserved")
+                await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER, message=b"only reserved slots left")
                 return None
             answer = sign_hello(self.identity, swarm=self.swarm_id, listen=self.address, time_ms=now_ms,
                                 nonce=new_nonce(), echo=hello.nonce)
@@ -494,6 +511,8 @@ class Peer:
         return True
 
     async def _unregister(self, conn: Connection) -> None:
+        if conn.stats.entries_in >= USEFUL_ENTRIES and conn.stats.score > USEFUL_SCORE:
+            self.admission.mark_useful(conn.node)  # it may take a reserved slot when it comes back
         if self.replicator.conns.get(conn.node) is conn:
             del self.replicator.conns[conn.node]
             for reason, n in conn.stats.rejects.items():

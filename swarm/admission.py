@@ -1,0 +1,140 @@
+"""Who may open an inbound connection now: slots and handshake allowances per address and subnet.
+
+Pure bookkeeping, the clock passed in; knows nothing about sockets or HTTP. The peer asks
+`admit` once a request is a real websocket upgrade (a plain GET spends nothing), holds the slot
+it gets while the connection is half-open (no hello yet) and open, and calls `release` when it
+ends. `admit_identity` decides, once the hello names the node, whether it may take one of the
+slots kept for peers that proved useful.
+
+Why per address and per subnet (a /24 for IPv4, a /48 for IPv6): one machine, or one hosting
+provider's block, can otherwise hold every slot with fresh node ids or spend the node-wide
+handshake allowance, so honest peers are refused (issue 14: 32 fresh ids from one address held
+all 32 slots). Subnets are counted apart from addresses so a block of addresses cannot do it
+either. Half-open connections get their own, smaller cap, because they cost nothing to open.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from swarm.limits import TokenBucket
+
+HANDSHAKES_PER_ADDR_PER_S = 2.0     # upgrade requests from one address
+HANDSHAKE_ADDR_BURST = 8.0
+HANDSHAKES_PER_SUBNET_PER_S = 5.0
+HANDSHAKE_SUBNET_BURST = 20.0
+MAX_BUCKETS = 4096                  # addresses and subnets with a handshake bucket; the stalest go first
+MAX_USEFUL = 1024                   # node ids remembered as useful
+
+
+def subnet_of(host: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) that `host` is in; a host that is not an IP address is its own."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    max_inbound: int = 32
+    per_addr: int = 4            # inbound slots (half-open or open) one address may hold
+    per_subnet: int = 8
+    max_half_open: int = 8       # connections upgraded but not yet past the hello, all together
+    half_open_per_subnet: int = 2  # ... from one subnet, so one block cannot fill them
+    reserved_useful: int = 8     # of max_inbound, kept for peers that delivered entries before
+
+
+class Admission:
+    def __init__(self, limits: AdmissionLimits) -> None:
+        self.limits = limits
+        self.open = 0
+        self.half_open = 0
+        self.ordinary = 0            # open connections of peers not known as useful
+        self._per_addr: dict[str, int] = {}
+        self._per_subnet: dict[str, int] = {}
+        self._half_per_subnet: dict[str, int] = {}
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._useful: OrderedDict[bytes, None] = OrderedDict()
+
+    def admit(self, host: str, now_s: float) -> str | None:
+        """Takes a half-open slot for `host`, or says why not: "limit", "half_open", "addr",
+        "subnet", "rate". Call only for a real websocket upgrade."""
+        net = subnet_of(host)
+        if self.open >= self.limits.max_inbound:
+            return "limit"
+        if self.half_open >= self.limits.max_half_open:
+            return "half_open"
+        if self._half_per_subnet.get(net, 0) >= self.limits.half_open_per_subnet:
+            return "half_open"
+        if self._per_addr.get(host, 0) >= self.limits.per_addr:
+            return "addr"
+        if self._per_subnet.get(net, 0) >= self.limits.per_subnet:
+            return "subnet"
+        if not self._bucket("a:" + host, HANDSHAKES_PER_ADDR_PER_S, HANDSHAKE_ADDR_BURST, now_s).take(1.0, now_s):
+            return "rate"
+        if not self._bucket("s:" + net, HANDSHAKES_PER_SUBNET_PER_S, HANDSHAKE_SUBNET_BURST, now_s).take(1.0, now_s):
+            return "rate"
+        self.open += 1
+        self.half_open += 1
+        self._per_addr[host] = self._per_addr.get(host, 0) + 1
+        self._per_subnet[net] = self._per_subnet.get(net, 0) + 1
+        self._half_per_subnet[net] = self._half_per_subnet.get(net, 0) + 1
+        return None
+
+    def admit_identity(self, host: str, node: bytes) -> str | None:
+        """The hello arrived: the slot stops being half-open. "useful" or "ordinary": the kind of
+        slot it holds; None: only the reserved slots are left and this node has not proved useful
+        (the caller closes it). Pass the answer to `release`."""
+        self.half_open -= 1
+        _decrement(self._half_per_subnet, subnet_of(host))
+        if node in self._useful:
+            return "useful"
+        if self.ordinary >= self.limits.max_inbound - self.limits.reserved_useful:
+            return None
+        self.ordinary += 1
+        return "ordinary"
+
+    def release(self, host: str, *, identified: bool, kind: str | None) -> None:
+        """The connection ended. `identified`: admit_identity was called; `kind`: its answer."""
+        net = subnet_of(host)
+        self.open -= 1
+        if not identified:
+            self.half_open -= 1
+            _decrement(self._half_per_subnet, net)
+        if kind == "ordinary":
+            self.ordinary -= 1
+        _decrement(self._per_addr, host)
+        _decrement(self._per_subnet, net)
+
+    def is_useful(self, node: bytes) -> bool:
+        return node in self._useful
+
+    def mark_useful(self, node: bytes) -> None:
+        """A peer that delivered entries we appended: it may use the reserved slots later."""
+        self._useful[node] = None
+        self._useful.move_to_end(node)
+        if len(self._useful) > MAX_USEFUL:
+            self._useful.popitem(last=False)
+
+    def _bucket(self, key: str, rate_per_s: float, burst: float, now_s: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket.full(rate_per_s, burst, now_s)
+            if len(self._buckets) > MAX_BUCKETS:
+                self._buckets.popitem(last=False)
+        self._buckets.move_to_end(key)
+        return bucket
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
