@@ -95,6 +95,7 @@ class SimConfig:
     pull_after_s: float = PULL_AFTER_S
     pull_rtt_factor: float = PULL_RTT_FACTOR   # ... or after this many round trips of the announcer's link
     pull_from: str = "first"            # the announcer asked: "first" to announce, or "random" of those known
+    eager_in: int | None = None         # a node takes full forwarded copies from this many of its links at most
     heads: str = "delta"                # the periodic heads rounds: "delta" as built, "full" as before
     seed: int = 1
 
@@ -170,7 +171,7 @@ def flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: i
 
 
 def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: int, frame_bytes: int,
-               cfg: SimConfig, rng: random.Random) -> Flood:
+               cfg: SimConfig, rng: random.Random, eager_order: list[list[int]]) -> Flood:
     """The flood as built (`cfg.eager` not None): full frames to a few, ids to the rest."""
     n = len(adj)
     held = np.full(n, math.inf)
@@ -192,6 +193,8 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
         heapq.heappush(events, (busy_s[v] + lat(v, w), 0, w, v))
 
     # kinds: 0 full frame at v from u; 1 v forwards; 2 id announced to v by u; 3 v's pull timer; 4 want at v from u
+    # links on which v takes forwarded copies in full (the others send v ids only): its first eager_in
+    takes_full = [set(a if cfg.eager_in is None else a[:cfg.eager_in]) for a in eager_order]
     events: list[tuple[float, int, int, int]] = [(0.0, 1, origin, -1)]
     held[origin] = 0.0
     while events:
@@ -205,7 +208,12 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
         elif kind == 1:
             targets = [w for w in adj[v] if w not in known[v]]
             # own entries go to all peers; others' by the built rule
-            full, lazy = (targets, []) if v == origin else split_targets(targets, cfg.eager, rng)
+            if v == origin:
+                full, lazy = targets, []
+            else:
+                willing = [w for w in targets if v in takes_full[w]]
+                full, _ = split_targets(willing, cfg.eager, rng)
+                lazy = [w for w in targets if w not in full]
             for w in full:
                 known[v].add(w)
                 send_full(t, v, w)
@@ -409,7 +417,9 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
     spec = make_spec(ids[:cfg.verifiers])
     typical = frame_bytes(Entries((b"\x00" * 1200,)))
     if cfg.eager is not None:
-        floods = [lazy_flood(adj, latency, o, typical, cfg, random.Random(cfg.seed * 1_000_003 + o))
+        # each node's links in the order it keeps them eager (connection order: here random)
+        eager_order = [random.Random(cfg.seed * 7 + v).sample(a, len(a)) for v, a in enumerate(adj)]
+        floods = [lazy_flood(adj, latency, o, typical, cfg, random.Random(cfg.seed * 1_000_003 + o), eager_order)
                   for o in range(cfg.nodes)]
     else:
         floods = [flood(adj, latency, o, typical, cfg) for o in range(cfg.nodes)]
@@ -533,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pull-rtt-factor", type=float, default=PULL_RTT_FACTOR,
                         help="ask for an announced entry after this many round trips (1e9: always pull_after_s)")
     parser.add_argument("--pull-from", choices=["first", "random"], default="first")
+    parser.add_argument("--eager-in", type=int, default=None, help="links a node takes full forwarded copies on")
     parser.add_argument("--flood", action="store_true", help="the old rule: every entry in full to every peer")
     parser.add_argument("--heads", choices=["full", "delta"], default="delta",
                         help="periodic heads rounds: deltas as built, or full pages as before")
@@ -541,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed,
                     eager=None if args.flood else args.eager, pull_rtt_factor=args.pull_rtt_factor,
-                    pull_from=args.pull_from,
+                    pull_from=args.pull_from, eager_in=args.eager_in,
                     heads=args.heads, loss_points=args.loss_points)
     with tempfile.TemporaryDirectory() as tmp:
         result = simulate(cfg, ledger_dir=None if args.no_ledger else Path(tmp))

@@ -134,6 +134,9 @@ class Connection:
         self._last_in_s = time.monotonic()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.opened_s = time.monotonic()
+        self.remote_host = ""        # the address the socket came from (inbound; set by the peer)
+        self.addrs_learned = 0       # addresses this peer told us (bounded by the peer)
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:

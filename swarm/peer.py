@@ -37,6 +37,7 @@ from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.store import Ledger
 from swarm.admission import Admission, AdmissionLimits
+from swarm.anchors import LinkSummary, choose_anchors, load_anchors, save_anchors
 from swarm.bundles import MAX_BUNDLE_BYTES
 from swarm.connection import Connection, SyncMessage, WebSocket
 from swarm.errors import BadHandshake, PeerUnavailable, ReplayedHandshake, SwarmError
@@ -45,7 +46,7 @@ from swarm.handshake import MAX_HELLO_BYTES, Hello, NonceCache, accept_hello, de
 from swarm.ledgerport import LedgerPort
 from swarm.peerconfig import PeerConfig
 from swarm.limits import HANDSHAKE_BURST, HANDSHAKES_PER_S, Bans, TokenBucket
-from swarm.peertable import PeerTable, choose_dials
+from swarm.peertable import PeerTable, choose_dials, group_of, host_of
 from swarm.protocol import ENTRY_ID_BYTES, MAX_ADDRS_PER_FRAME, MAX_FRAME_BYTES, Digest, Peers, check_addr
 from swarm.stats import SwarmStats
 
@@ -58,6 +59,7 @@ FULL_HEADS_EVERY = 30        # heads rounds; the others send only a delta of wha
 MAX_HELD_TIMEOUT_S = 60.0
 SERVER_SHUTDOWN_S = 2.0
 BUNDLE_TIMEOUT_S = 60.0
+MAX_ADDRS_FROM_PEER = 2 * MAX_ADDRS_PER_FRAME   # addresses taken from one link in its lifetime
 USEFUL_ENTRIES = 16          # entries a peer delivered first (we appended them) to count as useful
 USEFUL_SCORE = -20.0         # ... with a score above this
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -107,6 +109,10 @@ class Peer:
         self.table = PeerTable.load(config.peer_table_path) if config.peer_table_path else PeerTable()
         for addr in config.bootstrap:
             self.table.add(addr, bootstrap=True)
+        self.anchors = load_anchors(config.anchors_path) if config.anchors_path else []
+        for addr in self.anchors:  # marked good: choose_dials dials them before gossiped addresses
+            if self.table.add(addr):
+                self.table.records[addr].last_ok_s = max(self.table.records[addr].last_ok_s, 1.0)
         self.bans = Bans()
         self.nonces = NonceCache()
         self.address = ""
@@ -199,6 +205,14 @@ class Peer:
             return
         self._closed = self._closing = True
         self._stop.set()
+        if self.config.anchors_path is not None:
+            now = time.monotonic()
+            links = [LinkSummary(c.addr, not c.inbound, now - c.opened_s, c.stats.score, c.stats.entries_in)
+                     for c in self.replicator.conns.values()]
+            try:
+                await asyncio.to_thread(save_anchors, self.config.anchors_path, choose_anchors(links))
+            except OSError as exc:
+                _log.error("could not save the anchors: %s", exc)
         for conn in list(self.replicator.conns.values()) + list(self._outbound):
             conn.close("shutting down")
         if self._supervisor is not None:
@@ -474,8 +488,10 @@ class Peer:
             return None
         self.stats_total.connections_in += 1
         if hello.listen and self.config.peer_exchange:
-            self.table.add(hello.listen)
-        return self._connection(ws, hello, inbound=True, addr=hello.listen or remote)
+            self.table.add(hello.listen, source=group_of(remote))
+        conn = self._connection(ws, hello, inbound=True, addr=hello.listen or remote)
+        conn.remote_host = remote
+        return conn
 
     async def _handle_spec(self, request: web.Request) -> web.StreamResponse:
         """The signed swarm spec, so a node given only our address can join (swarm/join.py)."""
@@ -553,9 +569,13 @@ class Peer:
 
     def on_peers(self, conn: Connection, message: Peers) -> None:
         if self.config.peer_exchange:
+            source = group_of(conn.remote_host or host_of(conn.addr))
             for addr in message.addrs:
+                if conn.addrs_learned >= MAX_ADDRS_FROM_PEER:
+                    return  # one peer may tell us only so much over one link
                 if addr != self.address:
-                    self.table.add(addr)
+                    conn.addrs_learned += 1
+                    self.table.add(addr, source=source)
 
     def on_ban(self, conn: Connection) -> None:
         now = time.monotonic()

@@ -24,6 +24,7 @@ class PeerConfig:
     dial_from: str = ""              # source IP of our outbound connections; "": the OS's choice
     bootstrap: tuple[str, ...] = ()
     peer_table_path: Path | None = None
+    anchors_path: Path | None = None  # good outbound peers kept across restarts; None: not kept
     max_inbound: int = 32
     max_inbound_per_addr: int = 4    # slots one address may hold (half-open or open)
     max_inbound_per_subnet: int = 8  # ... one /24 (IPv4) or /48 (IPv6)
