@@ -63,15 +63,16 @@ class Admission:
         self._useful: OrderedDict[bytes, None] = OrderedDict()
 
     def admit(self, host: str, now_s: float) -> str | None:
-        """Takes a half-open slot for `host`, or says why not: "limit", "half_open", "addr",
-        "subnet", "rate". Call only for a real websocket upgrade."""
+        """Takes a half-open slot for `host`, or says why not: "limit", "half_open" (all taken:
+        the caller may evict the oldest and ask again), "half_open_subnet", "addr", "subnet",
+        "rate". Call only for a real websocket upgrade."""
         net = subnet_of(host)
         if self.open >= self.limits.max_inbound:
             return "limit"
         if self.half_open >= self.limits.max_half_open:
             return "half_open"
         if self._half_per_subnet.get(net, 0) >= self.limits.half_open_per_subnet:
-            return "half_open"
+            return "half_open_subnet"
         if self._per_addr.get(host, 0) >= self.limits.per_addr:
             return "addr"
         if self._per_subnet.get(net, 0) >= self.limits.per_subnet:

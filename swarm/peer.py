@@ -60,6 +60,7 @@ MAX_HELD_TIMEOUT_S = 60.0
 SERVER_SHUTDOWN_S = 2.0
 BUNDLE_TIMEOUT_S = 60.0
 MAX_ADDRS_FROM_PEER = 2 * MAX_ADDRS_PER_FRAME   # addresses taken from one link in its lifetime
+HALF_OPEN_EVICT_S = 1.0      # an evicted half-open connection frees its slot within this
 USEFUL_ENTRIES = 16          # entries a peer delivered first (we appended them) to count as useful
 USEFUL_SCORE = -20.0         # ... with a score above this
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -88,7 +89,7 @@ def _handshake_reason(exc: BadHandshake) -> str:
         return "replayed"
     text = str(exc)
     for needle, reason in (("another swarm", "wrong_swarm"), ("signature", "bad_signature"), ("clock", "clock"),
-                           ("version", "version"), ("own node", "self"), ("echo", "echo")):
+                           ("version", "version"), ("own node", "self"), ("echo", "echo"), ("evicted", "evicted")):
         if needle in text:
             return reason
     return "malformed"
@@ -123,6 +124,8 @@ class Peer:
             per_subnet=config.max_inbound_per_subnet, max_half_open=config.max_half_open,
             reserved_useful=min(config.reserved_useful, config.max_inbound // 4)))
         self._dialing: set[str] = set()
+        # half-open inbound connections, oldest first: (set to evict it, set once its slot is free)
+        self._half_open: dict[object, tuple[asyncio.Event, asyncio.Event]] = {}
         self._outbound: dict[Connection, None] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -419,10 +422,13 @@ class Peer:
         return Connection(ws, hello, inbound=inbound, addr=addr, handler=self,
                           send_queue_frames=self.config.send_queue_frames, ping_interval_s=self.config.ping_interval_s)
 
-    async def _receive_hello(self, ws: WebSocket) -> Hello:
+    async def _receive_hello(self, ws: WebSocket, evicted: asyncio.Event | None = None) -> Hello:
         try:
             async with asyncio.timeout(self.config.handshake_timeout_s):
-                msg = await ws.receive()
+                if evicted is None:
+                    msg = await ws.receive()
+                else:
+                    msg = await self._receive_unless(ws, evicted)
         except TimeoutError:
             raise BadHandshake("hello: none within the handshake timeout") from None
         if msg.type != aiohttp.WSMsgType.BINARY or len(msg.data) > MAX_HELLO_BYTES:
@@ -430,6 +436,19 @@ class Peer:
         return decode_hello(msg.data)
 
     # -- accepting
+
+    @staticmethod
+    async def _receive_unless(ws: WebSocket, evicted: asyncio.Event) -> aiohttp.WSMessage:
+        """The next message, or BadHandshake as soon as `evicted` is set (a newer upgrade needs the slot)."""
+        async with asyncio.TaskGroup() as tg:
+            receive = tg.create_task(ws.receive(), name="swarm-hello")
+            evict = tg.create_task(evicted.wait(), name="swarm-hello-evict")
+            await asyncio.wait((receive, evict), return_when=asyncio.FIRST_COMPLETED)
+            for task in (receive, evict):
+                task.cancel()
+        if receive.cancelled():
+            raise BadHandshake("hello: evicted, half-open too long while others waited")
+        return receive.result()
 
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         if self._closing:
@@ -441,6 +460,16 @@ class Peer:
             return web.Response(status=400, text="websocket upgrade expected")
         host = request.remote or ""
         why = self.admission.admit(host, time.monotonic())
+        if why == "half_open" and self._half_open:
+            # every half-open slot is taken: the oldest has had the longest to send its hello
+            # (an honest peer sends it at once), so it goes and this one takes its place
+            evict, released = self._half_open.pop(next(iter(self._half_open)))
+            evict.set()
+            self.stats_total.fail(self.stats_total.refused, "evicted_half_open")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HALF_OPEN_EVICT_S):
+                    await released.wait()
+            why = self.admission.admit(host, time.monotonic())
         if why is None and not self._handshakes.take(1.0, time.monotonic()):
             self.admission.release(host, identified=False, kind=None)
             why = "rate"
@@ -448,9 +477,13 @@ class Peer:
             self.stats_total.fail(self.stats_total.refused, why)
             return web.Response(status=429 if why == "rate" else 503, text=f"refused: {why}")
         slot: list[str | None] = []   # _accept appends the kind of slot once the hello names the node
+        evicted, released = asyncio.Event(), asyncio.Event()
+        key = object()
+        self._half_open[key] = (evicted, released)
         try:
             await ws.prepare(request)
-            conn = await self._accept(ws, host, slot)
+            conn = await self._accept(ws, host, slot, evicted)
+            self._half_open.pop(key, None)
             if conn is not None and await self._register(conn):
                 try:
                     await conn.run(self._anti_entropy)
@@ -459,12 +492,15 @@ class Peer:
             elif conn is not None:
                 await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"duplicate connection")
         finally:
+            self._half_open.pop(key, None)
             self.admission.release(host, identified=bool(slot), kind=slot[0] if slot else None)
+            released.set()
         return ws
 
-    async def _accept(self, ws: web.WebSocketResponse, remote: str, slot: list[str | None]) -> Connection | None:
+    async def _accept(self, ws: web.WebSocketResponse, remote: str, slot: list[str | None],
+                      evicted: asyncio.Event) -> Connection | None:
         try:
-            hello = await self._receive_hello(ws)
+            hello = await self._receive_hello(ws, evicted)
             now_ms = int(time.time() * 1000)
             accept_hello(hello, swarm=self.swarm_id, me=self.node_id, now_ms=now_ms, nonces=self.nonces)
             if self.bans.banned(hello.node, time.monotonic()):
