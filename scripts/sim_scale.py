@@ -96,6 +96,7 @@ class SimConfig:
     pull_rtt_factor: float = PULL_RTT_FACTOR   # ... or after this many round trips of the announcer's link
     pull_from: str = "first"            # the announcer asked: "first" to announce, or "random" of those known
     eager_in: int | None = None         # a node takes full forwarded copies from this many of its links at most
+    lazy_fanout: int | None = None      # experiment: ids of a forwarded entry to this many of the other peers at most
     heads: str = "delta"                # the periodic heads rounds: "delta" as built, "full" as before
     seed: int = 1
 
@@ -213,7 +214,7 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
             else:
                 willing = [w for w in targets if v in takes_full[w]]
                 full, _ = split_targets(willing, cfg.eager, rng)
-                lazy = [w for w in targets if w not in full]
+                lazy, _ = split_targets([w for w in targets if w not in full], cfg.lazy_fanout, rng)
             for w in full:
                 known[v].add(w)
                 send_full(t, v, w)
@@ -544,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ask for an announced entry after this many round trips (1e9: always pull_after_s)")
     parser.add_argument("--pull-from", choices=["first", "random"], default="first")
     parser.add_argument("--eager-in", type=int, default=None, help="links a node takes full forwarded copies on")
+    parser.add_argument("--lazy-fanout", type=int, default=0,
+                        help="experiment: peers told a forwarded entry's id at most; 0: all (as built)")
     parser.add_argument("--flood", action="store_true", help="the old rule: every entry in full to every peer")
     parser.add_argument("--heads", choices=["full", "delta"], default="delta",
                         help="periodic heads rounds: deltas as built, or full pages as before")
@@ -552,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed,
                     eager=None if args.flood else args.eager, pull_rtt_factor=args.pull_rtt_factor,
-                    pull_from=args.pull_from, eager_in=args.eager_in,
+                    pull_from=args.pull_from, eager_in=args.eager_in, lazy_fanout=args.lazy_fanout or None,
                     heads=args.heads, loss_points=args.loss_points)
     with tempfile.TemporaryDirectory() as tmp:
         result = simulate(cfg, ledger_dir=None if args.no_ledger else Path(tmp))

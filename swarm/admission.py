@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from swarm.limits import TokenBucket
 
-HANDSHAKES_PER_ADDR_PER_S = 2.0     # upgrade requests from one address
-HANDSHAKE_ADDR_BURST = 8.0
-HANDSHAKES_PER_SUBNET_PER_S = 5.0
-HANDSHAKE_SUBNET_BURST = 20.0
+# Upgrade requests: one address may make HANDSHAKE_BURST_PER_SLOT per slot it may hold at once,
+# refilled at HANDSHAKES_PER_SLOT_PER_S per slot (defaults: 8, then 2/s per address; 16, then
+# 4/s per subnet), so a lab or test swarm that lifts the slot limits lifts these with them.
+HANDSHAKE_BURST_PER_SLOT = 2.0
+HANDSHAKES_PER_SLOT_PER_S = 0.5
 MAX_BUCKETS = 4096                  # addresses and subnets with a handshake bucket; the stalest go first
 MAX_USEFUL = 1024                   # node ids remembered as useful
 
@@ -46,7 +47,7 @@ class AdmissionLimits:
     per_addr: int = 4            # inbound slots (half-open or open) one address may hold
     per_subnet: int = 8
     max_half_open: int = 8       # connections upgraded but not yet past the hello, all together
-    half_open_per_subnet: int = 2  # ... from one subnet, so one block cannot fill them
+    half_open_per_subnet: int = 4  # ... from one subnet, so one block cannot fill them (eviction does the rest)
     reserved_useful: int = 8     # of max_inbound, kept for peers that delivered entries before
 
 
@@ -77,10 +78,10 @@ class Admission:
             return "addr"
         if self._per_subnet.get(net, 0) >= self.limits.per_subnet:
             return "subnet"
-        if not self._bucket("a:" + host, HANDSHAKES_PER_ADDR_PER_S, HANDSHAKE_ADDR_BURST, now_s).take(1.0, now_s):
-            return "rate"
-        if not self._bucket("s:" + net, HANDSHAKES_PER_SUBNET_PER_S, HANDSHAKE_SUBNET_BURST, now_s).take(1.0, now_s):
-            return "rate"
+        for key, slots in (("a:" + host, self.limits.per_addr), ("s:" + net, self.limits.per_subnet)):
+            bucket = self._bucket(key, slots * HANDSHAKES_PER_SLOT_PER_S, slots * HANDSHAKE_BURST_PER_SLOT, now_s)
+            if not bucket.take(1.0, now_s):
+                return "rate"
         self.open += 1
         self.half_open += 1
         self._per_addr[host] = self._per_addr.get(host, 0) + 1

@@ -122,6 +122,7 @@ class Peer:
         self.admission = Admission(AdmissionLimits(
             max_inbound=config.max_inbound, per_addr=config.max_inbound_per_addr,
             per_subnet=config.max_inbound_per_subnet, max_half_open=config.max_half_open,
+            half_open_per_subnet=max(1, config.max_half_open // 2),
             reserved_useful=min(config.reserved_useful, config.max_inbound // 4)))
         self._dialing: set[str] = set()
         # half-open inbound connections, oldest first: (set to evict it, set once its slot is free)
