@@ -65,6 +65,7 @@ from swarm.protocol import (
 INGEST_QUEUE_FRAMES = 256       # entry frames waiting for the ledger, all peers together
 INGEST_BATCH_WIRES = 256        # wires per append_wires call at most
 KNOWN_IDS = 65_536              # recently held entry ids -> signature, to skip duplicates early
+RECENT_WIRES = 2_048            # recently appended wires kept in memory: pulls ask for these (no SQLite read)
 TRACKED_PENDING = 10_000        # waiting entries we watch (the store's pending area is as big)
 TRACKED_PENDING_TTL_S = 300.0
 PENDING_PER_LINK = 1_000        # waiting entries one link may have sent us: a tenth of the store's area
@@ -135,6 +136,7 @@ class Replicator:
             maxsize=INGEST_QUEUE_FRAMES
         )
         self._known: OrderedDict[bytes, bytes] = OrderedDict()  # entry id -> signature
+        self._recent: OrderedDict[bytes, bytes] = OrderedDict()  # entry id -> wire, the newest RECENT_WIRES
         self._inflight: dict[bytes, bytes] = {}  # queued for the ledger: id -> signature (bounded by the queue)
         self._waiting: OrderedDict[tuple[bytes, int], _Waiting] = OrderedDict()
         self._waiting_by_link: dict[Connection, int] = {}  # of _waiting, how many each link sent
@@ -340,6 +342,9 @@ class Replicator:
         self._known.move_to_end(eid)
         if len(self._known) > KNOWN_IDS:
             self._known.popitem(last=False)
+        self._recent[eid] = wire
+        if len(self._recent) > RECENT_WIRES:
+            self._recent.popitem(last=False)
 
     async def _dispatch(self, batch: list[tuple[Connection | None, bytes]], results: list[Result]) -> None:
         appended_authors: set[bytes] = set()
@@ -537,7 +542,8 @@ class Replicator:
             conn.push(WantIds(tuple(ids)))
 
     async def _serve_ids(self, conn: Connection, ids: tuple[bytes, ...]) -> None:
-        wires = [w for w in [await self.port.wire(eid) for eid in ids] if w is not None]
+        # a pull asks for entries announced a moment ago: nearly always still in memory
+        wires = [w for w in [self._recent.get(eid) or await self.port.wire(eid) for eid in ids] if w is not None]
         for wire in wires:
             conn.mark_known(entry_key(wire))
         for frame in pack_frames(wires):
