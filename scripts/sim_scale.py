@@ -172,7 +172,7 @@ def flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: i
 
 
 def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: int, frame_bytes: int,
-               cfg: SimConfig, rng: random.Random, eager_order: list[list[int]]) -> Flood:
+               cfg: SimConfig, rng: random.Random, eager_order: list[list[int]] | None = None) -> Flood:
     """The flood as built (`cfg.eager` not None): full frames to a few, ids to the rest."""
     n = len(adj)
     held = np.full(n, math.inf)
@@ -195,7 +195,7 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
 
     # kinds: 0 full frame at v from u; 1 v forwards; 2 id announced to v by u; 3 v's pull timer; 4 want at v from u
     # links on which v takes forwarded copies in full (the others send v ids only): its first eager_in
-    takes_full = [set(a if cfg.eager_in is None else a[:cfg.eager_in]) for a in eager_order]
+    takes_full = [set(a if cfg.eager_in is None else a[:cfg.eager_in]) for a in (eager_order or adj)]
     events: list[tuple[float, int, int, int]] = [(0.0, 1, origin, -1)]
     held[origin] = 0.0
     while events:
