@@ -116,7 +116,7 @@ async def run(args: argparse.Namespace) -> None:
         peer_exchange=False, max_inbound=4 * args.degree, max_outbound=max(1, args.degree // 2) + 1,
         ingest_batch_wires=63, connect_timeout_s=30.0, handshake_timeout_s=30.0,
         # every peer dials from 127.0.0.1: the per-address and per-subnet limits would refuse them
-        max_inbound_per_addr=4 * args.degree, max_inbound_per_subnet=4 * args.degree, max_half_open=4 * args.degree,
+        max_inbound_per_addr=4 * args.degree, max_inbound_per_subnet=4 * args.degree, max_half_open=8 * args.degree,
     )
     with tempfile.TemporaryDirectory(prefix="bench-swarm-", dir=args.tmp) as tmp:
         async with contextlib.AsyncExitStack() as stack:

@@ -46,7 +46,7 @@ class AdmissionLimits:
     max_inbound: int = 32
     per_addr: int = 4            # inbound slots (half-open or open) one address may hold
     per_subnet: int = 8
-    max_half_open: int = 8       # connections upgraded but not yet past the hello, all together
+    max_half_open: int = 48      # connections upgraded but not yet past the hello, all together
     half_open_per_subnet: int = 4  # ... from one subnet, so one block cannot fill them (eviction does the rest)
     reserved_useful: int = 8     # of max_inbound, kept for peers that delivered entries before
 
@@ -54,7 +54,7 @@ class AdmissionLimits:
 class Admission:
     def __init__(self, limits: AdmissionLimits) -> None:
         self.limits = limits
-        self.open = 0
+        self.open = 0                # connections past their hello (half-open ones are counted apart)
         self.half_open = 0
         self.ordinary = 0            # open connections of peers not known as useful
         self._per_addr: dict[str, int] = {}
@@ -82,30 +82,35 @@ class Admission:
             bucket = self._bucket(key, slots * HANDSHAKES_PER_SLOT_PER_S, slots * HANDSHAKE_BURST_PER_SLOT, now_s)
             if not bucket.take(1.0, now_s):
                 return "rate"
-        self.open += 1
         self.half_open += 1
         self._per_addr[host] = self._per_addr.get(host, 0) + 1
         self._per_subnet[net] = self._per_subnet.get(net, 0) + 1
         self._half_per_subnet[net] = self._half_per_subnet.get(net, 0) + 1
         return None
 
-    def admit_identity(self, host: str, node: bytes) -> str | None:
-        """The hello arrived: the slot stops being half-open. "useful" or "ordinary": the kind of
-        slot it holds; None: only the reserved slots are left and this node has not proved useful
-        (the caller closes it). Pass the answer to `release`."""
+    def admit_identity(self, host: str, node: bytes) -> tuple[str | None, str]:
+        """The hello arrived: the slot stops being half-open. Returns (kind, why): kind "useful"
+        or "ordinary" is the slot it now holds (pass it to `release`); None: refused because
+        every slot is taken (why "limit") or only the reserved ones are left and this node has
+        not proved useful ("reserved"); the caller closes it."""
         self.half_open -= 1
         _decrement(self._half_per_subnet, subnet_of(host))
+        if self.open >= self.limits.max_inbound:
+            return None, "limit"
         if node in self._useful:
-            return "useful"
+            self.open += 1
+            return "useful", ""
         if self.ordinary >= self.limits.max_inbound - self.limits.reserved_useful:
-            return None
+            return None, "reserved"
+        self.open += 1
         self.ordinary += 1
-        return "ordinary"
+        return "ordinary", ""
 
     def release(self, host: str, *, identified: bool, kind: str | None) -> None:
         """The connection ended. `identified`: admit_identity was called; `kind`: its answer."""
         net = subnet_of(host)
-        self.open -= 1
+        if kind is not None:
+            self.open -= 1
         if not identified:
             self.half_open -= 1
             _decrement(self._half_per_subnet, net)

@@ -122,7 +122,7 @@ class Peer:
         self.admission = Admission(AdmissionLimits(
             max_inbound=config.max_inbound, per_addr=config.max_inbound_per_addr,
             per_subnet=config.max_inbound_per_subnet, max_half_open=config.max_half_open,
-            half_open_per_subnet=max(1, config.max_half_open // 2),
+            half_open_per_subnet=max(1, min(config.max_half_open, config.max_inbound_per_subnet // 2)),
             reserved_useful=min(config.reserved_useful, config.max_inbound // 4)))
         self._dialing: set[str] = set()
         # half-open inbound connections, oldest first: (set to evict it, set once its slot is free)
@@ -508,9 +508,10 @@ class Peer:
                 self.stats_total.fail(self.stats_total.refused, "banned")
                 await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"banned")
                 return None
-            slot.append(self.admission.admit_identity(remote, hello.node))
-            if slot[0] is None:
-                self.stats_total.fail(self.stats_total.refused, "reserved")
+            kind, why = self.admission.admit_identity(remote, hello.node)
+            slot.append(kind)
+            if kind is None:
+                self.stats_total.fail(self.stats_total.refused, why)
                 await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER, message=b"only reserved slots left")
                 return None
             answer = sign_hello(self.identity, swarm=self.swarm_id, listen=self.address, time_ms=now_ms,

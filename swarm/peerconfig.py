@@ -28,7 +28,8 @@ class PeerConfig:
     max_inbound: int = 32
     max_inbound_per_addr: int = 4    # slots one address may hold (half-open or open)
     max_inbound_per_subnet: int = 8  # ... one /24 (IPv4) or /48 (IPv6)
-    max_half_open: int = 8           # upgraded connections still waiting for their hello
+    max_half_open: int = 48          # upgraded connections still waiting for their hello (half of
+                                     # max_inbound_per_subnet from one subnet: 12 subnets to fill them)
     reserved_useful: int = 8         # inbound slots only peers that delivered entries may take (a quarter at most)
     max_outbound: int = 8
     dial_interval_s: float = DIAL_INTERVAL_S
