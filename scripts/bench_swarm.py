@@ -37,7 +37,7 @@ from ledger.entry import Entry  # noqa: E402
 from ledger.keys import Identity  # noqa: E402
 from ledger.spec import SwarmSpec, sign_spec  # noqa: E402
 from ledger.store import Ledger  # noqa: E402
-from swarm import gitrepo  # noqa: E402
+from swarm import gitrepo, gossip  # noqa: E402
 from swarm.bundles import make_bundle  # noqa: E402
 from swarm.peer import Peer, PeerConfig  # noqa: E402
 
@@ -115,6 +115,8 @@ async def run(args: argparse.Namespace) -> None:
         dial_interval_s=0.2, anti_entropy_interval_s=args.anti_entropy_s, ping_interval_s=30.0,
         peer_exchange=False, max_inbound=4 * args.degree, max_outbound=max(1, args.degree // 2) + 1,
         ingest_batch_wires=63, connect_timeout_s=30.0, handshake_timeout_s=30.0,
+        # every peer dials from 127.0.0.1: the per-address and per-subnet limits would refuse them
+        max_inbound_per_addr=4 * args.degree, max_inbound_per_subnet=4 * args.degree, max_half_open=8 * args.degree,
     )
     with tempfile.TemporaryDirectory(prefix="bench-swarm-", dir=args.tmp) as tmp:
         async with contextlib.AsyncExitStack() as stack:
@@ -231,7 +233,7 @@ async def bundle_bytes(tmp: Path) -> dict[str, int]:
 
 
 def emit(args: argparse.Namespace, **fields: Any) -> None:
-    print(json.dumps({"peers": args.peers, **fields}), flush=True)
+    print(json.dumps({"peers": args.peers, "pull_rtt_factor": args.pull_rtt_factor, **fields}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,8 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anti-entropy-s", type=float, default=10.0, help="the node default")
     parser.add_argument("--timeout-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pull-rtt-factor", type=float, default=gossip.PULL_RTT_FACTOR,
+                        help="ask for an announced entry after this many round trips (1e9: the old fixed 0.5 s)")
     parser.add_argument("--tmp", default=None, help="folder for the ledgers (default: the system's)")
     args = parser.parse_args(argv)
+    gossip.PULL_RTT_FACTOR = args.pull_rtt_factor
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory() as tmp:

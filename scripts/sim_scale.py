@@ -58,7 +58,7 @@ from ledger.keys import Identity  # noqa: E402
 from ledger.pending import Pending  # noqa: E402
 from ledger.spec import SignedSpec, SwarmSpec, sign_spec  # noqa: E402
 from swarm.connection import PING_INTERVAL_S  # noqa: E402
-from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S  # noqa: E402
+from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S, PULL_MIN_S, PULL_RTT_FACTOR  # noqa: E402
 from swarm.heads import heads_pages, split_targets  # noqa: E402
 from swarm.peer import FULL_HEADS_EVERY, FULL_SYNC_EVERY  # noqa: E402
 from swarm.peerconfig import ANTI_ENTROPY_INTERVAL_S  # noqa: E402
@@ -93,6 +93,10 @@ class SimConfig:
     # of an entry it lacks asks for it after `pull_after_s`. None: the old flood, full copies to all.
     eager: int | None = EAGER_FANOUT
     pull_after_s: float = PULL_AFTER_S
+    pull_rtt_factor: float = PULL_RTT_FACTOR   # ... or after this many round trips of the announcer's link
+    pull_from: str = "first"            # the announcer asked: "first" to announce, or "random" of those known
+    eager_in: int | None = None         # a node takes full forwarded copies from this many of its links at most
+    lazy_fanout: int | None = None      # experiment: ids of a forwarded entry to this many of the other peers at most
     heads: str = "delta"                # the periodic heads rounds: "delta" as built, "full" as before
     seed: int = 1
 
@@ -168,7 +172,7 @@ def flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: i
 
 
 def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], origin: int, frame_bytes: int,
-               cfg: SimConfig, rng: random.Random) -> Flood:
+               cfg: SimConfig, rng: random.Random, eager_order: list[list[int]] | None = None) -> Flood:
     """The flood as built (`cfg.eager` not None): full frames to a few, ids to the rest."""
     n = len(adj)
     held = np.full(n, math.inf)
@@ -177,6 +181,7 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
     announced = np.zeros(n, np.int32)
     known: list[set[int]] = [set() for _ in range(n)]
     pulling = [False] * n
+    announcers: list[list[int]] = [[] for _ in range(n)]
     busy_s = [0.0] * n
     tx_s = frame_bytes * 8 / cfg.uplink_bps
 
@@ -189,6 +194,8 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
         heapq.heappush(events, (busy_s[v] + lat(v, w), 0, w, v))
 
     # kinds: 0 full frame at v from u; 1 v forwards; 2 id announced to v by u; 3 v's pull timer; 4 want at v from u
+    # links on which v takes forwarded copies in full (the others send v ids only): its first eager_in
+    takes_full = [set(a if cfg.eager_in is None else a[:cfg.eager_in]) for a in (eager_order or adj)]
     events: list[tuple[float, int, int, int]] = [(0.0, 1, origin, -1)]
     held[origin] = 0.0
     while events:
@@ -202,7 +209,12 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
         elif kind == 1:
             targets = [w for w in adj[v] if w not in known[v]]
             # own entries go to all peers; others' by the built rule
-            full, lazy = (targets, []) if v == origin else split_targets(targets, cfg.eager, rng)
+            if v == origin:
+                full, lazy = targets, []
+            else:
+                willing = [w for w in targets if v in takes_full[w]]
+                full, _ = split_targets(willing, cfg.eager, rng)
+                lazy, _ = split_targets([w for w in targets if w not in full], cfg.lazy_fanout, rng)
             for w in full:
                 known[v].add(w)
                 send_full(t, v, w)
@@ -213,13 +225,18 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
         elif kind == 2:
             announced[v] += 1
             known[v].add(u)
+            announcers[v].append(u)
             if held[v] == math.inf and not pulling[v]:
                 pulling[v] = True
-                heapq.heappush(events, (t + cfg.pull_after_s, 3, v, u))
+                # as gossip.Replicator.pull_delay_s: a few round trips of the link, pull_after_s at most
+                delay_s = min(cfg.pull_after_s, max(PULL_MIN_S, cfg.pull_rtt_factor * 2 * lat(u, v)))
+                heapq.heappush(events, (t + delay_s, 3, v, u))
         elif kind == 3:
             pulling[v] = False
             if held[v] == math.inf:
                 announced[v] += 1
+                if cfg.pull_from == "random":
+                    u = rng.choice(announcers[v])
                 heapq.heappush(events, (t + lat(v, u), 4, u, v))
         else:
             announced[v] += 1
@@ -402,7 +419,9 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
     spec = make_spec(ids[:cfg.verifiers])
     typical = frame_bytes(Entries((b"\x00" * 1200,)))
     if cfg.eager is not None:
-        floods = [lazy_flood(adj, latency, o, typical, cfg, random.Random(cfg.seed * 1_000_003 + o))
+        # each node's links in the order it keeps them eager (connection order: here random)
+        eager_order = [random.Random(cfg.seed * 7 + v).sample(a, len(a)) for v, a in enumerate(adj)]
+        floods = [lazy_flood(adj, latency, o, typical, cfg, random.Random(cfg.seed * 1_000_003 + o), eager_order)
                   for o in range(cfg.nodes)]
     else:
         floods = [flood(adj, latency, o, typical, cfg) for o in range(cfg.nodes)]
@@ -523,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ledger", action="store_true", help="skip writing the real ledger file")
     parser.add_argument("--eager", type=int, default=EAGER_FANOUT,
                         help="full frames to this many peers, ids to the rest (the built default)")
+    parser.add_argument("--pull-rtt-factor", type=float, default=PULL_RTT_FACTOR,
+                        help="ask for an announced entry after this many round trips (1e9: always pull_after_s)")
+    parser.add_argument("--pull-from", choices=["first", "random"], default="first")
+    parser.add_argument("--eager-in", type=int, default=None, help="links a node takes full forwarded copies on")
+    parser.add_argument("--lazy-fanout", type=int, default=0,
+                        help="experiment: peers told a forwarded entry's id at most; 0: all (as built)")
     parser.add_argument("--flood", action="store_true", help="the old rule: every entry in full to every peer")
     parser.add_argument("--heads", choices=["full", "delta"], default="delta",
                         help="periodic heads rounds: deltas as built, or full pages as before")
@@ -530,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="points of the loss curve in each claim (the node keeps 16)")
     args = parser.parse_args(argv)
     cfg = SimConfig(nodes=args.nodes, hours=args.hours, dials=args.dials, seed=args.seed,
-                    eager=None if args.flood else args.eager,
+                    eager=None if args.flood else args.eager, pull_rtt_factor=args.pull_rtt_factor,
+                    pull_from=args.pull_from, eager_in=args.eager_in, lazy_fanout=args.lazy_fanout or None,
                     heads=args.heads, loss_points=args.loss_points)
     with tempfile.TemporaryDirectory() as tmp:
         result = simulate(cfg, ledger_dir=None if args.no_ledger else Path(tmp))

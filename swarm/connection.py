@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import secrets
 import time
@@ -28,10 +29,10 @@ from aiohttp import web
 from ledger.keys import node_id_text, short_id
 from swarm.errors import BadMessage, SwarmError
 from swarm.handshake import Hello
-from swarm.limits import ConnectionLimits, should_ban
+from swarm.limits import MAX_THROTTLE_S, ConnectionLimits, should_ban
 from swarm.protocol import (
-    MAX_FRAME_BYTES, Digest, Entries, Have, Heads, HeadsDelta, HeldQuery, HeldReply, Message, Peers, Ping, Pong,
-    Want, WantIds, decode_message, encode_message,
+    ANSWER_KINDS, MAX_FRAME_BYTES, Digest, Entries, Have, Heads, HeadsDelta, HeldQuery, HeldReply, Message, Peers, Ping, Pong,
+    Want, WantIds, decode_message, encode_message, frame_kind,
 )
 from swarm.stats import PeerStats
 
@@ -41,11 +42,14 @@ SEEN_IDS = 4096               # entry ids this peer is known to hold (sent us, o
 SENT_FRAUDS = 1024            # fork proof ids sent on this link; forgotten beyond (then re-sent once)
 SEND_TIMEOUT_S = 30.0         # one frame onto the socket
 PING_INTERVAL_S = 10.0
+EARLY_PINGS_S = (1.0, 2.0, 4.0)   # the gaps between the first pings after connecting
 IDLE_TIMEOUT_S = 45.0         # nothing at all received for this long: the link is dead
 CLOSE_TIMEOUT_S = 2.0
 MAX_HELD_QUERIES = 16         # our HeldQuery frames awaiting this peer's reply (below its inbox size)
 
 SyncMessage = Heads | Want | Digest | HeadsDelta | WantIds | HeldQuery
+Request = Heads | Want | Digest | HeadsDelta | WantIds   # what makes the peer send us entries or heads
+Answer = Entries | Heads | HeadsDelta   # what a peer sends back to them
 
 _log = logging.getLogger(__name__)
 
@@ -125,9 +129,14 @@ class Connection:
         self.held_queries: dict[int, asyncio.Future[bool]] = {}  # our open HeldQuery nonces
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._pings: dict[int, float] = {}
+        # the lowest round trip seen: the link's own delay without the moments our loop was busy
+        self.rtt_min_ms: float | None = None
         self._last_in_s = time.monotonic()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.opened_s = time.monotonic()
+        self.remote_host = ""        # the address the socket came from (inbound; set by the peer)
+        self.addrs_learned = 0       # addresses this peer told us (bounded by the peer)
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -150,6 +159,8 @@ class Connection:
         self.sent_frauds.add(entry_id)
 
     def push(self, message: Message, *, urgent: bool = False) -> None:
+        if isinstance(message, Request):
+            self.limits.note_request(time.monotonic())
         self.push_frame(encode_message(message), urgent=urgent)
 
     def push_frame(self, frame: bytes, *, urgent: bool = False) -> None:
@@ -162,6 +173,8 @@ class Connection:
 
     async def send_bulk(self, message: Message) -> None:
         if not self.closed.is_set():
+            if isinstance(message, Request):
+                self.limits.note_request(time.monotonic())
             await self.sendq.put(encode_message(message))
 
     def ask_held(self, entry_id: bytes) -> asyncio.Future[bool] | None:
@@ -254,7 +267,15 @@ class Connection:
         if len(data) > MAX_FRAME_BYTES:
             self.misbehaved("oversized")
             return
-        if not self.limits.admit(len(data), time.monotonic()):
+        now = time.monotonic()
+        if frame_kind(data) in ANSWER_KINDS and self.limits.requested(now):
+            # an answer to our request: slowed down (the reader waits, the peer slows through
+            # TCP), never penalized — we asked for it
+            wait_s = self.limits.answer_wait_s(len(data), now)
+            if wait_s > 0:
+                self.stats.throttled_in += 1
+                await asyncio.sleep(wait_s)
+        elif not self.limits.admit(len(data), now):
             self.misbehaved("rate")
             return
         try:
@@ -278,8 +299,9 @@ class Connection:
             # bounded by the frame rate and the inbox
             costly = not isinstance(message, WantIds | HeldQuery)
             if costly and not self.limits.syncs.take(1.0, time.monotonic()):
-                self.misbehaved("rate")
-                return
+                if not (isinstance(message, Answer) and await self._throttled_sync()):
+                    self.misbehaved("rate")
+                    return
             try:
                 self.inbox.put_nowait(message)
             except asyncio.QueueFull:
@@ -292,8 +314,22 @@ class Connection:
                 self.misbehaved("unexpected")
             else:
                 self.stats.rtt_ms = round((time.monotonic() - sent) * 1000, 3)
+                if self.rtt_min_ms is None or self.stats.rtt_ms < self.rtt_min_ms:
+                    self.rtt_min_ms = self.stats.rtt_ms
         else:
             self.handler.on_peers(self, message)
+
+    async def _throttled_sync(self) -> bool:
+        """A heads page over the sync budget that answers our request waits for it (bounded)."""
+        now = time.monotonic()
+        if not self.limits.requested(now):
+            return False
+        wait_s = self.limits.syncs.wait_s(1.0, now)
+        if wait_s > MAX_THROTTLE_S:
+            return False
+        self.stats.throttled_in += 1
+        await asyncio.sleep(wait_s)
+        return self.limits.syncs.take(1.0, time.monotonic())
 
     async def _write_loop(self) -> None:
         while True:
@@ -309,8 +345,12 @@ class Connection:
             await self.handler.on_sync(self, message)
 
     async def _ping_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.ping_interval_s)
+        # one ping at once, and a few soon after: the round trip is known from the start
+        # (replication's pull timer uses the lowest), even if the first ones met a busy loop
+        self._pings[secrets.randbits(62)] = time.monotonic()
+        self.push(Ping(next(iter(self._pings))), urgent=True)
+        for interval_s in itertools.chain(EARLY_PINGS_S, itertools.repeat(self.ping_interval_s)):
+            await asyncio.sleep(min(interval_s, self.ping_interval_s))
             now = time.monotonic()
             if now - self._last_in_s > max(IDLE_TIMEOUT_S, 3 * self.ping_interval_s):
                 self.close("idle")

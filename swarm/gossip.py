@@ -14,8 +14,9 @@ Theory of operation
   `eager_fanout` of them (chosen at random) and are announced by id (`Have`) to the rest: a
   flood in full would carry every entry over every link, ~degree copies per node. Only appended
   entries travel: never a rejected, waiting or forked one. Fork proofs go in the urgent lane.
-- Pull. An announced id we do not hold becomes a pull: after PULL_AFTER_S (time for a full copy
-  on its way to land) we ask its first announcer (`WantIds`); one that has not delivered within
+- Pull. An announced id we do not hold becomes a pull: after PULL_RTT_FACTOR round trips of the
+  announcer's link (time for a full copy on its way to land; PULL_AFTER_S at most, and while no
+  round trip is measured) we ask its first announcer (`WantIds`); one that has not delivered within
   WANT_TIMEOUT_S is passed over for the next announcer, and with none left the pull is dropped:
   anti-entropy fills the gap. Pulls are bounded in all and per announcing peer, so a peer that
   announces ids it never serves costs a timeout, never a stall.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import logging
 import random
 import time
@@ -63,8 +65,10 @@ from swarm.protocol import (
 INGEST_QUEUE_FRAMES = 256       # entry frames waiting for the ledger, all peers together
 INGEST_BATCH_WIRES = 256        # wires per append_wires call at most
 KNOWN_IDS = 65_536              # recently held entry ids -> signature, to skip duplicates early
+RECENT_WIRES = 2_048            # recently appended wires kept in memory: pulls ask for these (no SQLite read)
 TRACKED_PENDING = 10_000        # waiting entries we watch (the store's pending area is as big)
 TRACKED_PENDING_TTL_S = 300.0
+PENDING_PER_LINK = 1_000        # waiting entries one link may have sent us: a tenth of the store's area
 REPAIR_INTERVAL_S = 0.5
 WANT_AFTER_S = 0.5              # a gap older than this is asked for
 SYNC_READ_ENTRIES = 256         # per wires_after call
@@ -73,8 +77,10 @@ MAX_FRAUDS = 256                # fork proofs kept to send first on every link
 SUBSCRIBER_QUEUE = 1024
 EAGER_FANOUT = 1                # peers that get a forwarded entry in full; the others get its id
 PULL_AFTER_S = 0.5              # an announced entry not here by then is asked for (an eager copy may be on its way)
+PULL_RTT_FACTOR = 1.5           # ... or sooner: this many round trips of the announcer's link (measured)
+PULL_MIN_S = 0.01
 WANT_TIMEOUT_S = 2.0            # an asked announcer that has not delivered by then is passed over
-PULL_TICK_S = 0.05
+PULL_TICK_S = 0.002             # pulls falling due within this are asked together (fewer frames)
 MAX_PULLS = 16_384              # announced ids we lack and track, all peers together
 MAX_PULLS_PER_PEER = 2_048      # of them first announced by one peer
 MAX_ANNOUNCERS = 8              # peers remembered per pull
@@ -96,7 +102,7 @@ class _Pull:
 
     first: Connection                  # its first announcer (for the per-peer bound)
     announcers: list[Connection]
-    due_s: float                       # when to ask (again)
+    due_s: float                       # when to ask (again); its (due_s, id) is in the due heap
     asked: list[Connection] = field(default_factory=list)
 
 
@@ -124,13 +130,17 @@ class Replicator:
         self.pulls_dropped = 0     # pulls given up (no announcer left) or refused (bounds): anti-entropy's
         self._pulls: OrderedDict[bytes, _Pull] = OrderedDict()
         self._pulls_by_peer: dict[Connection, int] = {}
-        self._pull_ready = asyncio.Event()
+        self._pull_wake = asyncio.Event()   # a pull fell due sooner than the pull loop sleeps
+        self._pull_due: list[tuple[float, bytes]] = []  # heap of (due_s, id); stale rows skipped
         self._queue: asyncio.Queue[tuple[Connection | None, tuple[bytes, ...]]] = asyncio.Queue(
             maxsize=INGEST_QUEUE_FRAMES
         )
         self._known: OrderedDict[bytes, bytes] = OrderedDict()  # entry id -> signature
+        self._recent: OrderedDict[bytes, bytes] = OrderedDict()  # entry id -> wire, the newest RECENT_WIRES
         self._inflight: dict[bytes, bytes] = {}  # queued for the ledger: id -> signature (bounded by the queue)
         self._waiting: OrderedDict[tuple[bytes, int], _Waiting] = OrderedDict()
+        self._waiting_by_link: dict[Connection, int] = {}  # of _waiting, how many each link sent
+        self._release_lock = asyncio.Lock()  # one release pass at a time (ingest and repair both run one)
         self._frauds: OrderedDict[bytes, bytes] = OrderedDict()  # fraud entry id -> wire
         self._published_proofs: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         self._subscribers: set[asyncio.Queue[Entry]] = set()
@@ -166,11 +176,13 @@ class Replicator:
 
     async def run_pull(self) -> None:
         while True:
-            await self._pull_ready.wait()
-            await asyncio.sleep(PULL_TICK_S)
+            self._pull_wake.clear()
             self._pull(time.monotonic())
-            if not self._pulls:
-                self._pull_ready.clear()
+            sleep_s = None if not self._pull_due else max(PULL_TICK_S, self._pull_due[0][0] - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(sleep_s):
+                    await self._pull_wake.wait()
+            await asyncio.sleep(PULL_TICK_S)
 
     # -- what connections call
 
@@ -186,10 +198,22 @@ class Replicator:
                 if len(self._pulls) >= MAX_PULLS or self._pulls_by_peer.get(conn, 0) >= MAX_PULLS_PER_PEER:
                     self.pulls_dropped += 1
                     continue
-                self._pulls[eid] = _Pull(conn, [conn], now + self.pull_after_s)
+                due_s = now + self.pull_delay_s(conn.rtt_min_ms)
+                if not self._pull_due or due_s < self._pull_due[0][0]:
+                    self._pull_wake.set()
+                self._pulls[eid] = _Pull(conn, [conn], due_s)
+                heapq.heappush(self._pull_due, (due_s, eid))
                 self._pulls_by_peer[conn] = self._pulls_by_peer.get(conn, 0) + 1
-        if self._pulls:
-            self._pull_ready.set()
+
+    def pull_delay_s(self, rtt_ms: float | None) -> float:
+        """How long an announced entry may take to come in full from another peer before we ask.
+
+        About one in three peers gets no full copy at all (each holder sends one to a random
+        peer), so every wait is pure delay for them: wait about as long as a copy takes over the
+        announcer's own link, never longer than pull_after_s (also used while no RTT is known)."""
+        if rtt_ms is None:
+            return self.pull_after_s
+        return min(self.pull_after_s, max(PULL_MIN_S, PULL_RTT_FACTOR * rtt_ms / 1000))
 
     async def on_entries(self, conn: Connection, wires: tuple[bytes, ...]) -> None:
         fresh = []
@@ -318,6 +342,9 @@ class Replicator:
         self._known.move_to_end(eid)
         if len(self._known) > KNOWN_IDS:
             self._known.popitem(last=False)
+        self._recent[eid] = wire
+        if len(self._recent) > RECENT_WIRES:
+            self._recent.popitem(last=False)
 
     async def _dispatch(self, batch: list[tuple[Connection | None, bytes]], results: list[Result]) -> None:
         appended_authors: set[bytes] = set()
@@ -337,6 +364,9 @@ class Replicator:
             elif result.verdict is Verdict.PENDING:
                 if origin is not None:
                     origin.stats.pending_in += 1
+                    if self._waiting_by_link.get(origin, 0) >= PENDING_PER_LINK:
+                        # more waiting entries than one link's share of the area: its flood, not ours
+                        origin.misbehaved("pending_flood")
                 self._track(wire, origin)
             elif result.verdict is Verdict.FORK:
                 if origin is not None:
@@ -346,6 +376,8 @@ class Replicator:
             elif origin is not None:
                 if result.reason in BLAMED:
                     origin.misbehaved(result.reason)
+                elif result.reason == "pending_full" and self._waiting_by_link.get(origin, 0) >= PENDING_PER_LINK:
+                    origin.misbehaved("pending_full")  # the area is full of this sender's entries
                 else:
                     origin.stats.reject(result.reason)
         if appended_authors and self._waiting:
@@ -404,22 +436,41 @@ class Replicator:
         if slot in self._waiting:
             return
         self._waiting[slot] = _Waiting(wire, entry, origin, time.monotonic())
+        if origin is not None:
+            self._waiting_by_link[origin] = self._waiting_by_link.get(origin, 0) + 1
         if len(self._waiting) > TRACKED_PENDING:
-            self._waiting.popitem(last=False)
+            self._unwait(next(iter(self._waiting)))
+
+    def _unwait(self, slot: tuple[bytes, int]) -> None:
+        waiting = self._waiting.pop(slot)
+        if waiting.origin is not None:
+            left = self._waiting_by_link.get(waiting.origin, 1) - 1
+            if left > 0:
+                self._waiting_by_link[waiting.origin] = left
+            else:
+                self._waiting_by_link.pop(waiting.origin, None)
 
     async def _release(self, pick: Callable[[_Waiting], bool] | None) -> None:
-        """Forwards tracked entries that the store has since appended from its pending area."""
-        for slot, waiting in list(self._waiting.items()):
-            if pick is not None and not pick(waiting):
-                continue
-            if await self.port.head_seq(waiting.entry.author) < waiting.entry.seq:
-                continue
-            del self._waiting[slot]
-            if not await self.port.holds(waiting.entry.id):
-                continue  # dropped from the pending area (e.g. its chain broke): never forwarded
-            self._remember(waiting.entry.id, waiting.wire)
-            self.released += 1
-            self._appended(waiting.entry, waiting.origin)
+        """Forwards tracked entries that the store has since appended from its pending area.
+
+        run_ingest (after a batch) and run_repair (on its timer) both call this, and each awaits
+        the ledger between looking at a slot and taking it; the lock makes one pass at a time,
+        and a slot is taken only if it still holds the same waiting entry (_track may have
+        evicted or replaced it during the await)."""
+        async with self._release_lock:
+            for slot, waiting in list(self._waiting.items()):
+                if pick is not None and not pick(waiting):
+                    continue
+                if await self.port.head_seq(waiting.entry.author) < waiting.entry.seq:
+                    continue
+                if self._waiting.get(slot) is not waiting:
+                    continue
+                self._unwait(slot)
+                if not await self.port.holds(waiting.entry.id):
+                    continue  # dropped from the pending area (e.g. its chain broke): never forwarded
+                self._remember(waiting.entry.id, waiting.wire)
+                self.released += 1
+                self._appended(waiting.entry, waiting.origin)
 
     async def _repair(self, now_s: float) -> None:
         if not self._waiting:
@@ -430,9 +481,11 @@ class Replicator:
             await self.notify()
         wants: dict[Connection, dict[bytes, int]] = {}
         for slot, waiting in list(self._waiting.items()):
+            if self._waiting.get(slot) is not waiting:
+                continue  # taken by a release pass while we awaited the ledger below
             age = now_s - waiting.since_s
             if age > TRACKED_PENDING_TTL_S:
-                del self._waiting[slot]
+                self._unwait(slot)
                 continue
             origin = waiting.origin
             if age < WANT_AFTER_S or origin is None or origin.closed.is_set():
@@ -457,11 +510,12 @@ class Replicator:
     def _pull(self, now_s: float) -> None:
         """Asks for announced entries still missing: each from an announcer not asked before."""
         asks: dict[Connection, list[bytes]] = {}
-        # pulls stay in the order they fall due (each one rescheduled moves to the end), so a
-        # tick stops at the first that is not due yet
-        for eid, pull in list(self._pulls.items()):
-            if now_s < pull.due_s:
-                break
+        later: list[tuple[float, bytes]] = []
+        while self._pull_due and self._pull_due[0][0] <= now_s:
+            due_s, eid = heapq.heappop(self._pull_due)
+            pull = self._pulls.get(eid)
+            if pull is None or pull.due_s != due_s:
+                continue  # dropped, or rescheduled (its newer row is in the heap)
             if eid in self._known or eid in self._inflight:
                 self._drop_pull(eid)
                 continue
@@ -474,17 +528,22 @@ class Replicator:
                 continue
             batch = asks.setdefault(fresh[0], [])
             if len(batch) >= MAX_IDS_PER_FRAME:
-                continue  # one frame per peer per tick: the rest wait for the next tick
+                pull.due_s = now_s + PULL_TICK_S  # one frame per peer per tick: the rest go next tick
+                later.append((pull.due_s, eid))
+                continue
             batch.append(eid)
             pull.asked.append(fresh[0])
             pull.due_s = now_s + self.want_timeout_s
-            self._pulls.move_to_end(eid)
+            later.append((pull.due_s, eid))
+        for row in later:
+            heapq.heappush(self._pull_due, row)
         for conn, ids in asks.items():
             self.pulls_asked += len(ids)
             conn.push(WantIds(tuple(ids)))
 
     async def _serve_ids(self, conn: Connection, ids: tuple[bytes, ...]) -> None:
-        wires = [w for w in [await self.port.wire(eid) for eid in ids] if w is not None]
+        # a pull asks for entries announced a moment ago: nearly always still in memory
+        wires = [w for w in [self._recent.get(eid) or await self.port.wire(eid) for eid in ids] if w is not None]
         for wire in wires:
             conn.mark_known(entry_key(wire))
         for frame in pack_frames(wires):

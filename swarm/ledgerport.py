@@ -54,7 +54,7 @@ def reject_reason(detail: str) -> str:
     if "signature" in text:
         return "bad_signature"
     if "pending area full" in text:
-        return "pending_full"      # our limit, not the sender's fault
+        return "pending_full"      # blamed on the sender only if its own entries fill the area (gossip)
     if "frozen" in text:
         return "frozen_author"     # honest peers forward until they learn of the fork
     if "broken chain" in text:

@@ -25,6 +25,8 @@ BYTE_BURST = 64 * 1024 * 1024
 SYNCS_PER_S = 2.0           # heads pages and wants from one peer: each costs a scan of our heads
 SYNC_BURST = 64.0
 HANDSHAKES_PER_S = 20.0     # inbound connection attempts, all peers together
+REQUEST_WINDOW_S = 30.0     # after we ask a peer for entries or heads, its answers are not penalized
+MAX_THROTTLE_S = 5.0        # one over-rate answer waits at most this long for tokens
 HANDSHAKE_BURST = 200.0
 
 # Reason -> penalty. A reason not listed costs DEFAULT_PENALTY.
@@ -38,6 +40,8 @@ PENALTIES: dict[str, float] = {
     "rejected_entry": 10.0,   # refused by the ledger (broken chain, frozen author, pending full)
     "fork": 0.0,              # forwarding someone's fork proves the fork: not the sender's fault
     "rate": 2.0,              # over its rate limit: the frame is dropped
+    "pending_flood": 2.0,     # an entry that waits for a dependency, past the link's share of the area
+    "pending_full": 2.0,      # refused for a full pending area that this link's entries fill
     "unexpected": 10.0,       # a message out of place
     "bad_addr": 5.0,
 }
@@ -54,6 +58,14 @@ class TokenBucket:
     @classmethod
     def full(cls, rate_per_s: float, burst: float, now_s: float) -> TokenBucket:
         return cls(rate_per_s, burst, burst, now_s)
+
+    def wait_s(self, amount: float, now_s: float) -> float:
+        """Seconds until `amount` tokens are there (0: now); never takes any."""
+        elapsed = max(0.0, now_s - self.updated_s)
+        tokens = min(self.burst, self.tokens + elapsed * self.rate_per_s)
+        if tokens >= amount:
+            return 0.0
+        return (min(amount, self.burst) - tokens) / self.rate_per_s
 
     def take(self, amount: float, now_s: float) -> bool:
         """Takes `amount` tokens if there are enough; False (taking nothing) if not."""
@@ -98,6 +110,14 @@ class ConnectionLimits:
     bytes: TokenBucket
     syncs: TokenBucket
     score: Score
+    # Until then the peer is answering a request of ours (heads, wants, a digest): frames over
+    # the rate are then slowed down (through TCP), never penalized — a syncing node must not ban
+    # the peer for sending what it asked for.
+    requested_until_s: float = 0.0
+    # Answers inside that window pay from these instead, so a big catch-up cannot drain the
+    # buckets that the peer's pings and digests need.
+    answer_frames: TokenBucket | None = None
+    answer_bytes: TokenBucket | None = None
 
     @classmethod
     def fresh(cls, now_s: float) -> ConnectionLimits:
@@ -107,6 +127,25 @@ class ConnectionLimits:
             TokenBucket.full(SYNCS_PER_S, SYNC_BURST, now_s),
             Score(0.0, now_s),
         )
+
+    def note_request(self, now_s: float) -> None:
+        self.requested_until_s = now_s + REQUEST_WINDOW_S
+
+    def requested(self, now_s: float) -> bool:
+        return now_s < self.requested_until_s
+
+    def answer_wait_s(self, size: int, now_s: float) -> float:
+        """How long an answer of `size` bytes must wait for the answer buckets; takes the tokens
+        (the caller waits that long, then hands the frame on: it is never dropped or penalized)."""
+        if self.answer_frames is None or self.answer_bytes is None:
+            self.answer_frames = TokenBucket.full(FRAMES_PER_S, FRAME_BURST, now_s)
+            self.answer_bytes = TokenBucket.full(BYTES_PER_S, BYTE_BURST, now_s)
+        wait_s = max(self.answer_frames.wait_s(1.0, now_s), self.answer_bytes.wait_s(float(size), now_s))
+        # pay now, as if at now + wait_s: tokens may go negative, which is the debt the wait covers
+        for bucket, amount in ((self.answer_frames, 1.0), (self.answer_bytes, float(size))):
+            bucket.take(0.0, now_s)
+            bucket.tokens -= min(amount, bucket.burst)
+        return wait_s
 
     def admit(self, size: int, now_s: float) -> bool:
         """Whether a frame of `size` bytes is within the limits (both buckets, or neither, pay)."""

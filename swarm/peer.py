@@ -36,6 +36,8 @@ from ledger.bodies import Body
 from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.store import Ledger
+from swarm.admission import Admission, AdmissionLimits
+from swarm.anchors import LinkSummary, choose_anchors, load_anchors, save_anchors
 from swarm.bundles import MAX_BUNDLE_BYTES
 from swarm.connection import Connection, SyncMessage, WebSocket
 from swarm.errors import BadHandshake, PeerUnavailable, ReplayedHandshake, SwarmError
@@ -44,7 +46,7 @@ from swarm.handshake import MAX_HELLO_BYTES, Hello, NonceCache, accept_hello, de
 from swarm.ledgerport import LedgerPort
 from swarm.peerconfig import PeerConfig
 from swarm.limits import HANDSHAKE_BURST, HANDSHAKES_PER_S, Bans, TokenBucket
-from swarm.peertable import PeerTable, choose_dials
+from swarm.peertable import PeerTable, choose_dials, group_of, host_of
 from swarm.protocol import ENTRY_ID_BYTES, MAX_ADDRS_PER_FRAME, MAX_FRAME_BYTES, Digest, Peers, check_addr
 from swarm.stats import SwarmStats
 
@@ -57,6 +59,10 @@ FULL_HEADS_EVERY = 30        # heads rounds; the others send only a delta of wha
 MAX_HELD_TIMEOUT_S = 60.0
 SERVER_SHUTDOWN_S = 2.0
 BUNDLE_TIMEOUT_S = 60.0
+MAX_ADDRS_FROM_PEER = 2 * MAX_ADDRS_PER_FRAME   # addresses taken from one link in its lifetime
+HALF_OPEN_EVICT_S = 1.0      # an evicted half-open connection frees its slot within this
+USEFUL_ENTRIES = 16          # entries a peer delivered first (we appended them) to count as useful
+USEFUL_SCORE = -20.0         # ... with a score above this
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 _log = logging.getLogger(__name__)
@@ -83,7 +89,7 @@ def _handshake_reason(exc: BadHandshake) -> str:
         return "replayed"
     text = str(exc)
     for needle, reason in (("another swarm", "wrong_swarm"), ("signature", "bad_signature"), ("clock", "clock"),
-                           ("version", "version"), ("own node", "self"), ("echo", "echo")):
+                           ("version", "version"), ("own node", "self"), ("echo", "echo"), ("evicted", "evicted")):
         if needle in text:
             return reason
     return "malformed"
@@ -104,13 +110,23 @@ class Peer:
         self.table = PeerTable.load(config.peer_table_path) if config.peer_table_path else PeerTable()
         for addr in config.bootstrap:
             self.table.add(addr, bootstrap=True)
+        self.anchors = load_anchors(config.anchors_path) if config.anchors_path else []
+        for addr in self.anchors:  # marked good: choose_dials dials them before gossiped addresses
+            if self.table.add(addr):
+                self.table.records[addr].last_ok_s = max(self.table.records[addr].last_ok_s, 1.0)
         self.bans = Bans()
         self.nonces = NonceCache()
         self.address = ""
         self._bundle_source = bundle_source
         self._handshakes = TokenBucket.full(HANDSHAKES_PER_S, HANDSHAKE_BURST, time.monotonic())
-        self._inbound_open = 0
+        self.admission = Admission(AdmissionLimits(
+            max_inbound=config.max_inbound, per_addr=config.max_inbound_per_addr,
+            per_subnet=config.max_inbound_per_subnet, max_half_open=config.max_half_open,
+            half_open_per_subnet=max(1, min(config.max_half_open, config.max_inbound_per_subnet // 2)),
+            reserved_useful=min(config.reserved_useful, config.max_inbound // 4)))
         self._dialing: set[str] = set()
+        # half-open inbound connections, oldest first: (set to evict it, set once its slot is free)
+        self._half_open: dict[object, tuple[asyncio.Event, asyncio.Event]] = {}
         self._outbound: dict[Connection, None] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -149,7 +165,9 @@ class Peer:
             raise SwarmError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from None
         host, port = self._runner.addresses[0][:2]
         self.address = self.config.advertise or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        connector = aiohttp.TCPConnector(local_addr=(self.config.dial_from, 0)) if self.config.dial_from else None
         self._session = aiohttp.ClientSession(
+            connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                           sock_connect=self.config.connect_timeout_s),
         )
@@ -191,6 +209,14 @@ class Peer:
             return
         self._closed = self._closing = True
         self._stop.set()
+        if self.config.anchors_path is not None:
+            now = time.monotonic()
+            links = [LinkSummary(c.addr, not c.inbound, now - c.opened_s, c.stats.score, c.stats.entries_in)
+                     for c in self.replicator.conns.values()]
+            try:
+                await asyncio.to_thread(save_anchors, self.config.anchors_path, choose_anchors(links))
+            except OSError as exc:
+                _log.error("could not save the anchors: %s", exc)
         for conn in list(self.replicator.conns.values()) + list(self._outbound):
             conn.close("shutting down")
         if self._supervisor is not None:
@@ -397,10 +423,13 @@ class Peer:
         return Connection(ws, hello, inbound=inbound, addr=addr, handler=self,
                           send_queue_frames=self.config.send_queue_frames, ping_interval_s=self.config.ping_interval_s)
 
-    async def _receive_hello(self, ws: WebSocket) -> Hello:
+    async def _receive_hello(self, ws: WebSocket, evicted: asyncio.Event | None = None) -> Hello:
         try:
             async with asyncio.timeout(self.config.handshake_timeout_s):
-                msg = await ws.receive()
+                if evicted is None:
+                    msg = await ws.receive()
+                else:
+                    msg = await self._receive_unless(ws, evicted)
         except TimeoutError:
             raise BadHandshake("hello: none within the handshake timeout") from None
         if msg.type != aiohttp.WSMsgType.BINARY or len(msg.data) > MAX_HELLO_BYTES:
@@ -409,22 +438,53 @@ class Peer:
 
     # -- accepting
 
+    @staticmethod
+    async def _receive_unless(ws: WebSocket, evicted: asyncio.Event) -> aiohttp.WSMessage:
+        """The next message, or BadHandshake as soon as `evicted` is set (a newer upgrade needs the slot)."""
+        async with asyncio.TaskGroup() as tg:
+            receive = tg.create_task(ws.receive(), name="swarm-hello")
+            evict = tg.create_task(evicted.wait(), name="swarm-hello-evict")
+            await asyncio.wait((receive, evict), return_when=asyncio.FIRST_COMPLETED)
+            for task in (receive, evict):
+                task.cancel()
+        if receive.cancelled():
+            raise BadHandshake("hello: evicted, half-open too long while others waited")
+        return receive.result()
+
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         if self._closing:
             return web.Response(status=503, text="shutting down")
-        if self._inbound_open >= self.config.max_inbound:
-            self.stats_total.fail(self.stats_total.refused, "limit")
-            return web.Response(status=503, text="too many peers")
-        if not self._handshakes.take(1.0, time.monotonic()):
-            self.stats_total.fail(self.stats_total.refused, "rate")
-            return web.Response(status=429, text="too many handshakes")
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, heartbeat=None)
         if not ws.can_prepare(request).ok:
+            # before any allowance is spent: plain GETs must not use up the handshakes
+            self.stats_total.fail(self.stats_total.refused, "not_websocket")
             return web.Response(status=400, text="websocket upgrade expected")
-        self._inbound_open += 1
+        host = request.remote or ""
+        why = self.admission.admit(host, time.monotonic())
+        if why == "half_open" and self._half_open:
+            # every half-open slot is taken: the oldest has had the longest to send its hello
+            # (an honest peer sends it at once), so it goes and this one takes its place
+            evict, released = self._half_open.pop(next(iter(self._half_open)))
+            evict.set()
+            self.stats_total.fail(self.stats_total.refused, "evicted_half_open")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HALF_OPEN_EVICT_S):
+                    await released.wait()
+            why = self.admission.admit(host, time.monotonic())
+        if why is None and not self._handshakes.take(1.0, time.monotonic()):
+            self.admission.release(host, identified=False, kind=None)
+            why = "rate"
+        if why is not None:
+            self.stats_total.fail(self.stats_total.refused, why)
+            return web.Response(status=429 if why == "rate" else 503, text=f"refused: {why}")
+        slot: list[str | None] = []   # _accept appends the kind of slot once the hello names the node
+        evicted, released = asyncio.Event(), asyncio.Event()
+        key = object()
+        self._half_open[key] = (evicted, released)
         try:
             await ws.prepare(request)
-            conn = await self._accept(ws, request.remote or "")
+            conn = await self._accept(ws, host, slot, evicted)
+            self._half_open.pop(key, None)
             if conn is not None and await self._register(conn):
                 try:
                     await conn.run(self._anti_entropy)
@@ -433,17 +493,26 @@ class Peer:
             elif conn is not None:
                 await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"duplicate connection")
         finally:
-            self._inbound_open -= 1
+            self._half_open.pop(key, None)
+            self.admission.release(host, identified=bool(slot), kind=slot[0] if slot else None)
+            released.set()
         return ws
 
-    async def _accept(self, ws: web.WebSocketResponse, remote: str) -> Connection | None:
+    async def _accept(self, ws: web.WebSocketResponse, remote: str, slot: list[str | None],
+                      evicted: asyncio.Event) -> Connection | None:
         try:
-            hello = await self._receive_hello(ws)
+            hello = await self._receive_hello(ws, evicted)
             now_ms = int(time.time() * 1000)
             accept_hello(hello, swarm=self.swarm_id, me=self.node_id, now_ms=now_ms, nonces=self.nonces)
             if self.bans.banned(hello.node, time.monotonic()):
                 self.stats_total.fail(self.stats_total.refused, "banned")
                 await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=b"banned")
+                return None
+            kind, why = self.admission.admit_identity(remote, hello.node)
+            slot.append(kind)
+            if kind is None:
+                self.stats_total.fail(self.stats_total.refused, why)
+                await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER, message=b"only reserved slots left")
                 return None
             answer = sign_hello(self.identity, swarm=self.swarm_id, listen=self.address, time_ms=now_ms,
                                 nonce=new_nonce(), echo=hello.nonce)
@@ -457,8 +526,10 @@ class Peer:
             return None
         self.stats_total.connections_in += 1
         if hello.listen and self.config.peer_exchange:
-            self.table.add(hello.listen)
-        return self._connection(ws, hello, inbound=True, addr=hello.listen or remote)
+            self.table.add(hello.listen, source=group_of(remote))
+        conn = self._connection(ws, hello, inbound=True, addr=hello.listen or remote)
+        conn.remote_host = remote
+        return conn
 
     async def _handle_spec(self, request: web.Request) -> web.StreamResponse:
         """The signed swarm spec, so a node given only our address can join (swarm/join.py)."""
@@ -494,6 +565,8 @@ class Peer:
         return True
 
     async def _unregister(self, conn: Connection) -> None:
+        if conn.stats.entries_in >= USEFUL_ENTRIES and conn.stats.score > USEFUL_SCORE:
+            self.admission.mark_useful(conn.node)  # it may take a reserved slot when it comes back
         if self.replicator.conns.get(conn.node) is conn:
             del self.replicator.conns[conn.node]
             for reason, n in conn.stats.rejects.items():
@@ -534,9 +607,13 @@ class Peer:
 
     def on_peers(self, conn: Connection, message: Peers) -> None:
         if self.config.peer_exchange:
+            source = group_of(conn.remote_host or host_of(conn.addr))
             for addr in message.addrs:
+                if conn.addrs_learned >= MAX_ADDRS_FROM_PEER:
+                    return  # one peer may tell us only so much over one link
                 if addr != self.address:
-                    self.table.add(addr)
+                    conn.addrs_learned += 1
+                    self.table.add(addr, source=source)
 
     def on_ban(self, conn: Connection) -> None:
         now = time.monotonic()

@@ -21,9 +21,16 @@ class PeerConfig:
     host: str = "127.0.0.1"
     port: int = 0                    # 0: any free port; `Peer.address` says which
     advertise: str = ""              # the address others should dial; default: the bound one
+    dial_from: str = ""              # source IP of our outbound connections; "": the OS's choice
     bootstrap: tuple[str, ...] = ()
     peer_table_path: Path | None = None
+    anchors_path: Path | None = None  # good outbound peers kept across restarts; None: not kept
     max_inbound: int = 32
+    max_inbound_per_addr: int = 4    # slots one address may hold (half-open or open)
+    max_inbound_per_subnet: int = 8  # ... one /24 (IPv4) or /48 (IPv6)
+    max_half_open: int = 48          # upgraded connections still waiting for their hello (half of
+                                     # max_inbound_per_subnet from one subnet: 12 subnets to fill them)
+    reserved_useful: int = 8         # inbound slots only peers that delivered entries may take (a quarter at most)
     max_outbound: int = 8
     dial_interval_s: float = DIAL_INTERVAL_S
     anti_entropy_interval_s: float = ANTI_ENTROPY_INTERVAL_S
@@ -39,7 +46,8 @@ class PeerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SwarmError(f"config: port {self.port} out of range")
-        if self.max_inbound < 0 or self.max_outbound < 0:
+        if min(self.max_inbound, self.max_outbound, self.max_inbound_per_addr, self.max_inbound_per_subnet,
+               self.max_half_open, self.reserved_useful) < 0:
             raise SwarmError("config: connection limits must not be negative")
         for addr in self.bootstrap + ((self.advertise,) if self.advertise else ()):
             try:

@@ -318,6 +318,17 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise BadMessage(f"extension type {code} is not allowed")
 
 
+ANSWER_KINDS = frozenset({_ENTRIES, _HEADS, _HEADS_DELTA})  # what a peer sends back when asked
+
+
+def frame_kind(data: bytes) -> int | None:
+    """The message type of an encoded frame from its first two bytes, without decoding it (for
+    the rate limiter); None if the frame does not start like one of ours."""
+    if len(data) >= 2 and 0x91 <= data[0] <= 0x9F and data[1] < 0x80:
+        return data[1]
+    return None
+
+
 def unpack_frame(data: Any, *, max_bytes: int = MAX_FRAME_BYTES) -> Any:
     """Plain msgpack with every length bounded; the one place msgpack meets peer bytes."""
     if type(data) is not bytes:

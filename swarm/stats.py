@@ -28,6 +28,7 @@ class PeerStats:
     bytes_in: int = 0
     bytes_out: int = 0
     dropped_out: int = 0       # frames dropped because its send queue was full
+    throttled_in: int = 0      # over-rate frames answering our requests: slowed down, not penalized
     rtt_ms: float | None = None
     score: float = 0.0
     rejects: Counter[str] = field(default_factory=Counter)
@@ -44,6 +45,7 @@ class PeerStats:
             "duplicates_in": self.duplicates_in, "pending_in": self.pending_in,
             "frames_in": self.frames_in, "frames_out": self.frames_out,
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "dropped_out": self.dropped_out,
+            "throttled_in": self.throttled_in,
             "rtt_ms": self.rtt_ms, "score": round(self.score, 2), "rejects": dict(self.rejects),
         }
 

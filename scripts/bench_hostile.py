@@ -1,0 +1,272 @@
+"""The swarm-side attacks of issue 14 against a real default peer on loopback, bounded in count and time.
+
+    .venv/bin/python scripts/bench_hostile.py                # one JSON object per attack
+
+Each attack runs against a fresh victim (a `swarm.peer.Peer` with the default `PeerConfig`, its
+own SQLite ledger in a temporary folder) while honest nodes dial it from other loopback
+addresses (Linux routes all of 127.0.0.0/8 to loopback, so 127.0.N.1 is another /24) and publish
+entries. Printed per attack: honest dials accepted, honest entries delivered to the victim,
+the attacker's share of the victim's connections (or of its address table and dial choice),
+and the counters that show the defence at work.
+
+- slots:     fresh node ids from one address try to take every inbound slot
+- slowloris: websocket upgrades that never send a hello, reopened as soon as they are closed
+- plain_get: plain GETs at the websocket path, to spend the handshake allowance
+- pending:   entries whose seq 1 never comes, to fill the pending area
+- eclipse:   gossiped addresses from one peer, to fill the address table and the next dials
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ledger.bodies import Post  # noqa: E402
+from ledger.entry import sign_entry  # noqa: E402
+from ledger.keys import Identity  # noqa: E402
+from ledger.spec import SwarmSpec, sign_spec  # noqa: E402
+from ledger.store import Ledger  # noqa: E402
+from swarm.handshake import new_nonce, sign_hello  # noqa: E402
+from swarm.peer import WS_PATH, Peer, PeerConfig  # noqa: E402
+from swarm.peertable import choose_dials, group_of, host_of  # noqa: E402
+from swarm.protocol import Entries, Peers, encode_message  # noqa: E402
+
+ATTACK_S = 20.0      # every attack ends by then
+
+
+def identity(n: int) -> Identity:
+    return Identity.from_seed(hashlib.sha256(b"hostile-%d" % n).digest())
+
+
+SPEC = sign_spec(identity(-1), SwarmSpec(
+    name="hostile", creator=identity(-1).public_key, created_ms=0, harness_hash=b"h" * 32,
+    dataset_hash=b"d" * 32, tokenizer_hash=b"t" * 32, time_budget_s=300, metric="val_bpb", direction="min",
+    baseline_commit=b"\x00" * 20, allowed_files=["train.py"], platform_classes=["cpu"], verifiers=[],
+    quorum=1, noise_bpb={"cpu": 0.01}, record_ucr_per_bpb=1, verify_ucr=1,
+))
+
+
+@dataclass
+class Scale:
+    attackers: int = 64          # attacker connections, requests or keys, per attack
+    honest: int = 20             # honest dials per attack
+    entries: int = 5             # entries each honest dialer publishes
+    flood_entries: int = 2000    # pending-area flood
+    addrs: int = 5000            # gossiped addresses
+
+
+@contextlib.asynccontextmanager
+async def node(tmp: Path, n: int, **config: Any) -> AsyncIterator[Peer]:
+    async with (Ledger.open(tmp / f"n{n}.ledger", SPEC) as ledger,
+                Peer.open(PeerConfig(**config), ledger, identity(n)) as peer):
+        yield peer
+
+
+def hello(n: int) -> bytes:
+    return sign_hello(identity(n), swarm=SPEC.swarm_id, listen="", time_ms=int(time.time() * 1000),
+                      nonce=new_nonce()).wire
+
+
+@contextlib.asynccontextmanager
+async def session(source: str) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True, limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http:
+        yield http
+
+
+async def honest_round(tmp: Path, victim: Peer, scale: Scale, first: int,
+                       attacker_ids: frozenset[bytes] = frozenset()) -> dict[str, Any]:
+    """`scale.honest` nodes, each from its own /24, dial the victim and publish, all at once open;
+    what got through, and the attacker's share of the victim's connections meanwhile."""
+    accepted: list[Peer] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(scale.honest):
+            n = first + i
+            peer = await stack.enter_async_context(
+                node(tmp, n, dial_from=f"127.{1 + n // 250}.{n % 250}.1", host="127.0.0.1"))
+            try:
+                await peer.connect(victim.address)
+            except Exception:  # noqa: BLE001 - a refused dial, whatever the reason
+                continue
+            if peer.node_id in victim.connected():
+                accepted.append(peer)
+        for peer in accepted:
+            for k in range(scale.entries):
+                await peer.publish(Post(channel="h", text=f"{k}", reply_to=None))
+
+        async def holds() -> bool:
+            seqs = [await victim.replicator.port.head_seq(p.node_id) for p in accepted]
+            return all(s >= scale.entries for s in seqs)
+
+        with contextlib.suppress(TimeoutError):
+            await victim.wait_until(holds, 10 + scale.honest)
+        delivered = sum([await victim.replicator.port.head_seq(p.node_id) for p in accepted])
+        conns = victim.connected()
+        attacker_share = sum(1 for c in conns if c in attacker_ids) / max(1, len(conns))
+    return {"honest_dials": scale.honest, "honest_dials_accepted": len(accepted),
+            "honest_accept_share": round(len(accepted) / scale.honest, 3),
+            "honest_entries_delivered": round(delivered / max(1, len(accepted) * scale.entries), 3),
+            "attacker_share": round(attacker_share, 3)}
+
+
+async def attack_slots(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
+    held: list[aiohttp.ClientWebSocketResponse] = []
+    ids = frozenset(identity(10_000 + i).public_key for i in range(scale.attackers))
+    async with session("127.0.0.1") as http:
+        for i in range(scale.attackers):
+            try:
+                ws = await http.ws_connect(f"http://{victim.address}{WS_PATH}")
+            except aiohttp.ClientError:
+                continue
+            await ws.send_bytes(hello(10_000 + i))
+            held.append(ws)
+        attacker_connections = sum(1 for c in victim.connected() if c in ids)
+        result = await honest_round(tmp, victim, scale, 100, ids)
+        result.update(attacker_tries=scale.attackers, attacker_connections=attacker_connections)
+        for ws in held:
+            await ws.close()
+    return result
+
+
+async def attack_slowloris(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
+    opened = refused = 0
+    stop = asyncio.Event()
+
+    async def hold(source: str) -> None:
+        nonlocal opened, refused
+        async with session(source) as http:
+            while not stop.is_set():
+                try:
+                    ws = await http.ws_connect(f"http://{victim.address}{WS_PATH}")
+                except aiohttp.ClientError:
+                    refused += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                opened += 1
+                await ws.receive()   # never a hello: wait for the victim to close it, then again
+                await ws.close()
+
+    sources = [f"127.0.{200 + i % 8}.{1 + i // 8}" for i in range(scale.attackers)]
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(hold(s)) for s in sources]
+        await asyncio.sleep(0.5)
+        result = await honest_round(tmp, victim, scale, 200)
+        stop.set()
+        for task in tasks:
+            task.cancel()
+    result.update(attacker_sources=len(sources), half_open_opened=opened, half_open_refused=refused)
+    return result
+
+
+async def attack_plain_get(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
+    statuses: dict[int, int] = {}
+    async with session("127.0.0.1") as http:
+        for _ in range(scale.attackers * 10):
+            async with http.get(f"http://{victim.address}{WS_PATH}") as resp:
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+    result = await honest_round(tmp, victim, scale, 300)
+    result.update(plain_gets=scale.attackers * 10, answered=statuses)
+    return result
+
+
+async def attack_pending(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
+    keys = [identity(20_000 + i) for i in range(10)]
+    wires = [sign_entry(k, swarm=SPEC.swarm_id, seq=seq, prev=bytes([seq % 256]) * 32,
+                        body=Post(channel="x", text=str(seq), reply_to=None), time_ms=1).wire
+             for seq in range(2, 2 + scale.flood_entries // len(keys)) for k in keys]
+    sent = 0
+    async with session("127.0.0.1") as http:
+        ws = await http.ws_connect(f"http://{victim.address}{WS_PATH}")
+        await ws.send_bytes(hello(20_999))
+        await ws.receive()
+        try:
+            for start in range(0, len(wires), 50):
+                await ws.send_bytes(encode_message(Entries(tuple(wires[start:start + 50]))))
+                sent += len(wires[start:start + 50])
+        except (aiohttp.ClientError, ConnectionError):
+            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while not ws.closed and identity(20_999).public_key in victim.connected():
+                    await ws.receive()
+        result = await honest_round(tmp, victim, scale, 400)
+        await ws.close()
+    result.update(flood_sent=sent, pending_in_area=victim.replicator.port.pending_count,
+                  attacker_banned=victim.stats()["bans"] >= 1)
+    return result
+
+
+async def attack_eclipse(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
+    """Eight attacker links gossip addresses of their own /16; the victim also knows honest peers."""
+    honest_addrs = [f"{11 + i}.{i}.0.1:7400" for i in range(16)]   # as if learned from 16 groups
+    for i, addr in enumerate(honest_addrs):
+        victim.table.add(addr, source=f"{11 + i}.0.0.0/16")
+    attacker = [f"66.6.{i // 250}.{i % 250 + 1}:7400" for i in range(scale.addrs)]
+    ids: set[bytes] = set()
+    async with contextlib.AsyncExitStack() as stack:
+        for link in range(8):
+            http = await stack.enter_async_context(session(f"127.0.{50 + link}.1"))
+            ws = await http.ws_connect(f"http://{victim.address}{WS_PATH}")
+            await ws.send_bytes(hello(30_000 + link))
+            ids.add(identity(30_000 + link).public_key)
+            await ws.receive()
+            for start in range(0, len(attacker) // 8, 64):
+                chunk = attacker[link * len(attacker) // 8:][start:start + 64]
+                if chunk:
+                    await ws.send_bytes(encode_message(Peers(tuple(chunk))))
+        await asyncio.sleep(0.5)   # the Peers frames are read in order; nothing to wait on in the table
+        rows = list(victim.table.records)
+        bad = [a for a in rows if a.startswith("66.")]
+        rng = random.Random(1)
+        dials: list[str] = []
+        for _ in range(20):   # twenty dial rounds of 8 from this table, as a fresh node would make
+            dials += choose_dials(victim.table, connected=[], banned=(), own=(), want=8, now_s=0.0, rng=rng)
+        result = await honest_round(tmp, victim, scale, 500, frozenset(ids))
+    result.update(gossiped=len(attacker), table=len(rows), attacker_in_table=len(bad),
+                  attacker_table_share=round(len(bad) / max(1, len(rows)), 3),
+                  attacker_dial_share=round(sum(1 for a in dials if a.startswith("66.")) / max(1, len(dials)), 3),
+                  dial_groups=len({group_of(host_of(a)) for a in dials[:8]}))
+    return result
+
+
+ATTACKS = {"slots": attack_slots, "slowloris": attack_slowloris, "plain_get": attack_plain_get,
+           "pending": attack_pending, "eclipse": attack_eclipse}
+
+
+async def run_attack(name: str, scale: Scale) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
+        t0 = time.perf_counter()
+        async with node(Path(tmp), 0, host="127.0.0.1") as victim:
+            async with asyncio.timeout(ATTACK_S + scale.honest * 12):
+                result = await ATTACKS[name](Path(tmp), victim, scale)
+        return {"attack": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--attack", choices=sorted(ATTACKS), action="append")
+    parser.add_argument("--attackers", type=int, default=Scale.attackers)
+    parser.add_argument("--honest", type=int, default=Scale.honest)
+    args = parser.parse_args(argv)
+    scale = Scale(attackers=args.attackers, honest=args.honest)
+    for name in args.attack or list(ATTACKS):
+        print(json.dumps(asyncio.run(run_attack(name, scale))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
