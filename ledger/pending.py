@@ -10,6 +10,10 @@ entry for a taken slot is a fork, which the store reports.
 
 The store changes the area inside a write transaction; `begin`/`commit`/`rollback` keep a
 journal so a failed transaction leaves the area as it was before it.
+
+Nothing waits for ever: an entry whose dependency has not come within `max_age_s` of its filing is
+taken out by `expire` (the writer calls it before each batch, with its clock), so entries that
+name ids nobody will ever send cannot keep honest out-of-order entries out of a full area.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from ledger.entry import Entry
 MAX_PENDING_ENTRIES = 10_000        # entries in the whole area
 MAX_PENDING_PER_AUTHOR = 1_000      # entries of one author: one hostile feed cannot fill the area
 MAX_PENDING_BYTES = 64 << 20        # wire bytes in the whole area (fraud entries may be 64 KiB each)
+MAX_PENDING_AGE_S = 600.0           # an honest gap is filled by anti-entropy within seconds to minutes
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +34,17 @@ class _Filed:
     entry: Entry
     missing: bytes  # the dependency id it is filed under
     order: int      # arrival number: release hands entries back in arrival order, even after a rollback
+    since_s: float  # when it was filed, on the caller's clock
 
 
 class Pending:
     def __init__(
         self, *, max_entries: int = MAX_PENDING_ENTRIES, max_per_author: int = MAX_PENDING_PER_AUTHOR,
-        max_bytes: int = MAX_PENDING_BYTES,
+        max_bytes: int = MAX_PENDING_BYTES, max_age_s: float = MAX_PENDING_AGE_S,
     ) -> None:
-        if max_entries < 1 or max_per_author < 1 or max_bytes < 1:
+        if max_entries < 1 or max_per_author < 1 or max_bytes < 1 or not max_age_s > 0:
             raise ValueError("pending limits must be positive")
+        self.max_age_s = max_age_s
         self.max_entries = max_entries
         self.max_per_author = max_per_author
         self.max_bytes = max_bytes
@@ -65,12 +72,18 @@ class Pending:
             return f"pending area full ({self.max_bytes} bytes)"
         return None
 
-    def add(self, entry: Entry, missing: bytes) -> None:
+    def add(self, entry: Entry, missing: bytes, now_s: float = 0.0) -> None:
         """Files `entry` under the dependency id it waits for; the caller checked room and slot."""
         slot = (entry.author, entry.seq)
         if slot in self._slots:
             raise ValueError("pending slot already taken")  # the store checks first: a bug if hit
-        self._file(_Filed(entry, missing, next(self._arrivals)))
+        self._file(_Filed(entry, missing, next(self._arrivals), now_s))
+
+    def expire(self, now_s: float) -> list[Entry]:
+        """Takes out every entry filed more than `max_age_s` before `now_s`, oldest first. Scans the
+        area (at most MAX_PENDING_ENTRIES): the writer calls it once per batch."""
+        old = sorted((f for f in self._slots.values() if now_s - f.since_s > self.max_age_s), key=lambda f: f.order)
+        return [self._unfile(f).entry for f in old]
 
     def release(self, dep: bytes) -> list[Entry]:
         """Takes out every entry filed under `dep` (just appended), in arrival order."""

@@ -31,7 +31,8 @@ from ledger.entry import Entry, decode_entry, entry_hash, sign_entry
 from ledger.errors import InvalidEntry, LedgerError, StoreError, Tampered
 from ledger.feed import Head, feed_order
 from ledger.keys import SIGNATURE_BYTES, Identity
-from ledger.pending import MAX_PENDING_BYTES, MAX_PENDING_ENTRIES, MAX_PENDING_PER_AUTHOR, Pending
+from ledger.pending import (MAX_PENDING_AGE_S, MAX_PENDING_BYTES, MAX_PENDING_ENTRIES, MAX_PENDING_PER_AUTHOR,
+                            Pending)
 from ledger.sigcheck import SignaturePool
 from ledger.spec import SignedSpec, decode_spec
 from ledger.writer import Outcome, Status, Writer, rejected
@@ -93,11 +94,12 @@ class Ledger:
     def open(
         cls, path: str | Path, spec: SignedSpec | None = None, *,
         max_pending_entries: int = MAX_PENDING_ENTRIES, max_pending_per_author: int = MAX_PENDING_PER_AUTHOR,
-        max_pending_bytes: int = MAX_PENDING_BYTES,
+        max_pending_bytes: int = MAX_PENDING_BYTES, max_pending_age_s: float = MAX_PENDING_AGE_S,
     ) -> _Opening:
         """Opens the file at `path`, creating it (which needs `spec`) if it does not exist."""
         pending = Pending(
-            max_entries=max_pending_entries, max_per_author=max_pending_per_author, max_bytes=max_pending_bytes
+            max_entries=max_pending_entries, max_per_author=max_pending_per_author, max_bytes=max_pending_bytes,
+            max_age_s=max_pending_age_s,
         )
         return _Opening(Path(path), spec, pending)
 

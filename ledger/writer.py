@@ -25,6 +25,7 @@ import asyncio
 import enum
 import logging
 import sqlite3
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,11 @@ class Writer:
             for request in batch:
                 request.future.set_exception(self.failed)
             return
+        expired = self.pending.expire(time.monotonic())  # outside the transaction: never undone
+        if expired:
+            self.pending_dropped += len(expired)
+            _log.warning("dropped %d waiting entries whose dependencies never came within %.0f s",
+                         len(expired), self.pending.max_age_s)
         work = _Batch(self.rows, self._tip)
         self.pending.begin()
         try:
@@ -243,7 +249,7 @@ class Writer:
         full = self.pending.full_reason(entry)
         if full is not None:
             return rejected(full)
-        self.pending.add(entry, missing)
+        self.pending.add(entry, missing, time.monotonic())
         return Outcome(Status.PENDING, f"waiting for entry {missing.hex()[:16]}")
 
     def _append_row(self, work: _Batch, entry: Entry) -> None:

@@ -71,3 +71,13 @@ def test_rollback_restores_the_area_exactly(ops: list[tuple[str, int, int]], bef
     # each entry is filed under the same dependency as before, in the same order
     assert [p.release(dep) for dep in DEPS] == [untouched.release(dep) for dep in DEPS]
     assert len(p) == 0
+
+
+def test_entries_expire_after_the_age_limit_oldest_first() -> None:
+    p = Pending(max_age_s=10.0)
+    a = [e for e in ENTRIES if e.author == AUTHORS[0].public_key]
+    p.add(a[1], DEPS[0], now_s=100.0)
+    p.add(a[2], DEPS[1], now_s=105.0)
+    assert p.expire(110.0) == [] and len(p) == 2    # exactly at the limit: still waiting
+    assert p.expire(110.5) == [a[1]] and len(p) == 1
+    assert p.expire(1000.0) == [a[2]] and len(p) == 0 and p.release(DEPS[1]) == []

@@ -375,3 +375,24 @@ def test_outcome_validates_itself() -> None:
         store.Outcome(Status.FORK, "no proof")
     with pytest.raises(ValueError):
         store.Outcome(Status.REJECTED, "x", Fraud(first=b"a", second=b"b"))
+
+
+async def test_pending_entries_expire_so_a_flood_cannot_hold_the_area(tmp_path: Path) -> None:
+    """Entries whose dependencies never come (a flood of gaps) leave the area after its age limit,
+    and an honest out-of-order entry refused while they filled it is then taken."""
+    feeds = Feeds(SPEC.swarm_id)
+    flood = [feeds.sign(USERS[4], post(str(i))) for i in range(4)][1:]  # seq 2..4: seq 1 never sent
+    honest = Feeds(SPEC.swarm_id)
+    h_rows = [honest.sign(USERS[5], post(str(i))) for i in range(2)]
+    max_age_s = 0.3
+    async with Ledger.open(tmp_path / "l", SPEC, max_pending_entries=3, max_pending_age_s=max_age_s) as ledger:
+        assert [(await ledger.append(e)).status for e in flood] == [Status.PENDING] * 3
+        refused = await ledger.append(h_rows[1])
+        assert refused.status is Status.REJECTED and "pending area full" in refused.reason
+        deadline = asyncio.get_running_loop().time() + max_age_s
+        while asyncio.get_running_loop().time() <= deadline:  # the age limit is a span of the clock
+            await asyncio.sleep(max_age_s / 3)
+        assert (await ledger.append(h_rows[1])).status is Status.PENDING  # the flood expired first
+        assert ledger.pending_count == 1 and ledger.pending_dropped == 3
+        assert (await ledger.append(h_rows[0])).status is Status.APPENDED
+        assert await ledger.count() == 2 and ledger.pending_count == 0
