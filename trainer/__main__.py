@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NoReturn
 
+from trainer.errors import TrainerError
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 PR_SET_PDEATHSIG = 1                     # linux/prctl.h
 
@@ -39,7 +41,7 @@ def die_with_parent(env: Mapping[str, str]) -> None:
         os._exit(EXIT_FAILED)
 
 
-class BadArguments(Exception):
+class BadArguments(TrainerError):
     """The command line cannot be understood."""
 
 
@@ -143,15 +145,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
-    from trainer.constants import UnknownProfile
-    from trainer.data import DataError
-    from trainer.data_format import DataFormatError
-    from trainer.runner import RunnerError
-    from trainer.sandbox import SandboxError
-
     try:
         return run(parse_run(argv[1:], os.environ))
-    except (BadArguments, SandboxError, DataFormatError, DataError, RunnerError, UnknownProfile, OSError) as exc:
+    except (TrainerError, OSError) as exc:
         print(f"trainer: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.errors import TrainerError
+
 TOKEN_DTYPE = np.dtype("<u2")
 TOKEN_BYTES_DTYPE = np.dtype("<i4")
 MAX_VOCAB_SIZE = 1 << 16  # uint16 token ids
 
 
-class DataFormatError(Exception):
+class DataFormatError(TrainerError):
     """A prepared-data folder is missing a file or holds inconsistent contents."""
 
 

@@ -22,13 +22,14 @@ from pathlib import Path
 
 from trainer import eval_protocol as proto
 from trainer.constants import ENTRY_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE
+from trainer.errors import TrainerError
 
 
-class Rejected(Exception):
+class Rejected(TrainerError):
     """The candidate's model broke a rule of the evaluation (reported as 'reject: ...')."""
 
 
-class Broken(Exception):
+class Broken(TrainerError):
     """The candidate's model failed to evaluate (reported as 'crash: ...')."""
 
 

@@ -37,12 +37,13 @@ from trainer import eval_protocol as proto
 from trainer import sandbox
 from trainer.constants import Profile
 from trainer.data_format import PreparedData, read_token_bytes
+from trainer.errors import TrainerError
 
 SPLICE_SEARCH_TOKENS = 1 << 20  # window of val tokens searched for a natural-looking continuation
 WORKER_EXIT_S = 10.0
 
 
-class EvalError(Exception):
+class EvalError(TrainerError):
     """The evaluation did not produce a trustworthy val_bpb; `status` says how the runner reports it."""
 
     status = "crash"

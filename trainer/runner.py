@@ -35,6 +35,7 @@ from trainer.constants import (ENTRY_FILE, ENV_BUDGET_S, ENV_DATA, ENV_HORIZON, 
                                MODEL_CONFIG_FILE, PROFILES, TIME_BUDGET_S, WEIGHTS_FILE, Profile, get_profile)
 from trainer.contract import Contract, ContractError, parse_contract
 from trainer.data_format import PreparedData
+from trainer.errors import TrainerError
 from trainer.evaluate import EvalError, evaluate, new_eval_seed
 from trainer.harness import harness_hash
 
@@ -46,7 +47,7 @@ FAKE_BPB_TOLERANCE = 1e-3
 MAX_REASON_CHARS = 600
 
 
-class RunnerError(ValueError):
+class RunnerError(TrainerError, ValueError):
     """The caller asked for something impossible (a bad argument, not a bad candidate)."""
 
 
@@ -123,7 +124,7 @@ def default_hidden() -> tuple[Path, ...]:
     return (node_home, Path.home())
 
 
-class _Rejected(Exception):
+class _Rejected(TrainerError):
     """Internal: the candidate is rejected before running (becomes status 'rejected')."""
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable
 
+from trainer.errors import TrainerError
+
 SANDBOX_ROOT = Path("/autoswarm")
 WORK_MOUNT = SANDBOX_ROOT / "work"
 DATA_MOUNT = SANDBOX_ROOT / "data"
@@ -50,7 +52,7 @@ _PASS_ENV_CUDA = ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEV
                   "NVIDIA_DRIVER_CAPABILITIES", "CUDA_HOME")
 
 
-class SandboxError(RuntimeError):
+class SandboxError(TrainerError, RuntimeError):
     """The sandbox cannot be set up as asked."""
 
 
