@@ -2,8 +2,11 @@
 
     python -m trainer run PATH/train.py [--profile cpu|gpu|auto] [--budget-s N] [--steps N] [--horizon N]
                                         [--seed N] [--eval-seed N] [--data DIR] [--parent PATH] [--no-sandbox]
-                                        [--keep-work DIR]
+                                        [--keep-work DIR] [--home DIR] [--hide PATH]...
     python -m trainer prepare ...            (see trainer/prepare.py)
+
+No sandbox sees the user's home folder, --home (the node home: its key; default $AUTOSWARM_HOME,
+else ~/.autoswarm, where the default dataset is prepared too) or any --hide PATH (repeatable).
 
 `run` prints progress on stderr and the result as one JSON object on the last stdout line; it
 exits 0 for status ok, 1 for any other status, 2 for bad input (one line on stderr, no traceback).
@@ -64,6 +67,7 @@ class RunConfig:
     sandboxed: bool
     home: Path
     keep_work: Path | None
+    hidden_paths: tuple[Path, ...] = ()  # --hide, beyond the home and the user's home folder
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:
@@ -93,12 +97,16 @@ def parse_run(argv: list[str], env: Mapping[str, str]) -> RunConfig:
     p.add_argument("--parent", type=Path, default=None, help="the parent's train.py or folder")
     p.add_argument("--no-sandbox", action="store_true", help="run WITHOUT bubblewrap isolation")
     p.add_argument("--keep-work", type=Path, default=None, help="keep the work folder under DIR")
+    p.add_argument("--home", type=Path, default=None, help="the node home (default $AUTOSWARM_HOME or ~/.autoswarm)")
+    p.add_argument("--hide", type=Path, action="append", default=[], metavar="PATH",
+                   help="a file or folder no sandbox may see (repeatable)")
     a = p.parse_args(argv)
-    home = Path(env.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm").expanduser()
+    home = (a.home or Path(env.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm")).expanduser()
     return RunConfig(candidate=a.candidate, parent=a.parent, data=a.data, profile=a.profile, budget_s=a.budget_s,
                      steps=a.steps, horizon=a.horizon, seed=a.seed, eval_seed=a.eval_seed,
                      sandboxed=not (a.no_sandbox or env.get("AUTOSWARM_NO_SANDBOX") == "1"),
-                     home=home, keep_work=a.keep_work)
+                     home=home, keep_work=a.keep_work,
+                     hidden_paths=tuple(p.expanduser() for p in a.hide))
 
 
 def _progress(line: str) -> None:
@@ -127,6 +135,7 @@ def run(config: RunConfig) -> int:
     result = run_experiment(config.candidate, config.parent, data, profile=config.profile, budget_s=config.budget_s,
                             steps=config.steps, horizon=config.horizon, seed=config.seed, eval_seed=config.eval_seed,
                             sandboxed=config.sandboxed, on_line=_progress,
+                            hidden_paths=(config.home, *config.hidden_paths),
                             work_root=config.keep_work, keep_work=config.keep_work is not None)
     print(f"[trainer] {result.status}: val_bpb {result.val_bpb} {result.reason}", file=sys.stderr, flush=True)
     print(result.to_json(), flush=True)

@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from trainer import sandbox
 from trainer.constants import (ENTRY_FILE, ENV_BUDGET_S, ENV_DATA, ENV_HORIZON, ENV_PROFILE, ENV_SEED, ENV_STEPS,
@@ -45,6 +45,7 @@ MAX_WEIGHTS_BYTES = 16 << 30
 PIPE_DRAIN_S = 5.0
 FAKE_BPB_TOLERANCE = 1e-3
 MAX_REASON_CHARS = 600
+DEFAULT_HOME_NAME = ".autoswarm"  # the node's default home, under the user's home folder
 
 
 class RunnerError(TrainerError, ValueError):
@@ -119,9 +120,10 @@ def resolve_profile(name: str) -> Profile:
 
 
 def default_hidden() -> tuple[Path, ...]:
-    """What no sandbox may see: the node's home (its key) and the user's home folder."""
-    node_home = Path(os.environ.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm").expanduser()
-    return (node_home, Path.home())
+    """What no sandbox may see, whatever the caller adds: the user's home folder and the default
+    node home in it. A node whose home lives elsewhere passes it in `hidden_paths` (the environment
+    is not read here: what is hidden is an argument, never an accident of the caller's variables)."""
+    return (Path.home() / DEFAULT_HOME_NAME, Path.home())
 
 
 class _Rejected(TrainerError):
@@ -187,7 +189,7 @@ def run_experiment(
     candidate: Path, parent: Path | None, data: PreparedData, *,
     profile: str | Profile = "auto", budget_s: float = TIME_BUDGET_S, steps: int | None = None, seed: int = 0,
     allowed_files: tuple[str, ...] = (ENTRY_FILE,), sandboxed: bool | None = None,
-    hidden: tuple[Path, ...] | None = None, work_root: Path | None = None, keep_work: bool = False,
+    hidden_paths: Sequence[Path] = (), work_root: Path | None = None, keep_work: bool = False,
     on_line: Callable[[str], None] | None = None, memory_limit_mb: int | None = None,
     wall_limit_s: float | None = None, eval_seed: int | None = None, horizon: int | None = None,
 ) -> ExperimentResult:
@@ -198,6 +200,10 @@ def run_experiment(
 
     `eval_seed=None` draws fresh validation rows (what a verifier should do); a replay meant to be
     compared exactly with an earlier result passes that result's eval_seed.
+
+    `hidden_paths`: folders and files no sandbox may see (the node's home with its key); they are
+    hidden on top of default_hidden() and the validation tokens, and a bind that would expose one
+    raises sandbox.PathExposed before anything runs.
 
     `sandboxed=None` follows the environment (AUTOSWARM_NO_SANDBOX=1 opts out); without bubblewrap
     and without the opt-out this raises sandbox.SandboxUnavailable before anything runs.
@@ -212,7 +218,7 @@ def run_experiment(
         raise RunnerError("a horizon needs steps, and is at least steps")
     sandboxed = (not sandbox.sandbox_opted_out()) if sandboxed is None else sandboxed
     sandbox.check_available(sandboxed)
-    hidden = default_hidden() + (data.val_tokens,) if hidden is None else hidden + (data.val_tokens,)
+    hidden = default_hidden() + tuple(Path(p) for p in hidden_paths) + (data.val_tokens,)
     hhash = harness_hash()
     eval_seed = new_eval_seed() if eval_seed is None else eval_seed  # secret until the result is out
     base = {"eval_seed": eval_seed, "seed": seed, "steps": steps, "horizon": horizon, "profile": prof.name,

@@ -288,3 +288,29 @@ def test_missing_output_is_a_typed_crash(tmp_path: Path, data: PreparedData, sou
     path.write_text(source)  # no torch import: these fail in well under a second of training
     result = run_experiment(path, None, data, profile="cpu", budget_s=BUDGET_S)
     assert result.status == "crash" and reason in result.reason and result.val_bpb is None
+
+
+def test_cli_takes_the_paths_to_hide_as_options() -> None:
+    from trainer.__main__ import parse_run
+
+    config = parse_run(["train.py", "--home", "/srv/node", "--hide", "/keys", "--hide", "/etc/secret"],
+                       {"AUTOSWARM_HOME": "/elsewhere"})
+    assert config.home == Path("/srv/node") and config.hidden_paths == (Path("/keys"), Path("/etc/secret"))
+    assert parse_run(["train.py"], {"AUTOSWARM_HOME": "/h"}).home == Path("/h")  # the default, when no --home
+
+
+def test_runner_hides_default_paths_without_reading_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.runner import default_hidden
+
+    monkeypatch.setenv("AUTOSWARM_HOME", "/somewhere/else")
+    assert default_hidden() == (Path.home() / ".autoswarm", Path.home())
+
+
+@needs_bwrap
+def test_an_explicit_hidden_path_is_enforced(tmp_path: Path, data: PreparedData) -> None:
+    # A key inside a folder the sandbox binds (the interpreter's prefix): refused before running.
+    secret = Path(sys.prefix) / "node.key"
+    with pytest.raises(sandbox.PathExposed, match="node.key would be visible in the sandbox"):
+        run_experiment(GENESIS, None, data, profile="cpu", budget_s=BUDGET_S, hidden_paths=(secret,),
+                       work_root=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # and its work folder was removed
