@@ -11,6 +11,8 @@ Lines:
   {"bench": "summary", ...}        medians over the runs
 
 On CPU the tiny profile runs on the offline default dataset (vocab 8192; --synthetic: 256 ids). On
+CUDA --synthetic is sized by trainer/data_fit.py (16 eval batches of validation, 64M training tokens,
+vocab 8192); the offline default corpus is too small for the gpu profile and is refused. On
 CUDA the gpu profile is autoresearch's reference size (depth 8, ~50M parameters, 2^19 tokens per
 step, sequence 2048): compare tokens/s and MFU with the reference figures in issue 3.
 """
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer import sandbox  # noqa: E402
+from trainer.data_fit import synthetic_sizes  # noqa: E402
 from trainer.data_format import load_prepared, synthetic  # noqa: E402
 from trainer.runner import resolve_profile, run_experiment  # noqa: E402
 
@@ -77,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     profile = resolve_profile(args.profile)
     budget_s = args.budget_s or (10.0 if profile.device == "cpu" else 300.0)
-    sandboxed = not args.no_sandbox
+    sandboxed = not (args.no_sandbox or sandbox.sandbox_opted_out())
+    try:
+        sandbox.check_available(sandboxed)
+    except sandbox.SandboxUnavailable as exc:  # one line naming the opt-out, not a traceback
+        print(f"bench_trainer: {exc}", file=sys.stderr)
+        return 2
     emit({"bench": "machine", "profile": profile.name, "cpus": os.cpu_count(), "python": platform.python_version(),
           "platform": platform.platform(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                             time.gmtime())})
@@ -86,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.data is not None:
             data = load_prepared(args.data)
         elif args.synthetic:
-            data = synthetic(Path(tmp) / "data", n_train=200_000, n_val=40_000)
+            n_train, n_val, vocab = synthetic_sizes(profile)  # on CUDA: several eval batches, 64M tokens
+            data = synthetic(Path(tmp) / "data", n_train=n_train, n_val=n_val, vocab_size=vocab)
         else:
             from trainer.prepare import default_home, prepare
 

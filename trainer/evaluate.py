@@ -147,7 +147,8 @@ class _Worker:
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         os.set_blocking(self.fd_in, False)
         os.set_blocking(self.fd_out, False)
-        self.watchdog = sandbox.Watchdog(self.proc, spec.memory_limit_mb).start() if spec.cuda else None
+        watch = sandbox.needs_watchdog(spec)
+        self.watchdog = sandbox.Watchdog(self.proc, spec.memory_limit_mb).start() if watch else None
 
     def send(self, kind: bytes, payload: bytes, deadline: float) -> None:
         self._guard(lambda: proto.send(self.fd_in, kind, payload, deadline))

@@ -34,6 +34,7 @@ from trainer.constants import (ENTRY_FILE, ENV_BUDGET_S, ENV_DATA, ENV_HORIZON, 
                                MAX_ENTRY_BYTES, MAX_LOG_TAIL_BYTES, MAX_STDOUT_TAIL_BYTES, MAX_TREE_FILES,
                                MODEL_CONFIG_FILE, PROFILES, TIME_BUDGET_S, WEIGHTS_FILE, Profile, get_profile)
 from trainer.contract import Contract, ContractError, parse_contract
+from trainer.data_fit import data_problem
 from trainer.data_format import PreparedData
 from trainer.errors import TrainerError
 from trainer.evaluate import EvalError, evaluate, new_eval_seed
@@ -205,6 +206,9 @@ def run_experiment(
     hidden on top of default_hidden() and the validation tokens, and a bind that would expose one
     raises sandbox.PathExposed before anything runs.
 
+    A dataset too small for the profile (trainer/data_fit.py: the offline corpus on a GPU) raises
+    RunnerError with what to prepare instead, before anything runs.
+
     `sandboxed=None` follows the environment (AUTOSWARM_NO_SANDBOX=1 opts out); without bubblewrap
     and without the opt-out this raises sandbox.SandboxUnavailable before anything runs.
     """
@@ -216,6 +220,12 @@ def run_experiment(
         raise RunnerError("budget_s and steps must be positive and seed in 0..2**63-1")
     if horizon is not None and (steps is None or horizon < steps):
         raise RunnerError("a horizon needs steps, and is at least steps")
+    try:
+        too_small = data_problem(data, prof)
+    except OSError as exc:
+        raise RunnerError(f"cannot read the dataset: {exc}") from None
+    if too_small is not None:
+        raise RunnerError(too_small)
     sandboxed = (not sandbox.sandbox_opted_out()) if sandboxed is None else sandboxed
     sandbox.check_available(sandboxed)
     hidden = default_hidden() + tuple(Path(p) for p in hidden_paths) + (data.val_tokens,)
@@ -349,7 +359,7 @@ def _train(spec: sandbox.SandboxSpec, limit_s: float, on_line: Callable[[str], N
         raise RunnerError("the training process started without pipes")
     readers = [sandbox.drain(proc.stdout, stdout, log, name="train-stdout", on_line=on_line),
                sandbox.drain(proc.stderr, log, name="train-stderr", on_line=on_line)]
-    watchdog = sandbox.Watchdog(proc, spec.memory_limit_mb).start() if spec.cuda else None
+    watchdog = sandbox.Watchdog(proc, spec.memory_limit_mb).start() if sandbox.needs_watchdog(spec) else None
     try:
         finished = sandbox.wait_bounded(proc, started + limit_s)
     finally:
