@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from trainer import compile_cache as compile_cache_mod
 from trainer import sandbox
 from trainer.constants import (ENTRY_FILE, ENV_BUDGET_S, ENV_DATA, ENV_HORIZON, ENV_PROFILE, ENV_SEED, ENV_STEPS,
                                MAX_ENTRY_BYTES, MAX_LOG_TAIL_BYTES, MAX_STDOUT_TAIL_BYTES, MAX_TREE_FILES,
@@ -193,6 +194,7 @@ def run_experiment(
     hidden_paths: Sequence[Path] = (), work_root: Path | None = None, keep_work: bool = False,
     on_line: Callable[[str], None] | None = None, memory_limit_mb: int | None = None,
     wall_limit_s: float | None = None, eval_seed: int | None = None, horizon: int | None = None,
+    compile_cache: Path | None = None,
 ) -> ExperimentResult:
     """Runs `candidate` (a train.py, or a folder holding one) and measures it; see the module doc.
 
@@ -208,6 +210,9 @@ def run_experiment(
 
     A dataset too small for the profile (trainer/data_fit.py: the offline corpus on a GPU) raises
     RunnerError with what to prepare instead, before anything runs.
+
+    `compile_cache`: a base compile cache folder (trainer/compile_cache.py): the run starts from a
+    private copy of it, and a successful run of the genesis program fills it if it is empty.
 
     `sandboxed=None` follows the environment (AUTOSWARM_NO_SANDBOX=1 opts out); without bubblewrap
     and without the opt-out this raises sandbox.SandboxUnavailable before anything runs.
@@ -251,6 +256,9 @@ def run_experiment(
         work = exp / "work"
         work.mkdir()
         shutil.copyfile(entry, work / ENTRY_FILE)
+        warm = compile_cache is not None and compile_cache_mod.seed(work, compile_cache)
+        if on_line is not None and compile_cache is not None:
+            on_line(f"runner: compile cache {'copied from ' + str(compile_cache) if warm else 'empty (cold start)'}")
         data_files = (data.train_tokens, data.token_bytes, data.meta_json)
         if sandboxed:
             data_env = str(sandbox.DATA_MOUNT)
@@ -279,6 +287,8 @@ def run_experiment(
             return finish("crash", f"out of memory: the process tree passed {prof.memory_limit_mb} MB and was killed")
         if train.returncode != 0:
             return finish("crash", _crash_reason(train.log, train.returncode, prof))
+        if compile_cache is not None and compile_cache_mod.is_genesis(base["candidate_sha256"]):
+            compile_cache_mod.publish(work, compile_cache)  # only the harness's own program fills the base
         try:
             contract = parse_contract(train.stdout)
             contract.require("num_steps", "device")
