@@ -111,11 +111,17 @@ def test_silent_cpu_fallback_and_step_mismatch_are_caught() -> None:
     fallback = Contract(num_steps=10, device="cpu", peak_vram_mb=0.0)
     assert _check_contract(fallback, gpu, 0, None) == (
         "crash", "silent CPU fallback: the gpu profile ran on device 'cpu' with peak_vram_mb 0.0")
-    assert _check_contract(Contract(num_steps=10, device="cuda", peak_vram_mb=0.0), gpu, 0, None) is not None
+    assert _check_contract(Contract(num_steps=10, device="cuda", peak_vram_mb=0.0), gpu, 0, None) == (
+        "crash", "silent CPU fallback: the gpu profile ran on device 'cuda' with peak_vram_mb 0.0")
     assert _check_contract(Contract(num_steps=10, device="cuda:0", peak_vram_mb=900.0), gpu, 0, None) is None
     assert _check_contract(Contract(num_steps=9, device="cpu"), cpu, 0, 10) == (
         "rejected", "replay asked for exactly 10 steps, train.py reports 9")
-    assert _check_contract(Contract(num_steps=10, device="cpu", seed=3), cpu, 4, None) is not None
+    assert _check_contract(Contract(num_steps=10, device="cpu", seed=3), cpu, 4, None) == (
+        "rejected", "train.py reports seed 3, the runner gave 4")
+    assert _check_contract(Contract(num_steps=10, device="cpu", planned_steps=12), cpu, 0, 10) == (
+        "rejected", "replay asked for horizon 10, train.py reports 12")
+    assert _check_contract(Contract(num_steps=0, device="cpu"), cpu, 0, None) == (
+        "crash", "train.py ran no training step")
 
 
 def test_result_validates_itself() -> None:
