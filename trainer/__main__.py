@@ -2,8 +2,12 @@
 
     python -m trainer run PATH/train.py [--profile cpu|gpu|auto] [--budget-s N] [--steps N] [--horizon N]
                                         [--seed N] [--eval-seed N] [--data DIR] [--parent PATH] [--no-sandbox]
-                                        [--keep-work DIR]
+                                        [--keep-work DIR] [--home DIR] [--hide PATH]...
+                                        [--compile-cache DIR|none]
     python -m trainer prepare ...            (see trainer/prepare.py)
+
+No sandbox sees the user's home folder, --home (the node home: its key; default $AUTOSWARM_HOME,
+else ~/.autoswarm, where the default dataset is prepared too) or any --hide PATH (repeatable).
 
 `run` prints progress on stderr and the result as one JSON object on the last stdout line; it
 exits 0 for status ok, 1 for any other status, 2 for bad input (one line on stderr, no traceback).
@@ -16,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, NoReturn
+
+from trainer.errors import TrainerError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 PR_SET_PDEATHSIG = 1                     # linux/prctl.h
@@ -39,7 +45,7 @@ def die_with_parent(env: Mapping[str, str]) -> None:
         os._exit(EXIT_FAILED)
 
 
-class BadArguments(Exception):
+class BadArguments(TrainerError):
     """The command line cannot be understood."""
 
 
@@ -62,6 +68,8 @@ class RunConfig:
     sandboxed: bool
     home: Path
     keep_work: Path | None
+    hidden_paths: tuple[Path, ...] = ()  # --hide, beyond the home and the user's home folder
+    compile_cache: Path | None = None  # the root of the base compile caches; None: none
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:
@@ -91,12 +99,20 @@ def parse_run(argv: list[str], env: Mapping[str, str]) -> RunConfig:
     p.add_argument("--parent", type=Path, default=None, help="the parent's train.py or folder")
     p.add_argument("--no-sandbox", action="store_true", help="run WITHOUT bubblewrap isolation")
     p.add_argument("--keep-work", type=Path, default=None, help="keep the work folder under DIR")
+    p.add_argument("--home", type=Path, default=None, help="the node home (default $AUTOSWARM_HOME or ~/.autoswarm)")
+    p.add_argument("--hide", type=Path, action="append", default=[], metavar="PATH",
+                   help="a file or folder no sandbox may see (repeatable)")
+    p.add_argument("--compile-cache", type=Path, default=None, metavar="DIR",
+                   help="base compile caches (default HOME/compile-cache; 'none': always compile cold)")
     a = p.parse_args(argv)
-    home = Path(env.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm").expanduser()
+    home = (a.home or Path(env.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm")).expanduser()
     return RunConfig(candidate=a.candidate, parent=a.parent, data=a.data, profile=a.profile, budget_s=a.budget_s,
                      steps=a.steps, horizon=a.horizon, seed=a.seed, eval_seed=a.eval_seed,
                      sandboxed=not (a.no_sandbox or env.get("AUTOSWARM_NO_SANDBOX") == "1"),
-                     home=home, keep_work=a.keep_work)
+                     home=home, keep_work=a.keep_work,
+                     hidden_paths=tuple(p.expanduser() for p in a.hide),
+                     compile_cache=(None if str(a.compile_cache) == "none"
+                                    else (a.compile_cache or home / "compile-cache").expanduser()))
 
 
 def _progress(line: str) -> None:
@@ -105,7 +121,8 @@ def _progress(line: str) -> None:
 
 def run(config: RunConfig) -> int:
     from trainer.data_format import load_prepared
-    from trainer.runner import run_experiment
+    from trainer import compile_cache
+    from trainer.runner import resolve_profile, run_experiment
 
     if not config.candidate.exists():
         raise BadArguments(f"{config.candidate}: no such file or folder")
@@ -122,9 +139,13 @@ def run(config: RunConfig) -> int:
         print("[trainer] WARNING: --no-sandbox: the candidate runs with your privileges", file=sys.stderr)
     if config.keep_work is not None:
         config.keep_work.mkdir(parents=True, exist_ok=True)
+    cache = (None if config.compile_cache is None
+             else compile_cache.base_dir(config.compile_cache, resolve_profile(config.profile).name))
     result = run_experiment(config.candidate, config.parent, data, profile=config.profile, budget_s=config.budget_s,
                             steps=config.steps, horizon=config.horizon, seed=config.seed, eval_seed=config.eval_seed,
                             sandboxed=config.sandboxed, on_line=_progress,
+                            hidden_paths=(config.home, *config.hidden_paths),
+                            compile_cache=cache,
                             work_root=config.keep_work, keep_work=config.keep_work is not None)
     print(f"[trainer] {result.status}: val_bpb {result.val_bpb} {result.reason}", file=sys.stderr, flush=True)
     print(result.to_json(), flush=True)
@@ -143,15 +164,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
-    from trainer.constants import UnknownProfile
-    from trainer.data import DataError
-    from trainer.data_format import DataFormatError
-    from trainer.runner import RunnerError
-    from trainer.sandbox import SandboxError
-
     try:
         return run(parse_run(argv[1:], os.environ))
-    except (BadArguments, SandboxError, DataFormatError, DataError, RunnerError, UnknownProfile, OSError) as exc:
+    except (TrainerError, OSError) as exc:
         print(f"trainer: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from trainer.errors import TrainerError
+
 TIME_BUDGET_S = 300.0  # seconds of training per experiment (autoresearch's TIME_BUDGET)
 
 # Files train.py leaves in its work folder for the evaluation.
@@ -36,7 +38,7 @@ MAX_LOG_TAIL_BYTES = 8 << 10  # log kept in a result
 MAX_STDOUT_TAIL_BYTES = 64 << 10  # stdout kept for the contract parser
 
 
-class UnknownProfile(ValueError):
+class UnknownProfile(TrainerError, ValueError):
     """A profile name that the harness does not define."""
 
 

@@ -13,6 +13,8 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 
+from trainer.errors import TrainerError
+
 MAX_CONTRACT_BYTES = 16 << 10  # everything after the `---` line
 MAX_CONTRACT_LINES = 128
 MAX_VALUE_CHARS = 4096
@@ -24,7 +26,7 @@ _LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,63}):[ \t]*(.*)")
 _TOKEN = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")  # a device or profile name
 
 
-class ContractError(ValueError):
+class ContractError(TrainerError, ValueError):
     """The candidate's output does not hold a well-formed contract."""
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from trainer.errors import TrainerError
+
 SPLITS = ("train", "val")
 SHARD_SUFFIXES = (".parquet", ".jsonl", ".txt", ".md")
 MANIFEST_FORMAT = 1
@@ -29,7 +31,7 @@ PARQUET_BATCH_ROWS = 1024
 TEXT_COLUMN = "text"
 
 
-class DataError(Exception):
+class DataError(TrainerError):
     """Base of every error raised while finding, fetching or reading dataset text."""
 
 

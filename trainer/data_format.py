@@ -17,12 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.errors import TrainerError
+
 TOKEN_DTYPE = np.dtype("<u2")
 TOKEN_BYTES_DTYPE = np.dtype("<i4")
 MAX_VOCAB_SIZE = 1 << 16  # uint16 token ids
+SYNTHETIC_LANE_TOKENS = 1 << 16  # a synthetic set up to this long is one chain
+SYNTHETIC_MIN_LANE_TOKENS = 1 << 12  # longer sets: parallel chains of at least this many tokens
+SYNTHETIC_CONTEXT_IDS = 256  # distinct older-token contexts of the synthetic chain
 
 
-class DataFormatError(Exception):
+class DataFormatError(TrainerError):
     """A prepared-data folder is missing a file or holds inconsistent contents."""
 
 
@@ -120,21 +125,30 @@ def read_token_bytes(data: PreparedData) -> np.ndarray:
 
 
 def synthetic(root: Path, *, n_train: int, n_val: int, vocab_size: int = 256, seed: int = 0) -> PreparedData:
-    """A tiny learnable dataset for tests: a noisy order-2 Markov chain over `vocab_size` ids."""
+    """A learnable dataset for tests and benchmarks: a noisy order-2 Markov chain over `vocab_size`
+    ids. Up to SYNTHETIC_LANE_TOKENS it is one chain; longer sets are parallel chains (vectorized: a
+    GPU-sized set, tens of millions of tokens, takes seconds)."""
     rng = np.random.default_rng(seed)
-    table = rng.integers(1, vocab_size, size=(vocab_size, vocab_size))
+    context = min(vocab_size, SYNTHETIC_CONTEXT_IDS)  # the older token is folded to bound the table
+    table = rng.integers(1, vocab_size, size=(context, vocab_size))
 
     def chain(n: int) -> np.ndarray:
-        out = np.empty(n, dtype=np.int64)
-        a, b = 1, 2
         noise = rng.random(n) < 0.1
         rand = rng.integers(1, vocab_size, size=n)
-        for i in range(n):
-            c = rand[i] if noise[i] else table[a, b]
-            out[i] = c
+        lanes = 1 if n <= SYNTHETIC_LANE_TOKENS else max(-(-n // SYNTHETIC_LANE_TOKENS), n // SYNTHETIC_MIN_LANE_TOKENS)
+        length = -(-n // lanes)
+        pad = lanes * length - n
+        noise_l = np.concatenate([noise, np.zeros(pad, dtype=bool)]).reshape(lanes, length)
+        rand_l = np.concatenate([rand, np.ones(pad, dtype=rand.dtype)]).reshape(lanes, length)
+        out = np.empty((lanes, length), dtype=np.int64)
+        a, b = np.full(lanes, 1), np.full(lanes, 2)
+        for i in range(length):
+            c = np.where(noise_l[:, i], rand_l[:, i], table[a % context, b])
+            out[:, i] = c
             a, b = b, c
-        out[:: 512] = 0  # BOS every 512 tokens
-        return out
+        flat = out.reshape(-1)[:n]
+        flat[:: 512] = 0  # BOS every 512 tokens
+        return flat
 
     token_bytes = np.full(vocab_size, 1, dtype=np.int32)
     token_bytes[0] = 0

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from trainer.data_format import read_tokens
+from trainer.errors import TrainerError
 
 
-class BadBatchShape(ValueError):
+class BadBatchShape(TrainerError, ValueError):
     """The token file is too short for the requested window, or a size argument is not positive."""
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.data import DataError, ShardMismatch, sha256_file
+from trainer.errors import TrainerError
 
 CHUNK_BYTES = 1 << 16
 DEFAULT_TIMEOUT_S = 30.0       # per socket operation, not per file
@@ -56,7 +57,7 @@ class Downloaded:
     attempts: int            # requests made (0: the file was already in place)
 
 
-class _Retry(Exception):
+class _Retry(TrainerError):
     """One attempt failed in a way that another attempt may fix."""
 
 

@@ -15,6 +15,8 @@ import select
 import struct
 import time
 
+from trainer.errors import TrainerError
+
 HEADER = struct.Struct("<cQ")
 MAX_FRAME_BYTES = 256 << 20
 MAX_ERROR_BYTES = 8 << 10
@@ -23,7 +25,7 @@ HEADER_FRAME, BATCH, ROWS_REQUEST, QUIT = b"H", b"B", b"R", b"Q"
 READY, LOGPROBS, ROWS, ERROR = b"K", b"L", b"G", b"E"
 
 
-class ProtocolError(Exception):
+class ProtocolError(TrainerError):
     """The other end sent a frame of the wrong kind or size, or closed the pipe."""
 
 

@@ -22,13 +22,14 @@ from pathlib import Path
 
 from trainer import eval_protocol as proto
 from trainer.constants import ENTRY_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE
+from trainer.errors import TrainerError
 
 
-class Rejected(Exception):
+class Rejected(TrainerError):
     """The candidate's model broke a rule of the evaluation (reported as 'reject: ...')."""
 
 
-class Broken(Exception):
+class Broken(TrainerError):
     """The candidate's model failed to evaluate (reported as 'crash: ...')."""
 
 
@@ -100,19 +101,38 @@ def serve(fd_in: int, fd_out: int, work: Path) -> None:
     info = {"device": device, "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if device == "cuda" else None}
     proto.send(fd_out, proto.READY, json.dumps(info).encode())
-    logits = None
+    max_batches = int(header.get("max_chunk_batches", 1))
+    kept: list = []  # the logits of every eval batch of the last chunk, until its rows are opened
     while True:
         kind, payload = proto.receive(fd_in)
         if kind == proto.QUIT:
             return
         if kind == proto.BATCH:
-            tokens = np.frombuffer(payload, dtype="<u2").reshape(batch, seq_len + 1)
-            logits, logprobs = _score(model, tokens, (batch, seq_len, vocab), device)
-            proto.send(fd_out, proto.LOGPROBS, logprobs.tobytes())
-        elif kind == proto.ROWS_REQUEST and logits is not None:
-            where = torch.from_numpy(np.frombuffer(payload, dtype="<i4").reshape(-1, 2).astype(np.int64))
-            rows = logits[where[:, 0].to(logits.device), where[:, 1].to(logits.device)]
-            proto.send(fd_out, proto.ROWS, rows.cpu().numpy().astype("<f4").tobytes())
+            # A chunk of whole eval batches; each is scored alone, as in a chunk of one.
+            rows_in = len(payload) // (2 * (seq_len + 1))
+            if rows_in % batch or not 0 < rows_in // batch <= max_batches or len(payload) % (2 * (seq_len + 1)):
+                raise Broken(f"a chunk of {len(payload)} bytes is not 1..{max_batches} batches")
+            tokens = np.frombuffer(payload, dtype="<u2").reshape(-1, batch, seq_len + 1)
+            kept = []
+            parts = []
+            for chunk in tokens:
+                logits, logprobs = _score(model, chunk, (batch, seq_len, vocab), device)
+                kept.append(logits)
+                parts.append(logprobs)
+            proto.send(fd_out, proto.LOGPROBS, np.concatenate(parts).tobytes())
+        elif kind == proto.ROWS_REQUEST and kept:
+            where = np.frombuffer(payload, dtype="<i4").reshape(-1, 2).astype(np.int64)
+            if len(where) and not (0 <= where.min() and where[:, 0].max() < batch * len(kept)
+                                   and where[:, 1].max() < seq_len):
+                raise Broken("a rows request outside the chunk")
+            rows = np.empty((len(where), vocab), dtype="<f4")
+            for j, logits in enumerate(kept):  # one gather per eval batch, not per row
+                sel = np.flatnonzero(where[:, 0] // batch == j)
+                if len(sel):
+                    r = torch.from_numpy(where[sel, 0] % batch).to(logits.device)
+                    t = torch.from_numpy(where[sel, 1]).to(logits.device)
+                    rows[sel] = logits[r, t].cpu().numpy()
+            proto.send(fd_out, proto.ROWS, rows.tobytes())
         else:
             raise Broken(f"unexpected frame {kind!r}")
 

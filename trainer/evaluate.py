@@ -4,7 +4,8 @@ Theory of operation. The candidate's model runs only inside sandboxed eval worke
 (trainer/eval_worker.py); this process never imports candidate code and only does numpy on bytes.
  1. Rows of seq_len+1 validation tokens, drawn by a secret eval seed from the whole of val.bin,
     are streamed to a MAIN worker batch by batch over a pipe; val.bin is on no sandbox's filesystem.
- 2. For each batch the worker commits to the log-prob of every target. Only then do we pick, with
+ 2. For each batch the worker commits to the log-prob of every target (batches travel in chunks
+    of chunk_batches a frame: a whole evaluation is a few dozen round trips). Only then do we pick, with
     a secret random generator, rows to open: the worker sends full logits rows, we recompute their
     log-softmax and reject on mismatch. A worker that reports numbers other than its logits (a
     patched loss, a zeroed log_softmax) is caught with probability 1-(1-f)^k for a fraction f of
@@ -37,12 +38,17 @@ from trainer import eval_protocol as proto
 from trainer import sandbox
 from trainer.constants import Profile
 from trainer.data_format import PreparedData, read_token_bytes
+from trainer.errors import TrainerError
 
 SPLICE_SEARCH_TOKENS = 1 << 20  # window of val tokens searched for a natural-looking continuation
 WORKER_EXIT_S = 10.0
+# Logits a worker keeps while a chunk of eval batches awaits its row checks; on CUDA they stay in
+# GPU memory, free once training has exited. Fewer, larger frames keep the GPU busy.
+EVAL_CHUNK_BYTES = {"cuda": 16 << 30, "cpu": 512 << 20}
+MAX_CHUNK_BATCHES = 16
 
 
-class EvalError(Exception):
+class EvalError(TrainerError):
     """The evaluation did not produce a trustworthy val_bpb; `status` says how the runner reports it."""
 
     status = "crash"
@@ -79,6 +85,7 @@ class EvalReport:
     probe_max_diff: float  # largest |log-prob difference| seen between main and probe at <= cut
     spot_max_diff: float  # largest |reported - recomputed| log-prob over opened rows
     seconds: float
+    round_trips: int = 0  # request-answer exchanges with the workers (main and probe in parallel)
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.val_bpb) or self.target_bytes <= 0:
@@ -146,7 +153,8 @@ class _Worker:
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         os.set_blocking(self.fd_in, False)
         os.set_blocking(self.fd_out, False)
-        self.watchdog = sandbox.Watchdog(self.proc, spec.memory_limit_mb).start() if spec.cuda else None
+        watch = sandbox.needs_watchdog(spec)
+        self.watchdog = sandbox.Watchdog(self.proc, spec.memory_limit_mb).start() if watch else None
 
     def send(self, kind: bytes, payload: bytes, deadline: float) -> None:
         self._guard(lambda: proto.send(self.fd_in, kind, payload, deadline))
@@ -197,12 +205,20 @@ def new_eval_seed() -> int:
     return secrets.randbits(63)
 
 
+def chunk_batches(profile: Profile, vocab_size: int) -> int:
+    """Eval batches sent to a worker in one frame: as many as keep its retained logits (float32
+    [B, T, V] per batch, until their rows are opened) within EVAL_CHUNK_BYTES."""
+    per_batch = profile.eval_batch_size * profile.seq_len * vocab_size * 4
+    return max(1, min(MAX_CHUNK_BATCHES, EVAL_CHUNK_BYTES[profile.device] // per_batch))
+
+
 def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed: int, sandboxed: bool = True,
-             hidden: tuple[Path, ...] = ()) -> EvalReport:
+             hidden: tuple[Path, ...] = (), chunk: int | None = None) -> EvalReport:
     """Scores the weights train.py left in `work_dir`; raises an EvalError subclass on failure.
 
     `eval_seed` picks the rows: a verifier draws a fresh one (new_eval_seed) and reveals it only in
     its result; the same seed gives the same rows, so a replay can be compared bit for bit.
+    `chunk`: eval batches per round trip (default chunk_batches); the val_bpb does not depend on it.
     """
     started = time.monotonic()
     deadline = started + profile.eval_timeout_s
@@ -212,12 +228,16 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
     batches = val_rows(val, profile, eval_seed)
     token_bytes = read_token_bytes(data).astype(np.int64)
     n, b, t, v = batches.shape[0], profile.eval_batch_size, profile.seq_len, data.vocab_size
+    k = chunk_batches(profile, v) if chunk is None else chunk
+    if k < 1:
+        raise EvalCrashed(f"chunk must be positive, got {k}")
     others = rng.choice(np.arange(1, n), min(profile.probe_batches - 1, n - 1), replace=False)
     probed = {0} | {int(i) for i in others}  # batch 0 always: both workers start at the same moment
     spec = sandbox.SandboxSpec(work_dir=work_dir, work_writable=False, cuda=profile.device == "cuda",
                                memory_limit_mb=profile.memory_limit_mb, hidden=hidden, sandboxed=sandboxed,
                                cpu_limit_s=int(profile.eval_timeout_s * (os.cpu_count() or 1)) + 10)
-    header = json.dumps({"batch_size": b, "seq_len": t, "vocab_size": v, "device": profile.device}).encode()
+    header = json.dumps({"batch_size": b, "seq_len": t, "vocab_size": v, "device": profile.device,
+                         "max_chunk_batches": k}).encode()
     main = probe = None
     try:
         main = _Worker("main", spec)
@@ -226,38 +246,53 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
             w.send(proto.HEADER_FRAME, header, deadline)
         for w in (main, probe):
             w.expect(proto.READY, None, deadline)
-        nats, nbytes, ntok, probe_diff, spot_diff, probed_rows = 0.0, 0, 0, 0.0, 0.0, 0
-        for i in range(n):
-            rows = batches[i]
-            spliced, cuts = splice(rows, val, rng) if i in probed else (None, None)
-            main.send(proto.BATCH, rows.astype("<u2").tobytes(), deadline)
-            if spliced is not None:
-                probe.send(proto.BATCH, spliced.astype("<u2").tobytes(), deadline)
-            lp = _logprobs(main, b, t, deadline)
-            lp_probe = _logprobs(probe, b, t, deadline) if spliced is not None else None
-            # Opened only now, after the worker committed to its log-probs.
-            where = np.stack([rng.integers(0, b, profile.spot_rows), rng.integers(0, t, profile.spot_rows)], 1)
-            if cuts is not None:
-                where = np.concatenate([np.stack([np.arange(b), cuts], 1), where])
-            main_logits = _open_rows(main, where, v, deadline)
-            spot_diff = max(spot_diff, _check_rows(main.name, main_logits, where, rows, lp, profile))
-            if spliced is not None and cuts is not None and lp_probe is not None:
-                probe_logits = _open_rows(probe, where[:b], v, deadline)
-                spot_diff = max(spot_diff,
-                                _check_rows(probe.name, probe_logits, where[:b], spliced, lp_probe, profile))
-                probe_diff = max(probe_diff, _compare(log_softmax(main_logits[:b]), log_softmax(probe_logits),
-                                                      lp, lp_probe, cuts, profile, i))
-                probed_rows += b
-            targets = rows[:, 1:].astype(np.int64)
-            weight = token_bytes[targets]
-            mask = weight > 0
-            nats += float(-(lp.astype(np.float64)[mask]).sum())
-            nbytes += int(weight[mask].sum())
-            ntok += int(mask.sum())
+        nats, nbytes, ntok, probe_diff, spot_diff, probed_rows, trips = 0.0, 0, 0, 0.0, 0.0, 0, 0
+        for first in range(0, n, k):
+            ids = list(range(first, min(n, first + k)))
+            spliced = {i: splice(batches[i], val, rng) for i in ids if i in probed}
+            pids = list(spliced)
+            main.send(proto.BATCH, batches[first: first + len(ids)].astype("<u2").tobytes(), deadline)
+            if pids:
+                probe.send(proto.BATCH, np.stack([spliced[i][0] for i in pids]).astype("<u2").tobytes(), deadline)
+            lp_all = _logprobs(main, len(ids) * b, t, deadline).reshape(len(ids), b, t)
+            lpp_all = _logprobs(probe, len(pids) * b, t, deadline).reshape(len(pids), b, t) if pids else None
+            # Opened only now, after the worker committed to its log-probs; one request per worker per chunk.
+            wheres = []
+            for i in ids:
+                where = np.stack([rng.integers(0, b, profile.spot_rows), rng.integers(0, t, profile.spot_rows)], 1)
+                if i in spliced:
+                    where = np.concatenate([np.stack([np.arange(b), spliced[i][1]], 1), where])
+                wheres.append(where)
+            offsets = np.cumsum([0] + [len(w) for w in wheres])
+            main_logits = _open_rows(main, np.concatenate([w + [j * b, 0] for j, w in enumerate(wheres)]), v,
+                                     deadline)
+            probe_logits = (_open_rows(probe, np.concatenate([wheres[ids.index(i)][:b] + [q * b, 0]
+                                                               for q, i in enumerate(pids)]), v, deadline)
+                            if pids else None)
+            trips += 2
+            for j, i in enumerate(ids):
+                rows, lp, where = batches[i], lp_all[j], wheres[j]
+                logits = main_logits[offsets[j]: offsets[j + 1]]
+                spot_diff = max(spot_diff, _check_rows(main.name, logits, where, rows, lp, profile))
+                if i in spliced and lpp_all is not None and probe_logits is not None:
+                    q = pids.index(i)
+                    spliced_rows, cuts = spliced[i]
+                    lp_probe, plogits = lpp_all[q], probe_logits[q * b: (q + 1) * b]
+                    spot_diff = max(spot_diff, _check_rows(probe.name, plogits, where[:b], spliced_rows, lp_probe,
+                                                           profile))
+                    probe_diff = max(probe_diff, _compare(log_softmax(logits[:b]), log_softmax(plogits),
+                                                          lp, lp_probe, cuts, profile, i))
+                    probed_rows += b
+                targets = rows[:, 1:].astype(np.int64)
+                weight = token_bytes[targets]
+                mask = weight > 0
+                nats += float(-(lp.astype(np.float64)[mask]).sum())
+                nbytes += int(weight[mask].sum())
+                ntok += int(mask.sum())
         seconds = time.monotonic() - started
         return EvalReport(val_bpb=nats / (math.log(2) * nbytes) if nbytes else float("nan"), eval_seed=eval_seed,
                           nats=nats, target_bytes=nbytes, target_tokens=ntok, batches=n, probed_rows=probed_rows,
-                          probe_max_diff=probe_diff, spot_max_diff=spot_diff, seconds=seconds)
+                          probe_max_diff=probe_diff, spot_max_diff=spot_diff, seconds=seconds, round_trips=trips)
     finally:
         for w in (main, probe):
             if w is not None:

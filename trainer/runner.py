@@ -27,14 +27,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from trainer import compile_cache as compile_cache_mod
 from trainer import sandbox
 from trainer.constants import (ENTRY_FILE, ENV_BUDGET_S, ENV_DATA, ENV_HORIZON, ENV_PROFILE, ENV_SEED, ENV_STEPS,
                                MAX_ENTRY_BYTES, MAX_LOG_TAIL_BYTES, MAX_STDOUT_TAIL_BYTES, MAX_TREE_FILES,
                                MODEL_CONFIG_FILE, PROFILES, TIME_BUDGET_S, WEIGHTS_FILE, Profile, get_profile)
 from trainer.contract import Contract, ContractError, parse_contract
+from trainer.data_fit import data_problem
 from trainer.data_format import PreparedData
+from trainer.errors import TrainerError
 from trainer.evaluate import EvalError, evaluate, new_eval_seed
 from trainer.harness import harness_hash
 
@@ -44,9 +47,10 @@ MAX_WEIGHTS_BYTES = 16 << 30
 PIPE_DRAIN_S = 5.0
 FAKE_BPB_TOLERANCE = 1e-3
 MAX_REASON_CHARS = 600
+DEFAULT_HOME_NAME = ".autoswarm"  # the node's default home, under the user's home folder
 
 
-class RunnerError(ValueError):
+class RunnerError(TrainerError, ValueError):
     """The caller asked for something impossible (a bad argument, not a bad candidate)."""
 
 
@@ -118,12 +122,13 @@ def resolve_profile(name: str) -> Profile:
 
 
 def default_hidden() -> tuple[Path, ...]:
-    """What no sandbox may see: the node's home (its key) and the user's home folder."""
-    node_home = Path(os.environ.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm").expanduser()
-    return (node_home, Path.home())
+    """What no sandbox may see, whatever the caller adds: the user's home folder and the default
+    node home in it. A node whose home lives elsewhere passes it in `hidden_paths` (the environment
+    is not read here: what is hidden is an argument, never an accident of the caller's variables)."""
+    return (Path.home() / DEFAULT_HOME_NAME, Path.home())
 
 
-class _Rejected(Exception):
+class _Rejected(TrainerError):
     """Internal: the candidate is rejected before running (becomes status 'rejected')."""
 
 
@@ -186,9 +191,10 @@ def run_experiment(
     candidate: Path, parent: Path | None, data: PreparedData, *,
     profile: str | Profile = "auto", budget_s: float = TIME_BUDGET_S, steps: int | None = None, seed: int = 0,
     allowed_files: tuple[str, ...] = (ENTRY_FILE,), sandboxed: bool | None = None,
-    hidden: tuple[Path, ...] | None = None, work_root: Path | None = None, keep_work: bool = False,
+    hidden_paths: Sequence[Path] = (), work_root: Path | None = None, keep_work: bool = False,
     on_line: Callable[[str], None] | None = None, memory_limit_mb: int | None = None,
     wall_limit_s: float | None = None, eval_seed: int | None = None, horizon: int | None = None,
+    compile_cache: Path | None = None,
 ) -> ExperimentResult:
     """Runs `candidate` (a train.py, or a folder holding one) and measures it; see the module doc.
 
@@ -197,6 +203,16 @@ def run_experiment(
 
     `eval_seed=None` draws fresh validation rows (what a verifier should do); a replay meant to be
     compared exactly with an earlier result passes that result's eval_seed.
+
+    `hidden_paths`: folders and files no sandbox may see (the node's home with its key); they are
+    hidden on top of default_hidden() and the validation tokens, and a bind that would expose one
+    raises sandbox.PathExposed before anything runs.
+
+    A dataset too small for the profile (trainer/data_fit.py: the offline corpus on a GPU) raises
+    RunnerError with what to prepare instead, before anything runs.
+
+    `compile_cache`: a base compile cache folder (trainer/compile_cache.py): the run starts from a
+    private copy of it, and a successful run of the genesis program fills it if it is empty.
 
     `sandboxed=None` follows the environment (AUTOSWARM_NO_SANDBOX=1 opts out); without bubblewrap
     and without the opt-out this raises sandbox.SandboxUnavailable before anything runs.
@@ -209,9 +225,15 @@ def run_experiment(
         raise RunnerError("budget_s and steps must be positive and seed in 0..2**63-1")
     if horizon is not None and (steps is None or horizon < steps):
         raise RunnerError("a horizon needs steps, and is at least steps")
+    try:
+        too_small = data_problem(data, prof)
+    except OSError as exc:
+        raise RunnerError(f"cannot read the dataset: {exc}") from None
+    if too_small is not None:
+        raise RunnerError(too_small)
     sandboxed = (not sandbox.sandbox_opted_out()) if sandboxed is None else sandboxed
     sandbox.check_available(sandboxed)
-    hidden = default_hidden() + (data.val_tokens,) if hidden is None else hidden + (data.val_tokens,)
+    hidden = default_hidden() + tuple(Path(p) for p in hidden_paths) + (data.val_tokens,)
     hhash = harness_hash()
     eval_seed = new_eval_seed() if eval_seed is None else eval_seed  # secret until the result is out
     base = {"eval_seed": eval_seed, "seed": seed, "steps": steps, "horizon": horizon, "profile": prof.name,
@@ -234,6 +256,9 @@ def run_experiment(
         work = exp / "work"
         work.mkdir()
         shutil.copyfile(entry, work / ENTRY_FILE)
+        warm = compile_cache is not None and compile_cache_mod.seed(work, compile_cache)
+        if on_line is not None and compile_cache is not None:
+            on_line(f"runner: compile cache {'copied from ' + str(compile_cache) if warm else 'empty (cold start)'}")
         data_files = (data.train_tokens, data.token_bytes, data.meta_json)
         if sandboxed:
             data_env = str(sandbox.DATA_MOUNT)
@@ -262,6 +287,8 @@ def run_experiment(
             return finish("crash", f"out of memory: the process tree passed {prof.memory_limit_mb} MB and was killed")
         if train.returncode != 0:
             return finish("crash", _crash_reason(train.log, train.returncode, prof))
+        if compile_cache is not None and compile_cache_mod.is_genesis(base["candidate_sha256"]):
+            compile_cache_mod.publish(work, compile_cache)  # only the harness's own program fills the base
         try:
             contract = parse_contract(train.stdout)
             contract.require("num_steps", "device")
@@ -342,7 +369,7 @@ def _train(spec: sandbox.SandboxSpec, limit_s: float, on_line: Callable[[str], N
         raise RunnerError("the training process started without pipes")
     readers = [sandbox.drain(proc.stdout, stdout, log, name="train-stdout", on_line=on_line),
                sandbox.drain(proc.stderr, log, name="train-stderr", on_line=on_line)]
-    watchdog = sandbox.Watchdog(proc, spec.memory_limit_mb).start() if spec.cuda else None
+    watchdog = sandbox.Watchdog(proc, spec.memory_limit_mb).start() if sandbox.needs_watchdog(spec) else None
     try:
         finished = sandbox.wait_bounded(proc, started + limit_s)
     finally:

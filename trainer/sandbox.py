@@ -10,7 +10,11 @@ a new session (no terminal injection), and dies with its parent. /tmp and /dev/s
 tmpfs mounts. GPU device nodes are bound through when the profile uses CUDA.
 
 Limits. Address space (RLIMIT_AS) on CPU only: the CUDA driver reserves terabytes of virtual
-memory, so on CUDA a watchdog sums the resident memory of the process tree instead. CPU seconds and
+memory, so on CUDA a watchdog sums the resident memory of the process tree instead (and on the CPU
+profile of a CUDA build of torch, whose address-space limit is widened for its libraries).
+CUDA. Before the first CUDA sandbox the host initializes CUDA once, so that /dev/nvidia-uvm exists
+when the device nodes are bound; the sandbox inherits the CUDA, Triton and PyTorch variables of the
+caller's environment (passed_env), but never the compile-cache locations, which the harness sets. CPU seconds and
 file size are bounded by rlimits everywhere; wall time by the caller, which kills the process group.
 
 Knows nothing of training or evaluation: a spec and an argv in, a running process out.
@@ -18,7 +22,6 @@ Knows nothing of training or evaluation: a spec and an argv in, a running proces
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import resource
 import shutil
@@ -30,7 +33,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Mapping
+
+from trainer.errors import TrainerError
 
 SANDBOX_ROOT = Path("/autoswarm")
 WORK_MOUNT = SANDBOX_ROOT / "work"
@@ -46,11 +51,28 @@ ENV_NO_SANDBOX = "AUTOSWARM_NO_SANDBOX"  # "1": run candidates without bubblewra
 
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "passwd", "group",
               "localtime", "alternatives", "hosts")
-_PASS_ENV_CUDA = ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES",
-                  "NVIDIA_DRIVER_CAPABILITIES", "CUDA_HOME")
+# What a CUDA run inherits from the caller's environment: the settings a GPU image relies on for the
+# driver, CUDA libraries, Triton and PyTorch. Everything else is dropped (--clearenv).
+PASS_ENV_PREFIXES = ("CUDA_", "CUDNN_", "CUBLAS_", "CUBLASLT_", "NVIDIA_", "NCCL_", "TRITON_", "TORCH_",
+                     "TORCHINDUCTOR_", "PYTORCH_", "INDUCTOR_")
+PASS_ENV_NAMES = ("LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "CC", "CXX", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Set by the harness, never inherited: the compile caches (cache poisoning) and the interpreter's paths.
+HARNESS_ENV = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TRITON_HOME", "TORCH_HOME", "TORCH_EXTENSIONS_DIR")
+# Importing a CUDA build of torch maps its multi-GB libraries even on the CPU profile: the
+# address-space limit gets this much more, and the RSS watchdog bounds real memory instead.
+CUDA_TORCH_ADDRESS_SPACE_MB = 32 << 10
+CUDA_INIT_TIMEOUT_S = 60.0
+# Run on the host before a CUDA sandbox starts, until /dev/nvidia-uvm exists: the driver creates
+# that node (through the setuid nvidia-modprobe) on the first CUDA initialization, and a sandbox
+# can only bind nodes that exist when its argv is computed.
+CUDA_INIT_COMMANDS: tuple[tuple[str, ...], ...] = (
+    ("nvidia-modprobe", "-u", "-c=0"),
+    (sys.executable, "-c", "import ctypes; ctypes.CDLL('libcuda.so.1').cuInit(0)"),
+)
+DEV_DIR = Path("/dev")
 
 
-class SandboxError(RuntimeError):
+class SandboxError(TrainerError, RuntimeError):
     """The sandbox cannot be set up as asked."""
 
 
@@ -168,9 +190,85 @@ def sandbox_env(spec: SandboxSpec) -> dict[str, str]:
         "TORCHINDUCTOR_CACHE_DIR": f"{work}/.cache/inductor", "TRITON_CACHE_DIR": f"{work}/.cache/triton",
     }
     if spec.cuda:
-        env.update({k: os.environ[k] for k in _PASS_ENV_CUDA if k in os.environ})
+        env.update(passed_env(os.environ))
     env.update(dict(spec.env))
     return env
+
+
+def passed_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The caller's variables a CUDA sandbox inherits: PASS_ENV_PREFIXES and PASS_ENV_NAMES, less
+    the ones the harness owns (HARNESS_ENV)."""
+    return {k: v for k, v in environ.items()
+            if (k.startswith(PASS_ENV_PREFIXES) or k in PASS_ENV_NAMES) and k not in HARNESS_ENV}
+
+
+def cuda_device_nodes(dev: Path | None = None) -> list[str]:
+    """The NVIDIA device nodes (and /dev/dri) a CUDA sandbox binds, as they exist now."""
+    dev = DEV_DIR if dev is None else dev
+    nodes = sorted(str(p) for p in dev.glob("nvidia*"))
+    return nodes + ([str(dev / "dri")] if (dev / "dri").exists() else [])
+
+
+_cuda_initialized: list[bool] = []  # set once the host has /dev/nvidia-uvm
+
+
+def init_cuda_on_host(dev: Path | None = None, commands: tuple[tuple[str, ...], ...] | None = None) -> str:
+    """Makes the driver create /dev/nvidia-uvm on the host; '' when it exists (or there is no GPU
+    at all), else why not. Each command is bounded by CUDA_INIT_TIMEOUT_S; a failure is not fatal
+    here: train.py then reports that torch sees no GPU."""
+    dev = DEV_DIR if dev is None else dev
+    if _cuda_initialized and dev == DEV_DIR:
+        return ""
+    if not (dev / "nvidiactl").exists() or (dev / "nvidia-uvm").exists():
+        return ""
+    problems = []
+    for argv in CUDA_INIT_COMMANDS if commands is None else commands:
+        try:
+            subprocess.run(list(argv), capture_output=True, timeout=CUDA_INIT_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problems.append(f"{argv[0]}: {exc}")
+        if (dev / "nvidia-uvm").exists():
+            if dev == DEV_DIR:
+                _cuda_initialized.append(True)
+            return ""
+    return "; ".join(problems) or f"{dev / 'nvidia-uvm'} still missing after initializing CUDA"
+
+
+@functools.lru_cache(maxsize=1)
+def torch_is_cuda_build() -> bool:
+    """Whether the installed torch carries CUDA libraries (found without importing torch)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("torch")
+    if found is None or not found.submodule_search_locations:
+        return False
+    lib = Path(list(found.submodule_search_locations)[0]) / "lib"
+    return any(lib.glob("libtorch_cuda*.so*")) or any(lib.glob("libc10_cuda*.so*"))
+
+
+def address_space_limit_mb(spec: SandboxSpec) -> int | None:
+    """RLIMIT_AS for the sandbox: none on CUDA (the driver reserves terabytes of address space),
+    the memory bound on a CPU-only torch, and the memory bound plus CUDA_TORCH_ADDRESS_SPACE_MB on
+    the CPU profile of a CUDA build, whose libraries alone map several GB."""
+    if spec.cuda:
+        return None
+    return spec.memory_limit_mb + (CUDA_TORCH_ADDRESS_SPACE_MB if torch_is_cuda_build() else 0)
+
+
+def needs_watchdog(spec: SandboxSpec) -> bool:
+    """Real memory is watched (Watchdog) wherever the address-space limit does not bound it."""
+    return spec.cuda or address_space_limit_mb(spec) != spec.memory_limit_mb
+
+
+def rlimits(spec: SandboxSpec) -> dict[int, tuple[int, int]]:
+    """The resource limits the sandboxed process starts under."""
+    size = spec.file_limit_mb << 20
+    limits = {resource.RLIMIT_CPU: (spec.cpu_limit_s, spec.cpu_limit_s + 5), resource.RLIMIT_FSIZE: (size, size),
+              resource.RLIMIT_CORE: (0, 0)}
+    mem_mb = address_space_limit_mb(spec)
+    if mem_mb is not None:
+        limits[resource.RLIMIT_AS] = (mem_mb << 20, mem_mb << 20)
+    return limits
 
 
 def build_argv(spec: SandboxSpec, argv: list[str]) -> list[str]:
@@ -195,7 +293,8 @@ def build_argv(spec: SandboxSpec, argv: list[str]) -> list[str]:
     args += ["--ro-bind", str(harness_dir()), str(HARNESS_MOUNT / "trainer")]
     if spec.cuda:
         # the driver needs its device nodes and reads /sys for the PCI topology
-        for node in sorted(glob.glob("/dev/nvidia*")) + (["/dev/dri"] if os.path.exists("/dev/dri") else []):
+        init_cuda_on_host()
+        for node in cuda_device_nodes():
             args += ["--dev-bind", node, node]
         args += ["--ro-bind", "/sys", "/sys"]
     args += ["--bind" if spec.work_writable else "--ro-bind", str(spec.work_dir), str(WORK_MOUNT)]
@@ -208,14 +307,11 @@ def build_argv(spec: SandboxSpec, argv: list[str]) -> list[str]:
 
 
 def _limits(spec: SandboxSpec) -> Callable[[], None]:
+    limits = rlimits(spec)  # computed before the fork: the child only calls setrlimit
+
     def apply() -> None:  # runs in the child between fork and exec
-        if not spec.cuda:
-            mem = spec.memory_limit_mb << 20
-            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (spec.cpu_limit_s, spec.cpu_limit_s + 5))
-        size = spec.file_limit_mb << 20
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for which, value in limits.items():
+            resource.setrlimit(which, value)
     return apply
 
 

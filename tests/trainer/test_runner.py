@@ -111,11 +111,17 @@ def test_silent_cpu_fallback_and_step_mismatch_are_caught() -> None:
     fallback = Contract(num_steps=10, device="cpu", peak_vram_mb=0.0)
     assert _check_contract(fallback, gpu, 0, None) == (
         "crash", "silent CPU fallback: the gpu profile ran on device 'cpu' with peak_vram_mb 0.0")
-    assert _check_contract(Contract(num_steps=10, device="cuda", peak_vram_mb=0.0), gpu, 0, None) is not None
+    assert _check_contract(Contract(num_steps=10, device="cuda", peak_vram_mb=0.0), gpu, 0, None) == (
+        "crash", "silent CPU fallback: the gpu profile ran on device 'cuda' with peak_vram_mb 0.0")
     assert _check_contract(Contract(num_steps=10, device="cuda:0", peak_vram_mb=900.0), gpu, 0, None) is None
     assert _check_contract(Contract(num_steps=9, device="cpu"), cpu, 0, 10) == (
         "rejected", "replay asked for exactly 10 steps, train.py reports 9")
-    assert _check_contract(Contract(num_steps=10, device="cpu", seed=3), cpu, 4, None) is not None
+    assert _check_contract(Contract(num_steps=10, device="cpu", seed=3), cpu, 4, None) == (
+        "rejected", "train.py reports seed 3, the runner gave 4")
+    assert _check_contract(Contract(num_steps=10, device="cpu", planned_steps=12), cpu, 0, 10) == (
+        "rejected", "replay asked for horizon 10, train.py reports 12")
+    assert _check_contract(Contract(num_steps=0, device="cpu"), cpu, 0, None) == (
+        "crash", "train.py ran no training step")
 
 
 def test_result_validates_itself() -> None:
@@ -255,22 +261,25 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-needs_cuda = pytest.mark.skipif(not (_has_cuda() and sandbox.find_bwrap()), reason="needs an NVIDIA GPU and bwrap")
+needs_cuda = pytest.mark.skipif(not _has_cuda(), reason="needs an NVIDIA GPU that torch can use")
 
 
+@pytest.mark.slow
 @needs_cuda
 def test_gpu_run_in_the_sandbox_really_uses_the_gpu(tmp_path: Path) -> None:
-    from trainer.prepare import prepare
+    from trainer.data_fit import synthetic_sizes
 
-    data = prepare("default", home=tmp_path / "home", progress=False)
-    first = run_experiment(GENESIS, None, data, profile="gpu", budget_s=30.0, seed=1)
+    n_train, n_val, vocab = synthetic_sizes(get_profile("gpu"))  # the offline corpus is too small for a GPU
+    data = synthetic(tmp_path / "data", n_train=n_train, n_val=n_val, vocab_size=vocab)
+    sandboxed = sandbox.find_bwrap() is not None  # a GPU image without bwrap still checks the GPU path
+    first = run_experiment(GENESIS, None, data, profile="gpu", budget_s=30.0, seed=1, sandboxed=sandboxed)
     assert first.status == "ok", first.reason + first.log_tail
     assert first.device is not None and first.device.startswith("cuda")
     assert first.peak_vram_mb is not None and first.peak_vram_mb > 1000
     assert first.mfu_percent is not None and first.mfu_percent > 1
     # Whether GPU replays are bit-identical is a measurement, recorded in docs/trainer.md.
     replay = run_experiment(GENESIS, None, data, profile="gpu", budget_s=30.0, seed=1, steps=first.num_steps,
-                            horizon=first.planned_steps, eval_seed=first.eval_seed)
+                            horizon=first.planned_steps, eval_seed=first.eval_seed, sandboxed=sandboxed)
     assert replay.status == "ok" and replay.num_steps == first.num_steps
     print(f"gpu replay: timed {first.val_bpb!r} replay {replay.val_bpb!r} identical={first.val_bpb == replay.val_bpb}")
 
@@ -288,3 +297,29 @@ def test_missing_output_is_a_typed_crash(tmp_path: Path, data: PreparedData, sou
     path.write_text(source)  # no torch import: these fail in well under a second of training
     result = run_experiment(path, None, data, profile="cpu", budget_s=BUDGET_S)
     assert result.status == "crash" and reason in result.reason and result.val_bpb is None
+
+
+def test_cli_takes_the_paths_to_hide_as_options() -> None:
+    from trainer.__main__ import parse_run
+
+    config = parse_run(["train.py", "--home", "/srv/node", "--hide", "/keys", "--hide", "/etc/secret"],
+                       {"AUTOSWARM_HOME": "/elsewhere"})
+    assert config.home == Path("/srv/node") and config.hidden_paths == (Path("/keys"), Path("/etc/secret"))
+    assert parse_run(["train.py"], {"AUTOSWARM_HOME": "/h"}).home == Path("/h")  # the default, when no --home
+
+
+def test_runner_hides_default_paths_without_reading_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.runner import default_hidden
+
+    monkeypatch.setenv("AUTOSWARM_HOME", "/somewhere/else")
+    assert default_hidden() == (Path.home() / ".autoswarm", Path.home())
+
+
+@needs_bwrap
+def test_an_explicit_hidden_path_is_enforced(tmp_path: Path, data: PreparedData) -> None:
+    # A key inside a folder the sandbox binds (the interpreter's prefix): refused before running.
+    secret = Path(sys.prefix) / "node.key"
+    with pytest.raises(sandbox.PathExposed, match="node.key would be visible in the sandbox"):
+        run_experiment(GENESIS, None, data, profile="cpu", budget_s=BUDGET_S, hidden_paths=(secret,),
+                       work_root=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # and its work folder was removed
