@@ -63,7 +63,8 @@ _log = logging.getLogger(__name__)
 
 # the constants below moved with their code and are importable from here as before
 __all__ = ["BUNDLE_PATH", "FULL_HEADS_EVERY", "FULL_SYNC_EVERY", "HALF_OPEN_EVICT_S", "MAX_ADDRS_FROM_PEER",
-           "SPEC_PATH", "USEFUL_ENTRIES", "USEFUL_SCORE", "WS_PATH", "BundleSource", "Peer", "PeerConfig", "read_capped"]
+           "SPEC_PATH", "USEFUL_ENTRIES", "USEFUL_SCORE", "WS_PATH", "BundleSource", "Peer", "PeerConfig",
+           "read_capped"]
 
 class Peer:
     def __init__(self, config: PeerConfig, ledger: Ledger, identity: Identity,
