@@ -36,7 +36,7 @@ class Dialer:
         self.dialing: set[str] = set()
         self.outbound: dict[Connection, None] = {}
 
-    async def run(self) -> None:
+    async def dial_loop(self) -> None:
         while True:
             self.dial_some()
             await asyncio.sleep(self.peer.config.dial_interval_s)

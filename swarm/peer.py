@@ -152,7 +152,7 @@ class Peer:
                 tg.create_task(self._guard(self.replicator.run_ingest), name="swarm-ingest"),
                 tg.create_task(self._guard(self.replicator.run_repair), name="swarm-repair"),
                 tg.create_task(self._guard(self.replicator.run_pull), name="swarm-pull"),
-                tg.create_task(self._guard(self.dialer.run), name="swarm-dial"),
+                tg.create_task(self._guard(self.dialer.dial_loop), name="swarm-dial"),
             ]
             if self.config.peer_table_path is not None:
                 self._loops.append(tg.create_task(self._guard(self._save_loop), name="swarm-table-save"))
