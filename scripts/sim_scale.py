@@ -11,16 +11,17 @@ them, others' in full to `swarm.heads.split_targets`' choice of EAGER_FANOUT and
 the rest, who ask for it (`WantIds`) after PULL_AFTER_S); the bytes of every frame (`swarm.protocol
 .encode_message` of `Entries`, `Have`, `WantIds`, `Heads` pages from `swarm.heads.heads_pages`,
 `HeadsDelta`, `Digest`, `Ping`, `Pong`, at the intervals and with the full-vs-delta schedule that
-`swarm/peer.py` and `swarm/connection.py` use); and one node's ledger file, written through
+`swarm/links.py` and `swarm/connection.py` use); and one node's ledger file, written through
 `ledger.store.Ledger` with the day's wires. `--flood` and `--heads full` give the protocol as it was
 before lazy forwarding and heads deltas.
 
 What is modelled: each link has a one-way latency drawn once (uniform, `latency_s`); a node's uplink
 sends frames one after another at `uplink_bps`; a hop costs `ingest_s` (check, append, forward).
-No frame is lost. The fake trainer: every node runs one worker (one GPU) that finishes an experiment
-every `budget_s` + overhead and publishes a claim; an improvement (a claim below the best verified
-value by more than the noise) is re-run by a trusted verifier when it next frees up, which publishes
-the verify and the mints the credit rules allow, as tests/ledger/factory.py's valid history does.
+No frame is lost. The fake trainer (scripts/sim_day.py, with the per-node folds and the ledger
+file): every node runs one worker (one GPU) that finishes an experiment every `budget_s` + overhead
+and publishes a claim; an improvement (a claim below the best verified value by more than the
+noise) is re-run by a trusted verifier when it next frees up, which publishes the verify and the
+mints the credit rules allow, as tests/ledger/factory.py's valid history does.
 
 Theory of operation. Entries do not contend for links (a node's uplink is busy well under 1% of the
 time; `uplink_busy` reports it), so an entry's flood depends only on its origin: the simulator floods
@@ -28,13 +29,12 @@ once per origin (an event heap of receipts and forwards) and keeps per node the 
 and the frames it sent and received. The day's workload then replays through those floods: arrival
 time of entry e at node v = publish time + delay[origin(e)][v], and a node's traffic is its frame
 counts per origin times the bytes of that origin's frames. Knows nothing about asyncio or sockets
-except in `ledger_bytes`, which writes the real SQLite ledger.
+(scripts/sim_day.py's `ledger_bytes` writes the real SQLite ledger).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import heapq
 import json
 import math
@@ -43,32 +43,26 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # scripts/sim_day.py, when loaded by path
 
-from ledger import credits, fold  # noqa: E402
-from ledger.bodies import Body, Claim, Mint, Verify  # noqa: E402
-from ledger.entry import Entry, sign_entry  # noqa: E402
-from ledger.keys import Identity  # noqa: E402
-from ledger.pending import Pending  # noqa: E402
-from ledger.spec import SignedSpec, SwarmSpec, sign_spec  # noqa: E402
+from sim_day import (  # noqa: E402  (CLASS, identity and make_spec are used from here by scripts/bench_scale.py)
+    CLASS, changed_authors_per_round, fold_at, fold_digests, heads_of, identity, ledger_bytes, make_spec, run_day,
+)
 from swarm.connection import PING_INTERVAL_S  # noqa: E402
 from swarm.gossip import EAGER_FANOUT, PULL_AFTER_S, PULL_MIN_S, PULL_RTT_FACTOR  # noqa: E402
 from swarm.heads import heads_pages, split_targets  # noqa: E402
-from swarm.peer import FULL_HEADS_EVERY, FULL_SYNC_EVERY  # noqa: E402
+from swarm.links import FULL_HEADS_EVERY, FULL_SYNC_EVERY  # noqa: E402
 from swarm.peerconfig import ANTI_ENTROPY_INTERVAL_S  # noqa: E402
 from swarm.peertable import PeerTable, choose_dials  # noqa: E402
 from swarm.protocol import Digest, Entries, Have, HeadsDelta, Ping, Pong, WantIds, encode_message  # noqa: E402
 
-CLASS = "sim-gpu"
-NOISE_BPB = 0.002
-RATE_UCR_PER_BPB = 10**9
-VERIFY_UCR = 1000
 TCP_IP_BYTES_PER_FRAME = 52   # IPv4 + TCP with timestamps; ws framing is added per frame size
 
 
@@ -244,112 +238,6 @@ def lazy_flood(adj: list[list[int]], latency: dict[tuple[int, int], float], orig
     return Flood(held, sent, received, announced)
 
 
-# ------------------------------------------------------------------------------------- the fake trainer
-
-
-def identity(n: int) -> Identity:
-    return Identity.from_seed(hashlib.sha256(b"sim-%d" % n).digest())
-
-
-def make_spec(verifiers: list[Identity]) -> SignedSpec:
-    creator = identity(-1)
-    spec = SwarmSpec(
-        name="sim", creator=creator.public_key, created_ms=0, harness_hash=b"h" * 32, dataset_hash=b"d" * 32,
-        tokenizer_hash=b"t" * 32, time_budget_s=300, metric="val_bpb", direction="min",
-        baseline_commit=b"\x00" * 20, allowed_files=["train.py"], platform_classes=[CLASS],
-        verifiers=[v.public_key for v in verifiers], quorum=1, noise_bpb={CLASS: NOISE_BPB},
-        record_ucr_per_bpb=RATE_UCR_PER_BPB, verify_ucr=VERIFY_UCR,
-    )
-    return sign_spec(creator, spec)
-
-
-@dataclass(slots=True)
-class Published:
-    entry: Entry
-    origin: int
-    at_s: float
-
-
-@dataclass(slots=True)
-class Day:
-    """The day's entries in publish order, and the fold of them in that order (the reference)."""
-
-    published: list[Published] = field(default_factory=list)
-    state: fold.State | None = None
-
-
-def run_day(cfg: SimConfig, spec: SignedSpec, ids: list[Identity], arrival: np.ndarray,
-            rng: random.Random) -> Day:
-    """Discrete events of the workers: `arrival[o][v]` is when node v holds node o's entry, after publishing."""
-    state = fold.initial(spec.spec)
-    day = Day(state=state)
-    heads: dict[bytes, tuple[int, bytes | None]] = {}
-    swarm = spec.swarm_id
-    end_s = cfg.hours * 3600
-    verifier_nodes = set(range(cfg.verifiers))
-    unverified: list[tuple[float, Entry, int]] = []    # (published at, claim, origin), improvements
-    best = 3.0
-    improvements = 0
-    commits = 0
-
-    def publish(v: int, body: Body, now_s: float) -> Entry:
-        seq, prev = heads.get(ids[v].public_key, (0, None))
-        entry = sign_entry(ids[v], swarm=swarm, seq=seq + 1, prev=prev, body=body, time_ms=int(now_s * 1000))
-        heads[ids[v].public_key] = (entry.seq, entry.id)
-        fold.apply(state, entry)
-        if state.verdicts.get(entry.id):
-            raise RuntimeError(f"the fake trainer made an invalid entry: {state.verdicts[entry.id]}")
-        day.published.append(Published(entry, v, now_s))
-        return entry
-
-    jobs = [(rng.uniform(0, cfg.budget_s), v) for v in range(cfg.nodes)]  # workers start spread out
-    heapq.heapify(jobs)
-    while jobs and jobs[0][0] < end_s:
-        now_s, v = heapq.heappop(jobs)
-        # a verifier that already holds an unverified improvement re-runs it; the run takes a budget
-        if v in verifier_nodes:
-            seen = [k for k, (at, _, o) in enumerate(unverified) if at + arrival[o][v] <= now_s]
-            if seen:
-                _, claim_entry, _ = unverified.pop(seen[0])
-                _verify(publish, v, ids[v], claim_entry, state, now_s)
-                heapq.heappush(jobs, (now_s + cfg.budget_s + rng.uniform(*cfg.overhead_s), v))
-                continue
-        commits += 1
-        improved = rng.random() < cfg.improve_p * 20 / (20 + improvements) and best > 1.0
-        value = best - rng.uniform(0.0021, 0.004) if improved else best + abs(rng.gauss(0, 0.02))
-        claim = publish(v, _claim(commits, value, cfg.loss_points, rng), now_s)
-        if value < best - NOISE_BPB:
-            best = value
-            improvements += 1
-            unverified.append((now_s, claim, v))
-        heapq.heappush(jobs, (now_s + cfg.budget_s + rng.uniform(*cfg.overhead_s), v))
-    return day
-
-
-def _claim(n: int, value: float, points: int, rng: random.Random) -> Claim:
-    curve = [round(4.0 - 2.5 * k / max(points, 1) + rng.gauss(0, 0.01), 4) for k in range(points)]
-    return Claim(
-        commit=hashlib.sha1(b"sim-commit-%d" % n).digest(), parent=b"\x00" * 20, platform_class=CLASS,
-        status="ok", val_bpb=round(value, 5), num_steps=950, planned_steps=950, seed=n, training_s=300.0,
-        wall_s=340.0, peak_vram_mb=44_000.0, loss_curve=curve, diff_summary="MATRIX_LR: 0.04 -> 0.05",
-        message="raise the matrix learning rate", bundle=hashlib.sha256(b"bundle-%d" % n).digest(),
-    )
-
-
-def _verify(publish: Any, v: int, who: Identity, claim: Entry, state: fold.State, now_s: float) -> None:
-    body = claim.body
-    assert isinstance(body, Claim) and body.val_bpb is not None
-    value = body.val_bpb
-    ver = publish(v, Verify(claim=claim.id, commit=body.commit, platform_class=CLASS, status="ok", val_bpb=value,
-                            num_steps=body.num_steps, seed=body.seed, training_s=300.0), now_s)
-    # the one record mint the fold allows this verifier now (ledger/credits.py), if the claim is a record
-    mint, _ = credits.record_mint(state, who.public_key, claim.id)
-    if mint is not None:
-        publish(v, mint, now_s)
-    publish(v, Mint(reason="verification", subject=ver.id, quorum=[], to=who.public_key, amount=VERIFY_UCR,
-                    value=None, prev_best=None), now_s)
-
-
 # ------------------------------------------------------------------------------------- figures
 
 
@@ -357,56 +245,6 @@ def frame_bytes(message: Any) -> int:
     """Bytes of one websocket frame carrying `message`, and the TCP/IP headers of its packet."""
     payload = len(encode_message(message))
     return payload + (2 if payload < 126 else 4 if payload < 65536 else 10) + TCP_IP_BYTES_PER_FRAME
-
-
-def fold_digests(state: fold.State) -> dict[str, str]:
-    """One hash per derived table, so a difference says which table differs."""
-    t = fold.tables(state)
-    parts = {"balances": sorted(t.balances.items()), "frozen": sorted(t.frozen.items()),
-             "verdicts": sorted(t.verdicts.items()), "leaderboard": fold.leaderboard(state, CLASS),
-             "records": sorted(repr(r) for r in t.records)}
-    return {name: hashlib.sha256(repr(part).encode()).hexdigest()[:16] for name, part in parts.items()}
-
-
-def fold_at(spec: SignedSpec, day: Day, arrival: np.ndarray, v: int) -> tuple[fold.State, int]:
-    """The fold node v computes, taking entries in the order it received them. As the store does,
-    an entry whose dependencies (`Entry.deps`) are not applied yet waits in the real pending area
-    (`ledger.pending.Pending`) until they are. Returns the state and how many entries waited."""
-    order = sorted(day.published, key=lambda p: (p.at_s + arrival[p.origin][v], p.entry.author, p.entry.seq))
-    state = fold.initial(spec.spec)
-    applied: set[bytes] = set()
-    pending = Pending()
-    waited = 0
-    history: list[Entry] = []
-    for p in order:
-        ready = [p.entry]
-        while ready:
-            entry = ready.pop()
-            missing = next((d for d in entry.deps() if d not in applied), None)
-            if missing is not None:
-                pending.add(entry, missing)
-                waited += 1
-                continue
-            history.append(entry)
-            state = fold.apply_or_rebuild(state, entry, history)
-            applied.add(entry.id)
-            ready.extend(reversed(pending.release(entry.id)))
-    if len(pending):
-        raise RuntimeError(f"node {v}: {len(pending)} entries never had their dependencies")
-    return state, waited
-
-
-async def ledger_bytes(spec: SignedSpec, day: Day, path: Path) -> tuple[int, int]:
-    """Writes the day's wires into a real ledger file; returns (rows, bytes on disk after a checkpoint)."""
-    from ledger.store import Ledger
-
-    wires = [p.entry.wire for p in day.published]
-    async with Ledger.open(path, spec) as ledger:
-        for start in range(0, len(wires), 1000):
-            await ledger.append_wires(wires[start:start + 1000])
-        rows = await ledger.count()
-    size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
-    return rows, size
 
 
 def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any]:
@@ -443,18 +281,18 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
     if cfg.eager is not None:
         entry_bytes = entry_bytes + id_frame_bytes * (by_origin @ np.stack([f.announced for f in floods
                                                                              if f.announced is not None]))
-    tips = {a: (s, h[:8]) for a, (s, h) in _heads(day).items()}
+    tips = {a: (s, h[:8]) for a, (s, h) in heads_of(day).items()}
     full_heads_bytes = sum(frame_bytes(page) for page in heads_pages(tips))
     round_s = ANTI_ENTROPY_INTERVAL_S * FULL_SYNC_EVERY
     if cfg.heads == "delta":
-        # as swarm/peer.py: every FULL_HEADS_EVERY-th heads round sends the full pages, the others a
+        # as swarm/links.py: every FULL_HEADS_EVERY-th heads round sends the full pages, the others a
         # HeadsDelta of the rows changed on that link since the last round (a digest when none did),
         # less the rows whose head entry the link already carried (sent, received or announced:
         # swarm.heads.heads_delta's peer_holds). Every flood crosses every link (each holder
         # forwards to all its peers not known to hold it), so the rows left are those of entries
         # still in flight: at most the entries published within the mean time to reach every node.
         in_flight = len(day.published) / (cfg.hours * 3600) * float(to_all_s.mean())
-        changed = min(_changed_authors_per_round(day, round_s, cfg.hours), math.ceil(in_flight))
+        changed = min(changed_authors_per_round(day, round_s, cfg.hours), math.ceil(in_flight))
         delta_bytes = (frame_bytes(HeadsDelta(tuple((bytes([1]) + k.to_bytes(31, "big"), 1, b"t" * 8)
                                                     for k in range(changed))))
                        if changed else frame_bytes(Digest(b"\x00" * 32)))
@@ -515,22 +353,6 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
         rows, size = asyncio.run(ledger_bytes(spec, day, ledger_dir / "node.ledger"))
         result["ledger"] = {"rows": rows, "bytes": size, "bytes_per_entry": round(size / max(rows, 1), 1)}
     return result
-
-
-def _changed_authors_per_round(day: Day, round_s: float, hours: float) -> int:
-    """Mean number of distinct authors that published within one heads round."""
-    rounds = max(1, int(hours * 3600 / round_s))
-    authors: list[set[bytes]] = [set() for _ in range(rounds)]
-    for p in day.published:
-        authors[min(int(p.at_s / round_s), rounds - 1)].add(p.entry.author)
-    return round(sum(len(a) for a in authors) / rounds)
-
-
-def _heads(day: Day) -> dict[bytes, tuple[int, bytes]]:
-    heads: dict[bytes, tuple[int, bytes]] = {}
-    for p in day.published:
-        heads[p.entry.author] = (p.entry.seq, p.entry.id)
-    return heads
 
 
 def main(argv: list[str] | None = None) -> int:

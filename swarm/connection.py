@@ -1,7 +1,10 @@
 """One replication connection over a websocket, after its handshake: frames in, frames out.
 
-Knows nothing about the ledger: decoded messages go to a `Handler` (the replicator and the
-peer), and the handler's sends come back through `push` and `send_bulk`.
+Knows nothing about the ledger: decoded messages go to a `Handler` (swarm/links.py, which hands
+them to the replicator), and the handler's sends come back through `push` and `send_bulk`.
+`Connection` is a few lines over the 250 that STYLE.md asks of a class: its four tasks share the
+link's send queue, rate limits, known ids and stats, and splitting them apart would only pass
+that state between classes.
 
 Theory of operation. Each connection runs four tasks in its own TaskGroup: the reader (this
 task), a writer draining the send queue, a syncer answering anti-entropy (heads pages and

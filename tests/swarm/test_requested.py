@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarm import gossip, heads, limits
+from swarm import antientropy, heads, limits
 from tests.ledger import factory
 from tests.swarm.swarmkit import SWARM, open_node, wait_all, wait_connected
 
@@ -52,7 +52,7 @@ async def test_syncing_node_never_penalizes_the_peer_it_asked(tmp_path: Path, mo
             for i in range(SEQS):
                 assert (await a.ledger.append(feeds.sign(x, factory.post(f"{i}")))).status.value == "appended"
         # one entry per frame on the answering side: many frames for the catch-up
-        monkeypatch.setattr(gossip, "pack_frames", lambda wires: heads.pack_frames(wires, max_entries=1))
+        monkeypatch.setattr(antientropy, "pack_frames", lambda wires: heads.pack_frames(wires, max_entries=1))
         async with open_node(tmp_path, bootstrap=(a.address,)) as b:
             await wait_connected(b, 1, 10)
             await wait_all([b], {x.public_key: SEQS for x in authors}, 60)
