@@ -143,6 +143,10 @@ class Market:
 
     # -- workers
 
+    def pending(self) -> int:
+        """Work waiting for a worker of this node (node/research/work.py's paid jobs)."""
+        return self._work.qsize()
+
     def take(self) -> Work | None:
         try:
             return self._work.get_nowait()
