@@ -100,7 +100,7 @@ class Market:
         self._active: set[bytes] = set()        # jobs we witness, queued or run (as executor)
         self._checking: set[bytes] = set()      # jobs we spot-check
         self._acted: set[tuple[str, bytes]] = set()  # (what, job) done or in flight: never twice
-        self.started: dict[bytes, float] = {}   # job -> time.time() its run started (executor)
+        self.started: dict[bytes, float] = {}   # job -> when its run started, on the clock (executor)
         self.witnessed: dict[bytes, int] = {}   # payment -> holders seen when work started
         self._tasks: set[asyncio.Task[None]] = set()
         self._kick = asyncio.Event()
@@ -318,19 +318,20 @@ class Market:
         if payment is None:
             return False
         escrow = self.state.escrows[payment]
-        deadline = time.monotonic() + WITNESS_LIMIT_S
         holders = 0
-        while time.monotonic() < deadline:
-            if self.state.frozen.get(escrow.payer) is not None:
-                self.on_event(f"job {job_id.hex()[:12]}: the payer forked its feed; not starting")
-                return False
-            need = market.needed_holders(min(self.config.holders, len(self.peer.connected())))
-            holders = await self.peer.held_by(payment, HELD_TIMEOUT_S) if need else 0
-            if holders >= need:
-                break
-            with contextlib.suppress(TimeoutError):   # a new peer or entry may change the answer
-                await self.peer.wait_until(lambda: False, timeout_s=0.2)
-        else:
+        try:
+            async with asyncio.timeout(WITNESS_LIMIT_S):   # the event loop's clock: no wall time read here
+                while True:
+                    if self.state.frozen.get(escrow.payer) is not None:
+                        self.on_event(f"job {job_id.hex()[:12]}: the payer forked its feed; not starting")
+                        return False
+                    need = market.needed_holders(min(self.config.holders, len(self.peer.connected())))
+                    holders = await self.peer.held_by(payment, HELD_TIMEOUT_S) if need else 0
+                    if holders >= need:
+                        break
+                    with contextlib.suppress(TimeoutError):   # a new peer or entry may change the answer
+                        await self.peer.wait_until(lambda: False, timeout_s=0.2)
+        except TimeoutError:
             self.on_event(f"job {job_id.hex()[:12]}: payment not witnessed by enough peers; not starting")
             return False
         await asyncio.sleep(self.config.witness_s)  # the quiet time a fork proof needs to reach us

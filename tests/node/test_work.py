@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,9 @@ from node.research.history import ClaimRecord
 from node.research.loop import Research
 from node.research.work import Baseline, Experiment, Idle, PaidJob, RunSubmission, Situation, Stop, Verify
 from node.sim.simulate import SimConfig, simulate
-from tests.node.hubkit import CLASS, backend
+from tests.node.hubkit import CLASS, KitBackend, backend
+
+DEVICE = Device(None, "cpu", 0, "", CLASS)
 
 
 def _record(n: int) -> ClaimRecord:
@@ -98,16 +102,32 @@ def test_the_simulator_chooses_with_the_research_loops_function(monkeypatch: pyt
     assert any(not s.baseline_done for s in spy.seen) and any(s.verify for s in spy.seen)
 
 
+def _research(kit: KitBackend, tmp_path: Path, clock: Callable[[], float] = time.time) -> Research:
+    config = load_config(["--home", str(tmp_path / "home"), "--profile", "cpu"], {})
+    return Research(config, kit.ledger, kit.repo, Layout(tmp_path / "home"),
+                    DataInfo(tmp_path / "data", b"m" * 32, b"t" * 32), kit.me, kit.verifier,
+                    Display(io.StringIO(), tty=False), tmp_path / "scratch", random.Random(1), clock)
+
+
 async def test_a_worker_chooses_with_the_same_function(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     spy = Spy(answer=Stop())
     monkeypatch.setattr(work, "choose_work", spy)
     async with backend(tmp_path) as kit:
-        config = load_config(["--home", str(tmp_path / "home"), "--profile", "cpu"], {})
-        research = Research(config, kit.ledger, kit.repo, Layout(tmp_path / "home"),
-                            DataInfo(tmp_path / "data", b"m" * 32, b"t" * 32), kit.me, kit.verifier,
-                            Display(io.StringIO(), tty=False), tmp_path / "scratch", random.Random(1))
-        await research.run_worker(Device(None, "cpu", 0, "", CLASS))   # Stop: returns after one choice
+        research = _research(kit, tmp_path)
+        await research.run_worker(DEVICE)   # Stop: returns after one choice
     (seen,) = spy.seen
     # the kit's ledger holds our baseline claim, and our verifier key is the swarm's trusted one
     assert seen.baseline_done and not seen.baseline_running and seen.calibration_seed == 1
     assert [r.body.commit for r in seen.verify] == [kit.baseline]
+
+
+async def test_the_injected_clock_decides_when_a_slow_replay_is_tried_again(tmp_path: Path) -> None:
+    now = [1000.0]
+    async with backend(tmp_path) as kit:
+        research = _research(kit, tmp_path, clock=lambda: now[0])
+        await research.history.sync(kit.ledger)
+        (claim,) = [r.id for r in research.situation(DEVICE).verify]
+        research.replays.inconclusive[claim] = (1, 1500.0)   # too slow once: again after 1500 s on the clock
+        assert research.situation(DEVICE).verify == []
+        now[0] = 1501.0
+        assert [r.id for r in research.situation(DEVICE).verify] == [claim]
