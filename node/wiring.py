@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ledger.bodies import Profile
+from ledger.bodies import UCR_PER_CREDIT, Profile
 from ledger.keys import Identity, short_id
 from ledger.spec import SignedSpec
 from ledger.store import Ledger
@@ -59,7 +59,7 @@ def summary(research: Research, peer: Peer) -> str:
     mine = sum(state.balances.get(k.public_key, 0) for k in (research.researcher, research.verifier))
     last = " ".join(research.stats.last) or "-"
     return (f"best {best} | last {last} | experiments {research.stats.experiments} | "
-            f"verified {research.stats.verifications} | credits {mine / 1e6:.3f} | peers {len(peer.connected())}")
+            f"verified {research.stats.verifications} | credits {mine / UCR_PER_CREDIT:.3f} | peers {len(peer.connected())}")
 
 
 async def find_swarm(config: NodeConfig, layout: Layout, researcher: Identity, verifier_id: Identity,

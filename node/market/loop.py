@@ -50,6 +50,7 @@ from node.market import policy as market
 from node.errors import TrainerFailed
 from node.research.experiment import RunResult
 from node.research.fetch import keep_bundle
+from node.research.limits import MAX_LOG_TAIL, MAX_SETTLE_REASON
 from node.market.policy import BadJobRequest, JobRequest, TrainArgs
 
 MAX_TICK_S = 1.0            # the loop looks again at least this often (timers: windows, expiries)
@@ -58,6 +59,7 @@ WITNESS_LIMIT_S = 60.0      # an executor gives up on a payment not witnessed by
 REFUND_GRACE_S = 5.0        # a payer refunds this long after a job without a receipt expired
 MAX_ARTIFACT_BYTES = 64 << 10
 MAX_WORK_QUEUE = 64
+ARTIFACT_REASON_CHARS = 1000   # of a failed run's reason kept in its result artifact (not an entry)
 
 _log = logging.getLogger(__name__)
 
@@ -416,18 +418,18 @@ class Market:
                 train_py, reason = None, f"the job's commit could not be read: {exc}"
         if train_py is None or args is None:
             receipt = Receipt(job=work.job_id, offer=work.offer, payment=work.payment, status="rejected", gpu_s=0.0,
-                              metrics={}, artifacts=[], log_tail=reason[:4096])
+                              metrics={}, artifacts=[], log_tail=reason[:MAX_LOG_TAIL])
         else:
             result = await runner(train_py, job.max_gpu_s, args.steps, args.seed, None)
             metrics = {"num_steps": float(result.num_steps), "planned_steps": float(result.planned_steps),
                        "seed": float(result.seed), "training_s": result.training_s}
             if result.val_bpb is not None:
                 metrics["val_bpb"] = result.val_bpb
-            artifact = await self._keep_artifact({"status": result.status, "reason": result.reason[:1000],
+            artifact = await self._keep_artifact({"status": result.status, "reason": result.reason[:ARTIFACT_REASON_CHARS],
                                                   "metrics": metrics, "log_tail": result.log_tail[-8192:]})
             receipt = Receipt(job=work.job_id, offer=work.offer, payment=work.payment, status=result.status,
                               gpu_s=market.gpu_seconds(result.wall_s, 1, job.max_gpu_s), metrics=metrics,
-                              artifacts=[artifact], log_tail=result.log_tail[-4096:])
+                              artifacts=[artifact], log_tail=result.log_tail[-MAX_LOG_TAIL:])
         entry = await self.publish(self.me, receipt)
         self.on_event(f"job {work.job_id.hex()[:12]}: receipt {entry.id.hex()[:12]}, {receipt.gpu_s} GPU-s, "
                       f"{receipt.status}")
@@ -463,7 +465,7 @@ class Market:
         amount = settle_amount(self.state, work.job_id)[0] if ok else 0
         await self.publish(checker, Settle(job=work.job_id, payment=work.payment, receipt=work.receipt,
                                                 outcome="paid" if ok else "refunded", amount=amount,
-                                                reason=f"spot check: {why}"[:1024]))
+                                                reason=f"spot check: {why}"[:MAX_SETTLE_REASON]))
         self.on_event(f"job {work.job_id.hex()[:12]}: spot check {'reproduced' if ok else 'FAILED'}: {why}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ledger import credits
-from ledger.bodies import UCR_PER_CREDIT, Body, Verify
+from ledger.bodies import Body, Verify
 from ledger.entry import Entry
 from ledger.keys import Identity, short_id
 from ledger.store import Ledger
@@ -20,6 +20,7 @@ from node.display import Display
 from node.platform import Device
 from node.research import verifier
 from node.research.history import ClaimRecord, History
+from node.research.limits import UCR_PER_CREDIT
 from node.research.runs import Runs, Stats
 
 SLOW_REPLAY_TRIES = 3        # replays too slow for the budget before the verifier publishes that they do not fit

@@ -23,11 +23,10 @@ from node.home import DataInfo, Layout
 from node.platform import Device
 from node.research.experiment import RunRequest, RunResult, machine_slot, run_trainer
 from node.research.fetch import keep_bundle
+from node.research.limits import MAX_CLAIM_MESSAGE
 
 MAX_LOSS_POINTS = 16  # of the trainer's loss curve kept in a claim: most of a claim's bytes (docs/benchmarks.md, "Scale")
 EVAL_ESTIMATE_S = {"cpu": 10.0, "gpu": 120.0}  # shown as part of "time left" only
-# ledger/bodies.py checks Claim.message against a literal 1024 characters (it has no name for it yet)
-MAX_CLAIM_MESSAGE = 1024
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from swarm.gitrepo import Repository
 from node.web.backend import Submission
 from node.errors import AlreadySubmitted, BadSubmission, QueueFull
 from node.research.history import History
+from node.research.limits import MAX_CLAIM_MESSAGE
 
 MAX_QUEUED = 64
 
@@ -59,7 +60,7 @@ class SubmitQueue:
         if paths - allowed:
             raise BadSubmission(f"commit {commit.hex()[:12]} changes {', '.join(sorted(paths - allowed))}: "
                                 f"only {', '.join(sorted(allowed))} may change")
-        item = Submission(commit=commit, parent=parent, agent=agent, message=info.message[:1000],
+        item = Submission(commit=commit, parent=parent, agent=agent, message=info.message[:MAX_CLAIM_MESSAGE],
                           position=len(self._queue) + 1)
         self._queue.append(item)
         self._changed.set()
