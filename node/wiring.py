@@ -121,7 +121,8 @@ async def run_node(config: NodeConfig, display: Display, clock: Callable[[], flo
                 scratch = Path(tempfile.mkdtemp(prefix="autoswarm-node-"))
                 try:
                     research = Research(config, ledger, repo, layout, data, researcher, verifier_id, display,
-                                        scratch, random.Random(), clock)
+                                        scratch, random.Random(), clock,
+                                        queue_path=layout.swarm(slug) / "submissions.json")
                     research.on_publish = peer.announce
                     research.commits = CommitFetcher(repo, research.history, spec, layout.bundles, peer, clock)
                     research.market = Market(ledger, peer, repo, config.home, researcher, [verifier_id, researcher],
@@ -135,6 +136,12 @@ async def run_node(config: NodeConfig, display: Display, clock: Callable[[], flo
                     display.event(f"swarm {slug} ({spec.swarm_id.hex()[:16]}): {await ledger.count()} entries, "
                                   f"{len(research.history.claims)} claims; budget "
                                   f"{', '.join(f'{d.label} {config.budget_s(d.device)} s' for d in devices)}")
+                    kept, dropped = await research.submissions.restore()
+                    if kept:
+                        display.event(f"{len(kept)} submissions queued before the last stop are queued again: "
+                                      + ", ".join(s.commit.hex()[:12] for s in kept))
+                    for why in dropped:
+                        display.event(f"a submission queued before the last stop was dropped: {why}")
                     await research.publish_profile(devices[0])
                     if owed := await research.catch_up():
                         display.event(f"published {owed} mints owed from before the last stop")

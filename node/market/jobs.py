@@ -171,11 +171,12 @@ class JobRunner:
             artifact = await self.keep_artifact({"status": result.status,
                                                  "reason": result.reason[:ARTIFACT_REASON_CHARS],
                                                  "metrics": metrics, "log_tail": result.log_tail[-8192:]})
+            used_ms = market.gpu_ms(result.wall_s, 1, job.max_gpu_s)
             receipt = Receipt(job=work.job_id, offer=work.offer, payment=work.payment, status=result.status,
-                              gpu_s=market.gpu_seconds(result.wall_s, 1, job.max_gpu_s), metrics=metrics,
+                              gpu_s=market.signed_gpu_s(used_ms), metrics=metrics,
                               artifacts=[artifact], log_tail=result.log_tail[-MAX_LOG_TAIL:])
         entry = await self.publish(self.me, receipt)
-        self.on_event(f"job {work.job_id.hex()[:12]}: receipt {entry.id.hex()[:12]}, {receipt.gpu_s} GPU-s, "
+        self.on_event(f"job {work.job_id.hex()[:12]}: receipt {entry.id.hex()[:12]}, {receipt.gpu_s:.3f} GPU-s, "
                       f"{receipt.status}")
 
     async def keep_artifact(self, data: dict[str, object]) -> bytes:

@@ -57,7 +57,8 @@ IDLE_S = 5.0                 # a worker with nothing to do looks again after thi
 class Research:
     def __init__(self, config: NodeConfig, ledger: Ledger, repo: Repository, layout: Layout, data: DataInfo,
                  researcher: Identity, verifier_id: Identity, display: Display, scratch: Path,
-                 rng: random.Random, clock: Callable[[], float] = time.time) -> None:
+                 rng: random.Random, clock: Callable[[], float] = time.time, *,
+                 queue_path: Path | None = None) -> None:
         self.config, self.ledger, self.repo, self.layout, self.data = config, ledger, repo, layout, data
         self.researcher, self.verifier = researcher, verifier_id
         self.display, self.scratch, self.rng, self.clock = display, scratch, rng, clock
@@ -71,7 +72,7 @@ class Research:
         self._settings = Settings(frozen=frozenset(config.frozen_constants))
         self._waves: dict[str, WaveQueue] = {}      # per class: the current wave's proposals ([research] waves)
         self.workers_of: dict[str, int] = {}        # per class: this node's workers
-        self.submissions = SubmitQueue(repo, self.history, ledger.spec)
+        self.submissions = SubmitQueue(repo, self.history, ledger.spec, path=queue_path)  # durable with a path
         self.commits: CommitFetcher | None = None   # fetches other nodes' commits, once peered
         self.on_publish: Callable[[Entry], None] = lambda entry: None  # the peer's announce, once peered
         self.market: Market | None = None       # the credits market's jobs, run before our own work
@@ -287,6 +288,8 @@ class Research:
             except BadProgram as exc:   # an agent's train.py need not be one the proposer can read
                 summary = f"not parsed: {exc}"[:200]
             record = await self._publish_claim(claim_body(device, commit, parent, result, summary, what, bundle))
+            if submission is not None:
+                self.submissions.finish(submission.commit)
         finally:
             self._busy_keys.discard(key)
         overhead_s = self.clock() - started - result.wall_s
