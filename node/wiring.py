@@ -110,6 +110,7 @@ async def run_node(config: NodeConfig, display: Display, clock: Callable[[], flo
         devices = await detect(config.profile)
         display.event(f"node {short_id(researcher.public_key)} in {config.home}: "
                       + ", ".join(f"{d.label} ({d.platform_class})" for d in devices))
+        display.event(f"preparing the data set under {config.home / 'data'} (built on the first start, then read)")
         data = await home.prepare_data(config.home)
         async with Repository.open(layout.repo) as repo:
             baseline = await home.ensure_baseline(repo)

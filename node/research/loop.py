@@ -1,15 +1,18 @@
 """The research loop: per worker, pick the most valuable work, run it through the trainer, publish.
 
-Theory of operation. Each worker (one per GPU, or the CPU) repeats:
-  1. the baseline, if its platform class has no successful claim of the genesis commit yet;
-  2. else a verification: the most promising unverified claim of its class (node/research/verifier.py),
-     replayed with the claim's steps and seed, published as the verifier identity's Verify, then
-     the record mint and the verification fee where the credit rules allow;
-  3. else an experiment of its own: parent = the class's best verified commit (the baseline
-     before anything is verified), an edit from the proposer that no claim in the ledger has
-     tried, a git commit, a timed run, and a Claim for every result, failures included; an
-     improvement on the class's best also gets a thin bundle against its parent, stored under
-     HOME/bundles by its hash.
+Theory of operation. Each worker (one per GPU, or the CPU) takes a snapshot of what it knows
+(`situation`) and asks node/research/work.py's pure `choose_work` what to do, the order the
+simulators use too: the baseline, a paid market job, a verification, a submission, the creator's
+calibration runs (after its first experiment), an experiment of its own, or a wait. Then:
+  - a baseline or calibration run: the genesis train.py with a data seed, claimed;
+  - a verification (node/research/replay.py): the most promising unverified claim of its class,
+    replayed with the claim's steps and seed, published as the verifier identity's Verify, then
+    the record mint and the verification fee where the credit rules allow;
+  - an experiment of its own: parent = the class's best verified commit (the baseline before
+    anything is verified), an edit from the proposer that no claim in the ledger has tried, a
+    git commit, a timed run (node/research/runs.py), and a Claim for every result, failures
+    included; an improvement on the class's best also gets a thin bundle against its parent,
+    stored under HOME/bundles by its hash. A submission is run and claimed the same way.
 The ledger is the memory: a restart re-reads it (node/research/history.py) and carries on. Workers share
 this object; reservations keep two of them off the same claim or the same program.
 
@@ -41,7 +44,7 @@ from node.platform import Device, torch_version
 from node.research import screening, work
 from node.research.fetch import CommitFetcher
 from node.research.history import ClaimRecord, History
-from node.research.noise import run_to_run_noise
+from node.research.noise import calibration_report
 from node.research.program import BadProgram, normalized_key, summarize
 from node.research.proposer import Proposal, Settings, describe, propose
 from node.research.replay import Replays
@@ -114,8 +117,9 @@ class Research:
         limit = self.config.max_experiments
         return limit is not None and self.stats.experiments >= limit
 
-    def situation(self, device: Device) -> work.Situation:
-        """This worker's snapshot for node/research/work.py's choose_work."""
+    def situation(self, device: Device, *, dry: bool = False) -> work.Situation:
+        """This worker's snapshot for node/research/work.py's choose_work; `dry`: its last try at an
+        experiment found nothing to propose."""
         cls, baseline = device.platform_class, self.spec.spec.baseline_commit
         _, queue = self.replays.queue(cls)
         return work.Situation(
@@ -124,20 +128,22 @@ class Research:
                 self.history, cls, baseline, self.researcher.public_key,
                 creator=self.spec.spec.creator == self.researcher.public_key, seed=self.config.seed,
                 runs=self.config.calibration_runs),
+            own_experiments=work.own_experiments(self.history, cls, self.researcher.public_key),
             paid_jobs=self.market.pending() if self.market is not None else 0, verify=queue,
-            submissions=len(self.submissions.queued()), done=self._done(),
+            submissions=len(self.submissions.queued()), done=self._done(), dry=dry,
             busy=bool(self.replays.busy or self._busy_keys))
 
     async def run_worker(self, device: Device) -> None:
         """Works until max_experiments is reached and nothing is left to verify (forever without a limit)."""
         cls = device.platform_class
         self.workers_of[cls] = self.workers_of.get(cls, 0) + 1
+        dry = False
         while True:
             await self.history.sync(self.ledger)
             # a verifier whose replay came before the quorum completed mints once the others' arrive
             if owed := await self.catch_up():
                 self.display.event(f"[{device.label}] published {owed} mints owed for verified records")
-            match work.choose_work(self.situation(device)):
+            match work.choose_work(self.situation(device, dry=dry)):
                 case work.Baseline(seed=seed):
                     await self._baseline(device, self.config.seed if seed is None else seed)
                     continue
@@ -164,8 +170,11 @@ class Research:
                         continue
                     except (NoProposal, BadProgram) as exc:
                         self.display.event(f"[{device.label}] no experiment to run: {exc}")
+                        dry = True
+                        continue   # chosen again knowing it: owed calibration, else idle
                 case work.Idle():
                     pass
+            dry = False   # after a wait the ledger may hold new claims: the proposer may find something
             await self.submissions.wait(IDLE_S)  # a submission wakes the worker early
 
     def parent_of(self, platform_class: str) -> bytes:
@@ -203,7 +212,7 @@ class Research:
         try:
             cand, _ = await self.runs.materialize(device, baseline, None)
             source = cand.read_text()
-            result = await self.runs.run(device, what, cand, None, steps=None, seed=seed)
+            result = await self.runs.run(device, self._phase(cls, what), cand, None, steps=None, seed=seed)
             bundle = await self.runs.store_bundle(baseline, None) if result.status == "ok" else None
             message = f"calibration: the genesis train.py, data seed {seed}" if calibration \
                 else "baseline: the genesis train.py"
@@ -218,17 +227,22 @@ class Research:
         if calibration:
             self._report_noise(cls)
 
+    def _phase(self, platform_class: str, what: str) -> str:
+        """`baseline 1 of 3`: the creator runs the genesis program 1 + calibration_runs times."""
+        if self.spec.spec.creator != self.researcher.public_key or not self.config.calibration_runs:
+            return what
+        done = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher.public_key)
+        return f"baseline {len(done) + 1} of {self.config.calibration_runs + 1}" + \
+            ("" if what == "baseline" else f": {what}")
+
     def _report_noise(self, platform_class: str) -> None:
+        """One line once the calibration runs are complete (node/research/noise.py calibration_report)."""
         runs = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher.public_key)
-        found = run_to_run_noise([v for r in runs if (v := r.body.val_bpb) is not None])
-        if found is None:
-            return
-        spec_noise = self.spec.spec.noise_bpb[platform_class]
-        text = (f"run-to-run noise of {platform_class}: sd {found.sigma_bpb:.4f} bpb over {found.samples} runs "
-                f"(tolerance {found.tolerance_bpb:.4f}); the swarm's noise_bpb is {spec_noise}")
-        if found.tolerance_bpb > spec_noise:
-            text += ": below the measured tolerance, so some records may be noise (raise [swarm] noise_bpb)"
-        self.display.event(text)
+        text = calibration_report(platform_class, [v for r in runs if (v := r.body.val_bpb) is not None],
+                                  self.spec.spec.noise_bpb[platform_class],
+                                  complete=len(runs) > self.config.calibration_runs)
+        if text is not None:
+            self.display.event(text)
 
     def _propose(self, device: Device, parent_source: str) -> Proposal:
         """Our next edit of the class's best program: a screened winner to confirm (two-tier), the

@@ -7,6 +7,8 @@ the display, the live view (`running`) and the guess of how long a run takes are
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from node.research.limits import MAX_CLAIM_MESSAGE
 
 MAX_LOSS_POINTS = 16  # of the trainer's loss curve kept in a claim: most of a claim's bytes (docs/benchmarks.md, "Scale")
 EVAL_ESTIMATE_S = {"cpu": 10.0, "gpu": 120.0}  # shown as part of "time left" only
+PROGRESS_EVERY_S = 30.0  # without a terminal's status line, a run's progress is logged this often
 
 
 @dataclass(slots=True)
@@ -87,9 +90,15 @@ class Runs:
         async with machine_slot(self.config.machine_lock):
             self.display.start(device.label, what, expected_s)
             self.running[device.label] = Live(what, self.clock() + expected_s)
+            # owned here: cancelled and awaited before the run returns or raises
+            progress = None if self.display.tty else asyncio.create_task(self._progress(device.label))
             try:
                 result = await run_trainer(request, lambda line: self.display.trainer_line(device.label, line))
             finally:
+                if progress is not None:
+                    progress.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await progress
                 self.display.stop(device.label)
                 self.running.pop(device.label, None)
         self._last_wall_s[(device.label, steps is not None)] = result.wall_s
@@ -98,6 +107,24 @@ class Runs:
             raise SetupError("the trainer's harness changed while the node ran; restart the node "
                              "(a new harness is a new swarm)")
         return result
+
+    def progress_line(self, label: str) -> str | None:
+        """`[cpu] baseline 1 of 3: 40%, about 95 s left`: what a worker runs now, for a log."""
+        live = self.running.get(label)
+        if live is None:
+            return None
+        shown = self.display.running.get(label)
+        percent = f" {shown.percent}%," if shown is not None and shown.percent is not None else ""
+        left_s = max(0.0, live.expected_end_s - self.clock())
+        return f"[{label}] {live.what}:{percent} about {left_s:.0f} s left"
+
+    async def _progress(self, label: str) -> None:
+        """Logs the run's progress now and every PROGRESS_EVERY_S until cancelled (no terminal: no
+        status line, so without this a CPU baseline would print nothing for minutes)."""
+        while True:
+            if (line := self.progress_line(label)) is not None:
+                self.display.event(line)
+            await asyncio.sleep(PROGRESS_EVERY_S)
 
     async def store_bundle(self, commit: bytes, parent: bytes | None) -> bytes:
         data = await bundles.make_bundle(self.repo, commit, have=[] if parent is None else [parent])

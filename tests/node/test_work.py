@@ -20,6 +20,7 @@ from node.platform import Device
 from node.research import work
 from node.research.history import ClaimRecord
 from node.research.loop import Research
+from node.research.runs import Live
 from node.research.work import Baseline, Experiment, Idle, PaidJob, RunSubmission, Situation, Stop, Verify
 from node.sim.simulate import SimConfig, simulate
 from tests.node.hubkit import CLASS, KitBackend, backend
@@ -36,9 +37,9 @@ def _record(n: int) -> ClaimRecord:
 
 situations = st.builds(
     Situation, baseline_done=st.booleans(), baseline_running=st.booleans(),
-    calibration_seed=st.none() | st.integers(1, 5),
+    calibration_seed=st.none() | st.integers(1, 5), own_experiments=st.integers(0, 3),
     paid_jobs=st.integers(0, 2), verify=st.lists(st.integers(0, 9).map(_record), max_size=3),
-    submissions=st.integers(0, 2), done=st.booleans(), busy=st.booleans())
+    submissions=st.integers(0, 2), done=st.booleans(), dry=st.booleans(), busy=st.booleans())
 
 
 @given(situations)
@@ -68,6 +69,7 @@ def test_a_worker_stops_only_when_done_and_alone_and_never_experiments_past_the_
     decision = work.choose_work(s)
     if isinstance(decision, Stop):
         assert s.done and not s.busy and not s.verify and not s.paid_jobs and not s.submissions
+        assert s.calibration_seed is None or s.baseline_running   # owed calibration runs before stopping
     if s.done:
         assert not isinstance(decision, Experiment)
     if isinstance(decision, Idle):
@@ -79,6 +81,30 @@ def test_calibration_runs_with_the_owed_seed_and_never_beside_a_baseline(s: Situ
     decision = work.choose_work(s)
     if isinstance(decision, Baseline) and decision.seed is not None:
         assert decision.seed == s.calibration_seed and s.baseline_done and not s.baseline_running
+
+
+@given(situations)
+def test_calibration_waits_for_our_first_experiment_unless_there_is_nothing_else_to_do(s: Situation) -> None:
+    """Issue 18: a solo CPU node's first quarter hour goes to research, not to measuring noise."""
+    decision = work.choose_work(s)
+    if isinstance(decision, Baseline) and decision.seed is not None:
+        assert s.own_experiments >= work.CALIBRATE_AFTER or s.done or s.dry
+    if isinstance(decision, Experiment):
+        assert s.calibration_seed is None or s.own_experiments < work.CALIBRATE_AFTER or s.baseline_running
+
+
+def test_a_solo_creators_first_hour_in_order() -> None:
+    """Baseline, its verification, our first experiment, then the two calibration runs."""
+    base = Situation(baseline_done=False, calibration_seed=None)
+    assert work.choose_work(base) == Baseline()
+    after = Situation(baseline_done=True, calibration_seed=1, verify=[_record(1)])
+    assert work.choose_work(after) == Verify(_record(1))
+    assert work.choose_work(Situation(baseline_done=True, calibration_seed=1)) == Experiment()
+    assert work.choose_work(Situation(baseline_done=True, calibration_seed=1, own_experiments=1)) == Baseline(1)
+    assert work.choose_work(Situation(baseline_done=True, calibration_seed=2, own_experiments=1)) == Baseline(2)
+    assert work.choose_work(Situation(baseline_done=True, own_experiments=1)) == Experiment()
+    assert work.choose_work(Situation(baseline_done=True, calibration_seed=1, dry=True)) == Baseline(1)
+    assert work.choose_work(Situation(baseline_done=True, dry=True)) == Idle()
 
 
 class Spy:
@@ -131,3 +157,18 @@ async def test_the_injected_clock_decides_when_a_slow_replay_is_tried_again(tmp_
         assert research.situation(DEVICE).verify == []
         now[0] = 1501.0
         assert [r.id for r in research.situation(DEVICE).verify] == [claim]
+
+
+async def test_a_running_phase_reads_as_a_progress_line_with_time_left(tmp_path: Path) -> None:
+    now = [1000.0]
+    async with backend(tmp_path) as kit:
+        research = _research(kit, tmp_path, clock=lambda: now[0])
+        await research.history.sync(kit.ledger)
+        assert research._phase(CLASS, "calibration (data seed 1)") == "baseline 2 of 3: calibration (data seed 1)"
+        research.runs.running["cpu"] = Live("baseline 2 of 3", 1190.0)
+        research.display.start("cpu", "baseline 2 of 3", 190.0)
+        assert research.runs.progress_line("cpu") == "[cpu] baseline 2 of 3: about 190 s left"
+        research.display.trainer_line("cpu", "step 12 (40%) loss 3.1")
+        now[0] = 1100.0
+        assert research.runs.progress_line("cpu") == "[cpu] baseline 2 of 3: 40%, about 90 s left"
+        assert research.runs.progress_line("gpu0") is None
