@@ -141,7 +141,8 @@ class Replays:
             await self.publish(verifying, mint)
             text += (f"; RECORD, minted {mint.amount / UCR_PER_CREDIT:.6f} credits to {short_id(mint.to)}"
                      if mint.prev_best is not None
-                     else "; RECORD (the verifier's first in this class: by the credit rules it mints nothing)")
+                     else "; RECORD (no credits yet: records pay from the second one a verifier sees in a class, "
+                          "so no verifier can mint from nothing)")
         elif record.id in state.verified:
             text += "; a confirmation re-run of the best (earns the fee, not a record share)" \
                 if why == "the minter must be part of the quorum" else f"; {why}"
