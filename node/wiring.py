@@ -144,7 +144,7 @@ async def run_node(config: NodeConfig, display: Display, clock: Callable[[], flo
                     for why in dropped:
                         display.event(f"a submission queued before the last stop was dropped: {why}")
                     await research.publish_profile(devices[0])
-                    if owed := await research.catch_up():
+                    if owed := await research.replays.catch_up():
                         display.event(f"published {owed} mints owed from before the last stop")
                     display.summary = lambda: summary(research, peer)
                     backend = LiveBackend(research, peer, devices)

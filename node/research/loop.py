@@ -107,10 +107,6 @@ class Research:
                        cpu=device.name if device.index is None else "")
         await self.publish(self.researcher, body)
 
-    async def catch_up(self) -> int:
-        """Publishes mints owed from before a stop (a verify entry whose mints never followed)."""
-        return await self.replays.catch_up()
-
     # -- choosing
 
     def _done(self) -> bool:
@@ -141,7 +137,7 @@ class Research:
         while True:
             await self.history.sync(self.ledger)
             # a verifier whose replay came before the quorum completed mints once the others' arrive
-            if owed := await self.catch_up():
+            if owed := await self.replays.catch_up():
                 self.display.event(f"[{device.label}] published {owed} mints owed for verified records")
             match work.choose_work(self.situation(device, dry=dry)):
                 case work.Baseline(seed=seed):
@@ -228,12 +224,9 @@ class Research:
             self._report_noise(cls)
 
     def _phase(self, platform_class: str, what: str) -> str:
-        """`baseline 1 of 3`: the creator runs the genesis program 1 + calibration_runs times."""
-        if self.spec.spec.creator != self.researcher.public_key or not self.config.calibration_runs:
-            return what
         done = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher.public_key)
-        return f"baseline {len(done) + 1} of {self.config.calibration_runs + 1}" + \
-            ("" if what == "baseline" else f": {what}")
+        creator = self.spec.spec.creator == self.researcher.public_key
+        return work.phase(what, len(done), self.config.calibration_runs if creator else 0)
 
     def _report_noise(self, platform_class: str) -> None:
         """One line once the calibration runs are complete (node/research/noise.py calibration_report)."""

@@ -115,3 +115,11 @@ def calibration_seed(history: History, platform_class: str, baseline: bytes, me:
 def own_experiments(history: History, platform_class: str, me: bytes) -> int:
     """Our claims in the class of programs other than the genesis one (failures count: they ran)."""
     return sum(1 for r in history.of_class(platform_class) if r.author == me and r.body.parent is not None)
+
+
+def phase(what: str, done_runs: int, calibration_runs: int) -> str:
+    """`baseline 2 of 3: calibration (data seed 1)`: where a run of the genesis program stands
+    among the creator's 1 + calibration_runs of them (`what` alone for a node that joined)."""
+    if not calibration_runs:
+        return what
+    return f"baseline {done_runs + 1} of {calibration_runs + 1}" + ("" if what == "baseline" else f": {what}")
