@@ -49,6 +49,7 @@ class Live:
 
     what: str
     expected_end_s: float   # on the research loop's clock
+    started_s: float = 0.0  # the same clock
 
 
 class Runs:
@@ -89,7 +90,8 @@ class Runs:
         expected_s = self.expected_s(device, steps)
         async with machine_slot(self.config.machine_lock):
             self.display.start(device.label, what, expected_s)
-            self.running[device.label] = Live(what, self.clock() + expected_s)
+            now = self.clock()
+            self.running[device.label] = Live(what, now + expected_s, now)
             # owned here: cancelled and awaited before the run returns or raises
             progress = None if self.display.tty else asyncio.create_task(self._progress(device.label))
             try:
@@ -115,8 +117,12 @@ class Runs:
             return None
         shown = self.display.running.get(label)
         percent = f" {shown.percent}%," if shown is not None and shown.percent is not None else ""
-        left_s = max(0.0, live.expected_end_s - self.clock())
-        return f"[{label}] {live.what}:{percent} about {left_s:.0f} s left"
+        now = self.clock()
+        if now <= live.expected_end_s:
+            return f"[{label}] {live.what}:{percent} about {live.expected_end_s - now:.0f} s left"
+        # past the guess (a busy machine, a slow evaluation): say so rather than "0 s left" each time
+        return (f"[{label}] {live.what}:{percent} {now - live.started_s:.0f} s so far, "
+                f"longer than the {live.expected_end_s - live.started_s:.0f} s expected")
 
     async def _progress(self, label: str) -> None:
         """Logs the run's progress now and every PROGRESS_EVERY_S until cancelled (no terminal: no

@@ -165,10 +165,12 @@ async def test_a_running_phase_reads_as_a_progress_line_with_time_left(tmp_path:
         research = _research(kit, tmp_path, clock=lambda: now[0])
         await research.history.sync(kit.ledger)
         assert research._phase(CLASS, "calibration (data seed 1)") == "baseline 2 of 3: calibration (data seed 1)"
-        research.runs.running["cpu"] = Live("baseline 2 of 3", 1190.0)
+        research.runs.running["cpu"] = Live("baseline 2 of 3", 1190.0, 1000.0)
         research.display.start("cpu", "baseline 2 of 3", 190.0)
         assert research.runs.progress_line("cpu") == "[cpu] baseline 2 of 3: about 190 s left"
         research.display.trainer_line("cpu", "step 12 (40%) loss 3.1")
         now[0] = 1100.0
         assert research.runs.progress_line("cpu") == "[cpu] baseline 2 of 3: 40%, about 90 s left"
+        now[0] = 1300.0
+        assert research.runs.progress_line("cpu") == "[cpu] baseline 2 of 3: 40%, 300 s so far, longer than the 190 s expected"
         assert research.runs.progress_line("gpu0") is None
