@@ -5,7 +5,6 @@ and counters). Knows nothing of HTTP.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ class LiveBackend:
         self.history: History = research.history
         self.node_id = research.researcher.node_id
         self.platform_classes = sorted({d.platform_class for d in devices})
-        self.started_s = time.time()
+        self.started_s = research.clock()
 
     @property
     def market(self) -> Market | None:
@@ -48,19 +47,19 @@ class LiveBackend:
         return self.research.submissions.queued()
 
     def snapshot(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.research.clock()
         workers = []
         for d in self.devices:
             running = self.research.running.get(d.label)
             workers.append({"worker": d.label, "platform_class": d.platform_class, "busy": running is not None,
-                            "running": running[0] if running else None,
-                            "seconds_left": max(0.0, running[1] - now) if running else None})
+                            "running": running.what if running else None,
+                            "seconds_left": max(0.0, running.expected_end_s - now) if running else None})
         stats = self.peer.stats()
         peers = [{"node": node, **counters} for node, counters in sorted(stats.pop("peers").items())]
         r = self.research
         return {
             "node": self.node_id, "verifier": node_id_text(r.verifier.public_key), "address": self.peer.address,
-            "uptime_s": time.time() - self.started_s, "workers": workers, "peers": peers, "swarm": stats,
+            "uptime_s": r.clock() - self.started_s, "workers": workers, "peers": peers, "swarm": stats,
             "experiments_started": r.stats.experiments, "verifications": r.stats.verifications,
             "queued": len(r.submissions.queued()), "last": list(r.stats.last),
             "bundles_fetched": r.commits.fetched if r.commits is not None else 0,

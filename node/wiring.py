@@ -23,9 +23,10 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from ledger.bodies import Profile
+from ledger.bodies import UCR_PER_CREDIT, Profile
 from ledger.keys import Identity, short_id
 from ledger.spec import SignedSpec
 from ledger.store import Ledger
@@ -58,16 +59,17 @@ def summary(research: Research, peer: Peer) -> str:
     mine = sum(state.balances.get(k.public_key, 0) for k in (research.researcher, research.verifier))
     last = " ".join(research.stats.last) or "-"
     return (f"best {best} | last {last} | experiments {research.stats.experiments} | "
-            f"verified {research.stats.verifications} | credits {mine / 1e6:.3f} | peers {len(peer.connected())}")
+            f"verified {research.stats.verifications} | credits {mine / UCR_PER_CREDIT:.3f} | peers {len(peer.connected())}")
 
 
 async def find_swarm(config: NodeConfig, layout: Layout, researcher: Identity, verifier_id: Identity,
-                     data: home.DataInfo, baseline: bytes, devices: list[Device]) -> tuple[str, SignedSpec, NodeConfig]:
+                     data: home.DataInfo, baseline: bytes, devices: list[Device],
+                     clock: Callable[[], float] = time.time) -> tuple[str, SignedSpec, NodeConfig]:
     """The swarm this node works in: the one it joined before, one fetched from a bootstrap peer,
     or its own. A joined swarm's budget replaces the configured ones (the spec pins it)."""
     if not config.bootstrap:
         fields = home.solo_spec_fields(config, researcher, verifier_id, data, baseline, devices)
-        slug, spec = home.load_or_create_spec(layout, fields, researcher, int(time.time() * 1000))
+        slug, spec = home.load_or_create_spec(layout, fields, researcher, int(clock() * 1000))
         return slug, spec, config
     signed = home.joined_spec(layout)
     if signed is None:
@@ -98,8 +100,9 @@ def peer_config(config: NodeConfig, layout: Layout, slug: str) -> PeerConfig:
                       peer_table_path=layout.swarm(slug) / "peers.json")
 
 
-async def run_node(config: NodeConfig, display: Display) -> Research:
-    """Runs until every worker is done (only with max_experiments) or the task is cancelled."""
+async def run_node(config: NodeConfig, display: Display, clock: Callable[[], float] = time.time) -> Research:
+    """Runs until every worker is done (only with max_experiments) or the task is cancelled. `clock`
+    (seconds since the epoch) is the one every part of the node reads: entries' times, deadlines."""
     layout = Layout(config.home)
     lock = home.lock_home(config.home)
     try:
@@ -107,22 +110,25 @@ async def run_node(config: NodeConfig, display: Display) -> Research:
         devices = await detect(config.profile)
         display.event(f"node {short_id(researcher.public_key)} in {config.home}: "
                       + ", ".join(f"{d.label} ({d.platform_class})" for d in devices))
+        display.event(f"preparing the data set under {config.home / 'data'} (built on the first start, then read)")
         data = await home.prepare_data(config.home)
         async with Repository.open(layout.repo) as repo:
             baseline = await home.ensure_baseline(repo)
-            slug, spec, config = await find_swarm(config, layout, researcher, verifier_id, data, baseline, devices)
+            slug, spec, config = await find_swarm(config, layout, researcher, verifier_id, data, baseline, devices,
+                                                      clock)
             async with (Ledger.open(layout.ledger(slug), spec) as ledger,
                         Peer.open(peer_config(config, layout, slug), ledger, researcher,
                                   bundle_source=functools.partial(read_bundle, layout.bundles)) as peer):
                 scratch = Path(tempfile.mkdtemp(prefix="autoswarm-node-"))
                 try:
                     research = Research(config, ledger, repo, layout, data, researcher, verifier_id, display,
-                                        scratch, random.Random())
+                                        scratch, random.Random(), clock,
+                                        queue_path=layout.swarm(slug) / "submissions.json")
                     research.on_publish = peer.announce
-                    research.commits = CommitFetcher(repo, research.history, spec, layout.bundles, peer)
+                    research.commits = CommitFetcher(repo, research.history, spec, layout.bundles, peer, clock)
                     research.market = Market(ledger, peer, repo, config.home, researcher, [verifier_id, researcher],
                                              sorted({d.platform_class for d in devices}), market_config(config),
-                                             slots=len(devices), on_event=display.event)
+                                             slots=len(devices), clock=clock, on_event=display.event)
                     if config.bootstrap:
                         display.event(f"joining through {', '.join(config.bootstrap)}: fetching the swarm's ledger")
                         if not await peer.wait_synced(JOIN_SYNC_S):
@@ -131,8 +137,14 @@ async def run_node(config: NodeConfig, display: Display) -> Research:
                     display.event(f"swarm {slug} ({spec.swarm_id.hex()[:16]}): {await ledger.count()} entries, "
                                   f"{len(research.history.claims)} claims; budget "
                                   f"{', '.join(f'{d.label} {config.budget_s(d.device)} s' for d in devices)}")
+                    kept, dropped = await research.submissions.restore()
+                    if kept:
+                        display.event(f"{len(kept)} submissions queued before the last stop are queued again: "
+                                      + ", ".join(s.commit.hex()[:12] for s in kept))
+                    for why in dropped:
+                        display.event(f"a submission queued before the last stop was dropped: {why}")
                     await research.publish_profile(devices[0])
-                    if owed := await research.catch_up():
+                    if owed := await research.replays.catch_up():
                         display.event(f"published {owed} mints owed from before the last stop")
                     display.summary = lambda: summary(research, peer)
                     backend = LiveBackend(research, peer, devices)

@@ -26,38 +26,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.bodies import Body, Job, Offer, Receipt, Settle, Transfer
+from ledger.bodies import Body, Offer, Settle, Transfer
 from ledger.entry import Entry
 from ledger.errors import LedgerError
 from ledger.fold import State
 from ledger.keys import Identity, short_id
 from ledger.market import settle_amount
 from ledger.store import Ledger
-from swarm import bundles, gitrepo
-from swarm.errors import BundleRejected, PeerUnavailable, RepositoryError, SwarmError
+from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
 from swarm.peer import Peer
 
 from node.market import policy as market
 from node.errors import TrainerFailed
-from node.research.experiment import RunResult
-from node.research.fetch import keep_bundle
-from node.market.policy import BadJobRequest, JobRequest, TrainArgs
+from node.market.jobs import JobRunner, Runner, Work, checker_for, keep_job_bundle, witness_payment
+from node.market.policy import BadJobRequest, JobRequest
+
+__all__ = ["Market", "MarketConfig", "Runner", "Work", "keep_job_bundle", "running", "serve_workers"]
 
 MAX_TICK_S = 1.0            # the loop looks again at least this often (timers: windows, expiries)
-HELD_TIMEOUT_S = 2.0        # one round of asking peers whether they hold a payment
-WITNESS_LIMIT_S = 60.0      # an executor gives up on a payment not witnessed by then
 REFUND_GRACE_S = 5.0        # a payer refunds this long after a job without a receipt expired
 MAX_ARTIFACT_BYTES = 64 << 10
 MAX_WORK_QUEUE = 64
+ARTIFACT_REASON_CHARS = 1000   # of a failed run's reason kept in its result artifact (not an entry)
 
 _log = logging.getLogger(__name__)
 
@@ -72,20 +69,6 @@ class MarketConfig:
     witness_s: float = 0.3            # quiet time after that, for a fork proof to arrive
 
 
-# Runs a train.py through the sandboxed trainer: (train_py, budget_s, steps, seed, horizon) -> result.
-Runner = Callable[[Path, int, int | None, int, int | None], Awaitable[RunResult]]
-
-
-@dataclass(frozen=True, slots=True)
-class Work:
-    kind: str                 # "run": our accepted job; "check": a spot check of another's receipt
-    job_id: bytes
-    job: Job
-    payment: bytes
-    offer: bytes
-    receipt: bytes | None = None
-
-
 class Market:
     def __init__(self, ledger: Ledger, peer: Peer, repo: Repository, home: Path, me: Identity,
                  checkers: Sequence[Identity], classes: list[str], config: MarketConfig, *, slots: int = 1,
@@ -93,14 +76,11 @@ class Market:
         self.ledger, self.peer, self.repo, self.home = ledger, peer, repo, home
         self.me, self.checkers, self.classes, self.config = me, list(checkers), classes, config
         self.slots, self.clock, self.on_event = slots, clock, on_event
-        self.bundles = home / "bundles"
-        self.artifacts = home / "artifacts"
-        self.scratch = home / "jobs"
+        self.jobs = JobRunner(ledger, peer, repo, home, me, self.checkers, self.publish, clock, on_event)
         self._work: asyncio.Queue[Work] = asyncio.Queue(maxsize=MAX_WORK_QUEUE)
         self._active: set[bytes] = set()        # jobs we witness, queued or run (as executor)
         self._checking: set[bytes] = set()      # jobs we spot-check
         self._acted: set[tuple[str, bytes]] = set()  # (what, job) done or in flight: never twice
-        self.started: dict[bytes, float] = {}   # job -> time.time() its run started (executor)
         self.witnessed: dict[bytes, int] = {}   # payment -> holders seen when work started
         self._tasks: set[asyncio.Task[None]] = set()
         self._kick = asyncio.Event()
@@ -110,6 +90,11 @@ class Market:
     @property
     def state(self) -> State:
         return self.ledger.state
+
+    @property
+    def started(self) -> dict[bytes, float]:
+        """Job -> when its run started here, on the clock (as its executor)."""
+        return self.jobs.started
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -143,6 +128,10 @@ class Market:
 
     # -- workers
 
+    def pending(self) -> int:
+        """Work waiting for a worker of this node (node/research/work.py's paid jobs)."""
+        return self._work.qsize()
+
     def take(self) -> Work | None:
         try:
             return self._work.get_nowait()
@@ -156,9 +145,9 @@ class Market:
         """Runs one piece of work on the caller's worker and publishes what it yields."""
         try:
             if work.kind == "run":
-                await self._run(work, runner)
+                await self.jobs.run(work, runner)
             else:
-                await self._check(work, runner)
+                await self.jobs.check(work, runner)
         except (SwarmError, LedgerError, OSError, TrainerFailed) as exc:
             # no receipt: the payer refunds itself after the job's expiry
             self.on_event(f"job {work.job_id.hex()[:12]}: {work.kind} failed: {exc}")
@@ -298,64 +287,28 @@ class Market:
         task.add_done_callback(self._tasks.discard)
 
     async def _witness(self, job_id: bytes) -> None:
+        """Queues the job for a worker once its payment is witnessed; frees the slot if it never is."""
         try:
-            started = await self._witnessed(job_id)
+            found = await witness_payment(self.ledger, self.peer, job_id, holders=self.config.holders,
+                                          quiet_s=self.config.witness_s, on_event=self.on_event)
         except (SwarmError, LedgerError) as exc:
             self.on_event(f"job {job_id.hex()[:12]}: witnessing the payment failed: {exc}")
-            started = False
-        if not started:
+            found = None
+        if found is None:
             self._active.discard(job_id)
             self._kick.set()
-
-    async def _witnessed(self, job_id: bytes) -> bool:
-        """Queues the job for a worker once its payment is witnessed; False if it never is."""
-        info = self.state.jobs[job_id]
-        payment = info.payment
-        if payment is None:
-            return False
-        escrow = self.state.escrows[payment]
-        deadline = time.monotonic() + WITNESS_LIMIT_S
-        holders = 0
-        while time.monotonic() < deadline:
-            if self.state.frozen.get(escrow.payer) is not None:
-                self.on_event(f"job {job_id.hex()[:12]}: the payer forked its feed; not starting")
-                return False
-            need = market.needed_holders(min(self.config.holders, len(self.peer.connected())))
-            holders = await self.peer.held_by(payment, HELD_TIMEOUT_S) if need else 0
-            if holders >= need:
-                break
-            with contextlib.suppress(TimeoutError):   # a new peer or entry may change the answer
-                await self.peer.wait_until(lambda: False, timeout_s=0.2)
-        else:
-            self.on_event(f"job {job_id.hex()[:12]}: payment not witnessed by enough peers; not starting")
-            return False
-        await asyncio.sleep(self.config.witness_s)  # the quiet time a fork proof needs to reach us
-        if self.state.frozen.get(escrow.payer) is not None or self.state.jobs[job_id].status != "accepted":
-            self.on_event(f"job {job_id.hex()[:12]}: the payer forked its feed; not starting")
-            return False
-        self.witnessed[payment] = holders
-        await self._work.put(Work("run", job_id, info.job, payment, escrow.offer))
-        return True
+            return
+        work, holders = found
+        self.witnessed[work.payment] = holders
+        await self._work.put(work)
 
     # -- spot checks
-
-    def _checker(self, job_id: bytes) -> Identity | None:
-        """Our key that may spot-check the job: a trusted verifier of its class and no party to it."""
-        state, info = self.state, self.state.jobs[job_id]
-        if info.payment is None:
-            return None
-        escrow = state.escrows[info.payment]
-        for who in self.checkers:
-            if (info.job.platform_class in state.verifiers.get(who.public_key, frozenset())
-                    and who.public_key not in (escrow.payer, escrow.executor)):
-                return who
-        return None
 
     def _maybe_check(self, job_id: bytes) -> None:
         state, info = self.state, self.state.jobs[job_id]
         if (job_id in self._checking or info.receipt is None or info.payment is None
                 or not market.spot_checked(info.receipt, self.config.spot_check_rate)
-                or self._checker(job_id) is None):
+                or checker_for(state, self.checkers, job_id) is None):
             return
         escrow = state.escrows[info.payment]
         try:
@@ -363,103 +316,6 @@ class Market:
         except asyncio.QueueFull:
             return   # looked at again on the next step
         self._checking.add(job_id)
-
-    # -- running
-
-    async def _materialize(self, work: Work) -> Path:
-        if not await gitrepo.has_commit(self.repo, work.job.commit):
-            await self._fetch(work)
-        folder = self.scratch / work.job_id.hex()[:16] / work.kind
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "train.py"
-        path.write_bytes(await gitrepo.read_file(self.repo, work.job.commit, "train.py"))
-        return path
-
-    async def _fetch(self, work: Work) -> None:
-        digest = work.job.bundle
-        if digest is None:
-            raise BundleRejected("the job names no bundle and its commit is not here")
-        payer = self.state.jobs[work.job_id].author
-        conns = sorted(self.peer.replicator.conns.values(), key=lambda c: c.node != payer)
-        for conn in conns[:4]:
-            try:
-                data = await self.peer.fetch_bundle(conn.addr, digest)
-                if bundles.bundle_hash(data) != digest:
-                    raise BundleRejected("the bundle's bytes do not hash to the job's")
-                await bundles.apply_bundle(self.repo, data, expect_commit=work.job.commit,
-                                           allowed_paths=frozenset(self.state.spec.allowed_files))
-            except (PeerUnavailable, BundleRejected) as exc:
-                _log.info("job bundle %s from %s: %s", digest.hex()[:12], conn.addr, exc)
-                continue
-            await keep_bundle(self.bundles, digest, data)
-            return
-        raise PeerUnavailable(f"no peer served the job's bundle {digest.hex()[:16]}")
-
-    async def _run(self, work: Work, runner: Runner) -> None:
-        job, reason = work.job, ""
-        try:
-            args: TrainArgs | None = market.parse_train_args(job.args)
-        except BadJobRequest as exc:
-            args, reason = None, str(exc)
-        self.started[work.job_id] = self.clock()
-        self.on_event(f"job {work.job_id.hex()[:12]}: running for {short_id(self.state.jobs[work.job_id].author)}")
-        train_py: Path | None = None
-        if args is not None:
-            try:
-                train_py = await self._materialize(work)
-            except (PeerUnavailable, BundleRejected, RepositoryError) as exc:
-                train_py, reason = None, f"the job's commit could not be read: {exc}"
-        if train_py is None or args is None:
-            receipt = Receipt(job=work.job_id, offer=work.offer, payment=work.payment, status="rejected", gpu_s=0.0,
-                              metrics={}, artifacts=[], log_tail=reason[:4096])
-        else:
-            result = await runner(train_py, job.max_gpu_s, args.steps, args.seed, None)
-            metrics = {"num_steps": float(result.num_steps), "planned_steps": float(result.planned_steps),
-                       "seed": float(result.seed), "training_s": result.training_s}
-            if result.val_bpb is not None:
-                metrics["val_bpb"] = result.val_bpb
-            artifact = await self._keep_artifact({"status": result.status, "reason": result.reason[:1000],
-                                                  "metrics": metrics, "log_tail": result.log_tail[-8192:]})
-            receipt = Receipt(job=work.job_id, offer=work.offer, payment=work.payment, status=result.status,
-                              gpu_s=market.gpu_seconds(result.wall_s, 1, job.max_gpu_s), metrics=metrics,
-                              artifacts=[artifact], log_tail=result.log_tail[-4096:])
-        entry = await self.publish(self.me, receipt)
-        self.on_event(f"job {work.job_id.hex()[:12]}: receipt {entry.id.hex()[:12]}, {receipt.gpu_s} GPU-s, "
-                      f"{receipt.status}")
-
-    async def _keep_artifact(self, data: dict[str, object]) -> bytes:
-        raw = json.dumps(data, sort_keys=True).encode()[:MAX_ARTIFACT_BYTES]
-        digest = hashlib.sha256(raw).digest()
-        path = self.artifacts / digest.hex()
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            await asyncio.to_thread(tmp.write_bytes, raw)
-            tmp.replace(path)
-        return digest
-
-    async def _check(self, work: Work, runner: Runner) -> None:
-        checker = self._checker(work.job_id)
-        if work.receipt is None or checker is None:
-            return
-        receipt_entry = await self.ledger.get(work.receipt)
-        if receipt_entry is None or not isinstance(receipt_entry.body, Receipt):
-            return
-        claimed = receipt_entry.body.metrics
-        train_py = await self._materialize(work)
-        steps = int(claimed.get("num_steps", 0)) or None
-        horizon = int(claimed.get("planned_steps", 0)) or None
-        result = await runner(train_py, work.job.max_gpu_s, steps, int(claimed.get("seed", 0)), horizon)
-        tolerance = self.state.spec.noise_bpb.get(work.job.platform_class, 0.0)
-        ok, why = market.replay_verdict(claimed, result.val_bpb, result.num_steps, tolerance)
-        info = self.state.jobs[work.job_id]
-        if info.settle is not None:
-            return  # someone settled it meanwhile
-        amount = settle_amount(self.state, work.job_id)[0] if ok else 0
-        await self.publish(checker, Settle(job=work.job_id, payment=work.payment, receipt=work.receipt,
-                                                outcome="paid" if ok else "refunded", amount=amount,
-                                                reason=f"spot check: {why}"[:1024]))
-        self.on_event(f"job {work.job_id.hex()[:12]}: spot check {'reproduced' if ok else 'FAILED'}: {why}")
 
 
 def _pick_outputs(state: State, owner: bytes, amount: int) -> list[bytes] | None:
@@ -472,15 +328,6 @@ def _pick_outputs(state: State, owner: bytes, amount: int) -> list[bytes] | None
         if total >= amount:
             return picked
     return None
-
-
-async def keep_job_bundle(repo: Repository, bundle_dir: Path, commit: bytes, base: bytes) -> bytes:
-    """Bundles a commit thin against `base` (the swarm's baseline, which every node holds) for
-    executors to pull by hash, as claims' bundles are; returns the sha256."""
-    data = await bundles.make_bundle(repo, commit, have=[base])
-    digest = bundles.bundle_hash(data)
-    await keep_bundle(bundle_dir, digest, data)
-    return digest
 
 
 async def serve_workers(market_: Market, runner: Runner, workers: int = 1) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from ledger.bodies import JOB_TYPES, Job
 from ledger.errors import LedgerError
@@ -173,10 +174,31 @@ def spot_checked(receipt_id: bytes, rate: float) -> bool:
     return int.from_bytes(hashlib.sha256(receipt_id).digest()[:8], "big") < rate * 2**64
 
 
-def gpu_seconds(wall_s: float, devices: int, max_gpu_s: int) -> float:
-    """What an executor bills: the run's wall time times its devices (a CPU counts as one), capped
-    at the job's limit (the limit is also the run's time budget, so only startup overruns it)."""
-    return round(min(max(0.0, wall_s) * max(1, devices), float(max_gpu_s)), 3)
+def gpu_ms(wall_s: float, devices: int, max_gpu_s: int) -> int:
+    """What an executor bills, in integer GPU-milliseconds rounded up: the run's wall time times its
+    devices (a CPU counts as one), capped at the job's limit (the limit is also the run's time
+    budget, so only startup overruns it). Integers, as the ledger counts an executor's reputation."""
+    used = math.ceil(Fraction(max(0.0, wall_s)) * max(1, devices) * 1000)
+    return min(used, max_gpu_s * 1000)
+
+
+def signed_gpu_s(gpu_ms_: int) -> float:
+    """A Receipt's gpu_s for `gpu_ms_` GPU-milliseconds: the largest float not above gpu_ms_ / 1000.
+
+    The ledger reads the signed float exactly and rounds up (ledger/market.py cost_ucr, and the
+    reputation's milliseconds); most thousandths are a little over their decimal as a float, and
+    ceil(12.56 x 50) would then be 629, not 628. From below, its readings are exactly gpu_ms_ and
+    `cost_ucr(gpu_ms_, price)`, for any price below about 1e7 ucr per GPU-second at the largest
+    job (a float's spacing near 86400 s, times the price, stays under a thousandth)."""
+    value = gpu_ms_ / 1000
+    if Fraction(value) > Fraction(gpu_ms_, 1000):
+        value = math.nextafter(value, 0.0)
+    return value
+
+
+def cost_ucr(gpu_ms_: int, price_ucr_per_gpu_s: int) -> int:
+    """What `gpu_ms_` GPU-milliseconds cost at a price, rounded up: integers end to end."""
+    return -(-gpu_ms_ * price_ucr_per_gpu_s // 1000)
 
 
 def replay_verdict(claimed: Mapping[str, float], measured_bpb: float | None, measured_steps: int,

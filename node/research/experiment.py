@@ -31,6 +31,7 @@ from typing import Any
 from trainer.constants import ENV_PARENT_PID, PROFILES
 
 from node.errors import TrainerFailed
+from node.research.limits import MAX_LOG_TAIL
 
 KILL_WAIT_S = 10.0                 # for a SIGKILLed child to be reaped
 RESULT_MARGIN_S = 120.0            # beyond the trainer's own limits, before we give up on it
@@ -254,5 +255,5 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
 def _timeout(request: RunRequest, limit_s: float, wall_s: float, tail: deque[str]) -> RunResult:
     return RunResult(status="timeout", reason=f"the trainer did not finish within {limit_s:.0f} s and was killed",
                      val_bpb=None, seed=request.seed, num_steps=0, planned_steps=0, training_s=0.0, total_s=wall_s,
-                     peak_vram_mb=0.0, loss_curve=(), log_tail="\n".join(tail)[-4096:], harness_hash="",
+                     peak_vram_mb=0.0, loss_curve=(), log_tail="\n".join(tail)[-MAX_LOG_TAIL:], harness_hash="",
                      wall_s=wall_s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ledger.spec import SignedSpec
@@ -33,9 +34,11 @@ _log = logging.getLogger(__name__)
 
 
 class CommitFetcher:
-    def __init__(self, repo: Repository, history: History, spec: SignedSpec, bundle_dir: Path, peer: Peer) -> None:
+    def __init__(self, repo: Repository, history: History, spec: SignedSpec, bundle_dir: Path, peer: Peer,
+                 clock: Callable[[], float] = time.time) -> None:
         self.repo, self.history, self.spec, self.bundle_dir, self.peer = repo, history, spec, bundle_dir, peer
-        self._failed: dict[bytes, float] = {}      # commit -> monotonic time of the last failure
+        self.clock = clock
+        self._failed: dict[bytes, float] = {}      # commit -> clock time of the last failure
         self._lock = asyncio.Lock()                # one walk at a time: two workers needing one parent
         self.fetched = 0
 
@@ -44,12 +47,12 @@ class CommitFetcher:
         async with self._lock:
             if await gitrepo.has_commit(self.repo, commit):
                 return True
-            if time.monotonic() - self._failed.get(commit, -RETRY_S) < RETRY_S:
+            if self.clock() - self._failed.get(commit, -RETRY_S) < RETRY_S:
                 return False
             chain = await self._missing_chain(commit)
             for child in reversed(chain):
                 if not await self._fetch_one(child):
-                    self._failed[commit] = time.monotonic()
+                    self._failed[commit] = self.clock()
                     return False
             return True
 

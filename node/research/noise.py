@@ -203,3 +203,26 @@ def run_to_run_noise(values: Sequence[float], policy: NoisePolicy = NoisePolicy(
         return estimate_noise(repeats=[list(values)], policy=policy)
     except TooFewSamples:
         return None
+
+
+def calibration_report(platform_class: str, values: Sequence[float], spec_noise_bpb: float, *, complete: bool,
+                       policy: NoisePolicy = NoisePolicy()) -> str | None:
+    """What the creator's node says about its calibration runs (runs of the genesis program with
+    different data seeds): one line once they are complete, None before.
+
+    A warning only when it means something: when the point estimate of the tolerance, k x sigma,
+    is above the spec's noise_bpb. The upper confidence bound is not used for it: over three runs it
+    is about three times sigma (node/research/noise.py's chi-square bound with two degrees of
+    freedom), so it would exceed almost any noise_bpb and warn on every new swarm."""
+    if not complete:
+        return None
+    found = run_to_run_noise(values, policy)
+    if found is None:
+        return None
+    central_bpb = policy.k * found.sigma_bpb
+    text = (f"run-to-run noise of {platform_class}: sd {found.sigma_bpb:.4f} bpb over {found.samples} runs of the "
+            f"genesis train.py; the swarm's noise_bpb is {spec_noise_bpb}")
+    if central_bpb > spec_noise_bpb:
+        return text + (f": below {policy.k:g} sd ({central_bpb:.4f}), so some records may be noise "
+                       "(a new swarm with a larger [swarm] noise_bpb would avoid that)")
+    return text + f": above {policy.k:g} sd ({central_bpb:.4f}), as it should be"

@@ -6,9 +6,10 @@ same swarm. What is real: identities (ledger.keys), signed entries (ledger.entry
 fold (ledger.fold.apply) and the verifier's choices and mints (node/research/verifier.py).
 
 Theory of operation. Discrete events: each node's one worker finishes a job at some time, the
-job's entries are signed and folded in, and the worker picks its next job as node/research/loop.py's
-run_worker does: the baseline while the class has no successful baseline claim, else the first
-claim of verifier.verification_queue, else an experiment on the class's best verified commit.
+job's entries are signed and folded in, and the worker picks its next job with the research loop's
+own choose_work (node/research/work.py): the baseline while the class has no successful baseline
+claim, else the first claim of verifier.verification_queue, else an experiment on the class's
+best verified commit.
 Gossip is taken as instant (the swarm benchmark's p95 is under 0.5 s against 6-minute runs), so
 every node sees one fold state.
 
@@ -40,7 +41,7 @@ from ledger.fold import RecordRow, State
 from ledger.keys import Identity
 from ledger.spec import SwarmSpec
 
-from node.research import verifier
+from node.research import verifier, work
 from node.research.history import ClaimRecord, History
 
 CLASS = "sim-gpu"
@@ -234,18 +235,29 @@ class _Swarm:
             self.refused += self.state.verdicts.get(entry.id, "") != ""
         return entry
 
-    # -- choosing, as node/research/loop.py run_worker does
+    # -- choosing: node/research/work.py's choose_work, as every node's worker does
 
     def next_job(self, node: int, now_s: float) -> _Job:
         c, cls = self.config, self.classes[node]
-        if cls not in self.baseline_claimed:
-            return self._own("baseline", now_s, BASELINE_COMMIT, None, cls)
-        # as research.py: never vouch for our own research key while another verifier can
-        own = frozenset({self.researchers[node].public_key}) if c.nodes > 1 else frozenset()
-        queue = self.policy.queue(self.state, self.history, self.verifiers[node].public_key, cls, set(),
-                                  own=own, now_ms=int(now_s * 1000))
-        if queue:
-            return _Job("verify", now_s, now_s + self._length(c.budget_s + c.overhead_s), record=queue[0])
+        verify: list[ClaimRecord] = []
+        if cls in self.baseline_claimed:  # before the baseline the queue cannot matter: skip its cost
+            # as the research loop: never vouch for our own research key while another verifier can
+            own = frozenset({self.researchers[node].public_key}) if c.nodes > 1 else frozenset()
+            verify = self.policy.queue(self.state, self.history, self.verifiers[node].public_key, cls, set(),
+                                       own=own, now_ms=int(now_s * 1000))
+        # no market, submissions, calibration or max_experiments here: the other inputs stay at rest
+        match work.choose_work(work.Situation(baseline_done=cls in self.baseline_claimed, verify=verify)):
+            case work.Baseline():
+                return self._own("baseline", now_s, BASELINE_COMMIT, None, cls)
+            case work.Verify(claim=record):
+                return _Job("verify", now_s, now_s + self._length(c.budget_s + c.overhead_s), record=record)
+            case work.Experiment():
+                return self._experiment(node, now_s, cls)
+            case other:
+                raise AssertionError(f"the simulator offers no {type(other).__name__}")  # a bug here, not input
+
+    def _experiment(self, node: int, now_s: float, cls: str) -> _Job:
+        c = self.config
         rows = [r for r in self.state.records if r.platform_class == cls]
         parent = rows[-1].commit if rows else BASELINE_COMMIT
         if self.explorer is not None:

@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import hashlib
+import math
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger import fold
+from ledger import market as ledger_market
 from ledger.bodies import Body, Mint, Offer, Receipt, Settle, Transfer
 from ledger.entry import Entry
 from ledger.keys import Identity
 from node.web.views import jobs_table
 from tests.ledger import factory
 
-from node.market.policy import (BadJobRequest, JobRequest, OfferView, accept_due, check_request, choose_offer,
-                         gpu_seconds, job_rows, needed_holders, parse_train_args, replay_verdict, reputation_score,
-                         should_offer, spot_checked)
+from node.market.policy import (MAX_JOB_S, BadJobRequest, JobRequest, OfferView, accept_due, check_request,
+                                choose_offer, cost_ucr, gpu_ms, job_rows, needed_holders, parse_train_args,
+                                replay_verdict, reputation_score, should_offer, signed_gpu_s, spot_checked)
 
 COMMIT = b"c" * 20
 
@@ -115,10 +118,29 @@ def test_spot_check_rate_is_roughly_honoured() -> None:
     assert 850 < picked < 1150
 
 
-def test_gpu_seconds_capped_at_the_limit() -> None:
-    assert gpu_seconds(3.21, 1, 10) == 3.21
-    assert gpu_seconds(30.0, 1, 10) == 10.0
-    assert gpu_seconds(2.0, 0, 10) == 2.0  # a CPU counts as one device
+def test_gpu_milliseconds_round_up_and_are_capped_at_the_limit() -> None:
+    assert gpu_ms(3.21, 1, 10) == 3210
+    assert gpu_ms(3.2101, 1, 10) == 3211
+    assert gpu_ms(30.0, 1, 10) == 10_000
+    assert gpu_ms(2.0, 0, 10) == 2000  # a CPU counts as one device
+    assert gpu_ms(-1.0, 1, 10) == 0
+
+
+@given(st.integers(0, MAX_JOB_S * 1000), st.integers(1, 10**6))
+def test_the_signed_gpu_seconds_cost_on_the_ledger_exactly_the_integer_milliseconds(ms: int, price: int) -> None:
+    """The ledger reads the signed float exactly and rounds up; from below it reads back the same
+    integer milliseconds, so payer, executor and test agree to the micro-credit (12.56 s at 50
+    ucr/GPU-s costs 628, not the 629 of the float just above 12.56)."""
+    signed = signed_gpu_s(ms)
+    assert Fraction(signed) <= Fraction(ms, 1000)
+    assert ledger_market.cost_ucr(signed, price) == cost_ucr(ms, price) == math.ceil(Fraction(ms * price, 1000))
+    assert math.ceil(Fraction(signed) * 1000) == ms   # the reputation's GPU-milliseconds
+    assert round(signed * 1000) == ms
+
+
+def test_the_off_by_one_the_market_test_met_is_gone() -> None:
+    assert ledger_market.cost_ucr(12.56, 50) == 629   # the float 12.56 is a little over 12.56
+    assert ledger_market.cost_ucr(signed_gpu_s(12_560), 50) == 628
 
 
 def test_replay_verdict() -> None:

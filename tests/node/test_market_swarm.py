@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,9 @@ async def test_two_users_three_executors_jobs_run_and_settle(tmp_path: Path, dat
             escrow = state.escrows[info.payment]
             receipt = state.receipts[info.receipt]
             assert receipt.status == "ok" and 0 < receipt.gpu_s <= 60
-            amount = -(-int(receipt.gpu_s * 1000) * 50 // 1000)  # ceil(gpu_s x price), gpu_s has 3 decimals
+            used_ms = round(receipt.gpu_s * 1000)   # executors bill whole GPU-milliseconds, signed from below
+            assert Fraction(receipt.gpu_s) <= Fraction(used_ms, 1000) < Fraction(receipt.gpu_s) + Fraction(1, 10**6)
+            amount = -(-used_ms * 50 // 1000)       # ceil(ms x price / 1000): integers end to end
             paid[escrow.payer] = paid.get(escrow.payer, 0) + amount
             paid[escrow.executor] = paid.get(escrow.executor, 0) - amount
             ran = next(n for n in execs if n.key == escrow.executor)

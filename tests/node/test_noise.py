@@ -13,8 +13,10 @@ from node.research.noise import (
     NoiseError,
     NoisePolicy,
     TooFewSamples,
+    calibration_report,
     chi2_quantile,
     estimate_noise,
+    run_to_run_noise,
 )
 
 OPEN = NoisePolicy(floor_bpb=0.0, ceiling_bpb=math.inf, max_bpb=math.inf, max_difference_bpb=math.inf)
@@ -182,3 +184,23 @@ def test_replay_noise_reads_the_ledger_re_runs() -> None:
     found = replay_noise(state, CLASS)
     assert found is not None and 0.0015 < found.sigma_bpb < 0.0025 and found.dof == 40 * 3
     assert replay_noise(state, "h100") is None
+
+
+def test_the_calibration_report_waits_for_every_run_and_warns_only_on_the_point_estimate() -> None:
+    assert calibration_report("cpu", [1.50, 1.51], 0.01, complete=False) is None
+    quiet = calibration_report("cpu", [1.500, 1.501, 1.502], 0.01, complete=True)   # sd 0.001: 3 sd = 0.003
+    assert quiet is not None and quiet.startswith("run-to-run noise of cpu: sd 0.0010") and "may be noise" not in quiet
+    # the upper bound over three runs is about three times sd, so the old rule warned here as well
+    assert estimate_noise(repeats=[[1.500, 1.501, 1.502]]).tolerance_bpb > 0.003 * 2
+    loud = calibration_report("cpu", [1.50, 1.52, 1.54], 0.01, complete=True)       # sd 0.02: 3 sd = 0.06
+    assert loud is not None and "some records may be noise" in loud
+
+
+@given(st.lists(st.floats(0.5, 3.0), min_size=3, max_size=6), st.floats(0.0001, 0.1))
+def test_the_calibration_report_warns_exactly_when_three_sd_exceed_the_spec(values: list[float], spec: float) -> None:
+    text = calibration_report("cpu", values, spec, complete=True)
+    found = run_to_run_noise(values)
+    if found is None:
+        assert text is None
+    else:
+        assert text is not None and ("may be noise" in text) == (3.0 * found.sigma_bpb > spec)
