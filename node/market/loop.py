@@ -45,6 +45,7 @@ from swarm.peer import Peer
 
 from node.market import policy as market
 from node.errors import TrainerFailed
+from node.home import Layout
 from node.market.jobs import JobRunner, Runner, Work, checker_for, keep_job_bundle, witness_payment
 from node.market.policy import BadJobRequest, JobRequest
 
@@ -106,7 +107,7 @@ class Market:
         return entry
 
     async def submit(self, request: JobRequest) -> Entry:
-        """Checks and publishes a job of ours (the commit's bundle must be kept already: `keep_job_bundle`)."""
+        """Checks and publishes a job of ours (the commit's bundle must be kept already: `keep_bundle`)."""
         state = self.state
         committed = sum(market.escrow_ucr(info.job.max_gpu_s, info.job.price_ucr_per_gpu_s)
                         for info in state.jobs.values() if info.author == self.me.public_key and info.status == "open")
@@ -116,6 +117,10 @@ class Market:
         entry = await self.publish(self.me, job)
         self.on_event(f"job {entry.id.hex()[:12]} submitted: {job.max_gpu_s} GPU-s at {job.price_ucr_per_gpu_s} ucr")
         return entry
+
+    async def keep_bundle(self, commit: bytes, base: bytes) -> bytes:
+        """Bundles a commit of ours thin against `base` for executors to pull by hash; its sha256."""
+        return await keep_job_bundle(self.repo, Layout(self.home).bundles, commit, base)
 
     async def cancel(self, job_id: bytes) -> Entry:
         info = self.state.jobs.get(job_id)

@@ -53,7 +53,8 @@ class RunRequest:
     seed: int
     data: Path
     scratch: Path                  # the child's TMPDIR; emptied after the run
-    env: Mapping[str, str]         # extra environment (AUTOSWARM_HOME, CUDA_VISIBLE_DEVICES)
+    env: Mapping[str, str]         # extra environment (CUDA_VISIBLE_DEVICES)
+    home: Path                     # the node's home: hidden from the candidate (keys), by argument
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,8 @@ def deadline_s(request: RunRequest) -> float:
 
 def command(request: RunRequest) -> list[str]:
     argv = [sys.executable, "-m", "trainer", "run", str(request.train_py), "--profile", request.profile,
-            "--budget-s", str(request.budget_s), "--seed", str(request.seed), "--data", str(request.data)]
+            "--budget-s", str(request.budget_s), "--seed", str(request.seed), "--data", str(request.data),
+            "--home", str(request.home)]
     if request.parent_py is not None:
         argv += ["--parent", str(request.parent_py)]
     if request.steps is not None:

@@ -52,7 +52,7 @@ from node.research.experiment import RunResult
 from node.research.runs import Live, Runs, Stats, claim_body, result_text, short_value
 from node.research.submit import SubmitQueue
 from node.research.waves import WaveQueue, WaveSettings, plan_wave
-from node.web.backend import Submission
+from node.research.submit import Submission
 
 IDLE_S = 5.0                 # a worker with nothing to do looks again after this long
 

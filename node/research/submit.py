@@ -21,6 +21,7 @@ import asyncio
 import collections
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.spec import SignedSpec
@@ -28,13 +29,23 @@ from swarm import gitrepo
 from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
 
-from node.web.backend import Submission
 from node.errors import AlreadySubmitted, BadSubmission, QueueFull
 from node.research.history import History
 from node.research.limits import MAX_CLAIM_MESSAGE
 
 MAX_QUEUED = 64
 MAX_QUEUE_FILE_BYTES = 1 << 20   # a queue file larger than this is not one we wrote
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A commit handed to the research loop to run through the trainer and claim."""
+
+    commit: bytes          # 20-byte git id, already in the node's repository
+    parent: bytes          # its parent; a commit the swarm knows (the baseline or a claimed one)
+    agent: str             # who submitted it: an AgentHub agent id, or "cli"
+    message: str           # the commit message, shown with the claim
+    position: int          # 1-based place in the queue when submitted
 
 
 class BadTrainPy(BadSubmission):

@@ -10,30 +10,37 @@ git repository (every commit it has: its own, fetched bundles, agents' pushes).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ledger.bodies import Body
 from ledger.entry import Entry
 from ledger.store import Ledger
 from swarm.gitrepo import Repository
 
+from node.market.policy import JobRequest
 from node.research.history import History
+from node.research.submit import Submission
 
-if TYPE_CHECKING:
-    from node.market.loop import Market
+__all__ = ["Backend", "MarketPort", "Submission"]
 
 
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """A commit handed to the research loop to run through the trainer and claim."""
+class MarketPort(Protocol):
+    """What the web may ask of the node's credits market (node/market/loop.py's `Market`)."""
 
-    commit: bytes          # 20-byte git id, already in the node's repository
-    parent: bytes          # its parent; a commit the swarm knows (the baseline or a claimed one)
-    agent: str             # who submitted it: an AgentHub agent id, or "cli"
-    message: str           # the commit message, shown with the claim
-    position: int          # 1-based place in the queue when submitted
+    async def keep_bundle(self, commit: bytes, base: bytes) -> bytes:
+        """Bundles `commit` thin against `base` for executors to pull by hash; its sha256."""
+        ...
+
+    async def submit(self, request: JobRequest) -> Entry:
+        """Checks and publishes a job of this node's (spends its credits into escrow)."""
+        ...
+
+    async def cancel(self, job_id: bytes) -> Entry:
+        """Cancels an open job of this node's."""
+        ...
+
+
 
 
 class Backend(Protocol):
@@ -49,7 +56,7 @@ class Backend(Protocol):
         ...
 
     @property
-    def market(self) -> Market | None:
+    def market(self) -> MarketPort | None:
         """The credits market's loop (node/market/loop.py), where the node runs one."""
         ...
 

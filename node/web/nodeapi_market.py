@@ -15,9 +15,8 @@ from ledger.keys import node_id_text
 from swarm import gitrepo
 
 from node.contract import MAX_TRAIN_PY_BYTES
-from node.home import Layout
-from node.market.loop import Market, keep_job_bundle
 from node.market.policy import BadJobRequest, JobRequest, job_row, job_rows
+from node.web.backend import MarketPort
 from node.web.common import ENTRY_ID_HEX, ApiError, Unavailable, answer, limit, match_prefix, read_json, str_list, text_field
 from node.web.nodeapi_base import DEFAULT_LIMIT, MAX_LIMIT, NodeContext
 
@@ -28,7 +27,7 @@ class MarketRoutes:
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
 
-    def market(self) -> Market:
+    def market(self) -> MarketPort:
         found = self.ctx.backend.market
         if found is None:
             raise Unavailable("this node runs no credits market")
@@ -102,7 +101,7 @@ class MarketRoutes:
                                     "platform_class", max_chars=MAX_SHORT_TEXT)
         args = str_list(data, "args", max_items=MAX_LIST, max_chars=MAX_SHORT_TEXT)
         try:
-            bundle = await keep_job_bundle(ctx.backend.repo, Layout(ctx.backend.home).bundles, commit, ctx.baseline)
+            bundle = await market.keep_bundle(commit, ctx.baseline)
             entry = await market.submit(JobRequest(
                 job_type=job_type, commit=commit, bundle=bundle, args=tuple(args), platform_class=platform_class,
                 max_gpu_s=numbers["max_gpu_s"], price_ucr_per_gpu_s=numbers["price_ucr_per_gpu_s"],

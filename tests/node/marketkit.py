@@ -41,7 +41,7 @@ def trainer_runner(data: Path, scratch: Path, home: Path) -> Runner:
     async def run(train_py: Path, budget_s: int, steps: int | None, seed: int, horizon: int | None) -> RunResult:
         request = RunRequest(train_py=train_py, parent_py=None, profile="cpu", budget_s=budget_s, steps=steps,
                              horizon=horizon, seed=seed, data=data, scratch=scratch / f"run-{next(_runs)}",
-                             env={"AUTOSWARM_HOME": str(home)})
+                             env={}, home=home)
         return await run_trainer(request)
     return run
 
