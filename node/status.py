@@ -3,10 +3,18 @@
 Reads the home's current swarm (HOME/swarms/current) while a node may be running on it: the
 ledger is SQLite in WAL mode, so this reader sees the last committed rows and never blocks the
 node's writer. Creates nothing: a home without a swarm is an error line, not a new swarm.
+
+Peers and addresses are not in the ledger: where a node runs on the home (HOME/api.json), they
+come from its local API (`GET /api/node/status`, with the operator token of that file), bounded by
+a short timeout; otherwise `"running": false` and no peers.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from ledger.bodies import UCR_PER_CREDIT, Claim
 from ledger.errors import KeyFileError
@@ -15,11 +23,28 @@ from ledger.keys import Identity, node_id_text
 from ledger.store import Ledger
 
 from node.config import NodeConfig
+from node.contract import API_FILE, MAX_API_FILE_BYTES, NODE_API_PREFIX
 from node.home import Layout, current_slug
 from node.research.noise import replay_noise, run_to_run_noise
 from node.web import views
 
 TOP_N = 10  # leaderboard rows per class
+LIVE_TIMEOUT_S = 5.0  # asking a running node for its peers; a busy node may answer late
+
+
+async def _live(home: Path) -> dict[str, Any] | None:
+    """The running node's own snapshot (peers, address, workers), or None where none answers."""
+    try:
+        api = json.loads((home / API_FILE).read_bytes()[:MAX_API_FILE_BYTES])
+        url, token = str(api["url"]), str(api["token"])
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=LIVE_TIMEOUT_S)) as session:
+            async with session.get(f"{url}{NODE_API_PREFIX}/status",
+                                   headers={"Authorization": f"Bearer {token}"}) as answer:
+                body = await answer.json() if answer.status == 200 else None
+    except (OSError, ValueError, KeyError, TypeError, aiohttp.ClientError, TimeoutError):
+        return None  # no node, a stale api.json, or a node too busy to answer: the ledger still is
+    node = body.get("node") if isinstance(body, dict) else None
+    return node if isinstance(node, dict) else None
 
 
 def _identity(path: Any) -> str | None:
@@ -86,5 +111,15 @@ async def collect(config: NodeConfig) -> dict[str, Any]:
             "balances": {node_id_text(k): {"ucr": v, "credits": v / UCR_PER_CREDIT}
                          for k, v in sorted(state.balances.items()) if v},
             "total_minted_ucr": state.total_minted_ucr,
-            "peers": 0,
+            "ledger": str(layout.ledger(slug)),
+            **_live_fields(await _live(config.home)),
         }
+
+
+def _live_fields(node: dict[str, Any] | None) -> dict[str, Any]:
+    if node is None:
+        return {"running": False, "peers": 0, "peer_address": None, "connected": []}
+    found = node.get("peers")
+    peers: list[Any] = found if isinstance(found, list) else []
+    return {"running": True, "peers": len(peers), "peer_address": node.get("address"),
+            "connected": [p.get("node") for p in peers if isinstance(p, dict)]}

@@ -90,8 +90,10 @@ def _sse(event: str, data: dict[str, Any], event_id: int) -> bytes:
 class Hub:
     """Follows the ledger for the dashboard and fans updates out to the live streams."""
 
-    def __init__(self, backend: Backend, clock_s: Callable[[], float]) -> None:
-        self.backend, self.clock_s = backend, clock_s
+    def __init__(self, backend: Backend, clock_s: Callable[[], float],
+                 monotonic_s: Callable[[], float] = time.monotonic) -> None:
+        # clock_s: wall time shown to people ("3 min ago"); monotonic_s: the ages of caches
+        self.backend, self.clock_s, self.monotonic_s = backend, clock_s, monotonic_s
         self.row = 0                                   # the last ledger row turned into items
         self.feed: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_FEED_ITEMS)
         self.credit_feed: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_CREDIT_ITEMS)
@@ -167,7 +169,7 @@ class Hub:
             self.feed.extend(items)
             self.credit_feed.extend(i for i in items if dashview.is_credit(i))
         self._dirty = self._dirty or bool(items)
-        now = time.monotonic()
+        now = self.monotonic_s()
         summary = None
         # the ledger moved: a fresh summary soon; else only the snapshot (workers, peers) may have
         interval = SUMMARY_INTERVAL_S if self._dirty else IDLE_SUMMARY_INTERVAL_S
@@ -204,7 +206,7 @@ class Hub:
     async def page_summary(self) -> dict[str, Any]:
         """The summary for a page load or a new stream: shared for SUMMARY_INTERVAL_S at one row,
         so a burst of reloads costs one computation (~13 ms at 10,000 experiments), not one each."""
-        now = time.monotonic()
+        now = self.monotonic_s()
         cached = self._page_cache
         if cached is not None and cached[0] == self.row and now - cached[1] < SUMMARY_INTERVAL_S:
             return cached[2]
@@ -248,7 +250,7 @@ class Hub:
     def chart(self, kind: str, cls: str) -> str:
         """One chart's SVG; redrawn only when the ledger moved and the last drawing is CHART_MAX_AGE_S old."""
         cached = self._charts.get((kind, cls))
-        now = time.monotonic()
+        now = self.monotonic_s()
         if cached is not None and (cached[0] == self.row or now - cached[1] < CHART_MAX_AGE_S):
             return cached[2]
         state, claims = self.backend.ledger.state, self.backend.history.claims

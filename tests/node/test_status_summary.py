@@ -32,3 +32,28 @@ async def test_status_classes_are_the_shared_summary(tmp_path: Path) -> None:
     assert {k: shown[k] for k in expected} == expected
     assert expected["records"] == 1 and expected["best_commit"] == kit.baseline.hex()
     assert shown["leaderboard"][0]["commit"] == kit.baseline.hex()
+
+
+async def test_status_shows_the_running_nodes_peers_and_the_ledger_path(tmp_path: Path) -> None:
+    """With a node serving on the home (its api.json), status asks it for its peers (they are not
+    in the ledger); with none, it says so instead of reporting 0 as if it knew."""
+    from node.web.server import serve_api
+
+    async with backend(tmp_path / "kit") as kit:
+        home = kit.home
+        layout = Layout(home)
+        layout.swarm("test").mkdir(parents=True, exist_ok=True)
+        (layout.swarms / CURRENT_FILE).write_text("test\n")
+        ensure_config_file(home)
+        async with Ledger.open(layout.ledger("test"), kit.ledger.spec):
+            pass
+        config = load_config(["--home", str(home), "status"], env={})
+        alone = await status.collect(config)
+        assert (alone["running"], alone["peers"], alone["connected"]) == (False, 0, [])
+        assert alone["ledger"] == str(layout.ledger("test"))
+        peers = [{"node": "as-peer-one", "received": 3}, {"node": "as-peer-two", "received": 1}]
+        kit.snapshot = lambda: {"workers": [], "peers": peers, "queued": 0, "address": "127.0.0.1:7400"}  # type: ignore[method-assign]
+        async with serve_api("127.0.0.1:0", home, kit, "127.0.0.1:7400"):
+            live = await status.collect(config)
+        assert (live["running"], live["peers"], live["peer_address"]) == (True, 2, "127.0.0.1:7400")
+        assert live["connected"] == ["as-peer-one", "as-peer-two"]
