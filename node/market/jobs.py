@@ -207,10 +207,12 @@ class JobRunner:
         info = self.state.jobs[work.job_id]
         if info.settle is not None:
             return  # someone settled it meanwhile
-        amount = settle_amount(self.state, work.job_id)[0] if ok else 0
+        # billing follows the time our own replay took, not the receipt's word (ledger/market.py)
+        measured = market.signed_gpu_s(market.gpu_ms(result.wall_s, 1, work.job.max_gpu_s)) if ok else None
+        amount = settle_amount(self.state, work.job_id, measured)[0] if ok else 0
         await self.publish(checker, Settle(job=work.job_id, payment=work.payment, receipt=work.receipt,
                                            outcome="paid" if ok else "refunded", amount=amount,
-                                           reason=f"spot check: {why}"[:MAX_SETTLE_REASON]))
+                                           reason=f"spot check: {why}"[:MAX_SETTLE_REASON], gpu_s=measured))
         self.on_event(f"job {work.job_id.hex()[:12]}: spot check {'reproduced' if ok else 'FAILED'}: {why}")
 
 

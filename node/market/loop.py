@@ -37,7 +37,8 @@ from ledger.entry import Entry
 from ledger.errors import LedgerError
 from ledger.fold import State
 from ledger.keys import Identity, short_id
-from ledger.market import settle_amount
+from ledger import market as ledger_market
+from ledger.market import picked, settle_amount
 from ledger.store import Ledger
 from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
@@ -46,6 +47,7 @@ from swarm.peer import Peer
 from node.market import policy as market
 from node.errors import TrainerFailed
 from node.home import Layout
+from node.market.checksecrets import load_secret, new_secret
 from node.market.jobs import JobRunner, Runner, Work, checker_for, keep_job_bundle, witness_payment
 from node.market.policy import BadJobRequest, JobRequest
 
@@ -112,8 +114,11 @@ class Market:
         committed = sum(market.escrow_ucr(info.job.max_gpu_s, info.job.price_ucr_per_gpu_s)
                         for info in state.jobs.values() if info.author == self.me.public_key and info.status == "open")
         balance = state.balances.get(self.me.public_key, 0) - committed
+        market.check_request(request, balance_ucr=balance, platform_classes=state.spec.platform_classes,
+                             now_ms=self._now_ms())  # refuse a bad request before a secret is made for it
+        # the spot-check secret: committed now, revealed after the receipt (node/market/checksecrets.py)
         job = market.check_request(request, balance_ucr=balance, platform_classes=state.spec.platform_classes,
-                                   now_ms=self._now_ms())
+                                   now_ms=self._now_ms(), check_hash=new_secret(self.home))
         entry = await self.publish(self.me, job)
         self.on_event(f"job {entry.id.hex()[:12]} submitted: {job.max_gpu_s} GPU-s at {job.price_ucr_per_gpu_s} ucr")
         return entry
@@ -247,12 +252,24 @@ class Market:
                 return
             await self._accept(job_id)
         elif info.status == "ran" and info.receipt is not None and info.payment is not None:
-            if market.spot_checked(info.receipt, self.config.spot_check_rate) or ("settle", job_id) in self._acted:
-                return  # a trusted verifier replays it and settles
+            if ("settle", job_id) in self._acted:
+                return
+            secret = None if info.job.check_hash is None else load_secret(self.home, info.job.check_hash)
+            if info.job.check_hash is None:  # a job from before committed secrets: the old public pick
+                if market.spot_checked(info.receipt, self.config.spot_check_rate):
+                    return  # a trusted verifier replays it and settles
+            elif secret is None:
+                return  # our secret is lost: only a trusted verifier's check can settle it now
+            elif ledger_market.spot_checked(secret, job_id, state.spec.spot_check_per_mille):
+                self._acted.add(("settle", job_id))  # picked: reveal, and a trusted verifier replays and settles
+                await self.publish(self.me, Settle(job=job_id, payment=info.payment, receipt=info.receipt,
+                                                   outcome="reveal", amount=0, reason="", reveal=secret))
+                self.on_event(f"job {job_id.hex()[:12]}: picked for a spot check; a verifier replays it")
+                return
             self._acted.add(("settle", job_id))
             amount, _ = settle_amount(state, job_id)
             await self.publish(self.me, Settle(job=job_id, payment=info.payment, receipt=info.receipt, outcome="paid",
-                                               amount=amount, reason="receipt accepted"))
+                                               amount=amount, reason="receipt accepted", reveal=secret))
             self.on_event(f"job {job_id.hex()[:12]} settled: paid {amount} ucr")
         elif (info.status == "accepted" and info.payment is not None and ("refund", job_id) not in self._acted
               and now_ms > info.job.expires_ms + 1000 * REFUND_GRACE_S):
@@ -312,7 +329,7 @@ class Market:
     def _maybe_check(self, job_id: bytes) -> None:
         state, info = self.state, self.state.jobs[job_id]
         if (job_id in self._checking or info.receipt is None or info.payment is None
-                or not market.spot_checked(info.receipt, self.config.spot_check_rate)
+                or not self._picked(state, job_id)
                 or checker_for(state, self.checkers, job_id) is None):
             return
         escrow = state.escrows[info.payment]
@@ -321,6 +338,15 @@ class Market:
         except asyncio.QueueFull:
             return   # looked at again on the next step
         self._checking.add(job_id)
+
+
+    def _picked(self, state: State, job_id: bytes) -> bool:
+        """Whether a trusted verifier replays this job: by the payer's revealed secret, or (a job
+        without one, from before committed secrets) by the old public pick of the receipt id."""
+        info = state.jobs[job_id]
+        if info.job.check_hash is None:
+            return info.receipt is not None and market.spot_checked(info.receipt, self.config.spot_check_rate)
+        return picked(state, job_id) is True
 
 
 def _pick_outputs(state: State, owner: bytes, amount: int) -> list[bytes] | None:

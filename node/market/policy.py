@@ -85,7 +85,8 @@ def escrow_ucr(max_gpu_s: int, price_ucr_per_gpu_s: int) -> int:
     return max_gpu_s * price_ucr_per_gpu_s
 
 
-def check_request(req: JobRequest, *, balance_ucr: int, platform_classes: Sequence[str], now_ms: int) -> Job:
+def check_request(req: JobRequest, *, balance_ucr: int, platform_classes: Sequence[str], now_ms: int,
+                  check_hash: bytes | None = None) -> Job:
     """The Job to sign for `req`, or BadJobRequest with the first thing wrong with it."""
     if req.job_type not in JOB_TYPES:
         raise BadJobRequest(f"unknown job type {req.job_type[:40]!r} (known: {', '.join(sorted(JOB_TYPES))})")
@@ -106,7 +107,8 @@ def check_request(req: JobRequest, *, balance_ucr: int, platform_classes: Sequen
     try:
         return Job(job_type=req.job_type, commit=req.commit, bundle=req.bundle, args=list(req.args),
                    platform_class=req.platform_class, max_gpu_s=req.max_gpu_s,
-                   price_ucr_per_gpu_s=req.price_ucr_per_gpu_s, expires_ms=now_ms + 1000 * req.expires_s)
+                   price_ucr_per_gpu_s=req.price_ucr_per_gpu_s, expires_ms=now_ms + 1000 * req.expires_s,
+                   check_hash=check_hash)
     except LedgerError as exc:   # the body's own checks (InvalidEntry)
         raise BadJobRequest(f"bad job: {exc}") from None
 

@@ -29,12 +29,14 @@ CLASS = "cpu-tiny"
 OPERATOR_TOKEN = "operator-test-token"
 
 
-def spec_for(creator: Identity, verifiers: list[Identity], baseline: bytes, quorum: int = 1) -> SignedSpec:
+def spec_for(creator: Identity, verifiers: list[Identity], baseline: bytes, quorum: int = 1,
+             spot_check_per_mille: int = 0) -> SignedSpec:
     return sign_spec(creator, SwarmSpec(
         name="hubkit", creator=creator.public_key, created_ms=0, harness_hash=b"h" * 32, dataset_hash=b"d" * 32,
         tokenizer_hash=b"t" * 32, time_budget_s=30, metric="val_bpb", direction="min", baseline_commit=baseline,
         allowed_files=["train.py"], platform_classes=[CLASS], verifiers=[v.public_key for v in verifiers],
-        quorum=quorum, noise_bpb={CLASS: 0.01}, record_ucr_per_bpb=10**9, verify_ucr=1000))
+        quorum=quorum, noise_bpb={CLASS: 0.01}, record_ucr_per_bpb=10**9, verify_ucr=1000,
+        spot_check_per_mille=spot_check_per_mille))
 
 
 @dataclass

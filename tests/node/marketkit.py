@@ -106,10 +106,12 @@ class MarketNode:
         return entry.id
 
 
-async def make_spec(tmp: Path, creator: Identity, verifier: Identity) -> SignedSpec:
-    """A swarm whose baseline is the genesis commit every node derives (fixed author and time)."""
+async def make_spec(tmp: Path, creator: Identity, verifier: Identity, spot_check_per_mille: int = 0) -> SignedSpec:
+    """A swarm whose baseline is the genesis commit every node derives (fixed author and time); the
+    spec's spot-check rate picks which receipts a verifier replays (none unless a test asks)."""
     async with Repository.open(tmp / "genesis-repo") as repo:
-        return spec_for(creator, [verifier], await node_home.ensure_baseline(repo))
+        return spec_for(creator, [verifier], await node_home.ensure_baseline(repo),
+                        spot_check_per_mille=spot_check_per_mille)
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from ledger.audit import audit_file
 from ledger.bodies import Receipt, Settle, Transfer
 from ledger.entry import Entry, sign_entry
 from ledger.keys import Identity
+from ledger.market import settle_amount
 from ledger.writer import Status
 from tests.ledger import factory
 from trainer.data_format import PreparedData, synthetic
@@ -49,11 +50,11 @@ async def wait_all(nodes: list[MarketNode], holds: Callable[[MarketNode], bool],
 
 
 @contextlib.asynccontextmanager
-async def swarm(tmp: Path, roles: Sequence[Role],
-                frozen: bytes | None = None) -> AsyncIterator[list[MarketNode]]:
+async def swarm(tmp: Path, roles: Sequence[Role], frozen: bytes | None = None,
+                spot_check_per_mille: int = 0) -> AsyncIterator[list[MarketNode]]:
     """Nodes in order, each bootstrapping from the first; every node holds the earned credits.
     Afterwards every ledger audits clean; the only entries the rules refuse are a `frozen` author's."""
-    spec = await make_spec(tmp, CREATOR, VERIFIER)
+    spec = await make_spec(tmp, CREATOR, VERIFIER, spot_check_per_mille)
     seed = await earned_credits(spec, VERIFIER, [USER1, USER2])
     async with contextlib.AsyncExitStack() as stack:
         nodes: list[MarketNode] = []
@@ -176,7 +177,8 @@ async def test_a_lying_executor_is_refunded_by_a_spot_check_and_loses_reputation
     cheat = MarketConfig(offer=True, price_ucr_per_gpu_s=10, spot_check_rate=1.0)
     roles: list[Role] = [("user", USER1, checked, None), ("cheater", EXEC[0], cheat, lying_runner(0.5)),
              ("verifier", VERIFIER, checked, trainer_runner(data.root, tmp_path / "scratch", tmp_path))]
-    async with swarm(tmp_path, roles) as nodes:
+    # every receipt is picked by the payer's revealed secret (the spec's rate: 1000 per mille)
+    async with swarm(tmp_path, roles, spot_check_per_mille=1000) as nodes:
         user, cheater, _ = nodes
         before = user.balance()
         job = await user.submit()
@@ -190,6 +192,30 @@ async def test_a_lying_executor_is_refunded_by_a_spot_check_and_loses_reputation
         settle = await user.ledger.get(user.ledger.state.jobs[job].settle)  # type: ignore[arg-type]
         assert settle is not None and settle.author == VERIFIER.public_key and isinstance(settle.body, Settle)
         assert "replay measured val_bpb" in settle.body.reason
+
+
+async def test_a_picked_honest_job_is_paid_by_the_verifiers_own_measured_time(tmp_path: Path,
+                                                                               data: PreparedData) -> None:
+    """The payer's secret, committed in the job and revealed after the receipt, picks the job (the
+    spec's rate: every one); the executor signed its receipt before the pick was knowable. The
+    verifier replays it and pays from its own measured GPU time, never more than the receipt."""
+    run = trainer_runner(data.root, tmp_path / "scratch", tmp_path)
+    checked = MarketConfig(offer=False)
+    roles: list[Role] = [("user", USER1, checked, None), ("exec", EXEC[0], SELLS, run),
+                         ("verifier", VERIFIER, checked, trainer_runner(data.root, tmp_path / "vscratch", tmp_path))]
+    async with swarm(tmp_path, roles, spot_check_per_mille=1000) as nodes:
+        user, executor, _ = nodes
+        job = await user.submit()
+        await wait_all(nodes, lambda n: job_status(n, job) == "settled", RUN_S)
+        state = user.ledger.state
+        info = state.jobs[job]
+        assert info.job.check_hash is not None and info.revealed is not None  # committed, then revealed
+        settle = await user.ledger.get(info.settle)  # type: ignore[arg-type]
+        assert settle is not None and settle.author == VERIFIER.public_key and isinstance(settle.body, Settle)
+        assert settle.body.outcome == "paid" and settle.body.gpu_s is not None and settle.body.gpu_s > 0
+        want, _ = settle_amount(state, job, settle.body.gpu_s)
+        assert settle.body.amount == want <= settle_amount(state, job)[0]
+        assert state.reputation[executor.key].paid == 1
 
 
 async def test_cancel_before_acceptance_and_bad_requests(tmp_path: Path) -> None:
