@@ -179,6 +179,7 @@ def test_an_empty_ledger_passes(tmp_path: Path, built: Built) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
+@pytest.mark.slow
 def test_any_single_byte_change_of_a_stored_entry_is_caught_at_its_row(
     built: Built, tmp_path: Path, data: st.DataObject
 ) -> None:

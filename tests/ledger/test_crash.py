@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ledger import schema
 from ledger.store import Ledger
 from tests.ledger.crash_writer import SPEC
@@ -62,6 +64,7 @@ def run_and_kill(path: Path, run: int, delay_s: float) -> list[bytes]:
     return [m.group(1) for m in ACK.finditer(line + out)]
 
 
+@pytest.mark.slow
 def test_sigkill_never_loses_an_acknowledged_append(tmp_path: Path) -> None:
     path = tmp_path / "crash.ledger"
     rng = random.Random(20260)

@@ -99,6 +99,7 @@ async def _swarm_bytes(tmp: Path, eager_fanout: int | None, n: int, seed: int) -
 
 
 @pytest.mark.skipif(os.environ.get("AUTOSWARM_SKIP_SLOW") == "1", reason="AUTOSWARM_SKIP_SLOW=1")
+@pytest.mark.slow
 async def test_lazy_forwarding_converges_120_peers_with_fewer_bytes_than_a_flood(tmp_path: Path) -> None:
     flood_bytes, flood_s = await _swarm_bytes(tmp_path / "flood", None, 120, 11)
     lazy_bytes, lazy_s = await _swarm_bytes(tmp_path / "lazy", 1, 120, 11)
@@ -204,6 +205,7 @@ async def test_heads_delta_carries_changes_and_a_dropped_delta_is_repaired(tmp_p
 # -- held_by
 
 
+@pytest.mark.slow
 async def test_held_by_counts_peers_that_hold_an_entry(tmp_path: Path) -> None:
     quiet: dict[str, object] = {"peer_exchange": False, "anti_entropy_interval_s": 3600.0}   # a star; nothing moves by itself
     async with (open_node(tmp_path, **quiet) as a, open_node(tmp_path, **quiet) as b, open_node(tmp_path, **quiet) as c,

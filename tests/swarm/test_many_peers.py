@@ -8,6 +8,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.ledger import factory
 from tests.swarm.swarmkit import Node, open_node, wait_all
 
@@ -27,6 +29,7 @@ async def start(stack: contextlib.AsyncExitStack, tmp: Path, n: int, rng: random
     return nodes
 
 
+@pytest.mark.slow
 async def test_hundred_and_twenty_peers_converge(tmp_path: Path) -> None:
     rng = random.Random(1)
     async with contextlib.AsyncExitStack() as stack:
@@ -41,6 +44,7 @@ async def test_hundred_and_twenty_peers_converge(tmp_path: Path) -> None:
         assert dups / (MANY * MANY) <= 6  # duplicates per peer per entry stay below the degree
 
 
+@pytest.mark.slow
 async def test_twenty_percent_killed_mid_run(tmp_path: Path) -> None:
     rng = random.Random(2)
     n = 40

@@ -64,6 +64,7 @@ async def _folds(peers: list[NetPeer]) -> list[dict[str, Any]]:
     return await asyncio.gather(*(p.ask("fold") for p in peers))
 
 
+@pytest.mark.slow
 async def test_twelve_nodes_converge_over_a_lossy_wan(tmp_path: Path) -> None:
     async with netns.open_net(12, tmp_path, WAN, seed=1) as net:
         peers = await net.start_peers([300 + i for i in range(12)], timeout_s=START_TIMEOUT_S)
@@ -81,6 +82,7 @@ async def test_twelve_nodes_converge_over_a_lossy_wan(tmp_path: Path) -> None:
         print(f"12 nodes, 50 ms, 1% loss: all 60 entries everywhere {took_s:.2f} s after publishing")
 
 
+@pytest.mark.slow
 async def test_partition_heals_to_one_fold(tmp_path: Path) -> None:
     size = 10
     async with netns.open_net(size, tmp_path, WAN, seed=2) as net:
@@ -120,6 +122,7 @@ async def test_partition_heals_to_one_fold(tmp_path: Path) -> None:
         print(f"partition of 10 nodes healed: equal folds {took_s:.2f} s after the links came back")
 
 
+@pytest.mark.slow
 async def test_a_slow_node_does_not_slow_the_others(tmp_path: Path) -> None:
     size = 10
     async with netns.open_net(size, tmp_path, WAN, seed=3) as net:

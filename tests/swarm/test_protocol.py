@@ -96,6 +96,7 @@ _tree = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=5), max_leave
 
 @settings(max_examples=500, deadline=None)
 @given(st.integers(0, 13), st.lists(_tree, max_size=4))
+@pytest.mark.slow
 def test_fuzz_structured(kind: int, rest: list[object]) -> None:
     try:
         decode_message(msgpack.packb([kind, *rest], use_bin_type=True))

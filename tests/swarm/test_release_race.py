@@ -21,6 +21,7 @@ AUTHORS = 24
 SEQS = 12
 
 
+@pytest.mark.slow
 async def test_ingest_and_repair_release_together_without_errors(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gossip, "REPAIR_INTERVAL_S", 0.001)

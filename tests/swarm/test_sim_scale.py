@@ -57,6 +57,7 @@ def test_the_graph_comes_from_the_dial_choice_and_is_connected() -> None:
     assert all(math.isfinite(t) for t in f.held_s)
 
 
+@pytest.mark.slow
 def test_two_hundred_nodes_for_two_hours(tmp_path: Path) -> None:
     cfg = sim.SimConfig(nodes=200, hours=2.0, seed=3)
     result = sim.simulate(cfg, ledger_dir=tmp_path)

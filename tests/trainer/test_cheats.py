@@ -57,6 +57,7 @@ def run(path: Path, data: PreparedData, **kw: object) -> ExperimentResult:
     return result
 
 
+@pytest.mark.slow
 def test_fake_printed_val_bpb_is_ignored(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("fake_bpb.py", tmp_path), data)
     assert result.status == "ok", result.reason + result.log_tail
@@ -71,18 +72,21 @@ def test_reading_the_validation_shard_fails(tmp_path: Path, data: PreparedData, 
     assert "CHEAT SUCCEEDED" not in result.log_tail
 
 
+@pytest.mark.slow
 def test_looking_ahead_is_rejected(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("look_ahead.py", tmp_path), data)
     assert result.status == "rejected", result.reason + result.log_tail
     assert result.reason.startswith("looks ahead:")
 
 
+@pytest.mark.slow
 def test_patched_loss_functions_are_caught(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("patch_loss.py", tmp_path), data)
     assert result.status == "rejected", result.reason + result.log_tail
     assert "reported log-probs do not match the model's own logits" in result.reason
 
 
+@pytest.mark.slow
 def test_tensor_subclass_is_rejected(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("tensor_subclass.py", tmp_path), data)
     assert result.status == "rejected", result.reason + result.log_tail
@@ -124,6 +128,7 @@ def test_writing_the_harness_fails(tmp_path: Path, data: PreparedData, fake_home
     assert harness_hash() == before and "# pwned" not in target.read_text()
 
 
+@pytest.mark.slow
 def test_network_is_unreachable(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     received: list[bytes] = []
     server = socket.create_server(("127.0.0.1", 0))
@@ -169,6 +174,7 @@ def test_node_key_is_invisible(tmp_path: Path, data: PreparedData, fake_home: Pa
     assert "CHEAT SUCCEEDED" not in result.log_tail and "0101010101" not in result.log_tail
 
 
+@pytest.mark.slow
 def test_running_past_the_limit_is_killed_with_its_children(tmp_path: Path, data: PreparedData,
                                                             fake_home: Path) -> None:
     keep = tmp_path / "keep"
@@ -190,12 +196,14 @@ def test_exhausting_memory_crashes_cleanly(tmp_path: Path, data: PreparedData, f
     assert result.reason.startswith("out of memory (limit 1536 MB)")
 
 
+@pytest.mark.slow
 def test_nan_loss_is_a_crash(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("nan_loss.py", tmp_path), data)
     assert result.status == "crash"
     assert "FAIL: loss is nan" in result.reason
 
 
+@pytest.mark.slow
 def test_nan_weights_fail_evaluation(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("nan_weights.py", tmp_path), data)
     assert result.status == "crash", result.reason + result.log_tail

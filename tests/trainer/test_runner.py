@@ -36,6 +36,7 @@ def timed(data: PreparedData) -> ExperimentResult:
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_genesis_trains_and_is_evaluated(timed: ExperimentResult) -> None:
     r = timed
     assert r.status == "ok", r.reason + r.log_tail
@@ -50,6 +51,7 @@ def test_genesis_trains_and_is_evaluated(timed: ExperimentResult) -> None:
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_replays_are_bit_identical_and_reproduce_the_timed_run(timed: ExperimentResult, data: PreparedData) -> None:
     # The timed run fixed its horizon after its first steps; the schedule is a function of
     # (step, horizon) and the data of (seed, step), so replaying that many steps is the same run.
@@ -243,6 +245,7 @@ def test_cli_bad_input_is_one_line(args: list[str], message: str) -> None:
 
 
 @needs_bwrap
+@pytest.mark.slow
 def test_cli_prepares_the_default_dataset_and_runs(tmp_path: Path) -> None:
     # prepare -> train -> eval, through the real command line, on the offline default corpus
     proc = _cli("run", "trainer/train.py", "--profile", "cpu", "--budget-s", str(BUDGET_S), "--seed", "2",
