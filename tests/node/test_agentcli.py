@@ -469,3 +469,41 @@ async def test_post_and_read_through_agenthub(hub: Swarm, capsys: pytest.Capture
     assert "    node: all done" in run.out.splitlines() and f"    {line}" in run.out.splitlines()
     _one_error_line(await cli(capsys, home, "read", "nowhere"), 2, "no channel")
     _one_error_line(await cli(capsys, home, "post", "Bad Name", "x"), 2, "channel name")
+
+
+# -- agent-key: the operator lets an agent in
+
+
+async def test_agent_key_prints_hub_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Against the route's contract (POST /api/node/agents, the operator's token, {"name"} -> {"id",
+    "api_key"}), served here by a stand-in: node/web/agents.py serves the real one."""
+    asked: list[tuple[str | None, Any]] = []
+
+    async def agents(request: web.Request) -> web.Response:
+        asked.append((request.headers.get("Authorization"), await request.json()))
+        if request.headers.get("Authorization") != f"Bearer {OPERATOR_TOKEN}":
+            return web.json_response({"error": "the operator's token is needed"}, status=401)
+        name = (await request.json())["name"]
+        if name == "taken":
+            return web.json_response({"error": "agent 'taken' exists"}, status=409)
+        return web.json_response({"id": name, "api_key": f"key-of-{name}"}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/api/node/agents", agents)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        _write_api(tmp_path, url, OPERATOR_TOKEN)
+        run = await cli(capsys, tmp_path, "agent-key", "claude-1")
+        assert run.code == 0 and run.out.splitlines() == [f"HUB={url}", "API_KEY=key-of-claude-1"], run.err
+        assert asked == [(f"Bearer {OPERATOR_TOKEN}", {"name": "claude-1"})]
+        data = await cli_json(capsys, tmp_path, "agent-key", "claude-2")
+        assert data == {"hub": url, "id": "claude-2", "api_key": "key-of-claude-2"}
+        _one_error_line(await cli(capsys, tmp_path, "agent-key", "taken"), 2, "exists", "409")
+        _one_error_line(await cli(capsys, tmp_path, "agent-key", "no/slash"), 2, "not an agent name")
+        assert len(asked) == 3  # a bad name never reaches the node
+    finally:
+        await runner.cleanup()
