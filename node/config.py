@@ -80,9 +80,12 @@ quorum = 1
 admit = "auto"
 
 [network]
-# where peers reach this node (host:port; port 0 picks a free one). 127.0.0.1 keeps a solo swarm private;
-# listen on 0.0.0.0 and set `advertise` to a reachable address to let other machines join.
-listen = "127.0.0.1:0"
+# where peers reach this node (host:port). 127.0.0.1 keeps a solo swarm private; listen on 0.0.0.0
+# and set `advertise` to a reachable address to let other machines join. When the port is taken
+# the node takes the next free one; the port it got is kept for the next start (HOME/peer-port.json).
+# Port 0: any free port, another one at every start.
+listen = "127.0.0.1:7400"
+# the address other machines reach this node at (host:port), when it is not `listen`'s (NAT, 0.0.0.0)
 advertise = ""
 # addresses of nodes of a swarm to join (host:port); empty: this node creates its own swarm
 bootstrap = []
