@@ -96,11 +96,11 @@ def test_first_run_creates_the_home_and_researches(ran: tuple[Path, subprocess.C
     audit = subprocess.run([sys.executable, "-m", "ledger", "audit", str(ledger_path(home)), "--quiet"],
                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert audit.returncode == 0, audit.stdout + audit.stderr  # the documented path, as a person types it
+    counts = assert_audits_clean(home)
     for args in (["status", "--home", str(home)], ["--home", str(home), "status"]):
         status = subprocess.run([sys.executable, "-m", "node", *args], capture_output=True, text=True,
                                 timeout=RUN_TIMEOUT_S)
         assert status.returncode == 0 and json.loads(status.stdout)["entries"] == sum(counts.values()), status.stderr
-    counts = assert_audits_clean(home)
     assert counts["claim"] == 5 and counts["profile"] == 1  # the baseline, two calibration runs, two experiments
     assert counts["verify"] >= 1 and counts["mint"] >= 1
     claims, _ = ledger_facts(home)
