@@ -23,6 +23,7 @@ from swarm.errors import SwarmError
 from swarm.protocol import check_addr
 
 from node.errors import ConfigError
+from node.home import default_home
 
 CONFIG_FILE = "config.toml"
 MAX_BUDGET_S = 24 * 3600  # the swarm spec's own bound on time_budget_s
@@ -79,9 +80,12 @@ quorum = 1
 admit = "auto"
 
 [network]
-# where peers reach this node (host:port; port 0 picks a free one). 127.0.0.1 keeps a solo swarm private;
-# listen on 0.0.0.0 and set `advertise` to a reachable address to let other machines join.
-listen = "127.0.0.1:0"
+# where peers reach this node (host:port). 127.0.0.1 keeps a solo swarm private; listen on 0.0.0.0
+# and set `advertise` to a reachable address to let other machines join. When the port is taken
+# the node takes the next free one; the port it got is kept for the next start (HOME/peer-port.json).
+# Port 0: any free port, another one at every start.
+listen = "127.0.0.1:7400"
+# the address other machines reach this node at (host:port), when it is not `listen`'s (NAT, 0.0.0.0)
 advertise = ""
 # addresses of nodes of a swarm to join (host:port); empty: this node creates its own swarm
 bootstrap = []
@@ -158,6 +162,7 @@ class Args:
     bootstrap: tuple[str, ...] = ()
     listen: str | None = None
     api_listen: str | None = None
+    advertise: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,30 +180,51 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> Args:
-    p = _Parser(prog="python -m node", description="Run an autoswarm node (default) or show its state.")
-    p.add_argument("command", nargs="?", default="run", choices=("run", "status"),
-                   help="run (default): research forever; status: the ledger's state as JSON")
-    p.add_argument("--home", type=Path, default=None, help="state folder (default $AUTOSWARM_HOME or ~/.autoswarm)")
-    p.add_argument("--profile", choices=("auto", "cpu", "gpu"), default=None, help="overrides [research] profile")
-    p.add_argument("--budget-s", type=_positive_int, default=None,
+# dests of the options `add_run_options` adds: node/cli.py refuses them on other commands
+RUN_OPTIONS = ("profile", "budget_s", "max_experiments", "bootstrap", "listen", "advertise", "api_listen")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of `python -m node [run]`. Their defaults are left out of the namespace
+    (SUPPRESS), so the same option on the top parser and on `run` never overwrite each other."""
+    no = argparse.SUPPRESS
+    p.add_argument("--profile", choices=("auto", "cpu", "gpu"), default=no, help="overrides [research] profile")
+    p.add_argument("--budget-s", type=_positive_int, default=no,
                    help="training seconds per experiment (overrides the config's budget for every device)")
-    p.add_argument("--max-experiments", type=_positive_int, default=None,
+    p.add_argument("--max-experiments", type=_positive_int, default=no,
                    help="stop after this many own experiments (and the verifications they need)")
-    p.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+    p.add_argument("--bootstrap", action="append", default=no, metavar="HOST:PORT",
                    help="join the swarm of the node at this address (repeatable; overrides [network] bootstrap)")
-    p.add_argument("--listen", default=None, metavar="HOST:PORT", help="overrides [network] listen")
-    p.add_argument("--api", dest="api_listen", default=None, metavar="HOST:PORT", help="overrides [network] api_listen")
-    a = p.parse_args(list(argv))
-    flags = [("--bootstrap", v, _is_addr) for v in a.bootstrap] + [("--listen", a.listen, _is_listen),
-                                                                  ("--api", a.api_listen, _is_listen)]
+    p.add_argument("--listen", default=no, metavar="HOST:PORT",
+                   help="the peer port, exactly (overrides [network] listen, whose port moves to the next free one)")
+    p.add_argument("--advertise", default=no, metavar="HOST:PORT",
+                   help="where other machines reach this node (overrides [network] advertise)")
+    p.add_argument("--api", dest="api_listen", default=no, metavar="HOST:PORT", help="overrides [network] api_listen")
+
+
+def run_args(a: argparse.Namespace, command: str, home: Path) -> Args:
+    """Args from a namespace `add_run_options` filled; a malformed address is a ConfigError."""
+    bootstrap = tuple(getattr(a, "bootstrap", ()))
+    listen, api_listen, advertise = (getattr(a, k, None) for k in ("listen", "api_listen", "advertise"))
+    flags = [("--bootstrap", v, _is_addr) for v in bootstrap] + [
+        ("--listen", listen, _is_listen), ("--api", api_listen, _is_listen), ("--advertise", advertise, _is_addr)]
     for flag, value, rule in flags:
         if value is not None and not rule(value):
-            raise ConfigError(f"python -m node: {flag} {value!r} is not HOST:PORT")
-    home = a.home if a.home is not None else Path(env.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm")
-    return Args(command=a.command, home=home.expanduser().absolute(), profile=a.profile, budget_s=a.budget_s,
-                max_experiments=a.max_experiments, bootstrap=tuple(a.bootstrap), listen=a.listen,
-                api_listen=a.api_listen)
+            raise ConfigError(f"python -m node: {flag} {value!r} is not HOST:PORT (for example 10.0.0.5:7400)")
+    return Args(command=command, home=home, profile=getattr(a, "profile", None), budget_s=getattr(a, "budget_s", None),
+                max_experiments=getattr(a, "max_experiments", None), bootstrap=bootstrap, listen=listen,
+                api_listen=api_listen, advertise=advertise)
+
+
+def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> Args:
+    """The run options alone (`python -m node [run] ...`), for tools that build a NodeConfig
+    without the whole command line; node/cli.py parses every command."""
+    p = _Parser(prog="python -m node")
+    p.add_argument("command", nargs="?", default="run", choices=("run", "status"))
+    p.add_argument("--home", type=Path, default=None)
+    add_run_options(p)
+    a = p.parse_args(list(argv))
+    return run_args(a, a.command, default_home(env) if a.home is None else a.home.expanduser().absolute())
 
 
 def _is_addr(value: Any) -> bool:
@@ -338,7 +364,7 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
         quorum=_check(path, "swarm", "quorum", s["quorum"], int, lambda v: 1 <= v <= 64, "must be 1 to 64"),
         admit=_check(path, "swarm", "admit", s["admit"], str, lambda v: v in ("auto", "none"), "must be auto or none"),
         listen=args.listen or _check(path, "network", "listen", n["listen"], str, _is_listen, "must be HOST:PORT"),
-        advertise=_check(path, "network", "advertise", n["advertise"], str, lambda v: v == "" or _is_addr(v),
+        advertise=args.advertise or _check(path, "network", "advertise", n["advertise"], str, lambda v: v == "" or _is_addr(v),
                          "must be empty or HOST:PORT"),
         bootstrap=args.bootstrap or tuple(_check_list(path, "network", "bootstrap", n["bootstrap"], _is_addr,
                                                       "HOST:PORT addresses")),
@@ -357,12 +383,16 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
     )
 
 
-def load_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig:
+def configure(args: Args) -> NodeConfig:
     """Arguments, then the config file (created with defaults for `run`), as one NodeConfig."""
-    args = parse_args(argv, env)
     path = args.home / CONFIG_FILE
     if args.command == "run":
         ensure_config_file(args.home)
     elif not path.exists():
-        raise ConfigError(f"{args.home}: no node here yet (no {CONFIG_FILE}); start one with `python -m node`")
+        raise ConfigError(f"{args.home}: no node here yet (no {CONFIG_FILE}); start one with "
+                          f"`python -m node --home {args.home}`")
     return build_config(args, read_config_file(path), path)
+
+
+def load_config(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> NodeConfig:
+    return configure(parse_args(argv, env))

@@ -8,7 +8,13 @@
     HOME/repo/                    bare git repository of every experiment
     HOME/bundles/<sha256 hex>     thin bundles of claimed improvements, served by hash
     HOME/swarms/<slug>/           one folder per swarm: spec.bin (signed spec), ledger.sqlite
-    HOME/swarms/current           the slug `python -m node status` reads
+    HOME/swarms/current           a symlink to the current swarm's folder, so HOME/swarms/current/ledger.sqlite
+                                  is the ledger (`python -m ledger audit` takes it); a text file
+                                  holding the slug in homes from before, still read
+    HOME/peer-port.json           the peer port this home got ([network] listen's, or the next free one),
+                                  used again on the next start so peers find it where it was
+
+The home is HOME = --home, else $AUTOSWARM_HOME, else ~/.autoswarm (`default_home`).
 
 Why two keys in a solo swarm: the credit rules refuse a verification by the claim's own author,
 and a swarm of one has nobody else. The verifier key is a separate identity whose number comes
@@ -24,14 +30,17 @@ budget) starts a new one instead of mixing incomparable numbers.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ledger import codec
 from ledger.errors import InvalidSpec, KeyFileError
@@ -42,15 +51,24 @@ from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
 from trainer.harness import HARNESS_DIR, harness_hash
 
-from node.config import NodeConfig
 from node.errors import HomeBusy, SetupError
 from node.platform import Device
+
+if TYPE_CHECKING:  # node/config.py imports this module for `default_home`
+    from node.config import NodeConfig
 
 PREPARE_TIMEOUT_S = 1800.0    # the offline corpus takes seconds; climbmix-sized data far longer
 GENESIS_AUTHOR = "autoswarm <genesis@autoswarm>"
 GENESIS_TIME_S = 0            # fixed, so every node derives the same baseline commit id
 ALLOWED_FILES = ("train.py",)
 CURRENT_FILE = "current"
+PEER_PORT_FILE = "peer-port.json"
+PORT_SCAN = 100               # ports tried after the configured one when it is taken
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """The home when no --home is given: $AUTOSWARM_HOME, else ~/.autoswarm."""
+    return Path(env.get("AUTOSWARM_HOME") or Path.home() / ".autoswarm").expanduser().absolute()
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,15 +256,42 @@ def _keep_spec(layout: Layout, slug: str, signed: SignedSpec) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(signed.wire)
         os.replace(tmp, path)
-    (layout.swarms / CURRENT_FILE).write_text(slug + "\n")
+    set_current(layout, slug)
+
+
+def set_current(layout: Layout, slug: str) -> None:
+    """Points HOME/swarms/current at the slug's folder: a relative symlink, swapped in by rename so
+    a reader sees the old or the new one, never none (this replaces an old home's text file too)."""
+    link = layout.swarms / CURRENT_FILE
+    if link.is_symlink() and os.readlink(link) == slug:
+        return
+    tmp = layout.swarms / f".{CURRENT_FILE}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(slug, tmp)
+    os.replace(tmp, link)
+
+
+def read_current(layout: Layout) -> str | None:
+    """The current swarm's slug: the symlink's target, or an old home's text file; None if neither."""
+    link = layout.swarms / CURRENT_FILE
+    try:
+        slug = os.readlink(link) if link.is_symlink() else link.read_text().strip()
+    except OSError:
+        return None
+    return slug if slug and "/" not in slug and not slug.startswith(".") else None
+
+
+def current_ledger(home: Path) -> Path:
+    """The path a person audits: HOME/swarms/current/ledger.sqlite (the symlink's view of it)."""
+    return Layout(home).swarms / CURRENT_FILE / "ledger.sqlite"
 
 
 def joined_spec(layout: Layout) -> SignedSpec | None:
     """The spec of the swarm this home joined before, if its current swarm is a joined one."""
+    slug = read_current(layout)
+    if slug is None or not slug.startswith("swarm-"):
+        return None
     try:
-        slug = (layout.swarms / CURRENT_FILE).read_text().strip()
-        if not slug.startswith("swarm-") or "/" in slug:
-            return None
         return decode_spec((layout.swarm(slug) / "spec.bin").read_bytes())
     except OSError:
         return None
@@ -255,10 +300,53 @@ def joined_spec(layout: Layout) -> SignedSpec | None:
 
 
 def current_slug(layout: Layout) -> str:
-    try:
-        slug = (layout.swarms / CURRENT_FILE).read_text().strip()
-    except OSError:
-        raise SetupError(f"{layout.home}: no swarm yet; start the node once with `python -m node`") from None
-    if not slug or "/" in slug or not layout.ledger(slug).exists():
-        raise SetupError(f"{layout.swarms / CURRENT_FILE}: names no swarm with a ledger here")
+    slug = read_current(layout)
+    if slug is None:
+        raise SetupError(f"{layout.home}: no swarm yet; start the node once with `python -m node --home {layout.home}`")
+    if not layout.ledger(slug).exists():
+        raise SetupError(f"{layout.swarms / CURRENT_FILE}: names no swarm with a ledger here ({slug}); "
+                         f"start the node to create it")
     return slug
+
+
+# -- the peer port
+
+
+def _free(host: str, port: int) -> bool:
+    """Whether a listener could bind host:port now (as aiohttp binds: SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host or "0.0.0.0", port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise SetupError(f"cannot listen on {host}:{port}: {exc.strerror}; check [network] listen") from None
+    return True
+
+
+def stable_listen(home: Path, listen: str) -> str:
+    """The configured HOST:PORT for the peer, made stable across restarts: the port this home got
+    last time (HOME/peer-port.json) while the configuration asks for the same address, else the
+    configured port or the next free one of PORT_SCAN. Port 0 (any free port, each start) passes."""
+    host, _, text = listen.rpartition(":")
+    port, bare = int(text), host.strip("[]")
+    if port == 0:
+        return listen
+    path = home / PEER_PORT_FILE
+    try:
+        kept = json.loads(path.read_text())
+        if isinstance(kept, dict) and kept.get("listen") == listen and isinstance(kept.get("port"), int) \
+                and 0 < kept["port"] <= 65535 and _free(bare, kept["port"]):
+            return f"{host}:{kept['port']}"
+    except (OSError, ValueError):
+        pass  # first start, or a damaged file: choose again
+    found = next((p for p in range(port, min(port + PORT_SCAN, 65536)) if _free(bare, p)), None)
+    if found is None:
+        raise SetupError(f"ports {port} to {min(port + PORT_SCAN, 65536) - 1} on {bare} are all taken: "
+                         f"set another in [network] listen or pass --listen HOST:PORT")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"listen": listen, "port": found}) + "\n")
+    os.replace(tmp, path)
+    return f"{host}:{found}"

@@ -10,9 +10,15 @@ and claims like any experiment of its own proposer. The demo watches the creator
 verified by a quorum of other nodes, recorded, and minted credits to its author; then that
 author spends some of them (`python -m node job submit`: a 5-step training run of the agent's
 train.py) and the demo waits until another node has offered, been paid in escrow, run it in its
-sandbox, signed the receipt, and the job is settled. Then it stops every node with SIGINT, audits every ledger file, checks that all of them fold to the same
-tables, and prints a summary as one JSON object on its last line. Exit 0 on success, 1 if the
-time runs out or a node fails (the JSON says why), 2 for bad arguments.
+sandbox, signed the receipt, and the job is settled. Then it stops every node with SIGINT,
+audits every ledger file, checks that all of them fold to the same tables, and prints a summary
+as one JSON object on its last line. Exit 0 on success, 1 if the time runs out or a node fails
+(the JSON says why), 2 for bad arguments.
+
+SIGINT, SIGTERM or SIGHUP to the demo stop it the same way: every node gets SIGINT (and SIGKILL
+to its process group if it has not stopped within STOP_TIMEOUT_S), the summary says which signal
+stopped it, and the exit status is 128 + the signal's number. The nodes run in sessions of their
+own (a Ctrl-C reaches them only through the demo, in order), so nothing else would stop them.
 """
 from __future__ import annotations
 
@@ -27,10 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from ledger import fold, schema
 from ledger.audit import audit_file
@@ -44,7 +49,6 @@ from trainer.harness import HARNESS_DIR
 from node import home
 from node.market import policy as market
 from node.web.server import API_FILE
-from node.errors import ConfigError
 from node.home import Layout
 
 START_TIMEOUT_S = 600.0     # a node's data preparation and first start (a cold 2-core machine)
@@ -71,9 +75,7 @@ JOB_STEPS, JOB_GPU_S, JOB_PRICE = 5, 120, 100
 JOB_TIMEOUT_S = 900.0       # offer, escrow, witnesses, a turn at the machine lock, the run, the settle
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{self.prog}: {message}")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -84,9 +86,8 @@ class DemoNode:
     proc: subprocess.Popen[bytes] | None = None
 
     def ledger_path(self) -> Path | None:
-        try:
-            slug = (Layout(self.home).swarms / home.CURRENT_FILE).read_text().strip()
-        except OSError:
+        slug = home.read_current(Layout(self.home))
+        if slug is None:
             return None
         path = Layout(self.home).ledger(slug)
         return path if path.exists() else None
@@ -101,28 +102,6 @@ class DemoNode:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-def _arg_int(low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
-        return value
-    return parse
-
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = _Parser(prog="python -m node demo", description="A local swarm of N nodes until one verified, minted record.")
-    p.add_argument("--nodes", type=_arg_int(2, 8), default=3, help="nodes to start (default 3)")
-    p.add_argument("--budget-s", type=_arg_int(1, 300), default=5, help="training seconds per experiment (default 5)")
-    p.add_argument("--timeout-s", type=_arg_int(60, 24 * 3600), default=1800, help="give up after this long")
-    p.add_argument("--dir", type=Path, default=None, help="folder for the nodes' homes (default: a temporary one)")
-    p.add_argument("--keep", action="store_true", help="keep the folder afterwards")
-    return p.parse_args(list(argv))
 
 
 def _config_text(budget_s: int, verifiers: list[str], quorum: int, lock: Path) -> str:
@@ -290,18 +269,20 @@ def _stop(nodes: list[DemoNode]) -> list[int | None]:
     return codes
 
 
-async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+async def run_demo(args: argparse.Namespace, stopped_by: list[signal.Signals] | None = None) -> dict[str, Any]:
+    """The demo; a cancellation with a signal in `stopped_by` stops it as a failure that says so."""
+    stopped_by = [] if stopped_by is None else stopped_by
     root = args.dir or Path(tempfile.mkdtemp(prefix="autoswarm-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     nodes = [DemoNode(i, root / f"node{i}", root / f"node{i}.log") for i in range(args.nodes)]
     started = time.monotonic()
-    summary: dict[str, Any] = {"ok": False, "nodes": args.nodes, "dir": str(root), "budget_s": args.budget_s}
+    summary: dict[str, Any] = {"ok": False, "nodes": args.nodes, "dir": str(root), "budget_s": args.demo_budget_s}
     try:
         keys = [home.load_identities(Layout(n.home))[0] for n in nodes]
         quorum = min(2, args.nodes - 1)
         others = [k.node_id for k in keys[1:]]
         for i, node in enumerate(nodes):
-            (node.home / "config.toml").write_text(_config_text(args.budget_s, others if i == 0 else [], quorum,
+            (node.home / "config.toml").write_text(_config_text(args.demo_budget_s, others if i == 0 else [], quorum,
                                                                 root / "cpu.lock"))
         _say(f"{args.nodes} nodes in {root}; the creator trusts the others' keys, quorum {quorum}")
         async with asyncio.timeout(args.timeout_s):
@@ -338,6 +319,13 @@ async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         summary["why"] = f"no {stage} within {args.timeout_s} s"
     except DemoFailed as exc:
         summary["why"] = str(exc)
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        summary["why"] = f"stopped by {stopped_by[0].name}"
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # handled: the nodes are stopped and the ledgers audited below
     finally:
         summary["exit_codes"] = _stop(nodes)
     paths = [n.ledger_path() for n in nodes]
@@ -357,8 +345,29 @@ async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def main(argv: Sequence[str]) -> int:
-    args = parse_args(argv)
-    summary = asyncio.run(run_demo(args))
+async def _until_signal(args: argparse.Namespace) -> tuple[dict[str, Any], list[signal.Signals]]:
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    stopped_by: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        if not stopped_by and task is not None:
+            stopped_by.append(sig)
+            _say(f"{sig.name}: stopping every node")
+            task.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await run_demo(args, stopped_by), stopped_by
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m node demo`, with the options node/cli.py parsed (nodes, demo_budget_s, timeout_s, dir, keep)."""
+    summary, stopped_by = asyncio.run(_until_signal(args))
     print(json.dumps(summary, sort_keys=True), flush=True)
+    if stopped_by:
+        return 128 + stopped_by[0].value
     return 0 if summary["ok"] else 1

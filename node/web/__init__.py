@@ -3,7 +3,7 @@ the dashboard, in one aiohttp app (`server`).
 
     server          the app, HOME/api.json (the operator token), the Host/Origin middleware
     common          what every JSON route shares: errors, `guard`, bodies, limits, prefixes, untrusted
-    agents          who may call: the operator and the agents it let in (`mint_agent_key`)
+    agents          who may call: the operator and the agents it let in (`python -m node agent-key`)
     agenthub        AgentHub's routes (/api/register, /api/git/..., /api/channels/...)
     hubviews        AgentHub's commits: the known commits (baseline, claimed, queued) and their JSON
     posts           the post index and HOME/agenthub.json

@@ -2,8 +2,8 @@
 
 The operator token (HOME/api.json, 0600, written by node/web/server.py with a fresh token each
 run) authenticates as OPERATOR: the node's own CLI reads it. Only the operator registers agents
-(AgentHub's `POST /api/register` with the operator's bearer token); `mint_agent_key` is how the
-operator does that from a shell (`python -m node agent-key NAME`), printing what an agent's
+(AgentHub's `POST /api/register` with the operator's bearer token); from a shell that is
+`python -m node agent-key NAME` (node/client/agent.py), which prints what an agent's
 ~/.agenthub_creds holds, so the seed's AgentHub flow then runs verbatim.
 
 An agent gets a random bearer key; only its sha256 is kept, in HOME/agents.json (0600), so the
@@ -15,7 +15,6 @@ Agents act on the node's behalf: what they publish is signed by the node's resea
 and their name goes with it (a claim's message, a post's text) only as a label.
 
 Knows nothing of aiohttp: node/web/common.py turns a None from `authenticate` into 401.
-`mint_agent_key` speaks plain HTTP to the running node with the standard library.
 """
 from __future__ import annotations
 
@@ -28,14 +27,11 @@ import os
 import re
 import secrets
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.contract import API_FILE, MAX_API_FILE_BYTES
 from node.errors import NodeError
 
 OPERATOR = "operator"
@@ -47,7 +43,6 @@ MAX_AGENT_NAME_CHARS = 64
 AGENT_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_AGENT_NAME_CHARS - 1}}}$")
 KEY_PREFIX = "ash_"
 FILE_VERSION = 2
-MINT_TIMEOUT_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +53,6 @@ class BadAgent(NodeError):
 
 class RegistryFull(BadAgent):
     """Too many agents, or too many registrations in the last minute."""
-
-
-class AgentKeyError(NodeError):
-    """The operator's `agent-key` could not mint a key: no node running, or the node refused."""
 
 
 @dataclass(slots=True)
@@ -202,57 +193,3 @@ def write_private(path: Path, text: str) -> None:
 
 
 # -- the operator's command: python -m node agent-key NAME
-
-@dataclass(frozen=True, slots=True)
-class AgentCredentials:
-    hub: str        # the node's URL: the seed's $HUB
-    agent: str      # the seed's $AGENT_ID
-    key: str        # the seed's $HUB_KEY
-
-    def shell(self) -> str:
-        """What the seed's ~/.agenthub_creds holds, with HUB first: `source` it and the seed's
-        register step finds the saved credentials and goes on."""
-        return (f'export HUB="{self.hub}"\nexport HUB_KEY="{self.key}"\nexport AGENT_ID="{self.agent}"\n')
-
-
-def read_api_file(home: Path) -> tuple[str, str]:
-    """The running node's URL and operator token, from HOME/api.json."""
-    path = home / API_FILE
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_API_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise AgentKeyError(f"no node is running on {home}: start it with `python -m node`") from None
-    except OSError as exc:
-        raise AgentKeyError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw) if len(raw) <= MAX_API_FILE_BYTES else None
-    except ValueError:
-        data = None
-    if not (isinstance(data, dict) and isinstance(data.get("url"), str) and isinstance(data.get("token"), str)
-            and data["url"].startswith("http://")):
-        raise AgentKeyError(f"{path}: not the node's API file")
-    return data["url"].rstrip("/"), data["token"]
-
-
-def mint_agent_key(home: Path, name: str, *, timeout_s: float = MINT_TIMEOUT_S) -> AgentCredentials:
-    """Registers agent `name` with the node running on `home`, as its operator; blocking."""
-    url, token = read_api_file(home)
-    request = urllib.request.Request(
-        url + "/api/register", data=json.dumps({"id": name}).encode(), method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
-    try:
-        with opener.open(request, timeout=timeout_s) as response:
-            answer = json.loads(response.read(MAX_API_FILE_BYTES))
-    except urllib.error.HTTPError as exc:
-        try:
-            said = json.loads(exc.read(MAX_API_FILE_BYTES)).get("error", exc.reason)
-        except (ValueError, AttributeError):
-            said = exc.reason
-        raise AgentKeyError(f"the node refused agent {name[:MAX_AGENT_NAME_CHARS]!r}: {said} ({exc.code})") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise AgentKeyError(f"the node at {url} did not answer: {exc}") from None
-    if not (isinstance(answer, dict) and isinstance(answer.get("api_key"), str)):
-        raise AgentKeyError(f"the node at {url} answered something that is not a key")
-    return AgentCredentials(url, name, answer["api_key"])

@@ -1,14 +1,19 @@
 """`python -m node <sub>` against a real node API: hubkit's Backend behind /api/node on 127.0.0.1.
 
-The CLI's `main` runs in a thread (its own event loop, its own HTTP client) while the test's loop
-serves the routes; its output is compared with what the ledger and the repository hold.
+node/cli.py's `main` runs in a thread (its own event loop, its own HTTP client) while the test's
+loop serves the routes; its output is compared with what the ledger and the repository hold. The
+forms with options before the command also run through the real entry point (`python -m node`),
+as tests/node/test_cli_forms.py does for every documented form.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,7 @@ from swarm import gitrepo
 from tests.ledger.factory import identity
 from tests.node.hubkit import CLASS, OPERATOR_TOKEN, KitBackend, backend
 
+from node import cli as nodecli
 from node.client import agent as agentcli
 from node.web import agenthub
 from node.contract import MAX_TRAIN_PY_BYTES
@@ -118,7 +124,7 @@ def _write_api(home: Path, url: str, token: str) -> None:
 
 async def cli(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> Run:
     async with asyncio.timeout(TIMEOUT_S):
-        code = await asyncio.to_thread(agentcli.main, [*args, "--home", str(home)], {})
+        code = await asyncio.to_thread(nodecli.main, [*args, "--home", str(home)], {})
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     return Run(code, captured.out, captured.err)
@@ -356,10 +362,21 @@ async def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert run.code == 0 and "--json" in run.out
 
 
-async def test_options_before_the_command(swarm: Swarm, capsys: pytest.CaptureFixture[str]) -> None:
-    async with asyncio.timeout(TIMEOUT_S):
-        code = await asyncio.to_thread(agentcli.main, ["--home", str(swarm.kit.home), "--json", "credits"], {})
-    assert code == 0 and json.loads(capsys.readouterr().out)["total_minted_ucr"] == swarm.kit.ledger.state.total_minted_ucr
+def _entry_point(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "node", *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          env={**os.environ, **(env or {})})
+
+
+async def test_options_before_and_after_the_command(swarm: Swarm) -> None:
+    """Through the real entry point: the forms that once failed with "argument command: invalid choice"."""
+    home, minted = str(swarm.kit.home), swarm.kit.ledger.state.total_minted_ucr
+    forms = [(["--home", home, "--json", "credits"], None), (["--json", "--home", home, "credits"], None),
+             ([f"--home={home}", "credits", "--json"], None), (["credits", "--home", home, "--json"], None),
+             (["--json", "credits"], {"AUTOSWARM_HOME": home}), (["--home", home, "credits", "--json"], None)]
+    for args, env in forms:
+        done = await asyncio.to_thread(_entry_point, *args, env=env)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert json.loads(done.stdout)["total_minted_ucr"] == minted, args
 
 
 async def test_wrong_token(swarm: Swarm, capsys: pytest.CaptureFixture[str]) -> None:
@@ -369,7 +386,7 @@ async def test_wrong_token(swarm: Swarm, capsys: pytest.CaptureFixture[str]) -> 
 
 async def test_home_from_environment(swarm: Swarm, capsys: pytest.CaptureFixture[str]) -> None:
     async with asyncio.timeout(TIMEOUT_S):
-        code = await asyncio.to_thread(agentcli.main, ["credits"], {"AUTOSWARM_HOME": str(swarm.kit.home)})
+        code = await asyncio.to_thread(nodecli.main, ["credits"], {"AUTOSWARM_HOME": str(swarm.kit.home)})
     assert code == 0 and "credits" in capsys.readouterr().out
 
 
@@ -454,3 +471,8 @@ async def test_post_and_read_through_agenthub(hub: Swarm, capsys: pytest.Capture
     assert "    node: all done" in run.out.splitlines() and f"    {line}" in run.out.splitlines()
     _one_error_line(await cli(capsys, home, "read", "nowhere"), 2, "no channel")
     _one_error_line(await cli(capsys, home, "post", "Bad Name", "x"), 2, "channel name")
+
+
+# -- agent-key: the operator lets an agent in
+
+

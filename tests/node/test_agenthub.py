@@ -30,7 +30,7 @@ from node.contract import UNTRUSTED_HEADER
 from node.web.agenthub import add_routes
 from node.web.common import MAX_JSON_BYTES as MAX_JSON
 from node.web.hubviews import known_commits, newest_first
-from node.web.agents import OPERATOR, AgentRegistry, BadAgent, mint_agent_key
+from node.web.agents import OPERATOR, AgentRegistry, BadAgent
 from node.web.server import write_api_file
 from node.web.posts import PostIndex, iso_time, parse_result
 from swarm import gitrepo
@@ -193,11 +193,15 @@ async def registered(hub: Hub, name: str) -> Agent:
     """An agent the operator let in: `python -m node agent-key NAME`'s output saved as the agent's
     ~/.agenthub_creds, after which the seed's register snippet, run verbatim, only loads it."""
     agent = hub.agent(name)
-    creds = await asyncio.to_thread(mint_agent_key, hub.kit.home, name)
+    from tests.node.test_localapi_security import agent_key, creds_of
+
+    code, shell, err = await agent_key(hub.kit.home, name)
+    assert code == 0, err
+    creds = creds_of(shell)
     agent.home.mkdir(parents=True, exist_ok=True)
-    (agent.home / ".agenthub_creds").write_text(creds.shell())
+    (agent.home / ".agenthub_creds").write_text(shell)
     assert await agent.sh(REGISTER) == ""
-    assert await agent.key() == creds.key and creds.hub == hub.url
+    assert await agent.key() == creds["HUB_KEY"] and creds["HUB"] == hub.url
     return agent
 
 

@@ -95,6 +95,9 @@ def _one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
     (("--no-such-flag",), "unrecognized arguments"),
     (("--bootstrap", "localhost"), "is not HOST:PORT"),
     (("--listen", "1.2.3.4:70000"), "is not HOST:PORT"),
+    (("--advertise", "10.0.0.6"), "is not HOST:PORT"),
+    (("--budget-s", "3", "status"), "is an option of `python -m node run`"),
+    (("status", "--budget-s", "3"), "unrecognized arguments"),
 ])
 def test_bad_arguments_are_one_line(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
     assert says in _one_line(_node(*args, home=tmp_path), 2)
@@ -105,3 +108,16 @@ def test_corrupt_config_and_missing_home_are_one_line(tmp_path: Path) -> None:
     assert "config.toml" in _one_line(_node("--max-experiments", "1", home=tmp_path), 2)
     assert "no node here yet" in _one_line(_node("status", home=tmp_path / "empty"), 2)
     tomllib.loads(DEFAULT_TOML)  # the template itself stays valid TOML
+
+
+def test_advertise_and_listen_from_args_then_file(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    config = load_config(["--home", str(home)], {})
+    assert config.listen == "127.0.0.1:7400" and config.advertise == ""  # the documented default port
+    (home / CONFIG_FILE).write_text('[network]\nadvertise = "10.0.0.9:7400"\nlisten = "0.0.0.0:7500"\n')
+    from_file = load_config(["--home", str(home)], {})
+    assert from_file.advertise == "10.0.0.9:7400" and from_file.listen == "0.0.0.0:7500"
+    flags = load_config(["--home", str(home), "--advertise", "10.0.0.6:7400", "--listen", "0.0.0.0:7400"], {})
+    assert flags.advertise == "10.0.0.6:7400" and flags.listen == "0.0.0.0:7400"
+    with pytest.raises(ConfigError, match="--advertise 'nohost' is not HOST:PORT"):
+        load_config(["--home", str(home), "--advertise", "nohost"], {})

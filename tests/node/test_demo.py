@@ -9,8 +9,11 @@ headroom for a machine that has just booted.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from ledger.keys import parse_node_id
 from ledger.spec import decode_spec
 
 DEMO_TIMEOUT_S = 2400
+JOIN_TIMEOUT_S = 900        # the creator's data, first start and baseline claim on a busy 2-core machine
+STOP_TIMEOUT_S = 180        # the demo's SIGINT to each node and their clean stops (60 s each at most, then SIGKILL)
 
 
 def _logs(root: Path) -> str:
@@ -40,6 +45,7 @@ def _diagnosis(summary: dict[str, object], root: Path) -> str:
     return head + "\n" + "\n".join(lines)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(DEMO_TIMEOUT_S + 60)  # beyond the suite's 600 s default: the demo's own bound rules
 def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     root = tmp_path / "demo"
@@ -57,7 +63,7 @@ def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     job = summary["job"]  # the record's author spent credits on a job another node ran
     assert job["payer"] == record["author"] and job["executor"] != job["payer"]
     assert job["paid_ucr"] > 0 and job["gpu_s"] > 0
-    ledgers = sorted(root.glob("node*/swarms/*/ledger.sqlite"))
+    ledgers = sorted(root.glob("node*/swarms/current/ledger.sqlite"))  # the path each node printed
     assert len(ledgers) == 3
     states = []
     for path in ledgers:
@@ -76,3 +82,59 @@ def test_bad_demo_arguments_are_one_line() -> None:
                             timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "between 2 and 8" in result.stderr
+
+
+def _processes_of(root: Path) -> list[int]:
+    """Live processes whose command line or environment names `root`: the demo's nodes and their trainers."""
+    mark, found = str(root).encode(), []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if mark in (proc / "cmdline").read_bytes() or mark in (proc / "environ").read_bytes():
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":  # a zombie has exited; only its parent's wait is missing
+                    found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def _wait_for_line(path: Path, text: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text(errors="replace"):
+        assert proc.poll() is None, path.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(JOIN_TIMEOUT_S + STOP_TIMEOUT_S + 120)
+def test_sigterm_takes_every_node_down(tmp_path: Path) -> None:
+    """Issue 14: a SIGTERM to the demo once left its nodes running (their own sessions shield them)."""
+    root, err = tmp_path / "demo", tmp_path / "demo.err"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "node", "demo", "--nodes", "2", "--budget-s", "2", "--dir",
+                                 str(root), "--keep"], stdout=subprocess.PIPE, stderr=stderr)
+    try:
+        _wait_for_line(err, "the other nodes join", proc, JOIN_TIMEOUT_S)
+        _wait_for_line(root / "node1.log", "local API and dashboard", proc, JOIN_TIMEOUT_S)  # past its imports
+        started = _processes_of(root)
+        assert len(started) >= 2, started  # both nodes (and maybe a trainer) run
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=STOP_TIMEOUT_S)
+        assert proc.returncode == 128 + signal.SIGTERM.value, err.read_text()[-3000:]
+        summary = json.loads(out.decode().strip().splitlines()[-1])
+        assert summary["why"] == "stopped by SIGTERM" and not summary["ok"]
+        assert summary["exit_codes"] == [0, 0]  # each node stopped cleanly on the demo's SIGINT
+        deadline = time.monotonic() + 30  # a trainer's last exit after its node's
+        while (left := _processes_of(root)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert left == [], f"orphans: {left}"
+        assert "Traceback" not in err.read_text() + _logs(root)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        for pid in _processes_of(root):  # never leave a failed test's nodes behind
+            os.kill(pid, signal.SIGKILL)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,33 @@ import pytest
 
 from node.contract import API_FILE
 from node.errors import NodeError
-from node.web.agents import (AGENT_IDLE_EXPIRY_S, OPERATOR, AgentKeyError, AgentRegistry, BadAgent, RegistryFull,
-                             mint_agent_key, read_api_file)
+from node.web.agents import AGENT_IDLE_EXPIRY_S, OPERATOR, AgentRegistry, BadAgent, RegistryFull
 from node.web.server import serve_api
 from tests.node.hubkit import backend
 
 TIMEOUT_S = 30.0
+CLI_TIMEOUT_S = 120.0  # a Python start on a loaded 2-core machine
+
+
+def read_api_file(home: Path) -> tuple[str, str]:
+    api = json.loads((home / API_FILE).read_text())
+    return api["url"], api["token"]
+
+
+async def agent_key(home: Path, name: str) -> tuple[int, str, str]:
+    """The operator's `python -m node agent-key NAME`, as a real process: (exit status, out, err)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "node", "--home", str(home), "agent-key", name,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def creds_of(shell: str) -> dict[str, str]:
+    """The `export NAME="value"` lines agent-key prints (what ~/.agenthub_creds holds)."""
+    found = dict(re.findall(r'^export (\w+)="([^"]*)"$', shell, re.M))
+    assert list(found) == ["HUB", "HUB_KEY", "AGENT_ID"], shell
+    return found
 JSON = {"Content-Type": "application/json"}
 # every route that spends, publishes or submits, with a body it would accept
 ACTING_ROUTES = [
@@ -70,17 +93,20 @@ async def test_only_the_operator_and_its_agents_act_for_the_node(tmp_path: Path)
                 status, answer = await call(url, method, path, key=key, body=body)
                 assert status == 401 and answer["error"], (path, key, status)
         # an agent the operator let in acts (publishes, submits) but neither spends nor lets others in
-        creds = await asyncio.to_thread(mint_agent_key, home, "claude-1")
-        assert creds.hub == url and creds.shell().startswith(f'export HUB="{url}"\n')
+        code, out, err = await agent_key(home, "claude-1")
+        assert code == 0, err
+        creds = creds_of(out)
+        assert creds["HUB"] == url and creds["AGENT_ID"] == "claude-1"
         for method, path, body in ACTING_ROUTES:
-            status, answer = await call(url, method, path, key=creds.key, body=body)
+            status, answer = await call(url, method, path, key=creds["HUB_KEY"], body=body)
             assert (status == 403) == (path in SPENDING), (path, status, answer)
-        status, answer = await call(url, "POST", "/api/node/hypotheses", key=creds.key, body={"text": "try warmup"})
+        status, answer = await call(url, "POST", "/api/node/hypotheses", key=creds["HUB_KEY"],
+                                    body={"text": "try warmup"})
         assert status == 201 and answer["text"] == "claude-1: try warmup"
         # the operator does all of it (the market is absent here: 503, not a refusal)
         assert (await call(url, "POST", "/api/node/jobs", key=token, body=ACTING_ROUTES[7][2]))[0] == 503
-        with pytest.raises(AgentKeyError, match="taken"):
-            await asyncio.to_thread(mint_agent_key, home, "claude-1")
+        code, _, err = await agent_key(home, "claude-1")  # a name is one agent's
+        assert code == 2 and "taken" in err and "Traceback" not in err
 
 
 async def test_foreign_hosts_and_origins_are_refused_everywhere(tmp_path: Path) -> None:
@@ -159,12 +185,12 @@ def test_registrations_from_before_the_operator_token_are_dropped(tmp_path: Path
         AgentRegistry.load(path, "op")
 
 
-def test_agent_key_without_a_running_node(tmp_path: Path) -> None:
-    with pytest.raises(AgentKeyError, match="no node is running"):
-        mint_agent_key(tmp_path, "claude-1")
+async def test_agent_key_without_a_running_node(tmp_path: Path) -> None:
+    code, _, err = await agent_key(tmp_path, "claude-1")
+    assert code == 2 and "no node is running" in err and "Traceback" not in err
     (tmp_path / API_FILE).write_text('{"url": "http://127.0.0.1:9", "token": "t"}')
-    with pytest.raises(AgentKeyError, match="did not answer"):
-        mint_agent_key(tmp_path, "claude-1", timeout_s=5.0)
+    code, _, err = await agent_key(tmp_path, "claude-1")
+    assert code == 2 and "no node is running" in err and "Traceback" not in err
 
 
 async def test_a_planted_temporary_file_does_not_leak_the_token(tmp_path: Path) -> None:

@@ -1,14 +1,17 @@
 """`python -m node job ...` against a real local API over a real market node on loopback.
 
-The CLI's `main` runs in a thread (its own loop and HTTP client) while the test's loop serves the
-routes and runs the market. The executor here is a lying runner (no trainer): this file is about the
+The CLI runs as a real process (`python -m node`, --home before or after `job`) while the test's
+loop serves the routes and runs the market. The executor here is a lying runner (no trainer): this file is about the
 CLI and the routes; test_market_swarm.py runs the real trainer.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,6 @@ from ledger.entry import Entry
 from tests.ledger import factory
 from tests.node.marketkit import MarketNode, earned_credits, lying_runner, make_spec, market_node
 
-from node import cli
 from node.web.agents import AgentRegistry
 from node.research.history import History
 from node.market.loop import MarketConfig
@@ -89,16 +91,19 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[MarketNode, list[MarketNode
             await runner.cleanup()
 
 
+_PLACES = itertools.cycle(("before", "after", "equals"))  # where `job` puts --home: every form in turn
+
+
 async def job(user: MarketNode, *args: str) -> tuple[int, str, str]:
-    def call() -> tuple[int, str, str]:
-        import io
-        import sys
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(["--home", str(user.home), "job", *args])
-        del sys
-        return code, out.getvalue(), err.getvalue()
-    return await asyncio.to_thread(call)
+    """`python -m node job ...` through the real entry point, --home before or after the command."""
+    home = str(user.home)
+    place = next(_PLACES)
+    argv = {"before": ["--home", home, "job", *args], "after": ["job", *args, "--home", home],
+            "equals": [f"--home={home}", "job", *args]}[place]
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "node", *argv], capture_output=True,
+                                   text=True, timeout=WAIT_S)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr
 
 
 async def test_submit_list_show_cancel_and_bad_requests(tmp_path: Path) -> None:

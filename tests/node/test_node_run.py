@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -29,6 +30,8 @@ from swarm.gitrepo import Repository
 
 from node.home import Layout
 
+pytestmark = pytest.mark.slow  # real trainer runs: minutes
+
 RUN_TIMEOUT_S = 600.0       # a 2-experiment run takes ~1-2 minutes here
 TRAINER_START_S = 180.0     # data preparation and the first trainer spawn
 STOP_BOUND_S = 45.0         # SIGINT to exit: kill the trainer, close the ledger
@@ -48,8 +51,8 @@ def run_node(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def ledger_path(home: Path) -> Path:
-    (path,) = (home / "swarms").glob("*/ledger.sqlite")
-    return path
+    """The path the node prints at start and docs/node.md gives: through the `current` link."""
+    return home / "swarms" / "current" / "ledger.sqlite"
 
 
 async def _claims_and_heads(path: Path) -> tuple[list[tuple[bytes, int, Claim]], dict[bytes, int]]:
@@ -85,8 +88,19 @@ def test_first_run_creates_the_home_and_researches(ran: tuple[Path, subprocess.C
     assert stat.S_IMODE((home / "keys").stat().st_mode) == 0o700
     for key in ("research.key", "verifier.key"):
         assert stat.S_IMODE((home / "keys" / key).stat().st_mode) == 0o600
-    assert len(list((home / "swarms").glob("*/spec.bin"))) == 1 and any((home / "bundles").iterdir())
+    assert len([p for p in (home / "swarms").glob("*/spec.bin") if not p.parent.is_symlink()]) == 1
+    assert any((home / "bundles").iterdir())
+    assert (home / "swarms" / "current").is_symlink()
+    first = result.stdout.splitlines()[0]  # printed before the devices, the data and the baseline
+    assert "starting the node in" in first and f"its ledger: {ledger_path(home)}" in first
+    audit = subprocess.run([sys.executable, "-m", "ledger", "audit", str(ledger_path(home)), "--quiet"],
+                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert audit.returncode == 0, audit.stdout + audit.stderr  # the documented path, as a person types it
     counts = assert_audits_clean(home)
+    for args in (["status", "--home", str(home)], ["--home", str(home), "status"]):
+        status = subprocess.run([sys.executable, "-m", "node", *args], capture_output=True, text=True,
+                                timeout=RUN_TIMEOUT_S)
+        assert status.returncode == 0 and json.loads(status.stdout)["entries"] == sum(counts.values()), status.stderr
     assert counts["claim"] == 5 and counts["profile"] == 1  # the baseline, two calibration runs, two experiments
     assert counts["verify"] >= 1 and counts["mint"] >= 1
     claims, _ = ledger_facts(home)
@@ -95,6 +109,11 @@ def test_first_run_creates_the_home_and_researches(ran: tuple[Path, subprocess.C
     assert all("key: k1-" in c.diff_summary for _, _, c in claims)
     assert "baseline val_bpb" in result.stdout and "experiment 2:" in result.stdout
     assert "RECORD" in result.stdout  # the baseline is the class's first record
+
+
+def _peer_address(stdout: str) -> str:
+    (address,) = re.findall(r" peer (127\.0\.0\.1:\d+); local API", stdout)
+    return address
 
 
 def test_restart_resumes_from_the_ledger(ran: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
@@ -109,6 +128,8 @@ def test_restart_resumes_from_the_ledger(ran: tuple[Path, subprocess.CompletedPr
     assert new == [(researcher, heads_before[researcher] + 1)]  # the feed continues, no second profile
     assert heads_after[researcher] == heads_before[researcher] + 1
     assert f"{len(before)} claims" in result.stdout
+    assert _peer_address(result.stdout) == _peer_address(ran[1].stdout)  # peers find it where it was
+    assert json.loads((home / "peer-port.json").read_text())["listen"] == "127.0.0.1:7400"
     keys = [c.diff_summary.splitlines()[-1] for _, _, c in after if c.parent is not None]
     assert len(keys) == len(set(keys))  # no program claimed twice (the genesis runs differ by data seed)
 
@@ -283,7 +304,8 @@ def _trainer_children(pid: int) -> list[int]:
     return found
 
 
-def test_sigint_stops_cleanly_and_kills_the_trainer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])  # Ctrl-C; a closed terminal (node/cli.py)
+def test_a_signal_stops_cleanly_and_kills_the_trainer(tmp_path: Path, sig: signal.Signals) -> None:
     home = tmp_path / "home"
     proc = subprocess.Popen([sys.executable, "-m", "node", *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env(home))
@@ -292,7 +314,7 @@ def test_sigint_stops_cleanly_and_kills_the_trainer(tmp_path: Path) -> None:
         _use_the_live_api(home)
         time.sleep(1.0)  # let it get into the run proper
         started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=STOP_BOUND_S)
         assert time.monotonic() - started < STOP_BOUND_S
     finally:
