@@ -223,7 +223,13 @@ def test_an_agent_following_the_seed_program_gets_its_commit_run_and_claimed(
             assert proc.poll() is None and time.monotonic() < deadline, "the node did not start its API"
             time.sleep(0.2)
         hub = json.loads((home / "api.json").read_text())["url"]
-        _agent_shell(home, hub, REGISTER.replace("YOUR_AGENT_NAME", "seed-agent"))
+        # the operator lets the agent in (its creds file), then the seed's register step only loads it
+        key = subprocess.run([sys.executable, "-m", "node", "--home", str(home), "agent-key", "seed-agent"],
+                             capture_output=True, text=True, timeout=120, env=_env(home))
+        assert key.returncode == 0, key.stderr
+        (home.parent / "agent").mkdir(parents=True, exist_ok=True)
+        (home.parent / "agent" / ".agenthub_creds").write_text(key.stdout)
+        assert _agent_shell(home, hub, REGISTER.replace("YOUR_AGENT_NAME", "seed-agent")) == ""
         commits = json.loads(_agent_shell(home, hub, COMMITS))
         baseline = next(c["hash"] for c in commits if c["parent_hash"] is None)
         _agent_shell(home, hub, "git init -q . && " + FETCH.replace("<hash>", baseline))
@@ -338,8 +344,9 @@ def _use_the_live_api(home: Path) -> None:
                          capture_output=True, text=True, timeout=120, env=_env(home))
     assert cli.returncode == 0, cli.stderr
     assert isinstance(json.loads(cli.stdout), (dict, list))
-    request = urllib.request.Request(api["url"] + "/api/register", data=b'{"id":"test-agent"}',
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(api["url"] + "/api/register", data=b'{"id":"test-agent"}', method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {api['token']}"})
     with urllib.request.urlopen(request, timeout=60) as answer:
         assert "api_key" in json.loads(answer.read())
 
