@@ -198,7 +198,14 @@ CASES: dict[str, Case] = {
     "python -m trainer run ...": Parse(),
     "python -m trainer run|prepare": Parse(),
     "python -m trainer run PATH [--profile cpu|gpu|auto] [--budget-s N] [--steps N] [--horizon N] [--seed N] "
-    "[--eval-seed N] [--data DIR] [--parent PATH] [--no-sandbox] [--keep-work DIR]": Parse(),
+    "[--eval-seed N] [--data DIR] [--parent PATH] [--no-sandbox] [--keep-work DIR] [--home DIR] [--hide PATH]... "
+    "[--compile-cache DIR|none]": Parse(),
+    "python -m trainer run trainer/train.py --profile cpu --budget-s 2 --seed 1 --eval-seed 5": Parse(
+        "a training run like the 10 s one above, which runs for real"),
+    "bash scripts/gpu_check.sh gpu_check.jsonl": Skip("the GPU check (minutes); tests/trainer/test_gpu_check.py "
+                                                      "runs its CPU fallback"),
+    "bash scripts/gpu_check.sh [OUT.jsonl] [--budget-s S]": Skip("the GPU check (minutes); "
+                                                                 "tests/trainer/test_gpu_check.py runs its CPU fallback"),
     # the forms the CLI work (one argparse tree, --advertise, agent-key) adds to the docs
     "python -m node agent-key NAME": Run({"NAME": "agent_name"}, expect=r"\S"),
     "python -m node agent-key claude-1": Run(group="hub-creds", expect=r"HUB_KEY"),
