@@ -117,7 +117,7 @@ CASES: dict[str, Case] = {
     "HUB=$(python -c \"import json,os; h=os.environ.get('AUTOSWARM_HOME') or os.path.expanduser('~/.autoswarm'); "
     "print(json.load(open(h+'/api.json'))['url'])\")": Run(then='echo "HUB=$HUB"', expect=r"HUB=http://127\.0\.0\.1:\d+$"),
     # program.md's key, from the operator's shell, into the file the agent sources
-    "python -m node agent-key YOUR_AGENT_NAME > ~/.autoswarm_agent_creds": Run(
+    "(umask 077; python -m node agent-key YOUR_AGENT_NAME > ~/.autoswarm_agent_creds)": Run(
         {"YOUR_AGENT_NAME": "fresh_agent"}, group="agent-creds", before="unset HUB HUB_KEY AGENT_ID",
         then="stat -c %a ~/.autoswarm_agent_creds", expect=r"^600$"),
     "source ~/.autoswarm_agent_creds": Run(group="agent-creds", before="unset HUB HUB_KEY AGENT_ID",
@@ -178,8 +178,8 @@ CASES: dict[str, Case] = {
         Run({"HOME/data/...": "prepared"}, cwd="repo", slow=True, group="trainer", expect=r'"status": "ok"'),
     "python -m node --home HOME --profile cpu --budget-s 10 --max-experiments 4": Parse(_FOREVER),
     "python -m node job submit train.py --max-gpu-s 300 --price 100 --steps 2000 --seed 1": Run(),
-    "python -m node job show 3fa2c1": Run({"3fa2c1": "job6"}, expect=r"open"),
-    "python -m node job cancel 3fa2c1": Run({"3fa2c1": "fresh_job6"}),
+    "python -m node job show 3fa2c1d": Run({"3fa2c1d": "job7"}, expect=r"open"),
+    "python -m node job cancel 3fa2c1d": Run({"3fa2c1d": "fresh_job7"}),
     "python -m node --bootstrap 10.0.0.5:7400 --listen 0.0.0.0:7400 --advertise 10.0.0.6:7400": Parse(
         "dials 10.0.0.5 and runs forever"),
     "python -m node --max-experiments 3 --budget-s 5": Parse(_FOREVER),
@@ -208,7 +208,6 @@ CASES: dict[str, Case] = {
                                                                  "tests/trainer/test_gpu_check.py runs its CPU fallback"),
     # the forms the CLI work (one argparse tree, --advertise, agent-key) adds to the docs
     "python -m node agent-key NAME": Run({"NAME": "agent_name"}, expect=r"\S"),
-    "python -m node agent-key claude-1": Run(group="hub-creds", expect=r"HUB_KEY"),
     "python -m node agent-key claude-1 > ~/.agenthub_creds": Run(
         group="hub-creds", before="unset HUB HUB_KEY AGENT_ID", then='. ~/.agenthub_creds && echo "$HUB $HUB_KEY"',
         expect=r"^http://127\.0\.0\.1:\d+ \S+$"),
@@ -229,7 +228,7 @@ FAMILIES: list[tuple[str, Case]] = [
 ]
 # rows for docs in flux while the CLI work merges: forms that one side of the merge prints and the
 # other does not (a row no doc prints any more fails test_every_case_is_still_documented otherwise)
-IN_FLUX = {"python -m node agent-key NAME", "python -m node agent-key claude-1", "python -m node --help",
+IN_FLUX = {"python -m node agent-key NAME", "python -m node --help",
            "python -m node --bootstrap HOST:PORT [--listen HOST:PORT] [--advertise HOST:PORT]",
            "python -m node --bootstrap HOST:PORT [--listen HOST:PORT]", "python -m node --home /h --json frontier",
            "python -m node frontier --home /h --json"}
@@ -354,7 +353,7 @@ class Values:
         n = self.node
         fixed = {"better": n.better, "baseline": n.baseline, "record_claim": n.record_claim, "ledger": str(n.ledger_path),
                  "research_key": str(n.research_key), "spare_key": str(self.spare_key),
-                 "port": n.url.rsplit(":", 1)[1], "job": self.job, "job6": self.job[:6], "idea": "matrix",
+                 "port": n.url.rsplit(":", 1)[1], "job": self.job, "job7": self.job[:7], "idea": "matrix",
                  "channel": "discussion", "text": "a note from the docs test", "agent_name": "docs-bot",
                  "home": str(n.home)}
         if name in fixed:
@@ -363,9 +362,9 @@ class Values:
             return str(self.tmp / f"new-{next(self._n)}")
         if name == "fresh_agent":
             return f"agent-{next(self._n)}"
-        if name in ("fresh_job", "fresh_job6"):
+        if name in ("fresh_job", "fresh_job7"):
             job = await n.new_job(f"cancel-{next(self._n)}")
-            return job if name == "fresh_job" else job[:6]
+            return job if name == "fresh_job" else job[:7]
         if name == "tmp":  # the docs' /tmp/: a folder of the group's own
             if "tmp" not in group:
                 group["tmp"] = str(self.tmp / f"tmp-{next(self._n)}")

@@ -159,9 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.prepare import main as prepare_main
 
         return prepare_main(argv[1:])
+    usage = ("usage: python -m trainer {run,prepare} ...\n\n"
+             "  run PATH/train.py [options]   one sandboxed experiment; its result as JSON on the last line\n"
+             "  prepare [options]             build the offline corpus and its tokenizer\n\n"
+             "`python -m trainer run --help` and `python -m trainer prepare --help` list their options.")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if not argv or argv[0] != "run":
-        print("usage: python -m trainer run PATH/train.py [options] | python -m trainer prepare [options]",
-              file=sys.stderr)
+        print(usage, file=sys.stderr)
         return EXIT_BAD_INPUT
     # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
     try:
