@@ -110,7 +110,8 @@ def apply(state: State, entry: Entry) -> State:
         effect = False  # profile, post, hypothesis, insight: no derived state
     if effect or entry.kind in JUDGED_KINDS:
         # a verdict is state too: a later fork proof must turn it into "frozen" by a rebuild
-        state.effect_seq[entry.author] = entry.seq
+        # the highest such seq: rebuild applies an author's facts before its other entries, out of seq order
+        state.effect_seq[entry.author] = max(state.effect_seq.get(entry.author, 0), entry.seq)
     return state
 
 

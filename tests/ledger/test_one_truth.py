@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ledger import audit, credits, fold
@@ -102,6 +102,9 @@ def facts_view(state: fold.State) -> tuple[Any, ...]:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 120), market_steps=st.integers(0, 40),
        quorum=st.sampled_from([1, 2]), order_seed=st.integers(0, 2**32 - 1))
+# found in CI: a rebuild applied an author's claim before its older mint, so its last-effect seq fell
+# below the claim's and a later fork proof at the claim did not trigger the rebuild it needed
+@example(seed=818, steps=85, market_steps=0, quorum=1, order_seed=66)
 def test_every_table_is_the_same_in_any_arrival_order(seed: int, steps: int, market_steps: int, quorum: int,
                                                       order_seed: int) -> None:
     spec = spec_for(quorum)
