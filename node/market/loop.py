@@ -12,8 +12,9 @@ that can change a decision (an accept window closing, a job expiring), and acts 
   peer's fork proof reaches us within the witness time, so two executors cannot both be shown a
   branch of their own. Then the job goes to a worker, whose result becomes a signed Receipt;
 - payer: accepts the best offer (node/market/policy.py) once the accept window after the first offer
-  has passed, by an escrow payment; settles "paid" at once for a receipt that is not picked for
-  a spot check; refunds a job whose executor returned nothing by its expiry;
+  has passed, by an escrow payment; after the receipt reveals the job's committed secret
+  (node/market/checksecrets.py), which picks it for a spot check or not, and settles "paid" at
+  once where it is not picked; refunds a job whose executor returned nothing by its expiry;
 - spot checker (a trusted verifier of the class that is no party to the job): replays picked
   receipts (deterministic: the receipt's steps, seed and horizon) and settles paid or refunded.
 
@@ -21,6 +22,10 @@ Workers take runs from `take()`: the node's research workers before their own wo
 (node/research/loop.py), or `serve_workers` where nothing else runs. Decisions are node/market/policy.py's;
 validity is ledger/market.py's. Artifacts (the run's result as JSON) are kept under
 HOME/artifacts/<sha256> and named in the receipt.
+
+`Market` is about 275 lines, over the house's 250 for a class: its roles share one state (what
+was acted on, the work queue, the slots) that a split would pass between objects on every step;
+the executor's runs already live apart in node/market/jobs.py.
 """
 from __future__ import annotations
 
