@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(usage)
         return 0
-    if not argv or argv[0] != "run":
-        print(usage, file=sys.stderr)
+    if not argv or argv[0] != "run":  # bad input: one line, as every refusal of this CLI
+        print("usage: python -m trainer run PATH/train.py [options] | python -m trainer prepare [options]",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     # Errors a user can cause and fix; anything else is a bug and keeps its traceback.
     try:
