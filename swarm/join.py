@@ -19,6 +19,21 @@ SPEC_TIMEOUT_S = 10.0
 _MAX_SPEC_WIRE_BYTES = MAX_SPEC_BYTES + 96  # creator key and signature before the payload
 
 
+def why_unreachable(exc: BaseException, timeout_s: float) -> str:
+    """A failed request in words a user can act on, without the exception's repr."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or 'refused'}); is a node running there?"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the peer closed the connection without answering; is it an autoswarm node?"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status} {exc.message}".strip()
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError | ConnectionError):
+        return "the connection broke during the answer"
+    return str(exc) or type(exc).__name__
+
+
 async def fetch_spec(addr: str, *, timeout_s: float = SPEC_TIMEOUT_S) -> SignedSpec:
     """The swarm spec served by the member at `addr` (PeerUnavailable / BadMessage if not)."""
     check_addr(addr)
@@ -31,7 +46,7 @@ async def fetch_spec(addr: str, *, timeout_s: float = SPEC_TIMEOUT_S) -> SignedS
                 data = await read_capped(resp, _MAX_SPEC_WIRE_BYTES,
                                          BadMessage(f"{addr}: spec larger than {_MAX_SPEC_WIRE_BYTES} bytes"))
     except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-        raise PeerUnavailable(f"{addr}: cannot fetch the swarm spec: {exc!r}") from None
+        raise PeerUnavailable(f"{addr}: cannot fetch the swarm spec: {why_unreachable(exc, timeout_s)}") from None
     try:
         return decode_spec(data)
     except InvalidSpec as exc:

@@ -186,6 +186,34 @@ async def test_a_joining_node_fetches_the_signed_spec(tmp_path: Path) -> None:
         await fetch_spec("not an address")
 
 
+async def test_an_unreachable_bootstrap_is_one_plain_sentence() -> None:
+    """A closed port, a server that hangs up and one that never answers: each a sentence that says
+    what happened, with no exception repr in it (what `python -m node --bootstrap` prints)."""
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.close()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads until the client gives up
+
+    closed = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    closed_port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    messages = []
+    async with await asyncio.start_server(hang_up, "127.0.0.1", 0) as rude, \
+            await asyncio.start_server(silent, "127.0.0.1", 0) as mute:
+        for port, timeout_s in ((closed_port, 20.0), (rude.sockets[0].getsockname()[1], 20.0),
+                                (mute.sockets[0].getsockname()[1], 0.5)):
+            with pytest.raises(PeerUnavailable) as caught:
+                await fetch_spec(f"127.0.0.1:{port}", timeout_s=timeout_s)
+            messages.append(str(caught.value))
+    assert "cannot connect" in messages[0] and "closed the connection" in messages[1]
+    assert "no answer within 0.5 s" in messages[2]
+    for text in messages:
+        assert "\n" not in text and "Error(" not in text and "<" not in text, text
+
+
 async def test_a_joining_node_knows_when_it_holds_what_its_peer_holds(tmp_path: Path) -> None:
     async with open_node(tmp_path) as a:
         for i in range(30):
