@@ -212,7 +212,7 @@ def _agent_shell(home: Path, hub: str, script: str) -> str:
 
 def test_an_agent_following_the_seed_program_gets_its_commit_run_and_claimed(
         ran: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
-    from tests.node.test_agenthub import COMMIT_CHANGE, COMMITS, FETCH, PUSH, REGISTER
+    from tests.node.hubsession import COMMIT_CHANGE, COMMITS, FETCH, PUSH, REGISTER
 
     home, _ = ran
     proc = subprocess.Popen([sys.executable, "-m", "node", *ARGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
