@@ -143,8 +143,9 @@ async def partition_once(tmp: Path, size: int, hold_s: float) -> dict[str, float
     import dataclasses
 
     from tests.swarm import netns
+    from tests.swarm.netwire import per_link
 
-    wan = netns.per_link(0.050, 0.01)
+    wan = per_link(0.050, 0.01)
     async with netns.open_net(size, tmp, wan) as net:
         peers = await net.start_peers([700 + i for i in range(size)], timeout_s=120)
         # an established swarm: every node has found peers beyond its bootstrap before the cut

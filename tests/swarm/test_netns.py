@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from tests.swarm import netns
-from tests.swarm.netns import Link, NetPeer
+from tests.swarm.netns import NetPeer
+from tests.swarm.netwire import Link, per_link
 
 _WHY_NOT = netns.probe()
 pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=f"network namespaces unavailable: {_WHY_NOT}")
 
-WAN = netns.per_link(0.050, 0.01)   # every path: 50 ms one way, 1% loss
+WAN = per_link(0.050, 0.01)   # every path: 50 ms one way, 1% loss
 SLOW = Link(delay_s=0.200, rate_bps=1_000_000)   # 1 mbit/s and 200 ms, both ways
 # Measured on the 2-core VM (shared): 12 namespaced peers converge in 1.4-1.9 s after a burst, 4.8 s at
 # load 10.
