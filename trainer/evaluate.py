@@ -297,7 +297,10 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
                 nats += batch_nats
                 nbytes += batch_bytes
                 ntok += batch_tokens
-                committed.append(outputs_mod.BatchOutput.of(batch_nats, batch_bytes, batch_tokens))
+                try:
+                    committed.append(outputs_mod.BatchOutput.of(batch_nats, batch_bytes, batch_tokens))
+                except outputs_mod.OutputsError as exc:  # a loss past 2^53 nats: finite log-probs, absurd ones
+                    raise EvalCrashed(f"eval: batch {i}'s loss cannot be committed to ({exc})") from None
         commitment = outputs_mod.digest(eval_seed, committed)  # inside the timed part: its cost is eval time
         seconds = time.monotonic() - started
         return EvalReport(val_bpb=nats / (math.log(2) * nbytes) if nbytes else float("nan"), eval_seed=eval_seed,
