@@ -208,15 +208,22 @@ class Verify(Body):
     num_steps: int
     seed: int
     training_s: float
+    # sha256 commitment to the replay's evaluation outputs (trainer/outputs.py): makes a disagreement
+    # between two verifies provable from the entries (ledger/outputs.py). None: a failed replay, or
+    # a verify signed before the field existed.
+    outputs: bytes | None = None
 
     def __post_init__(self) -> None:
         self._bytes("claim", self.claim, HASH_BYTES)
         self._bytes("commit", self.commit, COMMIT_BYTES)
+        self._bytes("outputs", self.outputs, HASH_BYTES)
         self._name("platform_class", self.platform_class)
         if self.status not in CLAIM_STATUSES:
             _fail(type(self), f"status {self.status!r} not one of {sorted(CLAIM_STATUSES)}")
         if (self.status == "ok") != (self.val_bpb is not None):
             _fail(type(self), "val_bpb is given exactly when status is ok")
+        if self.outputs is not None and self.status != "ok":
+            _fail(type(self), "only an ok replay commits to its outputs")
         self._nonneg("num_steps", self.num_steps)
         self._nonneg("training_s", self.training_s)
 

@@ -10,6 +10,14 @@ Lines:
                                    everything outside the training budget (start, compile, save, eval)
   {"bench": "summary", ...}        medians over the runs
 
+    python scripts/bench_trainer.py --outputs [--profile cpu] [--runs N] [--budget-s S]
+
+The cost of the evaluation's outputs commitment (trainer/outputs.py): one genesis run trains a model,
+then it is evaluated --runs times with one eval seed; line eval_outputs gives the median eval
+seconds, the median seconds of the commitment's own work (quantizing each batch's loss and the
+digest, timed in this process over the same batches), whether every evaluation committed to the
+same digest, and the commitment's time for the gpu profile's batch count.
+
     python scripts/bench_trainer.py --check [--profile gpu|cpu] [--budget-s S] [--out FILE]
 
 The check behind scripts/gpu_check.sh: synthetic data sized for the profile, then a cold-compile
@@ -36,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -185,6 +194,56 @@ def check(profile_name: str, budget_s: float | None, out: Path | None) -> int:
     return 1 if failed else 0
 
 
+def _median_s(fn: Callable[[], object], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_outputs(profile_name: str, runs: int, budget_s: float | None, sandboxed: bool) -> int:
+    """Eval seconds against the seconds of its outputs commitment, on one trained model."""
+    from trainer import outputs
+    from trainer.constants import get_profile
+    from trainer.evaluate import evaluate
+    from trainer.prepare import default_home, prepare
+
+    profile = resolve_profile(profile_name)
+    data = prepare("default", home=default_home(), progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run_experiment(ROOT / "trainer" / "train.py", None, data, profile=profile, budget_s=budget_s or 2.0,
+                           seed=0, sandboxed=sandboxed, work_root=Path(tmp), keep_work=True)
+        if r.status != "ok" or r.eval_seed is None:
+            emit({"bench": "eval_outputs", "status": r.status, "reason": r.reason})
+            return 1
+        work = next(Path(tmp).glob("*/work"))
+        hidden = (data.val_tokens,)
+        reports = [evaluate(work, data, profile, eval_seed=r.eval_seed, sandboxed=sandboxed, hidden=hidden)
+                   for _ in range(runs)]
+    leaves = reports[0].batch_outputs
+
+    def commit() -> bytes:  # what evaluate() adds: a BatchOutput per batch, then the digest
+        return outputs.digest(r.eval_seed or 0, [outputs.BatchOutput.of(o.nats, o.target_bytes, o.target_tokens)
+                                                 for o in leaves])
+
+    gpu = get_profile("gpu")
+    gpu_batches = gpu.eval_tokens // (gpu.seq_len * gpu.eval_batch_size)
+    gpu_leaves = [outputs.BatchOutput.of(1.5e5 + i, 200_000, 65_536) for i in range(gpu_batches)]
+    eval_s = statistics.median(rep.seconds for rep in reports)
+    commit_s = _median_s(commit, 200)
+    emit({"bench": "eval_outputs", "profile": profile.name, "sandboxed": sandboxed, "evaluations": len(reports),
+          "batches": len(leaves), "median_eval_s": round(eval_s, 3), "median_commit_s": round(commit_s, 6),
+          "commit_fraction_of_eval": round(commit_s / eval_s, 7),
+          "outputs_identical": len({rep.outputs for rep in reports}) == 1 and reports[0].outputs.hex() == r.outputs,
+          "val_bpb_identical": len({rep.val_bpb for rep in reports}) == 1,
+          "gpu_profile_batches": gpu_batches,
+          "gpu_profile_commit_s": round(_median_s(lambda: outputs.digest(0, gpu_leaves), 50), 6),
+          "load_avg": os.getloadavg()})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="auto")
@@ -195,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-sandbox", action="store_true")
     p.add_argument("--check", action="store_true", help="the GPU check of scripts/gpu_check.sh")
     p.add_argument("--out", type=Path, default=None, help="with --check: also append the JSON lines here")
+    p.add_argument("--outputs", action="store_true", help="the cost of the evaluation's outputs commitment")
     args = p.parse_args(argv)
     if args.check:
         return check(args.profile, args.budget_s, args.out)
@@ -206,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     except sandbox.SandboxUnavailable as exc:  # one line naming the opt-out, not a traceback
         print(f"bench_trainer: {exc}", file=sys.stderr)
         return 2
+    if args.outputs:
+        return bench_outputs(args.profile, args.runs, args.budget_s, sandboxed)
     emit({"bench": "machine", "profile": profile.name, "cpus": os.cpu_count(), "python": platform.python_version(),
           "platform": platform.platform(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                             time.gmtime())})

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer import eval_protocol as proto
+from trainer import outputs as outputs_mod
 from trainer import sandbox
 from trainer.constants import Profile
 from trainer.data_format import PreparedData, read_token_bytes
@@ -86,6 +87,10 @@ class EvalReport:
     spot_max_diff: float  # largest |reported - recomputed| log-prob over opened rows
     seconds: float
     round_trips: int = 0  # request-answer exchanges with the workers (main and probe in parallel)
+    # Per-batch outputs in batch order and the digest over them and the eval seed (trainer/outputs.py):
+    # what a verify entry commits to, so that two replays can be compared batch by batch later.
+    batch_outputs: tuple[outputs_mod.BatchOutput, ...] = ()
+    outputs: bytes = b""
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.val_bpb) or self.target_bytes <= 0:
@@ -247,6 +252,7 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
         for w in (main, probe):
             w.expect(proto.READY, None, deadline)
         nats, nbytes, ntok, probe_diff, spot_diff, probed_rows, trips = 0.0, 0, 0, 0.0, 0.0, 0, 0
+        committed: list[outputs_mod.BatchOutput] = []
         for first in range(0, n, k):
             ids = list(range(first, min(n, first + k)))
             spliced = {i: splice(batches[i], val, rng) for i in ids if i in probed}
@@ -286,13 +292,21 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
                 targets = rows[:, 1:].astype(np.int64)
                 weight = token_bytes[targets]
                 mask = weight > 0
-                nats += float(-(lp.astype(np.float64)[mask]).sum())
-                nbytes += int(weight[mask].sum())
-                ntok += int(mask.sum())
+                batch_nats, batch_bytes, batch_tokens = (float(-(lp.astype(np.float64)[mask]).sum()),
+                                                         int(weight[mask].sum()), int(mask.sum()))
+                nats += batch_nats
+                nbytes += batch_bytes
+                ntok += batch_tokens
+                try:
+                    committed.append(outputs_mod.BatchOutput.of(batch_nats, batch_bytes, batch_tokens))
+                except outputs_mod.OutputsError as exc:  # a loss past 2^53 nats: finite log-probs, absurd ones
+                    raise EvalCrashed(f"eval: batch {i}'s loss cannot be committed to ({exc})") from None
+        commitment = outputs_mod.digest(eval_seed, committed)  # inside the timed part: its cost is eval time
         seconds = time.monotonic() - started
         return EvalReport(val_bpb=nats / (math.log(2) * nbytes) if nbytes else float("nan"), eval_seed=eval_seed,
                           nats=nats, target_bytes=nbytes, target_tokens=ntok, batches=n, probed_rows=probed_rows,
-                          probe_max_diff=probe_diff, spot_max_diff=spot_diff, seconds=seconds, round_trips=trips)
+                          probe_max_diff=probe_diff, spot_max_diff=spot_diff, seconds=seconds, round_trips=trips,
+                          batch_outputs=tuple(committed), outputs=commitment)
     finally:
         for w in (main, probe):
             if w is not None:

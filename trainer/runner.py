@@ -10,7 +10,8 @@
 3. Its text contract is parsed (trainer/contract.py) for the figures it reports and checked where
    it can be: the seed and, on a replay, the step count; on CUDA the device and peak memory, which
    catches a silent fallback to the CPU.
-4. Evaluation in fresh sandboxed processes (trainer/evaluate.py) gives the canonical val_bpb.
+4. Evaluation in fresh sandboxed processes (trainer/evaluate.py) gives the canonical val_bpb and
+   `outputs`, a digest of the per-batch losses behind it (trainer/outputs.py).
 
 Knows nothing of peers, ledgers or claims: paths in, an ExperimentResult out.
 """
@@ -48,6 +49,7 @@ PIPE_DRAIN_S = 5.0
 FAKE_BPB_TOLERANCE = 1e-3
 MAX_REASON_CHARS = 600
 DEFAULT_HOME_NAME = ".autoswarm"  # the node's default home, under the user's home folder
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class RunnerError(TrainerError, ValueError):
@@ -83,10 +85,16 @@ class ExperimentResult:
     log_tail: str = ""
     harness_hash: str = ""
     candidate_sha256: str = ""
+    # sha256 commitment (hex) to the evaluation's per-batch outputs and eval seed (trainer/outputs.py);
+    # a verify entry carries it. None for a failed run, and in results written before it existed.
+    outputs: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise RunnerError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.outputs is not None and (self.status != "ok" or not isinstance(self.outputs, str)
+                                         or not _HEX_DIGEST.fullmatch(self.outputs)):
+            raise RunnerError(f"outputs must be 64 lowercase hex digits on an ok result, got {self.outputs!r:.80}")
         if self.status == "ok" and (self.val_bpb is None or not math.isfinite(self.val_bpb)):
             raise RunnerError("an ok result needs a finite val_bpb")
         if self.status != "ok" and self.val_bpb is not None:
@@ -317,7 +325,7 @@ def run_experiment(
             note = (f"ignored the val_bpb train.py printed ({contract.val_bpb:g}); "
                     f"the harness measured {report.val_bpb:.6f}")
         return finish("ok", note, val_bpb=report.val_bpb, eval_seconds=round(report.seconds, 3),
-                      probe_max_diff=report.probe_max_diff)
+                      probe_max_diff=report.probe_max_diff, outputs=report.outputs.hex())
     finally:
         if not keep_work:
             shutil.rmtree(exp, ignore_errors=True)

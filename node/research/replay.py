@@ -21,7 +21,7 @@ from node.platform import Device
 from node.research import verifier
 from node.research.history import ClaimRecord, History
 from node.research.limits import UCR_PER_CREDIT
-from node.research.runs import Runs, Stats
+from node.research.runs import Runs, Stats, replay_outputs
 
 SLOW_REPLAY_TRIES = 3        # replays too slow for the budget before the verifier publishes that they do not fit
 SLOW_REPLAY_WAIT_BUDGETS = 6  # a too-slow replay is tried again after this many budgets (a busy moment passes)
@@ -122,7 +122,8 @@ class Replays:
                 status, value, reason = "timeout", None, slow
             verify = Verify(claim=record.id, commit=body.commit, platform_class=cls, status=status, val_bpb=value,
                             num_steps=max(0, result.num_steps), seed=result.seed,
-                            training_s=max(0.0, result.training_s))
+                            training_s=max(0.0, result.training_s),
+                            outputs=replay_outputs(result) if status == "ok" else None)
             entry = await self.publish(verifying, verify)
             self.stats.verifications += 1
             await self._mint(device, verifying, record, entry.id, value, f"{status}: {reason[:160]}")

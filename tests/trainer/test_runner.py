@@ -47,6 +47,7 @@ def test_genesis_trains_and_is_evaluated(timed: ExperimentResult) -> None:
     assert r.harness_hash == harness_hash() and len(r.candidate_sha256) == 64
     assert r.probe_max_diff is not None and r.probe_max_diff <= PROFILES["cpu"].probe_atol
     assert r.train_wall_seconds is not None and r.eval_seconds is not None
+    assert r.outputs is not None and len(bytes.fromhex(r.outputs)) == 32
     assert ExperimentResult.from_dict(json.loads(r.to_json())) == r
 
 
@@ -66,6 +67,8 @@ def test_replays_are_bit_identical_and_reproduce_the_timed_run(timed: Experiment
         assert replay.steps == replay.num_steps == timed.num_steps
         assert replay.planned_steps == timed.planned_steps
     assert replays[0].val_bpb == replays[1].val_bpb == timed.val_bpb  # exact equality, not approximate
+    # and so is the commitment to the evaluation's per-batch outputs that a verify entry carries
+    assert timed.outputs is not None and replays[0].outputs == replays[1].outputs == timed.outputs
     assert replays[0].loss_curve == replays[1].loss_curve
     assert [loss for _, loss in replays[0].loss_curve] == [loss for _, loss in timed.loss_curve]
 
@@ -143,6 +146,22 @@ def test_result_validates_itself() -> None:
     assert len(diverged.reason) < 1000
     back = ExperimentResult.from_dict(json.loads(diverged.to_json()))  # NaN travels as null
     assert back.loss_curve[0] == (0, 5.0) and np.isnan(back.loss_curve[1][1])
+
+
+def test_outputs_travel_as_hex_and_older_results_parse() -> None:
+    base = dict(reason="", seed=0, steps=None, horizon=None, num_steps=1, planned_steps=1, profile="cpu", device="cpu",
+                budget_s=1.0, total_seconds=1.0, train_wall_seconds=1.0, eval_seconds=1.0, training_seconds=1.0)
+    digest = "ab" * 32
+    ok = ExperimentResult(status="ok", val_bpb=1.5, outputs=digest, **base)  # type: ignore[arg-type]
+    raw = json.loads(ok.to_json())
+    assert raw["outputs"] == digest and ExperimentResult.from_dict(raw) == ok
+    del raw["outputs"]  # a result printed by a trainer from before the commitment
+    assert ExperimentResult.from_dict(raw).outputs is None
+    for bad in ("AB" * 32, "ab" * 31, "zz" * 32, 7):
+        with pytest.raises(RunnerError, match="outputs must be 64 lowercase hex digits"):
+            ExperimentResult(status="ok", val_bpb=1.5, outputs=bad, **base)  # type: ignore[arg-type]
+    with pytest.raises(RunnerError, match="on an ok result"):
+        ExperimentResult(status="crash", val_bpb=None, outputs=digest, **base)  # type: ignore[arg-type]
 
 
 def test_val_rows_and_splice() -> None:
@@ -284,7 +303,9 @@ def test_gpu_run_in_the_sandbox_really_uses_the_gpu(tmp_path: Path) -> None:
     replay = run_experiment(GENESIS, None, data, profile="gpu", budget_s=30.0, seed=1, steps=first.num_steps,
                             horizon=first.planned_steps, eval_seed=first.eval_seed, sandboxed=sandboxed)
     assert replay.status == "ok" and replay.num_steps == first.num_steps
-    print(f"gpu replay: timed {first.val_bpb!r} replay {replay.val_bpb!r} identical={first.val_bpb == replay.val_bpb}")
+    print(f"gpu replay: timed {first.val_bpb!r} replay {replay.val_bpb!r} identical={first.val_bpb == replay.val_bpb} "
+          f"outputs_identical={first.outputs == replay.outputs}")
+    assert first.outputs is not None and replay.outputs is not None
 
 
 @needs_bwrap
