@@ -30,6 +30,7 @@ from typing import Any
 
 from trainer.constants import ENV_PARENT_PID, PROFILES
 
+from ledger.outputs import outputs_from_hex
 from node.errors import TrainerFailed
 from node.research.limits import MAX_LOG_TAIL
 
@@ -72,6 +73,7 @@ class RunResult:
     log_tail: str
     harness_hash: str
     wall_s: float                  # measured here: spawn to exit
+    outputs: bytes | None = None   # commitment to the evaluation's outputs (trainer/outputs.py); ok runs only
 
 
 def deadline_s(request: RunRequest) -> float:
@@ -125,6 +127,7 @@ def parse_result(line: str, wall_s: float) -> RunResult:
         log_tail=str(raw.get("log_tail") or ""),
         harness_hash=str(raw.get("harness_hash") or ""),
         wall_s=wall_s,
+        outputs=outputs_from_hex(raw.get("outputs")) if ok else None,
     )
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger.bodies import Claim
-from ledger.outputs import outputs_from_hex
 from swarm import bundles, gitrepo
 from swarm.gitrepo import Repository
 from trainer.constants import PROFILES
@@ -158,15 +157,9 @@ def claim_body(device: Device, commit: bytes, parent: bytes | None, result: RunR
 
 
 def replay_outputs(result: RunResult) -> bytes | None:
-    """The commitment to the evaluation's outputs that a replay's Verify carries (Verify.outputs).
-
-    The trainer's JSON result holds it as hex under "outputs" (trainer/runner.py). RunResult may not
-    carry it yet (node/research/experiment.py parses the JSON): then this is None, which a Verify
-    accepts, and a failed replay has none either way."""
-    raw = getattr(result, "outputs", None)
-    if isinstance(raw, bytes):
-        return raw if len(raw) == 32 and result.status == "ok" else None
-    return outputs_from_hex(raw) if result.status == "ok" else None
+    """The commitment to the evaluation's outputs that a replay's Verify carries (Verify.outputs):
+    the trainer's, for an ok run; a failed replay has none."""
+    return result.outputs if result.status == "ok" else None
 
 
 def result_text(result: RunResult) -> str:

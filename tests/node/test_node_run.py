@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ledger.audit import audit_file
-from ledger.bodies import Claim, Mint
+from ledger.bodies import Claim, Mint, Verify
 from ledger.fold import State
 from ledger.keys import Identity
 from ledger.store import Ledger
@@ -65,6 +65,17 @@ async def _claims_and_heads(path: Path) -> tuple[list[tuple[bytes, int, Claim]],
         return claims, await ledger.heads()
 
 
+async def _ok_verifies(path: Path) -> list[Verify]:
+    async with Ledger.open(path) as ledger:
+        found = []
+        for verify_id in ledger.state.verifies:
+            entry = await ledger.get(verify_id)
+            assert entry is not None and isinstance(entry.body, Verify)
+            if entry.body.status == "ok":
+                found.append(entry.body)
+        return found
+
+
 def ledger_facts(home: Path) -> tuple[list[tuple[bytes, int, Claim]], dict[bytes, int]]:
     return asyncio.run(_claims_and_heads(ledger_path(home)))
 
@@ -103,6 +114,8 @@ def test_first_run_creates_the_home_and_researches(ran: tuple[Path, subprocess.C
         assert status.returncode == 0 and json.loads(status.stdout)["entries"] == sum(counts.values()), status.stderr
     assert counts["claim"] == 5 and counts["profile"] == 1  # the baseline, two calibration runs, two experiments
     assert counts["verify"] >= 1 and counts["mint"] >= 1
+    verifies = asyncio.run(_ok_verifies(ledger_path(home)))  # each commits to its evaluation's outputs
+    assert verifies and all(v.outputs is not None and len(v.outputs) == 32 for v in verifies)
     claims, _ = ledger_facts(home)
     assert sorted(c.seed for _, _, c in claims if c.parent is None) == [0, 1, 2]  # baseline and calibration
     assert "run-to-run noise of cpu-tiny: sd" in result.stdout
