@@ -75,6 +75,7 @@ class Research:
         self._settings = Settings(frozen=frozenset(config.frozen_constants))
         self._waves: dict[str, WaveQueue] = {}      # per class: the current wave's proposals ([research] waves)
         self.workers_of: dict[str, int] = {}        # per class: this node's workers
+        self._missing_best: dict[str, bytes] = {}   # per class: the best commit no peer served (said once)
         self.submissions = SubmitQueue(repo, self.history, ledger.spec, path=queue_path)  # durable with a path
         self.commits: CommitFetcher | None = None   # fetches other nodes' commits, once peered
         self.on_publish: Callable[[Entry], None] = lambda entry: None  # the peer's announce, once peered
@@ -178,6 +179,29 @@ class Research:
         rows = [r for r in self.ledger.state.records if r.platform_class == platform_class]
         return rows[-1].commit if rows else self.spec.spec.baseline_commit
 
+    async def parent_here(self, device: Device) -> bytes:
+        """The commit our next experiment builds on: the class's best when it is here or a peer serves
+        it, else the newest record we hold (the baseline at worst). A record whose bundle no peer
+        serves — its author went away, or never published it — must not stop our research."""
+        cls = device.platform_class
+        rows = [r for r in self.ledger.state.records if r.platform_class == cls]
+        best = self.parent_of(cls)
+        if await self._have(best):
+            self._missing_best.pop(cls, None)
+            return best
+        held = self.spec.spec.baseline_commit
+        for row in reversed(rows[:-1]):
+            if await gitrepo.has_commit(self.repo, row.commit):
+                held = row.commit
+                break
+        if held == best or not await self._have(held):
+            raise NoProposal(f"the best commit {best.hex()[:12]} is not here yet (no peer served it)")
+        if self._missing_best.get(cls) != best:
+            self._missing_best[cls] = best
+            self.display.event(f"[{device.label}] the best commit {best.hex()[:12]} is not here (no peer served "
+                               f"it): building on {held.hex()[:12]}, the best one here, until it comes")
+        return held
+
     # -- running
 
     async def _run_job(self, device: Device, train_py: Path, budget_s: int, steps: int | None, seed: int,
@@ -266,9 +290,7 @@ class Research:
         started = self.clock()
         cls = device.platform_class
         if submission is None:
-            parent = self.parent_of(cls)
-            if not await self._have(parent):
-                raise NoProposal(f"the best commit {parent.hex()[:12]} is not here yet (no peer served it)")
+            parent = await self.parent_here(device)
             parent_source = (await gitrepo.read_file(self.repo, parent, "train.py")).decode()
             proposal = self._propose(device, parent_source)
             key, source, what = proposal.key, proposal.source, describe(proposal.changes)
