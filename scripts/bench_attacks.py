@@ -1,12 +1,14 @@
-"""The mint, trust and market attacks of issue 12, played against the fold (no network yet).
+"""The mint, trust and market attacks of issue 12, played against the fold, then against a real node.
 
 Each attack builds the signed entries an attacker would publish beside an honest swarm, folds
 them as a store does (and in shuffled arrival orders where order is the attack), and prints one
 JSON object per line: {"attack", "succeeded", "attacker_ucr", ...}. `attacker_ucr` counts the
 credits the attacker's keys hold beyond what honest work entitles them to (always expected 0).
-The same attacks against real nodes on loopback need node/ (see the report of issue 12).
+The identity attacks (free keys asking to verify, rings, self-admission, fee floods) are then
+played against a real default node on loopback by scripts/attacks_live.py; the attacks here need
+trusted keys or an honest swarm's entries that an outside attacker cannot get that way.
 
-    python scripts/bench_attacks.py
+    python scripts/bench_attacks.py [--fold-only]
 """
 from __future__ import annotations
 
@@ -351,7 +353,8 @@ ATTACKS: list[Callable[[], tuple[bool, int, dict[str, Any]]]] = [
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     failed = 0
     for attack in ATTACKS:
         start = time.perf_counter()
@@ -360,6 +363,9 @@ def main() -> int:
         print(json.dumps({"attack": attack.__name__, "level": "fold", "succeeded": succeeded,
                           "attacker_ucr": attacker_ucr, **details,
                           "elapsed_s": round(time.perf_counter() - start, 3)}), flush=True)
+    if "--fold-only" not in args:  # then the identity attacks against a real default node
+        import attacks_live
+        failed += attacks_live.main([])
     return 1 if failed else 0
 
 
