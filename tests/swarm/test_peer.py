@@ -192,9 +192,14 @@ async def test_an_unreachable_bootstrap_is_one_plain_sentence() -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)
         writer.close()
+        await writer.wait_closed()
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # reads until the client gives up
+        try:
+            await reader.read()  # reads until the client gives up
+        finally:
+            writer.close()
+            await writer.wait_closed()
 
     closed = await asyncio.start_server(hang_up, "127.0.0.1", 0)
     closed_port = closed.sockets[0].getsockname()[1]
