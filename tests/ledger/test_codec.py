@@ -167,6 +167,7 @@ def test_random_structures_behind_a_good_signature_raise_only_ledger_errors(valu
 
 @settings(max_examples=200)
 @given(st.lists(values, min_size=8, max_size=8))
+@pytest.mark.slow
 def test_random_eight_field_payloads_raise_only_ledger_errors(fields: list[Any]) -> None:
     fields[0] = 1  # the right version: reach the header and body checks
     try:

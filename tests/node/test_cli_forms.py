@@ -51,6 +51,7 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_help_lists_every_command_with_a_line(tmp_path: Path) -> None:
     done = node("--help", home=tmp_path / "h")
     assert done.returncode == 0 and done.stderr == ""

@@ -106,6 +106,7 @@ async def job(user: MarketNode, *args: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+@pytest.mark.slow
 async def test_submit_list_show_cancel_and_bad_requests(tmp_path: Path) -> None:
     train_py = tmp_path / "train.py"
     train_py.write_text((Path(__file__).resolve().parents[2] / "trainer" / "train.py").read_text() + "\n# mine\n")

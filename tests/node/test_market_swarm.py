@@ -76,6 +76,7 @@ def job_status(node: MarketNode, job: bytes) -> str:
     return "missing" if info is None else info.status
 
 
+@pytest.mark.slow
 async def test_two_users_three_executors_jobs_run_and_settle(tmp_path: Path, data: PreparedData) -> None:
     run = trainer_runner(data.root, tmp_path / "scratch", tmp_path)
     roles: list[Role] = [("user1", USER1, PAYS, None), ("user2", USER2, PAYS, None)]
@@ -171,6 +172,7 @@ def _outputs(node: MarketNode, owner: bytes) -> list[bytes]:
     return [e for (e, o) in node.ledger.state.outputs if o == owner]
 
 
+@pytest.mark.slow
 async def test_a_lying_executor_is_refunded_by_a_spot_check_and_loses_reputation(tmp_path: Path,
                                                                                    data: PreparedData) -> None:
     checked = MarketConfig(offer=False, spot_check_rate=1.0)
@@ -194,6 +196,7 @@ async def test_a_lying_executor_is_refunded_by_a_spot_check_and_loses_reputation
         assert "replay measured val_bpb" in settle.body.reason
 
 
+@pytest.mark.slow
 async def test_a_picked_honest_job_is_paid_by_the_verifiers_own_measured_time(tmp_path: Path,
                                                                                data: PreparedData) -> None:
     """The payer's secret, committed in the job and revealed after the receipt, picks the job (the

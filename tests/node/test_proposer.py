@@ -45,6 +45,7 @@ def _only_constants_differ(parent: str, child: str, allowed: set[str]) -> set[st
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), rounds=st.integers(1, 8), profile=st.sampled_from(["cpu", "gpu"]))
+@pytest.mark.slow
 def test_proposals_parse_change_only_editable_constants_and_never_repeat(seed: int, rounds: int, profile: str) -> None:
     rng = random.Random(seed)
     allowed = set(editable(parse_program(GENESIS), profile, FROZEN))

@@ -65,6 +65,7 @@ def test_fake_printed_val_bpb_is_ignored(tmp_path: Path, data: PreparedData, fak
     assert "ignored the val_bpb train.py printed (0.001)" in result.reason
 
 
+@pytest.mark.slow
 def test_reading_the_validation_shard_fails(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("read_val.py", tmp_path, VAL_PATH=str(data.val_tokens)), data)
     assert result.status == "crash"
@@ -119,6 +120,7 @@ def test_symlinked_file_is_rejected(tmp_path: Path, data: PreparedData) -> None:
     assert result.status == "rejected" and "only regular files" in result.reason
 
 
+@pytest.mark.slow
 def test_writing_the_harness_fails(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     before = harness_hash()
     target = GENESIS.parent / "evaluate.py"
@@ -158,6 +160,7 @@ def test_network_is_unreachable(tmp_path: Path, data: PreparedData, fake_home: P
     assert received == []
 
 
+@pytest.mark.slow
 def test_writing_outside_the_work_folder_fails(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     outside = tmp_path / "outside.txt"
     result = run(cheat("write_outside.py", tmp_path, OUTSIDE_PATH=str(outside)), data)
@@ -166,6 +169,7 @@ def test_writing_outside_the_work_folder_fails(tmp_path: Path, data: PreparedDat
     assert not outside.exists()
 
 
+@pytest.mark.slow
 def test_node_key_is_invisible(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     key = fake_home / ".autoswarm" / "node.key"
     result = run(cheat("read_key.py", tmp_path, KEY_PATH=str(key)), data)
@@ -190,6 +194,7 @@ def test_running_past_the_limit_is_killed_with_its_children(tmp_path: Path, data
     assert beat.stat().st_size == size  # the detached child died with the sandbox
 
 
+@pytest.mark.slow
 def test_exhausting_memory_crashes_cleanly(tmp_path: Path, data: PreparedData, fake_home: Path) -> None:
     result = run(cheat("exhaust_memory.py", tmp_path), data, memory_limit_mb=1536)
     assert result.status == "crash"

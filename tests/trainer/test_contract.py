@@ -95,6 +95,7 @@ def _same(a: Contract, b: Contract) -> bool:
 
 @settings(max_examples=200, deadline=None)
 @given(contracts, st.text(max_size=200))
+@pytest.mark.slow
 def test_round_trip_after_any_log(contract: Contract, log: str) -> None:
     parsed = parse_contract(log + "\n" + format_contract(contract))
     assert _same(parsed, contract)

@@ -25,6 +25,7 @@ def default_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("home")
 
 
+@pytest.mark.slow
 def test_default_prepare_end_to_end(default_home: Path) -> None:
     started = time.monotonic()
     data = prepare("default", home=default_home, progress=False)
