@@ -51,7 +51,7 @@ import math
 import statistics
 
 from ledger import assign, credits, facts
-from ledger.bodies import MAX_LIST, MAX_SEAL_CLAIMS, Mint
+from ledger.bodies import MAX_SEAL_CLAIMS, Mint
 from ledger.fold import State
 
 from node.research.history import ClaimRecord, History
@@ -181,7 +181,7 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
     if not candidates:
         return []
     queue = [r for r in candidates if verifier not in state.measured.get(r.id, {})
-             and _rank(state, r.id, verifier) < _replays_wanted(state, r, noise, now_ms)]
+             and (rank := _rank(state, r.id, verifier)) is not None and rank < _replays_wanted(state, r, noise, now_ms)]
     queue = [r for r in queue if r.id not in state.verified or verifier not in replays_of(state, r.id)]
     if best is not None and any(r.id not in state.verified for r in queue):
         ref = reference(state, platform_class)
@@ -217,11 +217,11 @@ def _replays_wanted(state: State, record: ClaimRecord, noise: float, now_ms: int
     return wanted
 
 
-def _rank(state: State, claim_id: bytes, key: bytes) -> int:
+def _rank(state: State, claim_id: bytes, key: bytes) -> int | None:
     """The key's place in the claim's assignment (the fold's rank order, the same on every node);
-    past every rank when the claim has no seal yet or its seal did not assign the key."""
+    None when the claim has no seal yet or its seal did not assign the key: no wait opens it."""
     assigned = assign.assignment(state, claim_id)
-    return assigned.index(key) if assigned is not None and key in assigned else len(state.verifiers) + MAX_LIST
+    return assigned.index(key) if assigned is not None and key in assigned else None
 
 
 def sealable(state: State, sealer: bytes, limit: int = MAX_SEAL_CLAIMS) -> list[bytes]:
