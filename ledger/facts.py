@@ -11,11 +11,14 @@ Theory of operation. Three layers, each computed from the one below and the veri
    tolerance, with the value the anchors decided for those claims, and no replay that disagrees
    beyond it. It is judged against anchor decisions only (never against other earned keys), so
    a ring of Sybils cannot vouch for itself, and one disagreement takes the trust away again.
-3. Decisions: a claim's assigned, successful replays (ledger/assign.py: trusted keys drawn by the
-   claim's seal, which an anchor signs after the claim; an unsealed claim is never decided) (each verifier's first, by its own feed) in
-   a canonical order — (max(verify time, claim time), verify id) — are read prefix by prefix until
-   `quorum` of them agree within the noise; the agreed median verifies the claim, or refutes it
-   when it is off the claimed value by more than the noise. The claimant controls none of it.
+3. Decisions: a claim's assigned, successful replays (each verifier's first, by its own feed;
+   the assignment is ledger/assign.py's: trusted keys drawn by the claim's seal, which an anchor
+   signs after the claim, so an unsealed claim is never decided) in a canonical order —
+   (max(verify time, claim time), verify id) — are read prefix by prefix until `quorum` of them
+   agree within the noise; the agreed median verifies the claim, or refutes it when it is off
+   the claimed value by more than the noise. The claimant controls none of it. A trust change
+   or a seal moves assignments, and the decisions of the claims whose assignment moved are
+   recomputed.
 4. Records: a class's verified claims sorted by their decision key (the time the quorum's last
    replay says, then the deciding verify's id) are walked; a claim is a record when it beats the
    best before it by more than the noise. Its author's clock plays no part.
