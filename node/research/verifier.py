@@ -37,8 +37,9 @@ Five rules, each a pure function of the ledger:
    assigned key is offline the claim waits (docs/architecture.md).
 5. A re-measured reference. The best's value is the median of a quorum, itself a noisy draw; when
    it fell high, a no-better program needs less luck to beat it. So CONFIRM_REPLAYS more verifiers
-   (of its assignment: at most all of them) replay each new best (they mint nothing for it: quorum_of counts only the replays the fold
-   used), and rule 2's reference is the lower of the best and the mean of all its replays.
+   of its assignment (at most all of it) replay each new best (they mint nothing for it:
+   quorum_of counts only the replays the fold used), and rule 2's reference is the lower of the
+   best and the mean of all its replays.
 
 Among the claims left, the most promising first: a lower claimed value is both a larger gain and
 a higher chance of being a real record. Mints are built to the credit rules of ledger/credits.py
