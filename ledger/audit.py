@@ -286,7 +286,10 @@ def _read_tables(conn: sqlite3.Connection) -> fold.Tables:
         )
     ]
     verdicts = dict(conn.execute("SELECT entry, reason FROM verdicts").fetchall())
-    return fold.Tables(balances, frozen, records, verdicts)
+    has_seals = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seals'").fetchone()
+    # a file written before seals existed has no such table and no seal entry: its seals are none
+    seals = dict(conn.execute("SELECT claim, seal FROM seals").fetchall()) if has_seals else {}
+    return fold.Tables(balances, frozen, records, verdicts, seals)
 
 
 class _Absent:
@@ -310,12 +313,13 @@ def _key_text(key: Any) -> str:
 def _compare_tables(auditor: _Auditor, held: fold.Tables, want: fold.Tables) -> None:
     for name, file_map, fold_map in (
         ("balances", held.balances, want.balances), ("frozen", held.frozen, want.frozen),
-        ("verdicts", held.verdicts, want.verdicts),
+        ("verdicts", held.verdicts, want.verdicts), ("seals", held.seals, want.seals),
     ):
         for key in sorted(set(file_map) | set(fold_map), key=repr):
             a, b = file_map.get(key, _ABSENT), fold_map.get(key, _ABSENT)
             if a != b:
-                label = _key_text(key) if name != "verdicts" else f"entry {key.hex() if type(key) is bytes else key!r}"
+                label = _key_text(key) if name not in ("verdicts", "seals") \
+                    else f"entry {key.hex() if type(key) is bytes else key!r}"
                 auditor.problem(None, f"derived table {name}: {label}: file says {a!r}, fold says {b!r}")
     by_key_file = {(r.platform_class, r.n): r for r in held.records}
     by_key_fold = {(r.platform_class, r.n): r for r in want.records}

@@ -482,10 +482,35 @@ class Admit(Body):
             self._name("platform class", name)
 
 
+MAX_SEAL_CLAIMS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Seal(Body):
+    """An anchor fixes which verifiers count for these claims (ledger/assign.py): the claim's seal
+    is the smallest id among valid seals that list it, a value its author could not know when it
+    signed. Only an anchor's seal counts; anyone else's is judged invalid."""
+
+    kind: ClassVar[str] = "seal"
+    claims: list[bytes]      # claim entry ids, 1 to MAX_SEAL_CLAIMS, no duplicates
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.claims) <= MAX_SEAL_CLAIMS:
+            _fail(type(self), f"claims names 1 to {MAX_SEAL_CLAIMS} entries")
+        if len(set(self.claims)) != len(self.claims):
+            _fail(type(self), "claims names an entry twice")
+        for ref in self.claims:
+            self._bytes("claims item", ref, HASH_BYTES)
+
+    def refs(self) -> tuple[bytes, ...]:
+        return tuple(self.claims)
+
+
 BODY_TYPES: dict[str, type[Body]] = {
     cls.kind: cls
     for cls in (
         Profile, Claim, Verify, Mint, Transfer, Job, Offer, Receipt, Settle, Post, Hypothesis, Insight, Fraud, Admit,
+        Seal,
     )
 }
 KINDS = frozenset(BODY_TYPES)

@@ -15,15 +15,17 @@ the set of entries, so every node that holds the same entries judges every mint 
   (its decision's quorum); each of those verifiers, and no one else, mints its share once, to the
   claim's author, naming that quorum, the record's value and prev. A claim that is not a record
   in the fold mints nothing; the class's first record (prev None) is worth nothing.
-- verification: a trusted verifier mints the spec's fixed verify_ucr for its own verify entry of
-  another author's claim, once per (verifier, claim) however many replays it publishes.
+- verification: a verifier assigned to the claim (ledger/assign.py) mints the spec's fixed
+  verify_ucr for its own verify entry of another author's claim, once per (verifier, claim)
+  however many replays it publishes. An unassigned replay, or one of an unsealed claim, earns
+  nothing: a Sybil cannot farm fees by replaying claims nobody asked it to.
 Each verifier mints at most once per subject.
 """
 from __future__ import annotations
 
 import math
 
-from ledger import facts
+from ledger import assign, facts
 from ledger.bodies import Mint, Transfer
 from ledger.state import State
 
@@ -68,6 +70,8 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
         claim = state.claims.get(verify.claim)
         if claim is None or claim.author == author:
             return "a verifier earns no fee for replaying its own claim"
+        if not assign.is_assigned(state, verify.claim, author):
+            return "a verification fee is paid only to a verifier the claim's seal assigned"
         if (author, verify.claim) in state.fees:
             return "this verifier was already paid a fee for this claim"
         if mint.to != author:

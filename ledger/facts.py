@@ -11,10 +11,14 @@ Theory of operation. Three layers, each computed from the one below and the veri
    tolerance, with the value the anchors decided for those claims, and no replay that disagrees
    beyond it. It is judged against anchor decisions only (never against other earned keys), so
    a ring of Sybils cannot vouch for itself, and one disagreement takes the trust away again.
-3. Decisions: a claim's trusted, successful replays (each verifier's first, by its own feed) in
-   a canonical order — (max(verify time, claim time), verify id) — are read prefix by prefix until
-   `quorum` of them agree within the noise; the agreed median verifies the claim, or refutes it
-   when it is off the claimed value by more than the noise. The claimant controls none of it.
+3. Decisions: a claim's assigned, successful replays (each verifier's first, by its own feed;
+   the assignment is ledger/assign.py's: trusted keys drawn by the claim's seal, which an anchor
+   signs after the claim, so an unsealed claim is never decided) in a canonical order —
+   (max(verify time, claim time), verify id) — are read prefix by prefix until `quorum` of them
+   agree within the noise; the agreed median verifies the claim, or refutes it when it is off
+   the claimed value by more than the noise. The claimant controls none of it. A trust change
+   or a seal moves assignments, and the decisions of the claims whose assignment moved are
+   recomputed.
 4. Records: a class's verified claims sorted by their decision key (the time the quorum's last
    replay says, then the deciding verify's id) are walked; a claim is a record when it beats the
    best before it by more than the noise. Its author's clock plays no part.
@@ -30,6 +34,7 @@ import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ledger import assign
 from ledger.state import Decision, RecordRow, State
 
 TrustTest = Callable[[bytes, str], bool]
@@ -46,6 +51,8 @@ class Moved:
     # claim -> keys whose replays its decision read before or after the change: only their record
     # mints can have been judged on it (see credits.check_mint), so only they make a rebuild
     readers: dict[bytes, set[bytes]] = field(default_factory=dict)
+    # claim -> keys that entered or left its assignment: only their fee mints read it (credits.check_mint)
+    assigned: dict[bytes, set[bytes]] = field(default_factory=dict)
 
 
 def anchored(state: State, key: bytes, platform_class: str) -> bool:
@@ -138,9 +145,10 @@ def trusted(state: State, key: bytes, platform_class: str) -> bool:
 
 
 def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tuple[bytes, bytes]] = (),
-            anchors: Iterable[bytes] = ()) -> Moved:
+            anchors: Iterable[bytes] = (), sealed: Iterable[bytes] = ()) -> Moved:
     """Recomputes the facts that depend on `claims` (a trusted key replayed them), `replays` (new
-    (key, claim) replays, for the key's earned trust) and `anchors` (keys that were admitted)."""
+    (key, claim) replays, for the key's earned trust), `anchors` (keys that were admitted) and
+    `sealed` (claims whose seal moved)."""
     moved = Moved()
     anchor_dirty = set(claims)
     keys = set(anchors)
@@ -165,19 +173,25 @@ def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tup
     final_dirty = set(anchor_dirty)
     for key in sorted(candidates):
         classes = frozenset(c for c in state.spec.platform_classes if anchored(state, key, c) or earns(state, key, c))
-        if classes != state.verifiers.get(key, frozenset()):
+        had = state.verifiers.get(key, frozenset())
+        if classes != had:
             if classes:
                 state.verifiers[key] = classes
             else:
                 state.verifiers.pop(key, None)
             moved.trust.add(key)
             final_dirty |= state.verified_by.get(key, set())
+            final_dirty |= assign.retrust(state, key, had, classes, moved.assigned)
+    for claim_id in sealed:
+        if assign.reseal(state, claim_id, moved.assigned):
+            final_dirty.add(claim_id)
     # class -> claims appended at the tail of its verified order, or -1 once any change was elsewhere
     touched: dict[str, int] = {}
     for claim_id in final_dirty:
         if claim_id not in state.claims:
             continue
-        now, measured = decide(state, claim_id, lambda k, c: trusted(state, k, c))
+        members = {key for _, key in state.assigned.get(claim_id, ())}
+        now, measured = decide(state, claim_id, lambda k, c: k in members)
         read_before = set(state.measured.get(claim_id, ()))
         state.measured[claim_id] = measured
         before = state.decisions.get(claim_id)

@@ -24,8 +24,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 
-from ledger import codec, credits, facts, market
-from ledger.bodies import Admit, Claim, Fraud, Job, Mint, Offer, Receipt, Settle, Transfer, Verify
+from ledger import assign, codec, credits, facts, market
+from ledger.bodies import Admit, Claim, Fraud, Job, Mint, Offer, Receipt, Seal, Settle, Transfer, Verify
 from ledger.entry import Entry
 from ledger.errors import InvalidEntry
 from ledger.feed import check_fraud
@@ -35,9 +35,9 @@ from ledger.state import Changes, ClaimInfo, RecordRow, State, Tables, VerifyInf
 __all__ = ["Changes", "ClaimInfo", "RecordRow", "State", "Tables", "VerifyInfo", "apply", "apply_or_rebuild", "initial", "rebuild"]
 
 # Kinds whose validity the fold judges; their verdicts are a derived table.
-JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud", "job", "receipt", "settle"})
+JUDGED_KINDS = frozenset({"mint", "transfer", "admit", "fraud", "job", "receipt", "settle", "seal"})
 # Kinds that make facts (ledger/facts.py); a rebuild folds all of them before any other kind.
-FACT_KINDS = frozenset({"claim", "verify", "admit", "fraud"})
+FACT_KINDS = frozenset({"claim", "verify", "admit", "fraud", "seal"})
 
 
 def initial(spec: SwarmSpec) -> State:
@@ -73,6 +73,8 @@ def apply(state: State, entry: Entry) -> State:
         state.judged_authors.add(entry.author)
         if body.reason == "record":
             state.mint_claims.setdefault(body.subject, set()).add(entry.author)
+        elif (fee_of := state.verifies.get(body.subject)) is not None:
+            state.fee_claims.setdefault(fee_of.claim, set()).add(entry.author)  # it reads the assignment
         effect = _judge(state, entry, credits.check_mint(state, entry.author, body))
         if effect:
             credits.apply_mint(state, entry.id, entry.author, body)
@@ -105,7 +107,19 @@ def apply(state: State, entry: Entry) -> State:
         if effect:
             known = state.anchors.get(body.verifier, frozenset())
             state.anchors[body.verifier] = known | frozenset(body.platform_classes)
-            _moved(state, facts.refresh(state, anchors=[body.verifier]))
+            sealed = []
+            if assign.may_seal(state, body.verifier):
+                # seals it signed before it was an anchor count now, as if the admit had come first
+                for seal_id, claims in state.waiting_seals.pop(body.verifier, []):
+                    state.verdicts[seal_id] = state.changes.verdicts[seal_id] = ""
+                    sealed += assign.apply_seal(state, seal_id, body.verifier, claims)
+            _moved(state, facts.refresh(state, anchors=[body.verifier], sealed=sealed))
+    elif isinstance(body, Seal):
+        effect = _judge(state, entry, "" if assign.may_seal(state, entry.author) else "only an anchor seals claims")
+        if effect:
+            _moved(state, facts.refresh(state, sealed=assign.apply_seal(state, entry.id, entry.author, body.claims)))
+        else:
+            state.waiting_seals.setdefault(entry.author, []).append((entry.id, tuple(body.claims)))
     else:
         effect = False  # profile, post, hypothesis, insight: no derived state
     if effect or entry.kind in JUDGED_KINDS:
@@ -153,6 +167,10 @@ def _moved(state: State, moved: facts.Moved) -> None:
     if moved.rows_rewritten or moved.trust & state.judged_authors:
         state.needs_rebuild = True
         return
+    for claim_id, keys in moved.assigned.items():
+        if keys & state.fee_claims.get(claim_id, set()):
+            state.needs_rebuild = True  # a fee was judged on the assignment before it moved
+            return
     for claim_id, readers in moved.readers.items():
         if readers & state.mint_claims.get(claim_id, set()):
             state.needs_rebuild = True
@@ -201,6 +219,7 @@ def rebuild(spec: SwarmSpec, entries: Iterable[Entry]) -> State:
     state.changes.frozen.update(snapshot.frozen)
     state.changes.records.extend(snapshot.records)
     state.changes.verdicts.update(snapshot.verdicts)
+    state.changes.seals.update(snapshot.seals)
     return state
 
 
@@ -215,6 +234,7 @@ def tables(state: State) -> Tables:
         frozen=dict(state.frozen),
         records=sorted(state.records, key=lambda r: (r.platform_class, r.n)),
         verdicts=dict(state.verdicts),
+        seals=dict(state.seals),
     )
 
 

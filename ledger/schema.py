@@ -6,7 +6,9 @@ same tables with its own code, so the layout below is a file format: change it o
     meta(key, value)     ('format', FORMAT), ('spec', SignedSpec.wire); insert-only
     entries(row, ...)    rows 1, 2, 3, ...; chain = H(previous chain || id), row 1 chains from
                          the swarm id
-    balances, frozen, records, verdicts: the fold's derived tables, a cache that may be rewritten
+    balances, frozen, records, verdicts, seals: the fold's derived tables, a cache that may be
+                         rewritten (seals, claim -> its seal's id, came later: a file from before
+                         gets it when a store opens it, and the audit reads its absence as empty)
 
 Append-only is enforced inside SQLite, not only here: triggers refuse UPDATE and DELETE of entries
 and meta, and a BEFORE INSERT trigger refuses any row that is not the next one or that would clash
@@ -30,7 +32,8 @@ from ledger.spec import SignedSpec
 
 FORMAT = b"autoswarm-ledger/1"
 APPEND_ONLY = "ledger rows are append-only"
-DERIVED_TABLES = ("balances", "frozen", "records", "verdicts")
+DERIVED_TABLES = ("balances", "frozen", "records", "verdicts", "seals")
+SEALS_TABLE = "CREATE TABLE seals(claim BLOB PRIMARY KEY, seal BLOB NOT NULL)"
 READ_CHUNK_ROWS = 4096  # rows fetched per step of a whole-file read
 
 SCHEMA: tuple[str, ...] = (
@@ -59,6 +62,7 @@ SCHEMA: tuple[str, ...] = (
         platform_class TEXT NOT NULL, n INTEGER NOT NULL, claim BLOB NOT NULL, commit_id BLOB NOT NULL,
         author BLOB NOT NULL, value REAL NOT NULL, prev REAL, PRIMARY KEY(platform_class, n))""",
     "CREATE TABLE verdicts(entry BLOB PRIMARY KEY, reason TEXT NOT NULL)",
+    SEALS_TABLE,
 )
 
 INSERT_ENTRY = "INSERT INTO entries(row, id, author, seq, kind, time_ms, wire, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -68,6 +72,7 @@ UPSERT = {
     "records": "INSERT OR REPLACE INTO records(platform_class, n, claim, commit_id, author, value, prev) "
                "VALUES (?, ?, ?, ?, ?, ?, ?)",
     "verdicts": "INSERT OR REPLACE INTO verdicts(entry, reason) VALUES (?, ?)",
+    "seals": "INSERT OR REPLACE INTO seals(claim, seal) VALUES (?, ?)",
 }
 
 Row = tuple[int, bytes, bytes, int, str, int, bytes, bytes]  # as INSERT_ENTRY takes it
@@ -88,6 +93,7 @@ def change_rows(changes: fold.Changes) -> dict[str, list[tuple[object, ...]]]:
         "frozen": list(changes.frozen.items()),
         "records": [(r.platform_class, r.n, r.claim, r.commit, r.author, r.value, r.prev) for r in changes.records],
         "verdicts": list(changes.verdicts.items()),
+        "seals": list(changes.seals.items()),
     }
     return {table: r for table, r in rows.items() if r}
 

@@ -47,6 +47,8 @@ class SwarmSpec(Body):
     trust_tolerance_bpb: dict[str, float] = field(default_factory=dict)
     # Market (ledger/market.py): the share of jobs with a check_hash that a verifier must settle
     spot_check_per_mille: int = 100
+    # Sealed assignment (ledger/assign.py): the trusted keys whose replays count for a claim; 0: every one
+    assigned: int = 3
 
     def __post_init__(self) -> None:
         self._text("name", self.name, 128)
@@ -77,6 +79,9 @@ class SwarmSpec(Body):
         self._nonneg("record_ucr_per_bpb", self.record_ucr_per_bpb)
         self._nonneg("verify_ucr", self.verify_ucr)
         self._nonneg("trust_replays", self.trust_replays)
+        self._nonneg("assigned", self.assigned)
+        if 0 < self.assigned < self.quorum:
+            raise InvalidEntry("spec: assigned must be 0 (every trusted key) or at least the quorum")
         if not 0 <= self.spot_check_per_mille <= 1000:
             raise InvalidEntry("spec: spot_check_per_mille must be 0 to 1000")
         if not set(self.trust_tolerance_bpb) <= set(self.platform_classes):

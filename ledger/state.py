@@ -85,6 +85,7 @@ class Changes:
     records: list[RecordRow] = field(default_factory=list)
     verdicts: dict[bytes, str] = field(default_factory=dict)  # entry id -> "" (valid) or the reason
     replace_all: bool = False
+    seals: dict[bytes, bytes] = field(default_factory=dict)   # claim id -> its seal's entry id
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class Tables:
     frozen: dict[bytes, int]
     records: list[RecordRow]
     verdicts: dict[bytes, str]
+    seals: dict[bytes, bytes] = field(default_factory=dict)  # claim id -> its seal (ledger/assign.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,5 +179,13 @@ class State:
     # facts that judged entries read: when one of them moves afterwards, the fold rebuilds
     mint_claims: dict[bytes, set[bytes]] = field(default_factory=dict)  # claim -> authors of its record mints
     judged_authors: set[bytes] = field(default_factory=set)   # authors of judged mints and settles
+    # sealed assignment (ledger/assign.py)
+    seals: dict[bytes, bytes] = field(default_factory=dict)   # claim id -> smallest valid seal id naming it
+    # author -> (seal id, claims) of seals it published before it was an anchor: they count once it is one
+    waiting_seals: dict[bytes, list[tuple[bytes, tuple[bytes, ...]]]] = field(default_factory=dict)
+    assigned: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)  # claim -> sorted (rank, key)
+    assigned_to: dict[bytes, set[bytes]] = field(default_factory=dict)  # key -> claims it is assigned to
+    sealed_in: dict[str, set[bytes]] = field(default_factory=dict)      # class -> its sealed claims
+    fee_claims: dict[bytes, set[bytes]] = field(default_factory=dict)   # claim -> authors of its fee mints
     needs_rebuild: bool = False
     changes: Changes = field(default_factory=Changes)

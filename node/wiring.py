@@ -5,8 +5,9 @@ lock the home, load or create both identities, find the devices, prepare the dat
 subprocess), open the git repository and write the baseline commit, find the swarm (the one
 joined before, one whose spec a bootstrap peer serves, or our own, signed now), open the
 ledger and the peer, publish the profile, start the local API (HOME/api.json says where), then
-one worker task per device, the display and (as a creator admitting automatically) the admit
-loop and the credits market's loop (node/market/loop.py), all owned by one TaskGroup.
+one worker task per device, the display, (as a creator admitting automatically) the admit
+loop, the seal loop (it seals claims while one of our keys is an anchor) and the credits
+market's loop (node/market/loop.py), all owned by one TaskGroup.
 
 Shutdown is cancellation: SIGINT or SIGTERM cancels the serving task, the TaskGroup cancels every
 worker, a worker's trainer child is killed (node/research/experiment.py), and the `async with` blocks
@@ -26,7 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ledger.bodies import UCR_PER_CREDIT, Profile
+from ledger import assign
+from ledger.bodies import UCR_PER_CREDIT, Profile, Seal
+from ledger.errors import LedgerError
 from ledger.keys import Identity, short_id
 from ledger.spec import SignedSpec
 from ledger.store import Ledger
@@ -46,10 +49,12 @@ from node.home import Layout
 from node.market.loop import Market, MarketConfig
 from node.live import LiveBackend
 from node.platform import Device, detect
+from node.research import verifier
 from node.research.loop import Research
 
 
 ADMIT_INTERVAL_S = 2.0   # the creator looks for new profiles to admit this often
+SEAL_INTERVAL_S = 3.0    # an anchor node seals the claims that have no seal this often (replays wait for it)
 JOIN_SYNC_S = 60.0       # a joining node waits this long to hold its peers' ledger before working
 
 
@@ -165,6 +170,7 @@ async def _work(research: Research, devices: list[Device], display: Display, con
             helpers.append(tg.create_task(research.market.run(), name="market"))
         if config.admit == "auto" and research.spec.spec.creator == research.researcher.public_key:
             helpers.append(tg.create_task(_admit_loop(research), name="admit"))
+        helpers.append(tg.create_task(_seal_loop(research), name="seal"))
         workers = [tg.create_task(research.run_worker(d), name=f"worker-{d.label}") for d in devices]
         try:
             for worker in workers:
@@ -188,6 +194,23 @@ async def _admit_loop(research: Research) -> None:
             research.display.event(f"admitted {short_id(admit.verifier)} as a verifier of "
                                    f"{', '.join(admit.platform_classes)}")
         await asyncio.sleep(ADMIT_INTERVAL_S)
+
+
+async def _seal_loop(research: Research) -> None:
+    """While one of our keys is an anchor: seals the claims that have no seal, one bounded batch
+    per tick. Which verifiers count for a claim then follows from this seal's id, which the
+    claimant could not know when it signed (ledger/assign.py)."""
+    while True:
+        state = research.ledger.state
+        sealer = next((k for k in (research.verifier, research.researcher) if assign.may_seal(state, k.public_key)),
+                      None)
+        claims = verifier.sealable(state, sealer.public_key) if sealer is not None else []
+        if sealer is not None and claims:
+            try:
+                await research.publish(sealer, Seal(claims=claims))
+            except LedgerError as exc:  # a full disk or a closing ledger: say so, try again next tick
+                research.display.event(f"sealing {len(claims)} claims failed: {exc}")
+        await asyncio.sleep(SEAL_INTERVAL_S)
 
 
 async def serve(config: NodeConfig, display: Display) -> Research | None:

@@ -27,7 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ledger.bodies import Body, Claim, Profile
+from ledger import assign
+from ledger.bodies import Body, Claim, Profile, Seal
 from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.spec import SignedSpec
@@ -41,7 +42,7 @@ from node.errors import NoProposal, SetupError
 from node.home import DataInfo, Layout
 from node.market.loop import Market
 from node.platform import Device, torch_version
-from node.research import screening, work
+from node.research import screening, verifier, work
 from node.research.fetch import CommitFetcher
 from node.research.history import ClaimRecord, History
 from node.research.noise import calibration_report
@@ -128,7 +129,16 @@ class Research:
             own_experiments=work.own_experiments(self.history, cls, self.researcher.public_key),
             paid_jobs=self.market.pending() if self.market is not None else 0, verify=queue,
             submissions=len(self.submissions.queued()), done=self._done(), dry=dry,
-            busy=bool(self.replays.busy or self._busy_keys))
+            busy=bool(self.replays.busy or self._busy_keys), unsealed=self._unsealed(cls))
+
+    def _unsealed(self, platform_class: str) -> int:
+        """Claims of the class that our own seal loop (node/wiring.py) seals within seconds; 0 when
+        none of our keys may seal (then whether anyone seals them is not ours to wait for)."""
+        state = self.ledger.state
+        for key in (self.verifier.public_key, self.researcher.public_key):
+            if assign.may_seal(state, key):
+                return sum(1 for c in verifier.sealable(state, key) if state.claims[c].platform_class == platform_class)
+        return 0
 
     async def run_worker(self, device: Device) -> None:
         """Works until max_experiments is reached and nothing is left to verify (forever without a limit)."""
@@ -214,6 +224,10 @@ class Research:
         entry = await self.publish(self.researcher, body)
         record = ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body)
         self.history.add(record)
+        if body.val_bpb is not None and assign.may_seal(self.ledger.state, self.verifier.public_key):
+            # our verifier key is an anchor (a solo swarm's): seal at once, so the claim's replay can be
+            # the next work, as before seals; node/wiring.py's seal loop seals everyone else's claims
+            await self.publish(self.verifier, Seal(claims=[entry.id]))
         return record
 
     async def _have(self, commit: bytes) -> bool:

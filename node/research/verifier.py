@@ -26,16 +26,20 @@ Five rules, each a pure function of the ledger:
    follow only while the replays so far would still make a record: their median beats the best
    by the noise and the margin, and is within the noise of the claimed value (else the fold
    refutes the claim). Most lucky claims cost one replay, not a quorum.
-4. Rendezvous assignment. Every claim ranks the class's trusted verifiers in a pseudo-random order
-   derived from its id; a verifier replays a claim only when its rank is below the number of
-   replays the claim needs now (one more for every replay that disagreed, at most
-   MAX_EXTRA_REPLAYS more), so a hundred idle verifiers do not stampede one claim. One more rank
-   opens for every time budget a claim waits past STALL_BUDGETS budgets, so an offline verifier
-   or one that may not vouch for the author (`own`) delays a claim, never blocks it.
+4. The sealed assignment. Only the keys a claim's seal assigns (ledger/assign.py: spec.assigned
+   trusted keys, ranked by a hash of the seal, which an anchor signs after the claim) count for
+   it or earn its fee, so a verifier replays only claims that are sealed and assign it; an
+   unsealed claim waits for its seal. Within the assignment a verifier replays a claim only
+   when its rank is below the number of replays the claim needs now (one more for every replay
+   that disagreed, at most MAX_EXTRA_REPLAYS more), so the assigned keys do not all spend a
+   replay on a claim one of them may settle. One more rank opens for every time budget a claim
+   waits past STALL_BUDGETS budgets, so an offline assigned verifier delays a claim; when every
+   assigned key is offline the claim waits (docs/architecture.md).
 5. A re-measured reference. The best's value is the median of a quorum, itself a noisy draw; when
    it fell high, a no-better program needs less luck to beat it. So CONFIRM_REPLAYS more verifiers
-   replay each new best (they mint nothing for it: quorum_of counts only the replays the fold
-   used), and rule 2's reference is the lower of the best and the mean of all its replays.
+   of its assignment (at most all of it) replay each new best (they mint nothing for it:
+   quorum_of counts only the replays the fold used), and rule 2's reference is the lower of the
+   best and the mean of all its replays.
 
 Among the claims left, the most promising first: a lower claimed value is both a larger gain and
 a higher chance of being a real record. Mints are built to the credit rules of ledger/credits.py
@@ -44,12 +48,11 @@ the fold would refuse.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 
-from ledger import credits, facts
-from ledger.bodies import Mint
+from ledger import assign, credits, facts
+from ledger.bodies import MAX_SEAL_CLAIMS, Mint
 from ledger.fold import State
 
 from node.research.history import ClaimRecord, History
@@ -123,9 +126,13 @@ def _best_claim(state: State, platform_class: str) -> bytes | None:
 
 
 def _confirming(state: State, record: ClaimRecord) -> bool:
-    """Whether the claim is its class's best and still short of its confirmation replays."""
-    return (record.id == _best_claim(state, record.body.platform_class)
-            and len(replays_of(state, record.id)) < state.spec.quorum + CONFIRM_REPLAYS)
+    """Whether the claim is its class's best and still short of its confirmation replays, of which
+    only its assigned keys can give it any (so at most every one of them)."""
+    if record.id != _best_claim(state, record.body.platform_class):
+        return False
+    assigned = assign.assignment(state, record.id) or ()
+    done = sum(1 for key in replays_of(state, record.id) if key in assigned)
+    return done < min(state.spec.quorum + CONFIRM_REPLAYS, len(assigned))
 
 
 def noise_sd(state: State, platform_class: str) -> float:
@@ -174,10 +181,8 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
                   if r.id not in skip and r.author != verifier and r.author not in own]
     if not candidates:
         return []
-    ranked = _verifiers(state, platform_class)
-    me = ranked.index(verifier)
     queue = [r for r in candidates if verifier not in state.measured.get(r.id, {})
-             and _rank(len(ranked), r.id, me) < _replays_wanted(state, r, noise, now_ms)]
+             and (rank := _rank(state, r.id, verifier)) is not None and rank < _replays_wanted(state, r, noise, now_ms)]
     queue = [r for r in queue if r.id not in state.verified or verifier not in replays_of(state, r.id)]
     if best is not None and any(r.id not in state.verified for r in queue):
         ref = reference(state, platform_class)
@@ -213,20 +218,21 @@ def _replays_wanted(state: State, record: ClaimRecord, noise: float, now_ms: int
     return wanted
 
 
-def _verifiers(state: State, platform_class: str) -> list[bytes]:
-    return sorted(key for key, classes in state.verifiers.items() if platform_class in classes)
+def _rank(state: State, claim_id: bytes, key: bytes) -> int | None:
+    """The key's place in the claim's assignment (the fold's rank order, the same on every node);
+    None when the claim has no seal yet or its seal did not assign the key: no wait opens it."""
+    assigned = assign.assignment(state, claim_id)
+    return assigned.index(key) if assigned is not None and key in assigned else None
 
 
-def _rank(n: int, claim_id: bytes, index: int) -> int:
-    """Place of the verifier at `index` of the n sorted keys in the claim's order of verifiers: a
-    walk through the sorted keys from an offset with a stride coprime to n, both drawn from the
-    claim id (O(1) per claim, unlike hashing every key; the same order on every node)."""
-    digest = hashlib.sha256(b"autoswarm/verifier-rank\x00" + claim_id).digest()
-    offset = int.from_bytes(digest[:8], "big") % n
-    stride = 1 + int.from_bytes(digest[8:16], "big") % n
-    while math.gcd(stride, n) != 1:
-        stride += 1
-    return (index - offset) * pow(stride, -1, n) % n
+def sealable(state: State, sealer: bytes, limit: int = MAX_SEAL_CLAIMS) -> list[bytes]:
+    """Claims an anchor's node seals now: successful claims with no seal yet, not its own (a seal
+    does not count for its author's claims), oldest first, at most `limit` (one seal entry)."""
+    if not assign.may_seal(state, sealer):
+        return []
+    due = [(info.time_ms, claim_id) for claim_id, info in state.claims.items()
+           if claim_id not in state.seals and info.claimed is not None and info.author != sealer]
+    return [claim_id for _, claim_id in sorted(due)[:limit]]
 
 
 def fits_budget(training_s: float, budget_s: int) -> bool:

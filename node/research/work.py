@@ -14,8 +14,9 @@ The order, first match wins:
      has claimed CALIBRATE_AFTER experiments of its own in the class. Calibration only measures the
      noise for a line of advice, and on a CPU each run takes minutes: a new user should see the
      node's own research first (issue 18);
-  6. stop, when max_experiments is reached, no calibration is owed and no other worker of this
-     node is busy (idle while one is: it may publish a claim to verify);
+  6. stop, when max_experiments is reached, no calibration is owed, no other worker of this
+     node is busy (idle while one is: it may publish a claim to verify) and no claim of the class
+     waits for this node's seal (idle while one does: its replay may fall to us once sealed);
   7. an experiment of our own; when the proposer ran dry, owed calibration instead, else idle.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Situation:
     done: bool = False                     # max_experiments reached
     dry: bool = False                      # the last try at an experiment found nothing to propose
     busy: bool = False                     # another worker of this node is verifying or experimenting
+    unsealed: int = 0                      # claims of the class this node will seal within seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,7 @@ def choose_work(s: Situation) -> Decision:
     if calibrate and (s.own_experiments >= CALIBRATE_AFTER or s.done or s.dry):
         return Baseline(s.calibration_seed)
     if s.done:
-        return Idle() if s.busy else Stop()
+        return Idle() if s.busy or s.unsealed else Stop()
     return Idle() if s.dry else Experiment()
 
 

@@ -11,7 +11,9 @@ own choose_work (node/research/work.py): the baseline while the class has no suc
 claim, else the first claim of verifier.verification_queue, else an experiment on the class's
 best verified commit.
 Gossip is taken as instant (the swarm benchmark's p95 is under 0.5 s against 6-minute runs), so
-every node sees one fold state.
+every node sees one fold state. Sealing too: an anchor (node 0's verifier key) seals each
+successful claim as it is published, as an anchor node's seal loop does within seconds
+(node/wiring.py), so only the keys the seal assigns replay it (ledger/assign.py).
 
 The fake trainer: every program has a true val_bpb. An edit of a parent crashes, leaves it about
 the same, makes it worse, or makes it better by a gain whose scale shrinks as the swarm's true
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger import fold
-from ledger.bodies import Body, Claim, Verify
+from ledger.bodies import Body, Claim, Seal, Verify
 from ledger.entry import Entry, sign_entry
 from ledger.fold import RecordRow, State
 from ledger.keys import Identity
@@ -314,6 +316,8 @@ class _Swarm:
                      wall_s=job.end_s - job.start_s, peak_vram_mb=0.0, loss_curve=[],
                      diff_summary=summary, message=job.kind, bundle=None)
         entry = self.publish(self.researchers[node], body, job.end_s)
+        if value is not None:
+            self.publish(self.verifiers[0], Seal(claims=[entry.id]), job.end_s)
         self.truth[entry.id] = true_bpb
         record = ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body)
         self.history.add(record)

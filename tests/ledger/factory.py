@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ledger import credits, fold
 
-from ledger.bodies import Body, Claim, Mint, Post, Transfer, Verify
+from ledger.bodies import Body, Claim, Mint, Post, Seal, Transfer, Verify
 from ledger.entry import Entry, sign_entry
 from ledger.keys import Identity
 from ledger.spec import SignedSpec, SwarmSpec, sign_spec
@@ -22,7 +22,7 @@ def identity(n: int) -> Identity:
 
 
 def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, verify_ucr: int = 1000,
-              trust_replays: int = 5) -> SignedSpec:
+              trust_replays: int = 5, assigned: int = 3) -> SignedSpec:
     spec = SwarmSpec(
         name="test", creator=creator.public_key, created_ms=0,
         harness_hash=b"h" * 32, dataset_hash=b"d" * 32, tokenizer_hash=b"t" * 32,
@@ -30,7 +30,7 @@ def make_spec(creator: Identity, verifiers: list[Identity], quorum: int = 1, ver
         allowed_files=["train.py"], platform_classes=[CLASS, "h100"],
         verifiers=[v.public_key for v in verifiers], quorum=quorum,
         noise_bpb={CLASS: NOISE, "h100": 0.002}, record_ucr_per_bpb=RATE, verify_ucr=verify_ucr,
-        trust_replays=trust_replays,
+        trust_replays=trust_replays, assigned=assigned,
     )
     return sign_spec(creator, spec)
 
@@ -74,6 +74,11 @@ def verify(claim_entry: Entry, val_bpb: float | None) -> Verify:
         claim=claim_entry.id, commit=body.commit, platform_class=body.platform_class,
         status="ok" if val_bpb is not None else "crash", val_bpb=val_bpb, num_steps=100, seed=1, training_s=3.0,
     )
+
+
+def seal(*claims: Entry) -> Seal:
+    """An anchor's seal of these claims: without one, no replay of a claim counts (ledger/assign.py)."""
+    return Seal(claims=[c.id for c in claims])
 
 
 def record_mint(claim_entry: Entry, quorum: list[Entry], value: float, prev_best: float | None, amount: int) -> Mint:
@@ -132,6 +137,7 @@ def valid_history(spec: SignedSpec, verifiers: list[Identity], users: list[Ident
         action = rng.choice(["claim", "verify", "vmint", "pay", "post"])
         if action == "claim" or not claims:
             claims.append(add(rng.choice(users), claim(n, round(rng.uniform(1.0, 2.0), 3))))
+            add(verifiers[0], seal(claims[-1]))
         elif action == "verify":
             c, v = rng.choice(claims), rng.choice(verifiers)
             value = c.body.val_bpb  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from ledger.feed import make_fraud
 from ledger.keys import Identity
 from ledger.spec import SignedSpec
 from ledger.store import Ledger
-from tests.ledger.factory import Feeds, claim, identity, make_spec, post, record_mint, transfer, verify
+from tests.ledger.factory import Feeds, claim, identity, make_spec, post, record_mint, seal, transfer, verify
 
 CREATOR = identity(300)
 VERIFIER = identity(301)
@@ -59,6 +59,7 @@ def history(signed: SignedSpec) -> tuple[list[Entry], Entry, Entry, Entry]:
     best: float | None = None
     for n, value in enumerate([1.5, 1.4, 1.39, 1.2, 1.1, 1.05]):
         c = add(USERS[n % len(USERS)], claim(n + 1, value))
+        add(VERIFIER, seal(c))
         v = add(VERIFIER, verify(c, value))
         add(VERIFIER, Mint(reason="verification", subject=v.id, quorum=[], to=VERIFIER.public_key,
                            amount=1000, value=None, prev_best=None))
@@ -72,7 +73,8 @@ def history(signed: SignedSpec) -> tuple[list[Entry], Entry, Entry, Entry]:
     vmints = [e for e in rows if isinstance(e.body, Mint) and e.body.reason == "verification"]
     pay = add(VERIFIER, transfer(USERS[0], 1500, [vmints[0].id, vmints[1].id]))
     add(USERS[0], transfer(USERS[1], 700, [pay.id]))
-    bad_mint = add(VERIFIER, Mint(reason="verification", subject=rows[1].id, quorum=[], to=VERIFIER.public_key,
+    first_verify = next(e for e in rows if e.kind == "verify")
+    bad_mint = add(VERIFIER, Mint(reason="verification", subject=first_verify.id, quorum=[], to=VERIFIER.public_key,
                                   amount=5000, value=None, prev_best=None))  # twice for one verify, wrong amount
     bad_transfer = add(USERS[2], transfer(USERS[3], 10**9, [rows[0].id]))  # spends what it never received
     a = add(FORKER, post("one"))

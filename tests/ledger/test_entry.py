@@ -9,7 +9,7 @@ import pytest
 from ledger import codec
 from ledger.bodies import (
     KINDS, Admit, Body, Claim, Fraud, Hypothesis, Insight, Job, Mint, Offer, Post, Profile, Receipt, Settle, Transfer,
-    Verify,
+    Verify, Seal,
 )
 from ledger.entry import (
     DOMAIN, MAX_FRAUD_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES, VERSION, Entry, check_signature, decode_entry, entry_hash,
@@ -55,6 +55,7 @@ EXAMPLES: list[Body] = [
     Insight(text="lr warmup matters", sources=[H]),
     _fork(),
     Admit(verifier=OTHER.public_key, platform_classes=["cpu-tiny"]),
+    Seal(claims=[H, H2]),
 ]
 
 

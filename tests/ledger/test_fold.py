@@ -81,6 +81,7 @@ def replay_as_a_store(spec: SwarmSpec, rows: list[Entry]) -> fold.Tables:
         persisted.frozen.update(changes.frozen)
         records.update({(r.platform_class, r.n): r for r in changes.records})  # INSERT OR REPLACE
         persisted.verdicts.update(changes.verdicts)
+        persisted.seals.update(changes.seals)
     # a balance that went to zero stays in the file as a 0 row, which readers take for no balance
     return dataclasses.replace(persisted, balances={k: v for k, v in persisted.balances.items() if v},
                                records=[records[k] for k in sorted(records)])
@@ -101,13 +102,13 @@ def test_minting_is_bounded_by_progress() -> None:
 
 def test_a_claim_whose_numbers_do_not_reproduce_is_refuted_and_mints_nothing() -> None:
     from ledger import credits
-    from tests.ledger.factory import NOISE, Feeds, claim, record_mint, verify
+    from tests.ledger.factory import NOISE, Feeds, claim, record_mint, seal, verify
 
     signed = make_spec(CREATOR, VERIFIERS, quorum=2)
     feeds, state = Feeds(signed.swarm_id), fold.initial(signed.spec)
     liar = feeds.sign(USERS[0], claim(1, 0.80))          # claims 0.80
     honest = feeds.sign(USERS[1], claim(2, 1.20))
-    for entry in (liar, honest):
+    for entry in (liar, honest, feeds.sign(VERIFIERS[0], seal(liar, honest))):
         fold.apply(state, entry)
     measured = [feeds.sign(v, verify(liar, 1.25 + i * NOISE / 2)) for i, v in enumerate(VERIFIERS)]
     for entry in measured:

@@ -18,7 +18,7 @@ from ledger.feed import make_fraud
 from ledger.keys import Identity
 from ledger.spec import SignedSpec
 from ledger.store import Ledger, Status
-from tests.ledger.factory import CLASS, Appender, Feeds, claim, commit, identity, make_spec, transfer, verify
+from tests.ledger.factory import CLASS, Appender, Feeds, claim, commit, identity, make_spec, seal, transfer, verify
 from tests.ledger.test_fold import topological_shuffle
 
 CREATOR, V1, V2 = identity(400), identity(401), identity(402)  # V1 funds payers, V2 spot-checks
@@ -85,6 +85,7 @@ class Market:
     async def fund(self, payer: Identity) -> Entry:
         """V1 earns a verification mint and pays all of it to `payer`."""
         c = await self.add(payer, claim(len(self.rows), 1.5))
+        await self.add(V1, seal(c))
         v = await self.add(V1, verify(c, 1.5))
         m = await self.add(V1, Mint(reason="verification", subject=v.id, quorum=[], to=V1.public_key,
                                     amount=FUND_UCR, value=None, prev_best=None))
@@ -383,6 +384,7 @@ def market_history(spec: SignedSpec, *, steps: int, seed: int) -> list[Entry]:
     entries: dict[bytes, Entry] = {}
     for n, payer in enumerate(payers):
         c = add(payer, claim(1000 + n, 1.5))
+        add(V1, seal(c))
         v = add(V1, verify(c, 1.5))
         m = add(V1, Mint(reason="verification", subject=v.id, quorum=[], to=V1.public_key, amount=FUND_UCR,
                          value=None, prev_best=None))
@@ -502,6 +504,7 @@ def test_incremental_market_changes_equal_a_rebuild(seed: int, steps: int, fork_
         persisted.frozen.update(changes.frozen)
         persisted.records.extend(changes.records)
         persisted.verdicts.update(changes.verdicts)
+        persisted.seals.update(changes.seals)
     rebuilt = fold.rebuild(SPEC.spec, rows)
     # a balance that went to zero stays in the file as a 0 row, which readers take for no balance
     persisted = dataclasses.replace(persisted, balances={k: v for k, v in persisted.balances.items() if v})

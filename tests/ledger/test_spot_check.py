@@ -7,7 +7,7 @@ import random
 from ledger import fold, market
 from ledger.bodies import Job, Receipt, Settle
 from ledger.entry import Entry
-from tests.ledger.factory import CLASS, Feeds, commit, identity, make_spec, transfer, verify, claim
+from tests.ledger.factory import CLASS, Feeds, commit, identity, make_spec, transfer, verify, claim, seal
 from tests.ledger.test_fold import topological_shuffle
 from tests.ledger.test_market import escrow_body, offer_body
 
@@ -24,6 +24,7 @@ class World:
         self.feeds.swarm = self.state.swarm_id
         self.rows: list[Entry] = []
         c = self.add(PAYER, claim(1, 1.5))
+        self.add(V1, seal(c))
         v = self.add(V1, verify(c, 1.5))
         from ledger.bodies import Mint
         m = self.add(V1, Mint(reason="verification", subject=v.id, quorum=[], to=V1.public_key, amount=FUND,

@@ -15,7 +15,7 @@ from ledger.errors import StoreError, Tampered
 from ledger.feed import check_fraud
 from ledger.spec import SignedSpec
 from ledger.store import Ledger, Status
-from tests.ledger.factory import Feeds, claim, identity, make_spec, post, valid_history, verify
+from tests.ledger.factory import Feeds, claim, identity, make_spec, post, seal, valid_history, verify
 
 CREATOR = identity(200)
 VERIFIERS = [identity(201), identity(202)]
@@ -81,8 +81,9 @@ async def test_derived_tables_hold_the_fold(tmp_path: Path) -> None:
         assert dict(conn.execute("SELECT entry, reason FROM verdicts").fetchall()) == want.verdicts
         records = conn.execute("SELECT platform_class, n, claim, commit_id, author, value, prev FROM records "
                                "ORDER BY platform_class, n").fetchall()
+        assert dict(conn.execute("SELECT claim, seal FROM seals").fetchall()) == want.seals
     assert [fold.RecordRow(*r) for r in records] == sorted(want.records, key=lambda r: (r.platform_class, r.n))
-    assert want.balances and want.verdicts  # the history did exercise the credit rules
+    assert want.balances and want.verdicts and want.seals  # the history did exercise the credit rules
 
 
 async def test_duplicate(tmp_path: Path) -> None:
@@ -176,13 +177,14 @@ async def test_fraud_after_counted_entries_rebuilds_the_fold(tmp_path: Path) -> 
     feeds = Feeds(SPEC.swarm_id)
     cheat = VERIFIERS[1]
     c = feeds.sign(USERS[0], claim(1, 1.5))
+    s = feeds.sign(VERIFIERS[0], seal(c))
     v = feeds.sign(cheat, verify(c, 1.5))
     m = feeds.sign(cheat, Mint(reason="verification", subject=v.id, quorum=[], to=cheat.public_key,
                                amount=1000, value=None, prev_best=None))
     v_other = feeds.sign_at(cheat, 1, None, post("fork"))
     path = tmp_path / "l"
     async with Ledger.open(path, SPEC) as ledger:
-        for entry in (c, v, m):
+        for entry in (c, s, v, m):
             await ledger.append(entry)
         assert ledger.state.balances[cheat.public_key] == 1000
         fork = await ledger.append(v_other)
@@ -293,11 +295,11 @@ async def test_triggers_refuse_rewrites_inside_sqlite(tmp_path: Path) -> None:
         ]:
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 conn.execute(sql, args)
-        assert conn.execute("SELECT count(*) FROM entries").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM entries").fetchone() == (len(rows),)
     finally:
         conn.close()
     async with Ledger.open(path) as again:
-        assert await again.count() == 5
+        assert await again.count() == len(rows)
 
 
 async def test_failed_transaction_acknowledges_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 
 from ledger import fold
-from ledger.bodies import Admit
+from ledger.bodies import Admit, Claim
 from ledger.entry import Entry, sign_entry
-from tests.ledger.factory import CLASS, NOISE, Feeds, claim, identity, make_spec, verify
+from tests.ledger.factory import CLASS, NOISE, Feeds, claim, identity, make_spec, seal, verify
 from tests.ledger.test_fold import topological_shuffle
 
 CREATOR, ANCHOR, NEW, NEW2, ALICE, BOB = (identity(500 + i) for i in range(6))
@@ -25,6 +25,8 @@ class World:
         entry = self.feeds.sign(who, body)
         fold.apply(self.state, entry)
         self.rows.append(entry)
+        if isinstance(body, Claim):  # the anchor seals it at once, as an anchor node does within seconds
+            self.add(ANCHOR, seal(entry))
         return entry
 
     def trusted(self, who) -> bool:
@@ -109,6 +111,7 @@ def test_a_claimant_cannot_move_its_record_ahead_by_lying_about_its_clock() -> N
     w.feeds.heads[BOB.public_key] = (liar.seq, liar.id)
     fold.apply(w.state, liar)
     w.rows.append(liar)
+    w.add(ANCHOR, seal(liar))
     w.add(ANCHOR, verify(liar, 1.395))
     assert [r.claim for r in w.state.records] == [base.id, honest.id]
     for seed in range(20):

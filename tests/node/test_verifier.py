@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import fold
-from ledger.bodies import Claim, Verify
+from ledger import assign, fold
+from ledger.bodies import Claim, Seal, Verify
 from ledger.entry import Entry
 from ledger.fold import State
 from ledger.keys import Identity
@@ -15,7 +15,8 @@ from ledger.store import Ledger
 from node.display import Display
 from node.research.history import ClaimRecord, History
 from node.research.verifier import (CLAIM_Z, CONFIRM_REPLAYS, SPEC_NOISE_SDS, STALL_BUDGETS, fits_budget, noise_sd, owed_fees, owed_records,
-                           quorum_of, record_mint, reference, settled, verification_mint, verification_queue)
+                           quorum_of, record_mint, reference, sealable, settled, verification_mint,
+                           verification_queue)
 from tests.ledger.factory import CLASS, NOISE, RATE, Feeds, commit, identity, make_spec
 
 RESEARCHER, VERIFIER = identity(1), identity(2)
@@ -42,6 +43,10 @@ async def test_queue_then_record_and_fee_mints_are_valid(tmp_path: Path) -> None
         crash = await ledger.publish(RESEARCHER, _claim(2, None), time_ms=3)
         await history.sync(ledger)
         me = VERIFIER.public_key
+        assert verification_queue(ledger.state, history, me, CLASS, set()) == []  # nothing sealed yet
+        assert sealable(ledger.state, me) == [base.id, worse.id]  # successful claims only, oldest first
+        assert sealable(ledger.state, RESEARCHER.public_key) == []  # no anchor: its seal would not count
+        await ledger.publish(VERIFIER, Seal(claims=sealable(ledger.state, me)), time_ms=3)
         # before anything is verified: the baseline only (a child would meet no bar)
         assert [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())] == [base.id]
         assert crash.id not in [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())]
@@ -57,6 +62,7 @@ async def test_queue_then_record_and_fee_mints_are_valid(tmp_path: Path) -> None
 
         good = await ledger.publish(RESEARCHER, _claim(3, 1.8), time_ms=7)
         close = await ledger.publish(RESEARCHER, _claim(4, 2.0 - NOISE / 2), time_ms=8)
+        await ledger.publish(VERIFIER, Seal(claims=sealable(ledger.state, me)), time_ms=8)
         await history.sync(ledger)
         # now only claims that beat the best (2.0) by more than the noise
         assert [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())] == [good.id]
@@ -93,8 +99,10 @@ async def test_mints_owed_after_a_stop_are_found_in_record_order(tmp_path: Path)
     me = VERIFIER.public_key
     async with Ledger.open(tmp_path / "l.sqlite", spec) as ledger:
         base = await ledger.publish(RESEARCHER, _claim(0, 2.0, parent=None), time_ms=1)
+        await ledger.publish(VERIFIER, Seal(claims=[base.id]), time_ms=1)
         v0 = await ledger.publish(VERIFIER, _verify(base.id, base.body, 2.0), time_ms=2)  # type: ignore[arg-type]
         good = await ledger.publish(RESEARCHER, _claim(1, 1.5), time_ms=3)
+        await ledger.publish(VERIFIER, Seal(claims=[good.id]), time_ms=3)
         v1 = await ledger.publish(VERIFIER, _verify(good.id, good.body, 1.5), time_ms=4)  # type: ignore[arg-type]
         assert owed_records(ledger.state, me) == [base.id, good.id]
         assert [f.subject for f in owed_fees(ledger.state, me)] == [v0.id, v1.id]
@@ -120,12 +128,23 @@ def _swarm(quorum: int = 2) -> tuple[State, Feeds, History]:
     return state, Feeds(state.swarm_id), History()
 
 
-def _publish(state: State, feeds: Feeds, history: History, who: Identity, body: Claim | Verify) -> Entry:
+SEALER = MANY[-1]
+
+
+def _publish(state: State, feeds: Feeds, history: History, who: Identity, body: Claim | Verify,
+             sealed: bool = True) -> Entry:
     entry = feeds.sign(who, body)
     fold.apply(state, entry)
     if isinstance(body, Claim):
         history.add(ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body))
+        if sealed:  # an anchor node's seal loop seals it within seconds
+            fold.apply(state, feeds.sign(SEALER, Seal(claims=[entry.id])))
     return entry
+
+
+def _assigned(state: State, claim_id: bytes) -> list[Identity]:
+    keys = assign.assignment(state, claim_id) or ()
+    return sorted((v for v in MANY if v.public_key in keys), key=lambda v: keys.index(v.public_key))
 
 
 def _takers(state: State, history: History, claim_id: bytes, now_ms: int | None = None) -> list[Identity]:
@@ -135,7 +154,7 @@ def _takers(state: State, history: History, claim_id: bytes, now_ms: int | None 
 
 def _with_record(state: State, feeds: Feeds, history: History, value: float = 2.0) -> None:
     base = _publish(state, feeds, history, RESEARCHER, _claim(0, value, parent=None))
-    for v in MANY[:2]:
+    for v in _assigned(state, base.id)[:2]:
         _publish(state, feeds, history, v, _verify(base.id, base.body, value))  # type: ignore[arg-type]
     assert state.best[CLASS] == value
 
@@ -154,14 +173,26 @@ def test_one_replay_first_then_the_quorum_then_more_when_stalled() -> None:
     assert len(_takers(state, history, good.id, now_ms=good.time_ms + 1000)) == 1
     _publish(state, feeds, history, second[0], _verify(good.id, good.body, 1.9))  # type: ignore[arg-type]
     assert good.id in state.verified and good.id == state.records[-1].claim
-    # the new best is re-measured by a few more verifiers, who mint no record share for it
+    # the new best is re-measured by the rest of its assignment, who mint no record share for it
     confirming = _takers(state, history, good.id, now_ms=stalled)
-    assert len(confirming) == CONFIRM_REPLAYS and not set(confirming) & set(first + second)
+    wanted = min(state.spec.quorum + CONFIRM_REPLAYS, state.spec.assigned) - 2
+    assert len(confirming) == wanted == 1 and not set(confirming) & set(first + second)
     for v in confirming:
         _publish(state, feeds, history, v, _verify(good.id, good.body, 1.88))  # type: ignore[arg-type]
         assert record_mint(state, v.public_key, good.id)[0] is None
     assert _takers(state, history, good.id, now_ms=stalled) == [] and settled(state, history.claims[good.id])
-    assert len(quorum_of(state, good.id)) == 2 and reference(state, CLASS) == pytest.approx(1.8867, abs=1e-4)
+    assert len(quorum_of(state, good.id)) == 2 and reference(state, CLASS) == pytest.approx(1.8933, abs=1e-4)
+
+
+def test_only_the_keys_a_seal_assigns_ever_take_a_claim() -> None:
+    state, feeds, history = _swarm()
+    _with_record(state, feeds, history)
+    waiting = _publish(state, feeds, history, RESEARCHER, _claim(1, 1.9), sealed=False)
+    assert _takers(state, history, waiting.id, now_ms=10**12) == []  # no seal: no verifier, however long
+    fold.apply(state, feeds.sign(SEALER, Seal(claims=[waiting.id])))
+    assigned = _assigned(state, waiting.id)
+    assert len(assigned) == state.spec.assigned
+    assert set(_takers(state, history, waiting.id, now_ms=10**12)) == set(assigned)  # stalled: all of them
 
 
 def test_a_replay_that_says_no_record_ends_the_claim() -> None:
@@ -199,6 +230,6 @@ def test_noise_is_estimated_from_replays_of_one_claim() -> None:
     state, feeds, history = _swarm(quorum=3)
     for n in range(5):
         c = _publish(state, feeds, history, RESEARCHER, _claim(n, 2.0, parent=None if n == 0 else 0))
-        for v, delta in zip(MANY[:3], (-0.003, 0.0, 0.003)):
+        for v, delta in zip(_assigned(state, c.id), (-0.003, 0.0, 0.003)):
             _publish(state, feeds, history, v, _verify(c.id, c.body, 2.0 + delta))  # type: ignore[arg-type]
     assert noise_sd(state, CLASS) == pytest.approx(0.003)  # 10 degrees of freedom, sd of (-3, 0, 3) milli

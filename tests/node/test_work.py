@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.bodies import Claim
+from ledger.bodies import Claim, Seal
 from node.config import load_config
 from node.display import Display
 from node.home import DataInfo, Layout
 from node.platform import Device
-from node.research import work
+from node.research import verifier, work
 from node.research.history import ClaimRecord
 from node.research.loop import Research
 from node.research.runs import Live
@@ -39,7 +39,14 @@ situations = st.builds(
     Situation, baseline_done=st.booleans(), baseline_running=st.booleans(),
     calibration_seed=st.none() | st.integers(1, 5), own_experiments=st.integers(0, 3),
     paid_jobs=st.integers(0, 2), verify=st.lists(st.integers(0, 9).map(_record), max_size=3),
-    submissions=st.integers(0, 2), done=st.booleans(), dry=st.booleans(), busy=st.booleans())
+    submissions=st.integers(0, 2), done=st.booleans(), dry=st.booleans(), busy=st.booleans(),
+    unsealed=st.integers(0, 2))
+
+
+@given(situations)
+def test_a_worker_never_stops_while_a_claim_waits_for_our_own_seal(s: Situation) -> None:
+    if work.choose_work(s) == Stop():
+        assert not s.unsealed and not s.busy and s.done
 
 
 @given(situations)
@@ -128,6 +135,13 @@ def test_the_simulator_chooses_with_the_research_loops_function(monkeypatch: pyt
     assert any(not s.baseline_done for s in spy.seen) and any(s.verify for s in spy.seen)
 
 
+async def _seal(kit: KitBackend) -> None:
+    """What the node's seal loop does (node/wiring.py): the kit's verifier key is the spec's anchor."""
+    claims = verifier.sealable(kit.ledger.state, kit.verifier.public_key)
+    if claims:
+        await kit.ledger.publish(kit.verifier, Seal(claims=claims), time_ms=kit.clock_ms)
+
+
 def _research(kit: KitBackend, tmp_path: Path, clock: Callable[[], float] = time.time) -> Research:
     config = load_config(["--home", str(tmp_path / "home"), "--profile", "cpu"], {})
     return Research(config, kit.ledger, kit.repo, Layout(tmp_path / "home"),
@@ -140,6 +154,7 @@ async def test_a_worker_chooses_with_the_same_function(monkeypatch: pytest.Monke
     monkeypatch.setattr(work, "choose_work", spy)
     async with backend(tmp_path) as kit:
         research = _research(kit, tmp_path)
+        await _seal(kit)
         await research.run_worker(DEVICE)   # Stop: returns after one choice
     (seen,) = spy.seen
     # the kit's ledger holds our baseline claim, and our verifier key is the swarm's trusted one
@@ -152,6 +167,11 @@ async def test_the_injected_clock_decides_when_a_slow_replay_is_tried_again(tmp_
     async with backend(tmp_path) as kit:
         research = _research(kit, tmp_path, clock=lambda: now[0])
         await research.history.sync(kit.ledger)
+        # unsealed, the baseline has no verifiers yet; the node itself seals it within seconds
+        before = research.situation(DEVICE)
+        assert (before.verify == []) == (before.unsealed == 1)
+        await _seal(kit)
+        assert research.situation(DEVICE).unsealed == 0
         (claim,) = [r.id for r in research.situation(DEVICE).verify]
         research.replays.inconclusive[claim] = (1, 1500.0)   # too slow once: again after 1500 s on the clock
         assert research.situation(DEVICE).verify == []
