@@ -166,6 +166,10 @@ class NodeConfig:
         """What `admit` puts in the spec of a swarm this node creates: with "none", no key earns trust."""
         return {"trust_replays": 0} if self.admit == "none" else {}
 
+    def max_steps(self, device: str, budget_s: int) -> int:
+        """The max_steps of this device's class in the spec of a swarm this node creates."""
+        return max_steps_for(device, budget_s)
+
 
 # Steps per second no program of a class comes near, times the spec's budget: the spec's max_steps
 # (ledger/plausible.py refuses claims of more). An agent edits the batch and the model, so this
