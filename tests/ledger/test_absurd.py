@@ -159,6 +159,20 @@ def test_a_claim_whose_replays_all_fail_is_a_strike_once_a_quorum_failed() -> No
     assert d.id in w.state.claims
 
 
+def test_a_lie_settled_by_one_disagreeing_replay_is_a_strike_before_any_quorum() -> None:
+    """With a quorum of two, verifiers stop at the first replay that says the number does not
+    reproduce (node/research/verifier.py `settled`): the fold never refutes it, the standing counts it."""
+    w = World(quorum=2, verifiers=(V1, V2))
+    lie = w.claimed(BOB, 1.0, {V1: 1.0 + 10 * NOISE})
+    assert lie.id not in w.state.refuted
+    assert standing(w.state, BOB.public_key) == Standing(disputed=1)
+    w.claimed(ALICE, 1.2, {V1: 1.2 + NOISE / 2})  # within the noise: no strike
+    w.claimed(ALICE, 1.3, {ALICE: 9.0, CAROL: 9.0})  # its own and an untrusted key's replays: none either
+    assert standing(w.state, ALICE.public_key) == Standing()
+    w.add(V2, verify(lie, 1.0 + 10 * NOISE))  # the quorum completes: refuted, counted once
+    assert standing(w.state, BOB.public_key) == Standing(refuted=1)
+
+
 def test_a_failed_replay_beside_a_successful_one_is_no_strike() -> None:
     w = World(quorum=2, verifiers=(V1, V2))
     w.claimed(CAROL, 1.0, {V1: None, V2: 1.0})
