@@ -49,6 +49,9 @@ class SwarmSpec(Body):
     spot_check_per_mille: int = 100
     # Sealed assignment (ledger/assign.py): the trusted keys whose replays count for a claim; 0: every one
     assigned: int = 3
+    # per class: the most steps a claim may report; more cannot fit the time budget there, so such a
+    # claim is refused before anyone replays it (ledger/plausible.py). A missing class: no limit.
+    max_steps: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._text("name", self.name, 128)
@@ -88,6 +91,10 @@ class SwarmSpec(Body):
             raise InvalidEntry("spec: trust_tolerance_bpb names a class the spec does not have")
         if any(v < 0 for v in self.trust_tolerance_bpb.values()):
             raise InvalidEntry("spec: trust_tolerance_bpb values must not be negative")
+        if not set(self.max_steps) <= set(self.platform_classes):
+            raise InvalidEntry("spec: max_steps names a class the spec does not have")
+        if any(v < 1 for v in self.max_steps.values()):
+            raise InvalidEntry("spec: max_steps values must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,8 +76,14 @@ verify_ucr = 100_000
 verifiers = []
 # agreeing verifications that make a claim verified (at most the number of trusted verifiers)
 quorum = 1
-# auto: as the swarm's creator, admit every node that joins as a verifier of its class; none: never
-admit = "auto"
+# how other nodes become trusted verifiers of the swarm this node creates (nobody is trusted for asking):
+# earned: a key whose replays agree with the trusted verifiers' often enough earns trust, and loses it
+#   on one disagreement (the rule every node's ledger applies; right for an open swarm);
+# none: only `verifiers` and `admit_keys` verify (a private swarm of machines you control).
+admit = "earned"
+# node ids this node, as the swarm's creator, admits by hand as verifiers of the class each profiles
+# (works with either setting above; unlike `verifiers`, adding one later keeps the same swarm)
+admit_keys = []
 
 [network]
 # where peers reach this node (host:port). 127.0.0.1 keeps a solo swarm private; listen on 0.0.0.0
@@ -130,7 +136,7 @@ class NodeConfig:
     verify_ucr: int
     verifiers: tuple[str, ...]   # node ids trusted from genesis besides our own verifier key
     quorum: int
-    admit: str                   # "auto" | "none"
+    admit: str                   # "earned" | "none"
     listen: str
     advertise: str
     bootstrap: tuple[str, ...]
@@ -144,12 +150,40 @@ class NodeConfig:
     market_spot_check_rate: float = 0.1
     market_accept_window_s: float = 0.3
     market_quorum: int = 2
+    admit_keys: tuple[str, ...] = ()  # node ids the creator admits by hand
 
     def budget_s(self, device: str) -> int:
         return self.gpu_budget_s if device == "cuda" else self.cpu_budget_s
 
     def noise_bpb(self, device: str) -> float:
         return self.noise_bpb_gpu if device == "cuda" else self.noise_bpb_cpu
+
+    def admitted_keys(self) -> frozenset[bytes]:
+        """The public keys of `admit_keys` (checked when the config was read)."""
+        return frozenset(parse_node_id(text) for text in self.admit_keys)
+
+    def spec_trust_fields(self) -> dict[str, int]:
+        """What `admit` puts in the spec of a swarm this node creates: with "none", no key earns trust."""
+        return {"trust_replays": 0} if self.admit == "none" else {}
+
+    def max_steps(self, device: str, budget_s: int) -> int:
+        """The max_steps of this device's class in the spec of a swarm this node creates."""
+        return max_steps_for(device, budget_s)
+
+
+# Steps per second no program of a class comes near, times the spec's budget: the spec's max_steps
+# (ledger/plausible.py refuses claims of more). An agent edits the batch and the model, so this
+# bounds a training step's floor, not the genesis program's rate. On the 2-core VM's CPU the
+# genesis train.py ran 41.6 steps/s at best (synthetic data, docs/benchmarks.md) and a minimal edit
+# (depth 1, width 16, 128 tokens a step) planned 66 steps/s from its first timed steps (docs/node.md):
+# 1000 is 15x that. On a GPU a step is at least a few kernel launches and a sync per optimizer
+# (about 1 ms; not measured here: no GPU was lent), against autoresearch's ~3 steps/s of 2^19 tokens.
+MAX_STEPS_PER_S = {"cpu": 1000, "cuda": 1000}
+
+
+def max_steps_for(device: str, budget_s: int) -> int:
+    """The spec's max_steps for a class of this device under this budget."""
+    return MAX_STEPS_PER_S.get(device, MAX_STEPS_PER_S["cuda"]) * budget_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +349,14 @@ def _constant_names(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) and v.isidentifier() for v in value)
 
 
+def _admit(path: Path, value: Any) -> str:
+    if value == "auto":  # removed: any fresh key that asked became a trusted verifier (issue 12)
+        raise ConfigError(f'{path}: [swarm] admit = "auto" is no longer supported: it made any key that asked a '
+                          'trusted verifier. Write admit = "earned" (keys earn trust by agreeing replays) or '
+                          'admit = "none", and list the node ids to trust by hand in [swarm] admit_keys')
+    return str(_check(path, "swarm", "admit", value, str, lambda v: v in ("earned", "none"), "must be earned or none"))
+
+
 def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) -> NodeConfig:
     r, s, n, d, m = file["research"], file["swarm"], file["network"], file["display"], file["market"]
 
@@ -362,7 +404,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
                           "must be 0 to 10**12"),
         verifiers=tuple(_check_list(path, "swarm", "verifiers", s["verifiers"], _is_node_id, "node ids")),
         quorum=_check(path, "swarm", "quorum", s["quorum"], int, lambda v: 1 <= v <= 64, "must be 1 to 64"),
-        admit=_check(path, "swarm", "admit", s["admit"], str, lambda v: v in ("auto", "none"), "must be auto or none"),
+        admit=_admit(path, s["admit"]),
+        admit_keys=tuple(_check_list(path, "swarm", "admit_keys", s["admit_keys"], _is_node_id, "node ids")),
         listen=args.listen or _check(path, "network", "listen", n["listen"], str, _is_listen, "must be HOST:PORT"),
         advertise=args.advertise or _check(path, "network", "advertise", n["advertise"], str, lambda v: v == "" or _is_addr(v),
                          "must be empty or HOST:PORT"),

@@ -14,8 +14,10 @@ an old cheap parent still transfers. Ranking: the gain in units of the screening
 (a verified claim's agreed median stands in for its claimed value), larger first. Dedup: one edit
 (the same constant changes) is one candidate, and it is skipped once the reference class holds a
 claim of the transplanted program (by normalized key) or of the same edit on any parent, or while
-a worker runs it (`busy`). A confirmation is an ordinary claim on the reference class: the
-verifiers judge it as any other.
+a worker runs it (`busy`). A claim the swarm refuses on sight (ledger/plausible.py: more steps
+than its class can fit in the budget) is no winner: its gain was never possible, and confirming
+it would spend a reference run on an absurd number. A confirmation is an ordinary claim on the
+reference class: the verifiers judge it as any other.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from ledger.fold import State
+from ledger.plausible import implausible
 from node.research import verifier
 from node.research.history import History
 from node.research.program import (
@@ -81,6 +84,8 @@ def screened_winners(state: State, history: History, screening_classes: Collecti
             parent_value = value_in_class(state, history, body.parent, cls)
             if parent_value is None or not parent_value - value > margin_sds * sd:
                 continue
+            if implausible(state.spec, body):
+                continue  # its numbers cannot be true on its class: no winner, however good they look
             changes, _ = parse_summary(body.diff_summary)
             if not changes or "code: changed beyond constants" in body.diff_summary:
                 continue  # only constant edits transplant onto another parent

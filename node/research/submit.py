@@ -3,7 +3,11 @@
 A submission is a commit already in the node's repository (an agent's pushed bundle, or
 `python -m node submit train.py`). It is accepted only if the swarm can judge it: its parent is
 the baseline or a commit some claim names, it changes train.py and nothing else, and its train.py
-parses as Python (else a run would be spent on a signed failure). Workers take submissions
+parses as Python (else a run would be spent on a signed failure). After the run, a claim whose
+numbers no run of its class could produce (ledger/plausible.py: steps beyond the spec's
+max_steps, training beyond the budget) is published as `rejected` (`refuse_implausible`): an
+agent's train.py prints its own step count, and no verifier should spend a replay on a claim the
+swarm refuses on sight. Workers take submissions
 before proposing experiments of their own (node/research/loop.py), so an external agent *is* the
 proposer while it keeps the queue filled.
 
@@ -19,12 +23,15 @@ from __future__ import annotations
 import ast
 import asyncio
 import collections
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger.spec import SignedSpec
+from ledger.bodies import Claim
+from ledger.plausible import implausible
+from ledger.spec import SignedSpec, SwarmSpec
 from swarm import gitrepo
 from swarm.errors import SwarmError
 from swarm.gitrepo import Repository
@@ -70,6 +77,17 @@ def check_source(data: bytes, name: str = "train.py") -> None:
         raise BadTrainPy(f"{name} does not parse: line {line}, column {column}: {exc.msg}", line, column) from None
     except ValueError as exc:   # a NUL byte in the source
         raise BadTrainPy(f"{name} does not parse: {exc}") from None
+
+
+def refuse_implausible(spec: SwarmSpec, claim: Claim) -> Claim:
+    """The claim to publish for a run: as it is, or `rejected` with the reason when its numbers
+    cannot be true on the swarm's classes (its figures stay, so the reason can be checked)."""
+    why = implausible(spec, claim)
+    if not why:
+        return claim
+    note = f"refused: {why}"
+    message = f"{claim.message}: {note}" if claim.message else note
+    return dataclasses.replace(claim, status="rejected", val_bpb=None, message=message[:MAX_CLAIM_MESSAGE])
 
 
 class SubmitQueue:

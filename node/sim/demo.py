@@ -2,7 +2,9 @@
 
 Starts N real node processes (`python -m node`, CPU profile, a short budget) in homes under one
 folder: the first creates the swarm, naming the others' research keys as trusted verifiers with
-a quorum of two (so every claim is verified by two *other* nodes); once its baseline claim is in
+a quorum of two (so every claim is verified by two *other* nodes). That is the demo's whole trust
+setup, explicit in the genesis spec: `admit = "none"` (a private swarm: no key earns trust by
+replays, nobody is admitted later), and no node is trusted for asking. Once its baseline claim is in
 its ledger, the others join through its peer address, and the demo plays a coding agent once:
 it submits an edited train.py through node 1's CLI (`python -m node submit`), which node 1 runs
 and claims like any experiment of its own proposer. The demo watches the creator's ledger
@@ -108,7 +110,8 @@ def _config_text(budget_s: int, verifiers: list[str], quorum: int, lock: Path) -
     ids = ", ".join(f'"{v}"' for v in verifiers)
     return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\ncalibration_runs = 0\n'
             f'machine_lock = {json.dumps(str(lock))}\n\n'
-            f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nverifiers = [{ids}]\nquorum = {quorum}\n\n'
+            f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nverifiers = [{ids}]\nquorum = {quorum}\n'
+            'admit = "none"\n\n'
             '[network]\nlisten = "127.0.0.1:0"\napi_listen = "127.0.0.1:0"\n\n[display]\nrefresh_s = 5.0\n')
 
 
@@ -284,7 +287,8 @@ async def run_demo(args: argparse.Namespace, stopped_by: list[signal.Signals] | 
         for i, node in enumerate(nodes):
             (node.home / "config.toml").write_text(_config_text(args.demo_budget_s, others if i == 0 else [], quorum,
                                                                 root / "cpu.lock"))
-        _say(f"{args.nodes} nodes in {root}; the creator trusts the others' keys, quorum {quorum}")
+        _say(f"{args.nodes} nodes in {root}; the creator's spec names the others' research keys as its "
+             f"verifiers, quorum {quorum}; nobody else is trusted")
         async with asyncio.timeout(args.timeout_s):
             _start(nodes[0], None)
             api = await _wait_for("creator start", nodes, lambda: _api(nodes[0]), START_TIMEOUT_S)
@@ -332,6 +336,10 @@ async def run_demo(args: argparse.Namespace, stopped_by: list[signal.Signals] | 
     audits = [audit_file(p) if p is not None else None for p in paths]
     summary["audits_clean"] = all(a is not None and a.ok and a.invalid_count == 0 for a in audits)
     states = [_state(n) for n in nodes]
+    if states and (creator := states[0]) is not None:  # who the swarm trusted, and that nobody was let in later
+        summary["trust"] = {"spec_verifiers": [node_id_text(k) for k in creator.spec.verifiers],
+                            "admitted": sorted(node_id_text(k) for k in creator.anchors
+                                               if k not in creator.spec.verifiers)}
     tables = [fold.tables(s) for s in states if s is not None]
     summary["same_fold"] = len(tables) == len(nodes) and all(t == tables[0] for t in tables)
     summary["entries"] = [a.rows if a is not None else 0 for a in audits]

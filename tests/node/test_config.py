@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from node.config import CONFIG_FILE, DEFAULT_TOML, load_config
+from ledger.keys import Identity
+from node.config import CONFIG_FILE, DEFAULT_TOML, MAX_STEPS_PER_S, load_config, max_steps_for
 from node.errors import ConfigError
 from node.research.experiment import parse_result
 from node.errors import TrainerFailed
@@ -52,7 +53,10 @@ def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
     ("[network]\nlisten = \"127.0.0.1:99999\"\n", "must be HOST:PORT"),
     ("[swarm]\nverifiers = [\"asNOTANID\"]\n", "list of node ids"),
     ("[swarm]\nquorum = 0\n", "must be 1 to 64"),
-    ("[swarm]\nadmit = \"everyone\"\n", "must be auto or none"),
+    ("[swarm]\nadmit = \"everyone\"\n", "must be earned or none"),
+    ("[swarm]\nadmit = \"auto\"\n", 'Write admit = "earned"'),
+    ("[swarm]\nadmit_keys = [\"asNOTANID\"]\n", "admit_keys must be a list of node ids"),
+    ("[swarm]\nadmit_keys = \"one\"\n", "admit_keys must be a list of node ids"),
     ("[research]\nwaves = 1\n", "must be bool"),
     ("[research]\nreference_class = \"a b\"\n", "platform class name"),
     ("[research]\nscreening_classes = [\"rtx-4090\"]\n", "needs a reference_class"),
@@ -121,3 +125,36 @@ def test_advertise_and_listen_from_args_then_file(tmp_path: Path) -> None:
     assert flags.advertise == "10.0.0.6:7400" and flags.listen == "0.0.0.0:7400"
     with pytest.raises(ConfigError, match="--advertise 'nohost' is not HOST:PORT"):
         load_config(["--home", str(home), "--advertise", "nohost"], {})
+
+
+def test_nobody_is_admitted_for_asking_by_default(tmp_path: Path) -> None:
+    """Issue 12: the default trusts no key that merely asks; trust is earned, or given by hand."""
+    home = tmp_path / "h"
+    config = load_config(["--home", str(home)], {})
+    assert config.admit == "earned" and config.admit_keys == () and config.admitted_keys() == frozenset()
+    assert config.spec_trust_fields() == {}  # the spec's own earned-trust default: the solo swarm is unchanged
+    assert 'admit = "auto"' not in (home / CONFIG_FILE).read_text()
+
+
+def test_hand_admission_and_a_private_swarm_from_the_file(tmp_path: Path) -> None:
+    keys = [Identity.generate() for _ in range(2)]
+    (tmp_path / CONFIG_FILE).write_text('[swarm]\nadmit = "none"\nadmit_keys = [%s]\n'
+                                        % ", ".join(f'"{k.node_id}"' for k in keys))
+    config = load_config(["--home", str(tmp_path)], {})
+    assert config.admit == "none" and config.admit_keys == tuple(k.node_id for k in keys)
+    assert config.admitted_keys() == {k.public_key for k in keys}
+    assert config.spec_trust_fields() == {"trust_replays": 0}  # nobody earns trust in a private swarm
+
+
+def test_an_old_auto_config_says_what_to_write_instead(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_FILE).write_text('[swarm]\nadmit = "auto"\n')
+    line = _one_line(_node("--max-experiments", "1", home=tmp_path), 2)
+    assert "config.toml" in line and 'admit = "earned"' in line and 'admit = "none"' in line
+    assert "admit_keys" in line
+
+
+def test_max_steps_scale_with_the_budget() -> None:
+    assert max_steps_for("cpu", 30) == 30 * MAX_STEPS_PER_S["cpu"]
+    assert max_steps_for("cuda", 300) == 300 * MAX_STEPS_PER_S["cuda"]
+    assert max_steps_for("cpu", 30) < 10**6  # the issue's absurd claim: a million steps on a CPU class
+    assert max_steps_for("cpu", 5) > 10 * 66 * 5  # ten times the fastest CPU program measured (docs/node.md)

@@ -60,6 +60,10 @@ def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     record = summary["record"]
     assert record["author"] not in record["verified_by"] and len(record["verified_by"]) >= 2
     assert record["minted_ucr"] > 0 and record["val_bpb"] < record["previous_best"]
+    # the demo's trust is its genesis spec alone: the creator's verifier and the others' research keys
+    trust = summary["trust"]
+    assert trust["admitted"] == [] and len(trust["spec_verifiers"]) == 3
+    assert set(record["verified_by"]) <= set(trust["spec_verifiers"])
     job = summary["job"]  # the record's author spent credits on a job another node ran
     assert job["payer"] == record["author"] and job["executor"] != job["payer"]
     assert job["paid_ucr"] > 0 and job["gpu_s"] > 0
@@ -71,6 +75,7 @@ def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
         assert report.ok and report.invalid_count == 0, report.problems
         states.append(schema.load(path, decode_spec((path.parent / "spec.bin").read_bytes())).state)
     assert all(fold.tables(s) == fold.tables(states[0]) for s in states)
+    assert all(set(s.anchors) == set(s.spec.verifiers) for s in states)  # nobody admitted for asking
     claim = bytes.fromhex(record["claim"])
     assert all(claim in s.verified for s in states)
     assert parse_node_id(record["author"]) == states[0].claims[claim].author

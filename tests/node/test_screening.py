@@ -26,13 +26,13 @@ def _edit(source: str, **changes: float) -> str:
 
 
 class Swarm:
-    def __init__(self) -> None:
+    def __init__(self, max_steps: dict[str, int] | None = None) -> None:
         self.author = Identity.from_seed(hashlib.sha256(b"screening-test").digest())
         spec = SwarmSpec(
             name="t", creator=self.author.public_key, created_ms=0, harness_hash=b"h" * 32, dataset_hash=b"d" * 32,
             tokenizer_hash=b"t" * 32, time_budget_s=300, metric="val_bpb", direction="min", baseline_commit=BASE,
             allowed_files=["train.py"], platform_classes=[CHEAP, REF], verifiers=[self.author.public_key], quorum=1,
-            noise_bpb={CHEAP: 0.003, REF: 0.002}, record_ucr_per_bpb=10**9, verify_ucr=1000)
+            noise_bpb={CHEAP: 0.003, REF: 0.002}, record_ucr_per_bpb=10**9, verify_ucr=1000, max_steps=max_steps or {})
         self.state: State = fold.initial(spec)
         self.history = History()
         self.seq = 0
@@ -40,11 +40,12 @@ class Swarm:
         self.commits = 0
 
     def claim(self, cls: str, parent_source: str | None, source: str, value: float | None,
-              parent: bytes | None = BASE) -> bytes:
+              parent: bytes | None = BASE, num_steps: int = 10) -> bytes:
         self.commits += 1
         commit = BASE if parent_source is None else hashlib.sha1(b"c%d" % self.commits).digest()
         body = Claim(commit=commit, parent=None if parent_source is None else parent, platform_class=cls,
-                     status="ok" if value is not None else "crash", val_bpb=value, num_steps=10, planned_steps=10,
+                     status="ok" if value is not None else "crash", val_bpb=value, num_steps=num_steps,
+                     planned_steps=num_steps,
                      seed=0, training_s=1.0, wall_s=1.0, peak_vram_mb=0.0, loss_curve=[],
                      diff_summary=summarize(parent_source, source), message="", bundle=None)
         self.seq += 1
@@ -125,3 +126,16 @@ def test_roles() -> None:
     assert role(REF, REF, [CHEAP]) == "confirm"
     assert role(CHEAP, REF, [CHEAP]) == "screen"
     assert role("other", REF, [CHEAP]) == "explore"
+
+
+def test_a_winner_whose_steps_cannot_fit_its_class_is_never_confirmed() -> None:
+    """Issue 12: a claim of more steps than the spec's max_steps is refused on sight, so a
+    reference worker never spends a run confirming its impossible gain."""
+    s = Swarm(max_steps={CHEAP: 1000})
+    s.claim(CHEAP, None, SOURCE, 1.080)
+    s.claim(REF, None, SOURCE, 1.000)
+    absurd = s.claim(CHEAP, SOURCE, _edit(SOURCE, LR=0.06), 1.000, num_steps=10**6)  # 80 sd, in a million steps
+    honest = s.claim(CHEAP, SOURCE, _edit(SOURCE, DEPTH=16), 1.077, num_steps=900)
+    assert [w.claim for w in screened_winners(s.state, s.history, [CHEAP])] == [honest]
+    assert _next(s) == normalized_key(_edit(SOURCE, DEPTH=16))
+    assert absurd in s.state.claims
