@@ -7,6 +7,7 @@ in every order, and two attacks run against real ledger files."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import hashlib
 import random
 from pathlib import Path
@@ -262,3 +263,218 @@ async def test_two_real_ledgers_fed_in_different_orders_hold_the_same_tables_and
         async with Ledger.open(path) as again:  # reopening folds the file afresh
             assert (fold.tables(again.state), market_view(again.state)) == held[-1][:2]
     assert held[0] == held[1] == (fold.tables(want), market_view(want), facts_view(want))
+
+
+# -- each race, in every arrival order
+
+
+class Scene:
+    """A funded payer's accepted job (ALICE pays E1 through an escrow), signed, with a fold of it."""
+
+    def __init__(self, *, spot_per_mille: int = 0, expires_ms: int = 10**12, secret: bytes | None = None) -> None:
+        signed = make_spec(CREATOR, [V1, V2, V3], quorum=1, verify_ucr=FUND_UCR, trust_replays=2)
+        self.spec = sign_spec(CREATOR, dataclasses.replace(signed.spec, spot_check_per_mille=spot_per_mille))
+        self.feeds = Feeds(self.spec.swarm_id)
+        self.rows: list[Entry] = []
+        c = self.sign(ALICE, claim(1, 1.5))
+        v = self.sign(V1, verify(c, 1.5))
+        m = self.sign(V1, Mint(reason="verification", subject=v.id, quorum=[], to=V1.public_key, amount=FUND_UCR,
+                               value=None, prev_best=None))
+        fund = self.sign(V1, transfer(ALICE, FUND_UCR, [m.id]))
+        self.job = self.sign(ALICE, Job(job_type="train", commit=commit(1), bundle=None, args=[], platform_class=CLASS,
+                                        max_gpu_s=100, price_ucr_per_gpu_s=5, expires_ms=expires_ms,
+                                        check_hash=None if secret is None else hashlib.sha256(secret).digest()))
+        self.offer = self.sign(E1, offer_body(self.job, 4))  # 400 ucr held
+        self.pay = self.sign(ALICE, escrow_body(self.job, self.offer, [fund.id]))
+
+    def sign(self, who: Identity, body: Body, *, keep: bool = True) -> Entry:
+        entry = self.feeds.sign(who, body)
+        if keep:
+            self.rows.append(entry)
+        return entry
+
+    def receipt(self, gpu_s: float = 30.0, *, keep: bool = True) -> Entry:
+        return self.sign(E1, receipt_body(self.job, self.offer, self.pay, gpu_s), keep=keep)
+
+    def settle(self, who: Identity, outcome: str, receipt: Entry | None, amount: int = 0, **extra: Any) -> Entry:
+        return self.sign(who, Settle(job=self.job.id, payment=self.pay.id, receipt=None if receipt is None else receipt.id,
+                                     outcome=outcome, amount=amount, reason="", **extra), keep=False)
+
+    def every_order(self, rivals: list[Entry]) -> fold.State:
+        """Folds the scene, then `rivals` in each order their references allow, one entry at a time
+        with rebuilds as a store does; every order must end in the same tables and market state."""
+        seen: list[tuple[Any, ...]] = []
+        state = fold.initial(self.spec.spec)
+        for order in itertools.permutations(rivals):
+            ids = {e.id for e in self.rows}
+            if not all(set(e.deps()) <= ids | {x.id for x in order[:n]} for n, e in enumerate(order)):
+                continue
+            state = incremental(self.spec, [*self.rows, *order])
+            seen.append((fold.tables(state), market_view(state)))
+        assert len(seen) >= 2 and all(s == seen[0] for s in seen), "arrival order changed a table"
+        assert seen[0] == (fold.tables(rebuilt := fold.rebuild(self.spec.spec, [*self.rows, *rivals])),
+                           market_view(rebuilt))
+        return state
+
+
+def balance(state: fold.State, who: Identity) -> int:
+    return state.balances.get(who.public_key, 0)
+
+
+def test_a_verifiers_refund_beats_the_payers_paid_settle_and_voids_what_the_executor_spent_of_it() -> None:
+    s = Scene()
+    r = s.receipt(30.0)
+    paid = s.settle(ALICE, "paid", r, 120)
+    refund = s.settle(V2, "refunded", r)
+    spend = s.sign(E1, transfer(E2, 100, [paid.id]), keep=False)  # spends the executor's 120 of the paid settle
+    state = s.every_order([paid, refund, spend])
+    assert state.verdicts[refund.id] == "" and state.verdicts[paid.id] == market.BEATEN
+    assert "holds no output" in state.verdicts[spend.id]
+    assert (balance(state, ALICE), balance(state, E1), balance(state, E2)) == (FUND_UCR, 0, 0)
+    assert market.job_status(state, s.job.id) == "refunded" and state.reputation[E1.public_key].refunded == 1
+
+
+def test_a_verifiers_check_beats_the_payers_paid_settle_and_bills_its_measured_time() -> None:
+    s = Scene()
+    r = s.receipt(60.0)  # the receipt says 60 GPU-s (240 ucr); the check measured 20 (100 ucr with the slack)
+    paid, check = s.settle(ALICE, "paid", r, 240), s.settle(V2, "paid", r, 100, gpu_s=20.0)
+    state = s.every_order([paid, check])
+    assert state.verdicts[check.id] == "" and state.verdicts[paid.id] == market.BEATEN
+    assert balance(state, E1) == 100 and balance(state, ALICE) == FUND_UCR - 100
+
+
+def test_between_verifiers_a_refund_beats_a_paid_check_then_the_smaller_bill_then_the_smaller_id() -> None:
+    s = Scene()
+    r = s.receipt(60.0)
+    paid, refund = s.settle(V1, "paid", r, 240, gpu_s=60.0), s.settle(V2, "refunded", r)
+    state = s.every_order([paid, refund])
+    assert state.verdicts[refund.id] == "" and state.verdicts[paid.id] == market.BEATEN
+    s = Scene()
+    r = s.receipt(60.0)
+    dear, cheap = s.settle(V1, "paid", r, 240, gpu_s=60.0), s.settle(V2, "paid", r, 200, gpu_s=40.0)
+    state = s.every_order([dear, cheap])
+    assert state.verdicts[cheap.id] == "" and balance(state, E1) == 200
+    s = Scene()
+    r = s.receipt(60.0)
+    a, b = s.settle(V1, "paid", r, 240, gpu_s=60.0), s.settle(V2, "paid", r, 240, gpu_s=60.0)
+    state = s.every_order([a, b])
+    first = min(a.id, b.id)
+    assert state.verdicts[first] == "" and state.verdicts[max(a.id, b.id)] == market.BEATEN
+    assert state.jobs[s.job.id].settle == first and state.outputs[(first, E1.public_key)] == 240
+
+
+def test_a_verifiers_later_refund_beats_its_own_earlier_paid_settle() -> None:
+    # the paid settle precedes the refund in its author's feed, so every node meets it first: the
+    # fold applies it, then undoes it by a rebuild when the refund comes
+    s = Scene()
+    r = s.receipt(30.0)
+    paid = s.settle(V2, "paid", r, 120, gpu_s=30.0)
+    refund = s.settle(V2, "refunded", r)
+    state = incremental(s.spec, [*s.rows, paid, refund])
+    assert state.verdicts[refund.id] == "" and state.verdicts[paid.id] == market.BEATEN
+    assert (fold.tables(state), market_view(state)) == (fold.tables(rebuilt := fold.rebuild(
+        s.spec.spec, [*s.rows, paid, refund])), market_view(rebuilt))
+    assert balance(state, E1) == 0 and balance(state, ALICE) == FUND_UCR
+
+
+def test_a_receipt_beats_the_payers_refund_after_expiry_and_voids_what_the_payer_spent_of_it() -> None:
+    s = Scene(expires_ms=2_000)
+    s.feeds.clock_ms = 5_000  # past the expiry: the payer may refund a job without a receipt
+    r = s.receipt(30.0, keep=False)
+    refund = s.settle(ALICE, "refunded", None)
+    spend = s.sign(ALICE, transfer(BOB, 300, [refund.id]), keep=False)  # the refunded 400 is spent
+    paid = s.settle(ALICE, "paid", r, 120)  # after all that the payer pays the receipt
+    state = s.every_order([r, refund, spend, paid])
+    assert state.verdicts[r.id] == "" and state.verdicts[refund.id] == market.RECEIPT_BEATS_REFUND
+    assert "holds no output" in state.verdicts[spend.id] and state.verdicts[paid.id] == ""
+    assert (balance(state, E1), balance(state, BOB), balance(state, ALICE)) == (120, 0, FUND_UCR - 120)
+    assert E1.public_key in state.reputation and state.reputation[E1.public_key].refunded == 0
+
+
+def test_a_secret_in_a_paid_settle_that_lost_still_counts_as_revealed() -> None:
+    secret = secret_of(77)
+    s = Scene(secret=secret)  # per mille 0: never picked, so the payer may pay with its secret
+    r = s.receipt(30.0)
+    paid = s.settle(ALICE, "paid", r, 120, reveal=secret)
+    refund = s.settle(V2, "refunded", r)
+    reveal = s.settle(ALICE, "reveal", r, reveal=secret)  # revealing again moves nothing and stays valid
+    state = s.every_order([paid, refund, reveal])
+    assert state.verdicts[paid.id] == market.BEATEN and state.verdicts[reveal.id] == ""
+    assert state.jobs[s.job.id].revealed == secret and market.picked(state, s.job.id) is False
+
+
+def test_a_check_by_a_key_the_creator_admits_later_wins_in_every_order() -> None:
+    s = Scene()
+    r = s.receipt(60.0)
+    paid, check = s.settle(ALICE, "paid", r, 240), s.settle(ADMITTED, "paid", r, 200, gpu_s=40.0)
+    admit = s.sign(CREATOR, Admit(verifier=ADMITTED.public_key, platform_classes=[CLASS]), keep=False)
+    state = s.every_order([paid, check, admit])
+    assert state.verdicts[check.id] == "" and state.verdicts[paid.id] == market.BEATEN
+    unadmitted = incremental(s.spec, [*s.rows, check, paid])  # without the admit it is nobody's check
+    assert "only a verifier" in unadmitted.verdicts[check.id]
+    assert unadmitted.verdicts[paid.id] == ""
+
+
+# -- attacks on real ledger files: two nodes, the same entries, different arrival orders
+
+
+async def two_nodes(tmp_path: Path, s: Scene, tails: list[list[Entry]],
+                    midway: Any = None) -> list[tuple[Any, ...]]:
+    """Appends the scene and then each tail to its own ledger file; `midway(state)` is called on the
+    first file after the first two entries of its tail. Returns each file's tables and market
+    state; both files must audit clean."""
+    held = []
+    for n, tail in enumerate(tails):
+        path = tmp_path / f"node{n}"
+        async with Ledger.open(path, s.spec) as ledger:
+            for k, entry in enumerate([*s.rows, *tail]):
+                assert (await ledger.append(entry)).status is Status.APPENDED
+                if n == 0 and midway is not None and k == len(s.rows) + 1:
+                    midway(ledger.state)
+            held.append((fold.tables(ledger.state), market_view(ledger.state)))
+        report = audit.audit_file(path, workers=1)
+        assert report.ok, report.problems
+    assert all(h == held[0] for h in held)
+    return held
+
+
+async def test_an_executor_racing_a_refund_with_the_payers_paid_settle_is_refunded_on_every_node(tmp_path: Path) -> None:
+    # The executor gets the payer's paid settle to node 0 first and spends its pay there at once;
+    # node 1 hears the verifier's failed check first. Both end refunded: the pay and its spend are void.
+    s = Scene()
+    r = s.receipt(30.0)
+    paid = s.settle(ALICE, "paid", r, 120)
+    spend = s.sign(E1, transfer(E2, 120, [paid.id]), keep=False)
+    refund = s.settle(V2, "refunded", r)
+
+    def during_the_race(state: fold.State) -> None:
+        assert balance(state, E2) == 120 and state.verdicts[spend.id] == ""  # the window the attacker used
+
+    held = await two_nodes(tmp_path, s, [[paid, spend, refund], [refund, paid, spend]], during_the_race)
+    tables, view = held[0]
+    assert tables.verdicts[refund.id] == "" and tables.verdicts[paid.id] == market.BEATEN
+    assert "holds no output" in tables.verdicts[spend.id]
+    assert E1.public_key not in tables.balances and E2.public_key not in tables.balances
+    assert tables.balances[ALICE.public_key] == FUND_UCR
+
+
+async def test_a_payer_refunding_while_the_receipt_is_in_flight_takes_nothing_back_on_any_node(tmp_path: Path) -> None:
+    # The payer refunds after expiry and spends the refund at once on node 0, while the executor's
+    # receipt (signed in time) is still on its way there; node 1 has the receipt first.
+    s = Scene(expires_ms=2_000)
+    receipt = s.receipt(30.0, keep=False)
+    s.feeds.clock_ms = 5_000
+    refund = s.settle(ALICE, "refunded", None)
+    spend = s.sign(ALICE, transfer(BOB, 400, [refund.id]), keep=False)
+    check = s.settle(V2, "paid", receipt, 120, gpu_s=30.0)  # a verifier then checks the receipt
+
+    def during_the_race(state: fold.State) -> None:
+        assert balance(state, BOB) == 400  # the window the attacker used
+
+    held = await two_nodes(tmp_path, s, [[refund, spend, receipt, check], [receipt, refund, spend, check]],
+                           during_the_race)
+    tables, view = held[0]
+    assert tables.verdicts[receipt.id] == "" and tables.verdicts[refund.id] == market.RECEIPT_BEATS_REFUND
+    assert "holds no output" in tables.verdicts[spend.id] and tables.verdicts[check.id] == ""
+    assert BOB.public_key not in tables.balances
+    assert (tables.balances[E1.public_key], tables.balances[ALICE.public_key]) == (120, FUND_UCR - 120)
