@@ -7,12 +7,13 @@ in every order, and two attacks run against real ledger files."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import hashlib
+import itertools
 import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -243,6 +244,7 @@ def test_the_racing_histories_race() -> None:
         assert fold.tables(incremental(SPEC, shuffled)) == fold.tables(state)
 
 
+@pytest.mark.slow
 async def test_two_real_ledgers_fed_in_different_orders_hold_the_same_tables_and_audit_clean(tmp_path: Path) -> None:
     spec = truth_spec(quorum=2)
     # without forks: a store refuses a frozen author's entries after the proof, so which of them a
