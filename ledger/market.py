@@ -193,10 +193,10 @@ def check_receipt(state: State, author: bytes, receipt: Receipt) -> str:
         return "only the payment's executor signs its receipt"
     if receipt.offer != escrow.offer:
         return "the receipt names another offer than its payment"
-    if receipt.gpu_s > info.job.max_gpu_s:
-        return f"gpu_s {receipt.gpu_s} is over the job's max_gpu_s {info.job.max_gpu_s}"
     if info.receipt is not None:  # an earlier one in the executor's own feed: the same on every node
         return "the job already has a receipt"
+    if receipt.gpu_s > info.job.max_gpu_s:
+        return f"gpu_s {receipt.gpu_s} is over the job's max_gpu_s {info.job.max_gpu_s}"
     # no test against the job's settle: a receipt beats the payer's refund after expiry (module doc)
     return ""
 
@@ -375,8 +375,7 @@ def apply_settle(state: State, entry_id: bytes, author: bytes, settle: Settle) -
 def _displace(state: State, info: JobInfo, reason: str) -> None:
     """The job's applied settle loses to an entry that came after it: the state from here on is
     not the set's, so the fold rebuilds, and the rebuild judges the loser with `reason` up front."""
-    if info.settle is None:  # never: the callers found a settle applied
-        return
-    refund_after_expiry = info.settle_key is not None and info.settle_key[0] == 3
-    state.displaced[info.settle] = RECEIPT_BEATS_REFUND if refund_after_expiry else reason
+    if info.settle is None or info.settle_key is None:  # never: only a closing settle has rivals
+        return  # (and only a closing settle reads `losers`, so a rebuild always ends)
+    state.displaced[info.settle] = RECEIPT_BEATS_REFUND if info.settle_key[0] == 3 else reason
     state.needs_rebuild = True
