@@ -99,8 +99,8 @@ def apply(state: State, entry: Entry) -> State:
             market.apply_receipt(state, entry.id, entry.author, body)
     elif isinstance(body, Settle):
         state.judged_authors.add(entry.author)  # a verifier's settle reads its trust
-        market.note_reveal(state, entry.author, body)  # a published secret counts whatever the settle's verdict
         effect = _judge(state, entry, market.check_settle(state, entry.id, entry.author, entry.time_ms, body))
+        market.note_settle(state, entry.author, body, state.verdicts[entry.id])  # kept whatever the verdict
         if effect:
             market.apply_settle(state, entry.id, entry.author, body)
     elif isinstance(body, Admit):

@@ -25,6 +25,7 @@ releases at most that (with BILLING_SLACK) at the offer's price: billing follows
 what the receipt says. A payer that never reveals cannot pay unchecked; a verifier may always
 check and settle. A payer's settle that names the job's receipt and carries the right secret
 reveals it whatever becomes of that settle (the secret is public from then on).
+A verifier's first settle of a job that is valid on its own is its only word on it.
 
 One truth on every node: who wins a job is a function of the set of entries, never of their
 arrival order. Settles of one job by different authors, and a receipt against the payer's refund
@@ -230,11 +231,17 @@ def settle_key(payer: bytes, author: bytes, entry_id: bytes, settle: Settle) -> 
     return rank, settle.amount, entry_id
 
 
-def note_reveal(state: State, author: bytes, settle: Settle) -> None:
-    """Records the job's check secret when its payer publishes it after the receipt (naming it),
-    in any settle, valid or not: the secret is public from then on, so the pick is too."""
+def note_settle(state: State, author: bytes, settle: Settle, verdict: str) -> None:
+    """What a settle leaves whatever its verdict: a payer's secret, published after the receipt
+    (naming it), is public from then on, so the pick is too; and a verifier's first closing settle
+    of a job that is valid on its own is its only word on it, so one key cannot make every node
+    rebuild again and again by settling one job for ever smaller amounts."""
     info = state.jobs.get(settle.job)
-    if (settle.reveal is None or info is None or info.revealed is not None or author != info.author
+    if info is None:
+        return
+    if settle.outcome in ("paid", "refunded") and author != info.author and verdict in ("", BEATEN):
+        info.checked_by.add(author)
+    if (settle.reveal is None or info.revealed is not None or author != info.author
             or info.receipt is None or settle.receipt != info.receipt or settle.payment != info.payment):
         return
     if check_secret(info.job, settle.reveal):
@@ -255,6 +262,8 @@ def check_settle(state: State, entry_id: bytes, author: bytes, time_ms: int, set
     reason = _check_close(state, info, author, time_ms, settle)
     if reason:
         return reason
+    if author in info.checked_by:  # an earlier settle in its own feed: the same on every node
+        return "this verifier already settled the job: its first settle is its word"
     # Rivals last, so that a settle invalid on its own gets its own reason in every order.
     if settle.receipt is None and info.receipt is not None:
         return RECEIPT_BEATS_REFUND
@@ -333,7 +342,7 @@ def _check_reveal(info: JobInfo, author: bytes, settle: Settle) -> str:
 
 
 def apply_settle(state: State, entry_id: bytes, author: bytes, settle: Settle) -> None:
-    """Applies a settle check_settle passed; the secret it may carry is note_reveal's."""
+    """Applies a settle check_settle passed; the secret it may carry is note_settle's."""
     if settle.outcome == "reveal":
         return
     info = state.jobs[settle.job]

@@ -23,6 +23,7 @@ class JobInfo:
     settle: bytes | None = None   # the one valid settle: the cancel, or the winner among rivals
     settle_key: tuple[int, int, bytes] | None = None  # the winner's market.settle_key; None for a cancel
     revealed: bytes | None = None  # the payer's check secret, once in a payer's settle naming the receipt
+    checked_by: set[bytes] = field(default_factory=set)  # verifiers whose closing settle was valid on its own
 
 
 @dataclass(frozen=True, slots=True)

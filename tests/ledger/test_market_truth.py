@@ -365,18 +365,25 @@ def test_between_verifiers_a_refund_beats_a_paid_check_then_the_smaller_bill_the
     assert state.jobs[s.job.id].settle == first and state.outputs[(first, E1.public_key)] == 240
 
 
-def test_a_verifiers_later_refund_beats_its_own_earlier_paid_settle() -> None:
-    # the paid settle precedes the refund in its author's feed, so every node meets it first: the
-    # fold applies it, then undoes it by a rebuild when the refund comes
+def test_a_verifiers_first_settle_of_a_job_is_its_only_word_on_it() -> None:
+    # else one trusted key could settle a job again and again for ever smaller amounts, and every
+    # node would rebuild each time; its feed orders its settles, so every node reads the same first
     s = Scene()
-    r = s.receipt(30.0)
-    paid = s.settle(V2, "paid", r, 120, gpu_s=30.0)
-    refund = s.settle(V2, "refunded", r)
-    state = incremental(s.spec, [*s.rows, paid, refund])
-    assert state.verdicts[refund.id] == "" and state.verdicts[paid.id] == market.BEATEN
-    assert (fold.tables(state), market_view(state)) == (fold.tables(rebuilt := fold.rebuild(
-        s.spec.spec, [*s.rows, paid, refund])), market_view(rebuilt))
-    assert balance(state, E1) == 0 and balance(state, ALICE) == FUND_UCR
+    r = s.receipt(60.0)
+    first = s.settle(V2, "paid", r, 240, gpu_s=60.0)
+    again = s.settle(V2, "paid", r, 200, gpu_s=40.0)
+    change = s.settle(V2, "refunded", r)
+    payer = s.settle(ALICE, "paid", r, 240)
+    state = s.every_order([first, again, change, payer])
+    assert state.verdicts[first.id] == "" and state.verdicts[payer.id] == market.BEATEN
+    assert "its first settle is its word" in state.verdicts[again.id] == state.verdicts[change.id]
+    assert balance(state, E1) == 240
+    # a first settle that is invalid on its own is no word: the next one counts
+    s = Scene()
+    r = s.receipt(60.0)
+    wrong, right = s.settle(V2, "paid", r, 999, gpu_s=60.0), s.settle(V2, "paid", r, 240, gpu_s=60.0)
+    state = s.every_order([wrong, right, s.settle(ALICE, "paid", r, 240)])
+    assert "releases 240 ucr" in state.verdicts[wrong.id] and state.verdicts[right.id] == ""
 
 
 def test_a_receipt_beats_the_payers_refund_after_expiry_and_voids_what_the_payer_spent_of_it() -> None:
