@@ -25,7 +25,6 @@ releases at most that (with BILLING_SLACK) at the offer's price: billing follows
 what the receipt says. A payer that never reveals cannot pay unchecked; a verifier may always
 check and settle. A payer's settle that names the job's receipt and carries the right secret
 reveals it whatever becomes of that settle (the secret is public from then on).
-A verifier's first settle of a job that is valid on its own is its only word on it.
 
 One truth on every node: who wins a job is a function of the set of entries, never of their
 arrival order. Settles of one job by different authors, and a receipt against the payer's refund
@@ -38,13 +37,16 @@ it (or, for trust, the fold's facts). Then against its rivals, by a fixed preced
   `settle_key` wins: a trusted verifier's refund (its check failed: the payer keeps its money),
   then a verifier's paid settle (its own measured time), then the payer's paid settle, then the
   payer's refund after expiry; within one of these, the smaller amount to the executor, then the
-  smaller entry id. Every other one gets the verdict BEATEN.
+  smaller entry id. Every other one gets the verdict BEATEN. A verifier's first settle of a job
+  that is valid on its own is its only word on it (its feed orders its settles), so a job has at
+  most one rival per trusted verifier, besides its payer's.
 When a settle (or a receipt) arrives that beats a settle the fold already applied, the fold notes
 the loser in `state.displaced` and asks for a rebuild; `fold.rebuild` folds again with the losers
 known (`state.losers`) until no entry beats an applied one, so it ends where a fold that met the
-winner first would. Outputs of a settle that lost are gone on every node, and a transfer that
-spent them is invalid on every node: a payee waits until no rival settle can still come (a
-witnessed payment, a verifier's check).
+winner first would (one more pass per round of losers; a loser only ever stays one). Outputs of
+a settle that lost are gone on every node, and a transfer that spent them is invalid on every
+node: settle outputs are final only once no rival can come, so a payee that needs certainty
+waits for the verifiers' checks.
 """
 from __future__ import annotations
 
