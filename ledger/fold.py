@@ -190,7 +190,7 @@ def rebuild(spec: SwarmSpec, entries: Iterable[Entry]) -> State:
         state = _fold_set(spec, entries, losers)
         if not state.displaced:
             return state
-        losers.update(state.displaced)  # each round adds losers, so there are at most as many as settles
+        losers.update(market.losers_of(state))  # each round adds losers: at most as many rounds as settles
 
 
 def _fold_set(spec: SwarmSpec, entries: Iterable[Entry], losers: dict[bytes, str]) -> State:

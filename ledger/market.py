@@ -37,9 +37,10 @@ it (or, for trust, the fold's facts). Then against its rivals, by a fixed preced
   `settle_key` wins: a trusted verifier's refund (its check failed: the payer keeps its money),
   then a verifier's paid settle (its own measured time), then the payer's paid settle, then the
   payer's refund after expiry; within one of these, the smaller amount to the executor, then the
-  smaller entry id. Every other one gets the verdict BEATEN. A verifier's first settle of a job
-  that is valid on its own is its only word on it (its feed orders its settles), so a job has at
-  most one rival per trusted verifier, besides its payer's.
+  smaller entry id. Every other one gets the verdict BEATEN. An author's first paid settle of a
+  job that is valid on its own is its only paid one, and its first refund its only refund (its
+  feed orders them: ALREADY_SAID), so a job has at most two rivals per trusted verifier and two
+  of its payer's, and the payer's refund after expiry never meets another.
 When a settle (or a receipt) arrives that beats a settle the fold already applied, the fold notes
 the loser in `state.displaced` and asks for a rebuild; `fold.rebuild` folds again with the losers
 known (`state.losers`) until no entry beats an applied one, so it ends where a fold that met the
@@ -67,6 +68,7 @@ UNKNOWN = "unknown"  # job_status of an id that is not a valid job in this state
 # verdicts of a settle that is valid on its own but loses to a rival (see the module doc)
 BEATEN = "another settle of the job takes precedence (ledger/market.py: settle_key)"
 RECEIPT_BEATS_REFUND = "the job has a receipt: it is settled by it"
+ALREADY_SAID = "this key already settled the job this way: its first such settle is its word"
 
 
 def cost_ucr(gpu_s: float, price_ucr_per_gpu_s: int) -> int:
@@ -208,9 +210,9 @@ def apply_receipt(state: State, entry_id: bytes, author: bytes, receipt: Receipt
     info = state.jobs[receipt.job]
     if info.settle is not None:
         # only the payer's refund after expiry closes a paid job without a receipt; this receipt,
-        # which came after it, beats it: fold again with the refund known to lose
+        # which came after it, beats it: fold again with the refund known to lose. The receipt is
+        # kept, so that the settles naming it still meet their rivals in this pass
         _displace(state, info, RECEIPT_BEATS_REFUND)
-        return
     state.receipts[entry_id] = ReceiptInfo(author, receipt.job, receipt.payment, receipt.status, receipt.gpu_s)
     info.receipt = entry_id
     info.status = "ran"
@@ -235,14 +237,14 @@ def settle_key(payer: bytes, author: bytes, entry_id: bytes, settle: Settle) -> 
 
 def note_settle(state: State, author: bytes, settle: Settle, verdict: str) -> None:
     """What a settle leaves whatever its verdict: a payer's secret, published after the receipt
-    (naming it), is public from then on, so the pick is too; and a verifier's first closing settle
-    of a job that is valid on its own is its only word on it, so one key cannot make every node
-    rebuild again and again by settling one job for ever smaller amounts."""
+    (naming it), is public from then on, so the pick is too; and an author's first paid (or
+    refunded) settle of a job that is valid on its own is its only one, so one key cannot make
+    every node rebuild again and again by settling one job for ever smaller amounts."""
     info = state.jobs.get(settle.job)
     if info is None:
         return
-    if settle.outcome in ("paid", "refunded") and author != info.author and verdict in ("", BEATEN):
-        info.checked_by.add(author)
+    if settle.outcome in ("paid", "refunded") and verdict in ("", BEATEN, RECEIPT_BEATS_REFUND):
+        info.words.add((author, settle.outcome))
     if (settle.reveal is None or info.revealed is not None or author != info.author
             or info.receipt is None or settle.receipt != info.receipt or settle.payment != info.payment):
         return
@@ -264,8 +266,8 @@ def check_settle(state: State, entry_id: bytes, author: bytes, time_ms: int, set
     reason = _check_close(state, info, author, time_ms, settle)
     if reason:
         return reason
-    if author in info.checked_by:  # an earlier settle in its own feed: the same on every node
-        return "this verifier already settled the job: its first settle is its word"
+    if (author, settle.outcome) in info.words:  # an earlier settle in its own feed: the same on every node
+        return ALREADY_SAID
     # Rivals last, so that a settle invalid on its own gets its own reason in every order.
     if settle.receipt is None and info.receipt is not None:
         return RECEIPT_BEATS_REFUND
@@ -349,8 +351,11 @@ def apply_settle(state: State, entry_id: bytes, author: bytes, settle: Settle) -
         return
     info = state.jobs[settle.job]
     if info.settle is not None:
-        # check_settle passed, so this one beats the settle applied before it: fold again
+        # check_settle passed, so this one beats the settle applied before it: fold again. It
+        # stands in as the best so far, so that the rivals after it in this pass meet it (one
+        # rebuild finds every loser of the job); the money moves in the rebuild
         _displace(state, info, BEATEN)
+        info.settle, info.settle_key = entry_id, settle_key(info.author, author, entry_id, settle)
         return
     info.settle = entry_id
     if settle.outcome == "cancelled":
@@ -390,3 +395,12 @@ def _displace(state: State, info: JobInfo, reason: str) -> None:
         return  # (and only a closing settle reads `losers`, so a rebuild always ends)
     state.displaced[info.settle] = RECEIPT_BEATS_REFUND if info.settle_key[0] == 3 else reason
     state.needs_rebuild = True
+
+
+def losers_of(state: State) -> dict[bytes, str]:
+    """What a fold pass that displaced a settle learnt, for the next (see the module doc): the
+    settles displaced, and those it judged beaten by a rival, which stay beaten in every later
+    pass that finds them valid on their own (their rival is then valid on its own too)."""
+    found = {eid: reason for eid, reason in state.verdicts.items() if reason in (BEATEN, RECEIPT_BEATS_REFUND)}
+    found.update(state.displaced)
+    return found

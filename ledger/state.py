@@ -23,7 +23,8 @@ class JobInfo:
     settle: bytes | None = None   # the one valid settle: the cancel, or the winner among rivals
     settle_key: tuple[int, int, bytes] | None = None  # the winner's market.settle_key; None for a cancel
     revealed: bytes | None = None  # the payer's check secret, once in a payer's settle naming the receipt
-    checked_by: set[bytes] = field(default_factory=set)  # verifiers whose closing settle was valid on its own
+    # (author, "paid" or "refunded") of settles that were valid on their own: each author's first is its only one
+    words: set[tuple[bytes, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ async def test_paid_amount_is_exact_and_any_other_amount_is_refused(world: Marke
     second = await w.add(V2, settle_body(j, "refunded", pay, r, reason="late spot check"))
     assert w.verdict(second) == "" and w.verdict(good) == market.BEATEN
     assert w.balance(E1) == 0 and w.balance(ALICE) == FUND_UCR
-    assert w.verdict(await w.add(ALICE, settle_body(j, "paid", pay, r, amount=10))) == market.BEATEN
+    assert w.verdict(await w.add(ALICE, settle_body(j, "paid", pay, r, amount=10))) == market.ALREADY_SAID
 
 
 async def test_a_trusted_verifier_refunds_a_receipt_its_spot_check_did_not_reproduce(world: Market) -> None:

@@ -365,25 +365,40 @@ def test_between_verifiers_a_refund_beats_a_paid_check_then_the_smaller_bill_the
     assert state.jobs[s.job.id].settle == first and state.outputs[(first, E1.public_key)] == 240
 
 
-def test_a_verifiers_first_settle_of_a_job_is_its_only_word_on_it() -> None:
+def test_a_keys_first_paid_settle_of_a_job_is_its_only_paid_one_and_its_first_refund_its_only_refund() -> None:
     # else one trusted key could settle a job again and again for ever smaller amounts, and every
     # node would rebuild each time; its feed orders its settles, so every node reads the same first
     s = Scene()
     r = s.receipt(60.0)
     first = s.settle(V2, "paid", r, 240, gpu_s=60.0)
     again = s.settle(V2, "paid", r, 200, gpu_s=40.0)
-    change = s.settle(V2, "refunded", r)
     payer = s.settle(ALICE, "paid", r, 240)
-    state = s.every_order([first, again, change, payer])
+    state = s.every_order([first, again, payer])
     assert state.verdicts[first.id] == "" and state.verdicts[payer.id] == market.BEATEN
-    assert "its first settle is its word" in state.verdicts[again.id] == state.verdicts[change.id]
-    assert balance(state, E1) == 240
+    assert state.verdicts[again.id] == market.ALREADY_SAID and balance(state, E1) == 240
+    # its refund is another word, and a refund takes precedence: the payer keeps its money
+    change = s.settle(V2, "refunded", r)
+    state = s.every_order([first, again, change, payer])
+    assert state.verdicts[change.id] == "" and state.verdicts[first.id] == market.BEATEN
+    assert balance(state, E1) == 0 and balance(state, ALICE) == FUND_UCR
     # a first settle that is invalid on its own is no word: the next one counts
     s = Scene()
     r = s.receipt(60.0)
     wrong, right = s.settle(V2, "paid", r, 999, gpu_s=60.0), s.settle(V2, "paid", r, 240, gpu_s=60.0)
     state = s.every_order([wrong, right, s.settle(ALICE, "paid", r, 240)])
     assert "releases 240 ucr" in state.verdicts[wrong.id] and state.verdicts[right.id] == ""
+
+
+def test_the_payers_second_refund_after_expiry_is_no_rival_of_its_first() -> None:
+    s = Scene(expires_ms=2_000)
+    s.feeds.clock_ms = 5_000
+    first, second = s.settle(ALICE, "refunded", None), s.settle(ALICE, "refunded", None)
+    r = s.receipt(30.0, keep=False)
+    state = s.every_order([first, second, r])
+    assert state.verdicts[first.id] == market.RECEIPT_BEATS_REFUND and state.verdicts[second.id] == market.ALREADY_SAID
+    state = s.every_order([first, second, s.sign(BOB, Post(channel="general", text="unrelated", reply_to=None),
+                                                  keep=False)])
+    assert state.verdicts[first.id] == "" and state.verdicts[second.id] == market.ALREADY_SAID
 
 
 def test_a_receipt_beats_the_payers_refund_after_expiry_and_voids_what_the_payer_spent_of_it() -> None:
