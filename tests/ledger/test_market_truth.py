@@ -194,10 +194,6 @@ def incremental(spec: SignedSpec, rows: list[Entry]) -> fold.State:
     return state
 
 
-def trust_view(state: fold.State) -> dict[bytes, frozenset[str]]:
-    return dict(sorted(state.verifiers.items()))
-
-
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 70), fact_steps=st.integers(0, 60),
        order_seed=st.integers(0, 2**32 - 1), fork=st.booleans())
@@ -212,7 +208,7 @@ def test_every_table_is_the_same_in_any_arrival_order(seed: int, steps: int, fac
     for got in (fold.rebuild(SPEC.spec, shuffled), incremental(SPEC, shuffled)):
         assert fold.tables(got) == fold.tables(want)
         assert market_view(got) == market_view(want)
-        assert (facts_view(got), trust_view(got)) == (facts_view(want), trust_view(want))
+        assert facts_view(got) == facts_view(want)  # trust among them
     # the rows a store persists, entry by entry, end where a rebuild of the set does
     assert replay_as_a_store(SPEC.spec, shuffled) == fold.tables(want)
     held = sum(want.balances.values()) + sum(want.held.values())
@@ -222,23 +218,18 @@ def test_every_table_is_the_same_in_any_arrival_order(seed: int, steps: int, fac
 
 def race_verdicts(state: fold.State) -> dict[str, int]:
     """How often each rival rule decided: a history that never races proves nothing."""
-    counts: dict[str, int] = {}
-    for reason in state.verdicts.values():
-        for rule in (market.BEATEN, market.RECEIPT_BEATS_REFUND, "spends an entry that holds no output"):
-            if rule in reason:
-                counts[rule] = counts.get(rule, 0) + 1
-    return counts
+    rules = (market.BEATEN, market.RECEIPT_BEATS_REFUND, market.ALREADY_SAID, "spends an entry that holds no output")
+    return {rule: sum(rule in reason for reason in state.verdicts.values()) for rule in rules}
 
 
 def test_the_racing_histories_race() -> None:
     rows = racing_history(SPEC, steps=400, seed=3)
     state = fold.rebuild(SPEC.spec, rows)
     counts = race_verdicts(state)
-    assert counts.get(market.BEATEN, 0) >= 5 and counts.get(market.RECEIPT_BEATS_REFUND, 0) >= 1, counts
-    assert counts.get("spends an entry that holds no output", 0) >= 1, counts  # a spend of a loser's output
+    assert min(counts.values()) >= 1 and counts[market.BEATEN] >= 5, counts  # spends: of a loser's output
     statuses = {info.status for info in state.jobs.values()}
     assert {"open", "ran", "settled", "refunded", "cancelled"} <= statuses, statuses
-    # arrival orders that make the fold undo an applied settle: rebuilds that fold more than once
+    assert state.losers  # this rebuild met a winner after a rival it beats, and folded again
     for order_seed in range(3):
         shuffled = topological_shuffle(rows, random.Random(order_seed))
         assert fold.tables(incremental(SPEC, shuffled)) == fold.tables(state)
@@ -252,7 +243,7 @@ async def test_two_real_ledgers_fed_in_different_orders_hold_the_same_tables_and
     facts = facts_history(spec, steps=150, seed=21, forks=False)
     rows = facts + racing_history(spec, steps=250, seed=21, before=facts)
     want = fold.rebuild(spec.spec, rows)
-    assert race_verdicts(want).get(market.BEATEN, 0) >= 3
+    assert race_verdicts(want)[market.BEATEN] >= 3
     held = []
     for n in range(2):
         path = tmp_path / f"node{n}"
