@@ -16,7 +16,9 @@ set. Judged entries (mints, transfers, the market) are judged against those fact
 moves after a judged entry read it — a key gains or loses trust after it minted, a record row a
 mint named changes, a fork proof voids entries that already counted — `state.needs_rebuild` is
 set and the caller runs `rebuild`, which reads fork proofs first, then every fact-bearing entry,
-then judges the rest in row order against the final facts. Honest traffic rarely needs it: facts
+then judges the rest in row order against the final facts. A market settle applied before a
+rival that beats it (ledger/market.py) also asks for a rebuild, which folds again with the
+losers known until none is beaten after it was applied. Honest traffic rarely needs it: facts
 move for old judged entries only when trust changes or replays arrive out of their time order.
 """
 from __future__ import annotations
@@ -99,9 +101,10 @@ def apply(state: State, entry: Entry) -> State:
             market.apply_receipt(state, entry.id, entry.author, body)
     elif isinstance(body, Settle):
         state.judged_authors.add(entry.author)  # a verifier's settle reads its trust
-        effect = _judge(state, entry, market.check_settle(state, entry.author, entry.time_ms, body))
+        effect = _judge(state, entry, market.check_settle(state, entry.id, entry.author, entry.time_ms, body))
+        market.note_settle(state, entry.author, body, state.verdicts[entry.id])  # kept whatever the verdict
         if effect:
-            market.apply_settle(state, entry.id, body)
+            market.apply_settle(state, entry.id, entry.author, body)
     elif isinstance(body, Admit):
         effect = _judge(state, entry, "" if entry.author == state.spec.creator else "only the swarm's creator admits")
         if effect:
@@ -200,7 +203,17 @@ def rebuild(spec: SwarmSpec, entries: Iterable[Entry]) -> State:
     """
     if isinstance(entries, Iterator):
         entries = list(entries)
+    losers: dict[bytes, str] = {}
+    while True:  # once more per round of market settles beaten after they were applied: rarely any
+        state = _fold_set(spec, entries, losers)
+        if not state.displaced:
+            return state
+        losers.update(market.losers_of(state))  # each round adds losers: at most as many rounds as settles
+
+
+def _fold_set(spec: SwarmSpec, entries: Iterable[Entry], losers: dict[bytes, str]) -> State:
     state = initial(spec)
+    state.losers = dict(losers)
     for entry in entries:
         if isinstance(entry.body, Fraud):
             _apply_fraud(state, entry, entry.body)

@@ -23,12 +23,31 @@ chose neither input, so regenerating receipts changes nothing. A picked job is s
 trusted verifier, who replays it; its paid settle states the GPU-seconds its own replay took and
 releases at most that (with BILLING_SLACK) at the offer's price: billing follows measured time, not
 what the receipt says. A payer that never reveals cannot pay unchecked; a verifier may always
-check and settle.
+check and settle. A payer's settle that names the job's receipt and carries the right secret
+reveals it whatever becomes of that settle (the secret is public from then on).
 
-Two settles of one job by different authors (or a receipt and a payer's refund after expiry)
-race: the first the fold sees wins and the other gets a verdict. Nodes avoid the race by waiting
-(a payer refunds only well after expiry); the ledger stays consistent either way because each
-node folds its own row order and the audit refolds the same order.
+One truth on every node: who wins a job is a function of the set of entries, never of their
+arrival order. Settles of one job by different authors, and a receipt against the payer's refund
+after expiry, meet in any order, so a settle is judged in two steps. First on its own: its job,
+payment, receipt, author, amount, secret and expiry, all of which reference entries that precede
+it (or, for trust, the fold's facts). Then against its rivals, by a fixed precedence:
+- a valid receipt beats the payer's refund after expiry, whichever came first: a payer cannot
+  take back the escrow of a job that ran while its receipt was in flight;
+- among the closing settles of a job that are valid on their own, the one with the smallest
+  `settle_key` wins: a trusted verifier's refund (its check failed: the payer keeps its money),
+  then a verifier's paid settle (its own measured time), then the payer's paid settle, then the
+  payer's refund after expiry; within one of these, the smaller amount to the executor, then the
+  smaller entry id. Every other one gets the verdict BEATEN. An author's first paid settle of a
+  job that is valid on its own is its only paid one, and its first refund its only refund (its
+  feed orders them: ALREADY_SAID), so a job has at most two rivals per trusted verifier and two
+  of its payer's, and the payer's refund after expiry never meets another.
+When a settle (or a receipt) arrives that beats a settle the fold already applied, the fold notes
+the loser in `state.displaced` and asks for a rebuild; `fold.rebuild` folds again with the losers
+known (`state.losers`) until no entry beats an applied one, so it ends where a fold that met the
+winner first would (one more pass per round of losers; a loser only ever stays one). Outputs of
+a settle that lost are gone on every node, and a transfer that spent them is invalid on every
+node: settle outputs are final only once no rival can come, so a payee that needs certainty
+waits for the verifiers' checks.
 """
 from __future__ import annotations
 
@@ -46,6 +65,10 @@ SPOT_CHECK_DOMAIN = b"autoswarm/spot-check\x00"
 BILLING_SLACK = Fraction(5, 4)  # a spot check releases at most 1.25 x the GPU-seconds its own replay took
 JOB_STATUSES = ("open", "accepted", "ran", "settled", "refunded", "cancelled")
 UNKNOWN = "unknown"  # job_status of an id that is not a valid job in this state
+# verdicts of a settle that is valid on its own but loses to a rival (see the module doc)
+BEATEN = "another settle of the job takes precedence (ledger/market.py: settle_key)"
+RECEIPT_BEATS_REFUND = "the job has a receipt: it is settled by it"
+ALREADY_SAID = "this key already settled the job this way: its first such settle is its word"
 
 
 def cost_ucr(gpu_s: float, price_ucr_per_gpu_s: int) -> int:
@@ -175,18 +198,22 @@ def check_receipt(state: State, author: bytes, receipt: Receipt) -> str:
         return "only the payment's executor signs its receipt"
     if receipt.offer != escrow.offer:
         return "the receipt names another offer than its payment"
-    if info.settle is not None:
-        return "the job is already settled"
-    if info.receipt is not None:
+    if info.receipt is not None:  # an earlier one in the executor's own feed: the same on every node
         return "the job already has a receipt"
     if receipt.gpu_s > info.job.max_gpu_s:
         return f"gpu_s {receipt.gpu_s} is over the job's max_gpu_s {info.job.max_gpu_s}"
+    # no test against the job's settle: a receipt beats the payer's refund after expiry (module doc)
     return ""
 
 
 def apply_receipt(state: State, entry_id: bytes, author: bytes, receipt: Receipt) -> None:
-    state.receipts[entry_id] = ReceiptInfo(author, receipt.job, receipt.payment, receipt.status, receipt.gpu_s)
     info = state.jobs[receipt.job]
+    if info.settle is not None:
+        # only the payer's refund after expiry closes a paid job without a receipt; this receipt,
+        # which came after it, beats it: fold again with the refund known to lose. The receipt is
+        # kept, so that the settles naming it still meet their rivals in this pass
+        _displace(state, info, RECEIPT_BEATS_REFUND)
+    state.receipts[entry_id] = ReceiptInfo(author, receipt.job, receipt.payment, receipt.status, receipt.gpu_s)
     info.receipt = entry_id
     info.status = "ran"
 
@@ -194,24 +221,78 @@ def apply_receipt(state: State, entry_id: bytes, author: bytes, receipt: Receipt
 # -- settle
 
 
-def check_settle(state: State, author: bytes, time_ms: int, settle: Settle) -> str:
+def settle_key(payer: bytes, author: bytes, entry_id: bytes, settle: Settle) -> tuple[int, int, bytes]:
+    """The precedence of a closing settle that is valid on its own: the smallest key of a job's wins.
+
+    Ranks: 0 a verifier's refund (a failed check), 1 a verifier's paid settle, 2 the payer's paid
+    settle, 3 the payer's refund after expiry (it never meets 0-2: they need a receipt, it needs
+    none). Then the smaller amount to the executor, so a rival cannot raise the bill, then the id.
+    """
+    if settle.outcome == "refunded":
+        rank = 0 if settle.receipt is not None else 3
+    else:
+        rank = 2 if author == payer else 1
+    return rank, settle.amount, entry_id
+
+
+def note_settle(state: State, author: bytes, settle: Settle, verdict: str) -> None:
+    """What a settle leaves whatever its verdict: a payer's secret, published after the receipt
+    (naming it), is public from then on, so the pick is too; and an author's first paid (or
+    refunded) settle of a job that is valid on its own is its only one, so one key cannot make
+    every node rebuild again and again by settling one job for ever smaller amounts."""
+    info = state.jobs.get(settle.job)
+    if info is None:
+        return
+    if settle.outcome in ("paid", "refunded") and verdict in ("", BEATEN, RECEIPT_BEATS_REFUND):
+        info.words.add((author, settle.outcome))
+    if (settle.reveal is None or info.revealed is not None or author != info.author
+            or info.receipt is None or settle.receipt != info.receipt or settle.payment != info.payment):
+        return
+    if check_secret(info.job, settle.reveal):
+        info.revealed = settle.reveal
+
+
+def check_settle(state: State, entry_id: bytes, author: bytes, time_ms: int, settle: Settle) -> str:
+    """"" if the settle counts, else why not: first on its own, then against its job's rivals."""
     info = state.jobs.get(settle.job)
     if info is None:
         return "the settle names no valid job"
     if settle.reveal is not None and not check_secret(info.job, settle.reveal):
         return "the revealed secret does not hash to the job's check_hash"
-    if settle.outcome == "reveal":  # valid before or after a verifier's settle: no race with it
-        return _check_reveal(state, author, info, settle)
-    if info.settle is not None:
-        return "the job is already settled"
+    if settle.outcome == "reveal":  # moves nothing: valid before or after any settle, no rival
+        return _check_reveal(info, author, settle)
     if settle.outcome == "cancelled":
-        if author != info.author:
-            return "only the job's author cancels it"
-        if settle.payment is not None or settle.receipt is not None or settle.amount != 0:
-            return "a cancel names no payment or receipt and moves nothing"
-        if info.payment is not None:
-            return "the job has a payment: it can no longer be cancelled"
-        return ""
+        return _check_cancel(info, author, settle)
+    reason = _check_close(state, info, author, time_ms, settle)
+    if reason:
+        return reason
+    if (author, settle.outcome) in info.words:  # an earlier settle in its own feed: the same on every node
+        return ALREADY_SAID
+    # Rivals last, so that a settle invalid on its own gets its own reason in every order.
+    if settle.receipt is None and info.receipt is not None:
+        return RECEIPT_BEATS_REFUND
+    lost = state.losers.get(entry_id)
+    if lost:  # an earlier pass of this rebuild saw an entry beat it
+        return lost
+    if info.settle_key is not None and info.settle_key < settle_key(info.author, author, entry_id, settle):
+        return BEATEN
+    return ""
+
+
+def _check_cancel(info: JobInfo, author: bytes, settle: Settle) -> str:
+    if author != info.author:
+        return "only the job's author cancels it"
+    if settle.payment is not None or settle.receipt is not None or settle.amount != 0:
+        return "a cancel names no payment or receipt and moves nothing"
+    if info.payment is not None:  # tested before the next: a closing settle implies a payment
+        return "the job has a payment: it can no longer be cancelled"
+    if info.settle is not None:  # an earlier cancel in the payer's own feed
+        return "the job is already cancelled"
+    return ""
+
+
+def _check_close(state: State, info: JobInfo, author: bytes, time_ms: int, settle: Settle) -> str:
+    """A paid or refunded settle on its own: everything it reads references entries before it."""
     if info.payment is None or settle.payment != info.payment:
         return "the settle must name the job's escrow payment"
     escrow = state.escrows[info.payment]
@@ -244,18 +325,17 @@ def check_settle(state: State, author: bytes, time_ms: int, settle: Settle) -> s
         return ""
     if author != info.author:
         return "only the payer refunds a job without a receipt"
-    if info.receipt is not None:
-        return "the job has a receipt: it is settled by it"
     if time_ms <= info.job.expires_ms:
         return "the job has not expired yet"
-    return ""
+    return ""  # whether a receipt beats it is the rivals' test (check_settle)
 
 
-def _check_reveal(state: State, author: bytes, info: JobInfo, settle: Settle) -> str:
+def _check_reveal(info: JobInfo, author: bytes, settle: Settle) -> str:
+    # no test of an earlier reveal: revealing twice moves nothing, and the verdict stays order-free
     if author != info.author:
         return "only the payer reveals its job's secret"
-    if info.job.check_hash is None or info.revealed is not None:
-        return "the job has no unrevealed check secret"
+    if info.job.check_hash is None:
+        return "the job has no check secret"
     if info.receipt is None or settle.receipt != info.receipt or settle.payment != info.payment:
         return "the secret is revealed only after the receipt, naming it and its payment"
     if settle.amount != 0 or settle.gpu_s is not None:
@@ -265,16 +345,23 @@ def _check_reveal(state: State, author: bytes, info: JobInfo, settle: Settle) ->
     return ""
 
 
-def apply_settle(state: State, entry_id: bytes, settle: Settle) -> None:
-    info = state.jobs[settle.job]
-    if settle.reveal is not None and info.revealed is None:  # check_settle checked it against check_hash
-        info.revealed = settle.reveal  # checked: a reveal, or a paid settle that carried the secret
+def apply_settle(state: State, entry_id: bytes, author: bytes, settle: Settle) -> None:
+    """Applies a settle check_settle passed; the secret it may carry is note_settle's."""
     if settle.outcome == "reveal":
+        return
+    info = state.jobs[settle.job]
+    if info.settle is not None:
+        # check_settle passed, so this one beats the settle applied before it: fold again. It
+        # stands in as the best so far, so that the rivals after it in this pass meet it (one
+        # rebuild finds every loser of the job); the money moves in the rebuild
+        _displace(state, info, BEATEN)
+        info.settle, info.settle_key = entry_id, settle_key(info.author, author, entry_id, settle)
         return
     info.settle = entry_id
     if settle.outcome == "cancelled":
         info.status = "cancelled"
         return
+    info.settle_key = settle_key(info.author, author, entry_id, settle)
     assert info.payment is not None  # check_settle passed
     escrow = state.escrows[info.payment]
     escrow.settle = entry_id
@@ -299,3 +386,21 @@ def apply_settle(state: State, entry_id: bytes, settle: Settle) -> None:
     else:
         info.status = "refunded"
         rep.refunded += 1
+
+
+def _displace(state: State, info: JobInfo, reason: str) -> None:
+    """The job's applied settle loses to an entry that came after it: the state from here on is
+    not the set's, so the fold rebuilds, and the rebuild judges the loser with `reason` up front."""
+    if info.settle is None or info.settle_key is None:  # never: only a closing settle has rivals
+        return  # (and only a closing settle reads `losers`, so a rebuild always ends)
+    state.displaced[info.settle] = RECEIPT_BEATS_REFUND if info.settle_key[0] == 3 else reason
+    state.needs_rebuild = True
+
+
+def losers_of(state: State) -> dict[bytes, str]:
+    """What a fold pass that displaced a settle learnt, for the next (see the module doc): the
+    settles displaced, and those it judged beaten by a rival, which stay beaten in every later
+    pass that finds them valid on their own (their rival is then valid on its own too)."""
+    found = {eid: reason for eid, reason in state.verdicts.items() if reason in (BEATEN, RECEIPT_BEATS_REFUND)}
+    found.update(state.displaced)
+    return found

@@ -20,8 +20,11 @@ class JobInfo:
     offers: list[bytes] = field(default_factory=list)  # offer ids in arrival order
     payment: bytes | None = None  # the escrow transfer that accepted an offer
     receipt: bytes | None = None  # the executor's valid receipt
-    settle: bytes | None = None   # the one valid settle
-    revealed: bytes | None = None  # the payer's check secret, once revealed after the receipt
+    settle: bytes | None = None   # the one valid settle: the cancel, or the winner among rivals
+    settle_key: tuple[int, int, bytes] | None = None  # the winner's market.settle_key; None for a cancel
+    revealed: bytes | None = None  # the payer's check secret, once in a payer's settle naming the receipt
+    # (author, "paid" or "refunded") of settles that were valid on their own: each author's first is its only one
+    words: set[tuple[bytes, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,10 @@ class State:
     receipts: dict[bytes, ReceiptInfo] = field(default_factory=dict)
     held: dict[bytes, int] = field(default_factory=dict)                   # payer -> ucr in open escrows
     reputation: dict[bytes, Reputation] = field(default_factory=dict)  # executor -> record
+    # settle id -> verdict, for settles an entry beat after the fold had applied them: the fold
+    # then rebuilds, and the rebuild folds again with them in `losers` (ledger/market.py)
+    displaced: dict[bytes, str] = field(default_factory=dict)
+    losers: dict[bytes, str] = field(default_factory=dict)
     frozen: dict[bytes, int] = field(default_factory=dict)                 # author -> forked seq
     verdicts: dict[bytes, str] = field(default_factory=dict)
     effect_seq: dict[bytes, int] = field(default_factory=dict)  # author -> last seq that changed state or got a verdict
