@@ -173,7 +173,8 @@ async def run(args: argparse.Namespace) -> None:
                 loop_ms = (loop_cpu_s() - loop_before) * 1000 / args.entries
                 emit(args, metric="latency", entries=args.entries, p50_ms=round(statistics.median(lat), 1),
                      p95_ms=round(lat[int(0.95 * (len(lat) - 1))], 1), max_ms=round(lat[-1], 1),
-                     cpu_ms_per_entry=round(cpu_ms, 1), loop_cpu_ms_per_entry=round(loop_ms, 1), load_avg_1m=round(os.getloadavg()[0], 2))
+                     cpu_ms_per_entry=round(cpu_ms, 1), loop_cpu_ms_per_entry=round(loop_ms, 1),
+                     load_avg_1m=round(os.getloadavg()[0], 2))
                 emit(args, metric="duplicates", per_peer_per_entry=round(dups, 2), degree=args.degree)
                 # throughput: many authors publish at once
                 t0 = time.perf_counter()
@@ -204,6 +205,8 @@ async def run(args: argparse.Namespace) -> None:
                 emit(args, metric="counters", **totals)
                 for task in collectors:
                     task.cancel()
+            t_close = time.perf_counter()
+        emit(args, metric="teardown", seconds=round(time.perf_counter() - t_close, 1))
 
 
 def cpu_s() -> float:
