@@ -27,8 +27,10 @@ import logging
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -44,6 +46,25 @@ MAX_QUEUED_REQUESTS = 1024    # append requests waiting for the writer; more wai
 MAX_BATCH_ENTRIES = 8192      # entries per transaction (bounds one transaction's time and memory)
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+def _transaction(conn: sqlite3.Connection, writes: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """One whole write transaction, run in the writer connection's own thread."""
+    conn.execute("BEGIN IMMEDIATE")
+    for sql, rows in writes:
+        conn.executemany(sql, rows)
+    conn.execute("COMMIT")  # on error the transaction stays open: Writer._recover rolls it back
+
+
+async def _in_db_thread(db: aiosqlite.Connection, fn: Callable[..., _T], *args: Any) -> _T:
+    """Runs fn(sqlite3 connection, *args) in aiosqlite's thread for `db`: one thread round trip for
+    a whole transaction, where a statement per call costs one each (about six per transaction;
+    with many ledgers in one process, as in the swarm benchmark, those hand-offs and the GIL
+    switches behind them were a large share of the CPU per entry). aiosqlite has no public call
+    for this; `_execute` is what its every public method goes through."""
+    conn: Any = db
+    return await conn._execute(lambda: fn(conn._conn, *args))  # type: ignore[no-any-return]
 
 
 class Status(enum.Enum):
@@ -167,18 +188,16 @@ class Writer:
         try:
             results = [[await self._admit(work, entry) for entry in request.entries] for request in batch]
             if work.rows:
-                await self._db.execute("BEGIN IMMEDIATE")
-                await self._db.executemany(schema.INSERT_ENTRY, work.rows)
                 if self.state.needs_rebuild:
-                    # a fork proof voided entries already folded: fold afresh, in a thread
+                    # a fork proof voided entries already folded: fold afresh (committed rows and
+                    # this batch's entries), in a thread; nothing is written before it is done
                     self.state = await asyncio.to_thread(schema.rebuild, self._path, self._signed, work.appended)
                 changes = fold.take_changes(self.state)
+                writes: list[tuple[str, Sequence[Any]]] = [(schema.INSERT_ENTRY, work.rows)]
                 if changes.replace_all:
-                    for table in schema.DERIVED_TABLES:
-                        await self._db.execute(f"DELETE FROM {table}")
-                for table, rows in schema.change_rows(changes).items():
-                    await self._db.executemany(schema.UPSERT[table], rows)
-                await self._db.execute("COMMIT")
+                    writes += [(f"DELETE FROM {table}", [()]) for table in schema.DERIVED_TABLES]
+                writes += [(schema.UPSERT[table], rows) for table, rows in schema.change_rows(changes).items()]
+                await _in_db_thread(self._db, _transaction, writes)
         except BaseException as exc:
             await self._recover(batch, exc)
             if not isinstance(exc, Exception):

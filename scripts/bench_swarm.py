@@ -6,6 +6,7 @@ and appends durably (WAL, synchronous=FULL). Prints one JSON object per line:
     {"metric": "latency", ...}     time for one signed entry to reach every peer: p50, p95, max;
                                    CPU ms this process spent per entry (load-independent), and
                                    the machine's load average (other work slows every figure)
+    {"metric": "idle", ...}        CPU ms per second the connected swarm spends with nothing to send
     {"metric": "duplicates", ...}  receipts of an entry a peer already held, per peer per entry
     {"metric": "throughput", ...}  entries/s delivered to all peers, many authors publishing at once
     {"metric": "bundle", ...}      bytes of the bundle for a one-line change of trainer/train.py,
@@ -144,10 +145,15 @@ async def run(args: argparse.Namespace) -> None:
                 degrees = [len(p.connected()) for p in peers]
                 emit(args, metric="setup", seconds=round(setup_s, 1), edges=edges,
                      mean_degree=round(statistics.mean(degrees), 2), max_fds=fd_count())
+                if args.idle_s > 0:  # what the swarm costs doing nothing: pings, timers, dial rounds
+                    idle_before, t_idle = cpu_s(), time.perf_counter()
+                    await asyncio.sleep(args.idle_s)
+                    emit(args, metric="idle", seconds=args.idle_s, cpu_ms_per_s=round(
+                        (cpu_s() - idle_before) * 1000 / (time.perf_counter() - t_idle), 1))
                 # warm-up, then one entry at a time: latency to the last peer
                 lat: list[float] = []
                 dup_before = duplicates(peers)
-                cpu_before = cpu_s()
+                cpu_before, loop_before = cpu_s(), loop_cpu_s()
                 for k in range(args.warmup + args.entries):
                     author = peers[rng.randrange(n)]
                     t0 = time.perf_counter()
@@ -158,15 +164,17 @@ async def run(args: argparse.Namespace) -> None:
                         lat.append((arrivals.done[entry.id] - t0) * 1000)
                     if k + 1 == args.warmup:
                         dup_before = duplicates(peers)
-                        cpu_before = cpu_s()
+                        cpu_before, loop_before = cpu_s(), loop_cpu_s()
                 # duplicates settle once in-flight copies land; wait for queues to drain a moment
                 await asyncio.sleep(0.5)
                 dups = (duplicates(peers) - dup_before) / (args.entries * n)
                 lat.sort()
                 cpu_ms = (cpu_s() - cpu_before) * 1000 / args.entries  # includes the 0.5 s settle
+                loop_ms = (loop_cpu_s() - loop_before) * 1000 / args.entries
                 emit(args, metric="latency", entries=args.entries, p50_ms=round(statistics.median(lat), 1),
                      p95_ms=round(lat[int(0.95 * (len(lat) - 1))], 1), max_ms=round(lat[-1], 1),
-                     cpu_ms_per_entry=round(cpu_ms, 1), load_avg_1m=round(os.getloadavg()[0], 2))
+                     cpu_ms_per_entry=round(cpu_ms, 1), loop_cpu_ms_per_entry=round(loop_ms, 1),
+                     load_avg_1m=round(os.getloadavg()[0], 2))
                 emit(args, metric="duplicates", per_peer_per_entry=round(dups, 2), degree=args.degree)
                 # throughput: many authors publish at once
                 t0 = time.perf_counter()
@@ -197,11 +205,19 @@ async def run(args: argparse.Namespace) -> None:
                 emit(args, metric="counters", **totals)
                 for task in collectors:
                     task.cancel()
+            t_close = time.perf_counter()
+        emit(args, metric="teardown", seconds=round(time.perf_counter() - t_close, 1))
 
 
 def cpu_s() -> float:
     """CPU seconds of this process, all threads (the loop, SQLite writers, signature checks)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def loop_cpu_s() -> float:
+    """CPU seconds of the event loop's thread alone (the rest: SQLite threads, signature workers)."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -247,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anti-entropy-s", type=float, default=10.0, help="the node default")
     parser.add_argument("--timeout-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--idle-s", type=float, default=2.0, help="measure the idle swarm's CPU this long first")
     parser.add_argument("--pull-rtt-factor", type=float, default=gossip.PULL_RTT_FACTOR,
                         help="ask for an announced entry after this many round trips (1e9: the old fixed 0.5 s)")
     parser.add_argument("--tmp", default=None, help="folder for the ledgers (default: the system's)")

@@ -247,6 +247,21 @@ def frame_bytes(message: Any) -> int:
     return payload + (2 if payload < 126 else 4 if payload < 65536 else 10) + TCP_IP_BYTES_PER_FRAME
 
 
+def busiest_node(v: int, adj: list[list[int]], floods: list[Flood], by_origin: np.ndarray, full_bytes: np.ndarray,
+                 id_bytes: np.ndarray, sync_bytes: np.ndarray, hours: float, entries: int) -> dict[str, Any]:
+    """Where the busiest node's bytes go: full copies sent and received per entry, id frames (`Have`,
+    `WantIds`) per entry, and GB/day of each kind."""
+    per_entry = [float(by_origin @ np.array([getattr(f, name)[v] for f in floods]) / entries)
+                 for name in ("sent", "received")]
+    ids = (float(by_origin @ np.array([f.announced[v] for f in floods if f.announced is not None]) / entries)
+           if floods[0].announced is not None else 0.0)
+    day = 24 / hours / 1e9
+    return {"node": v, "degree": len(adj[v]), "full_sent_per_entry": round(per_entry[0], 2),
+            "full_received_per_entry": round(per_entry[1], 2), "id_frames_per_entry": round(ids, 2),
+            "gb_per_day": {"full": round(float(full_bytes[v]) * day, 3), "ids": round(float(id_bytes[v]) * day, 3),
+                           "anti_entropy_and_pings": round(float(sync_bytes[v]) * day, 3)}}
+
+
 def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any]:
     """Runs the whole simulation; returns the figures (and the evidence behind them) as a dict."""
     rng = random.Random(cfg.seed)
@@ -275,10 +290,13 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
         per_origin[p.origin] += frame_bytes(Entries((p.entry.wire,)))
     moved = np.stack([f.sent + f.received for f in floods])        # [origin, node]
     entry_bytes = per_origin @ moved                                 # [node]
+    full_bytes = entry_bytes.copy()
+    id_bytes = np.zeros(cfg.nodes)
     by_origin = np.bincount([p.origin for p in day.published], minlength=cfg.nodes)
     id_frame_bytes = frame_bytes(Have((b"\x00" * 32,)))   # one id per frame, as the built code sends it
     assert id_frame_bytes == frame_bytes(WantIds((b"\x00" * 32,)))
     if cfg.eager is not None:
+        id_bytes = id_frame_bytes * (by_origin @ np.stack([f.announced for f in floods if f.announced is not None]))
         entry_bytes = entry_bytes + id_frame_bytes * (by_origin @ np.stack([f.announced for f in floods
                                                                              if f.announced is not None]))
     tips = {a: (s, h[:8]) for a, (s, h) in heads_of(day).items()}
@@ -338,6 +356,8 @@ def simulate(cfg: SimConfig, *, ledger_dir: Path | None = None) -> dict[str, Any
                                  "entries_median": float(np.median(entry_bytes) / hours),
                                  "anti_entropy_and_pings_median": float(np.median(sync_bytes) / hours)},
         "bytes_per_node_per_day": {"median": float(np.median(total) / hours * 24), "max": float(total.max() / hours * 24)},
+        "busiest": busiest_node(int(np.argmax(total)), adj, floods, by_origin, full_bytes, id_bytes, sync_bytes,
+                                hours, len(day.published)),
         "heads_round_bytes": round(heads_bytes), "full_heads_bytes": full_heads_bytes,
         "duplicates_per_node_per_entry": float(statistics.mean(
             float((f.received.sum() - (cfg.nodes - 1)) / cfg.nodes) for f in floods[:50])),

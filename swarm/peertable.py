@@ -15,6 +15,7 @@ name and renamed, so a crash leaves the old table or the new one, never half of 
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -42,6 +43,7 @@ def host_of(addr: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and the dialer asks it for every known address each round
 def group_of(host: str) -> str:
     """The /16 (IPv4) or /32 (IPv6) of an IP address; a host name is its own group."""
     try:
