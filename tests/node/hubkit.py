@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger.bodies import Body, Claim
+from ledger.bodies import Body, Claim, Seal
 from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.spec import SignedSpec, SwarmSpec, sign_spec
@@ -84,12 +84,14 @@ class KitBackend:
 
     async def claim(self, commit: bytes, parent: bytes | None, val_bpb: float | None, *, who: Identity | None = None,
                     message: str = "", status: str = "ok") -> ClaimRecord:
-        """Publishes a claim of `commit` as if a worker had run it."""
+        """Publishes a claim of `commit` as if a worker had run it, and the anchor's seal of it
+        (ledger/assign.py: without one no replay counts), as an anchor's node does."""
         body = Claim(commit=commit, parent=parent, platform_class=CLASS, status=status, val_bpb=val_bpb,
                      num_steps=10 if val_bpb is not None else 0, planned_steps=10, seed=0, training_s=1.0,
                      wall_s=2.0, peak_vram_mb=0.0, loss_curve=[3.0, 2.5], diff_summary="", message=message,
                      bundle=None)
         entry = await self.publish_as(who or self.me, body)
+        await self.publish_as(self.verifier, Seal(claims=[entry.id]))  # the anchor fixes who may verify it
         return self.history.claims[entry.id]
 
 

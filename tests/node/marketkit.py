@@ -66,6 +66,7 @@ async def earned_credits(spec: SignedSpec, verifier: Identity, users: Sequence[I
     value = 1.6
     for n, user in enumerate([users[0], *users]):
         c = add(user, factory.claim(n + 1, value))
+        add(verifier, factory.seal(c))
         v = add(verifier, factory.verify(c, value))
         amount = 0 if prev is None else credits.record_share_ucr(spec.spec.record_ucr_per_bpb, prev, value, 1)
         add(verifier, factory.record_mint(c, [v], value, prev, amount))
