@@ -191,6 +191,8 @@ def solo_spec_fields(config: NodeConfig, research: Identity, verifier: Identity,
         platform_classes=classes, verifiers=trusted, quorum=config.quorum,
         noise_bpb={d.platform_class: config.noise_bpb(d.device) for d in devices},
         record_ucr_per_bpb=config.record_ucr_per_bpb, verify_ucr=config.verify_ucr,
+        max_steps={d.platform_class: config.max_steps(d.device, budget) for d in devices},
+        **config.spec_trust_fields(),
     )
 
 

@@ -5,7 +5,7 @@ lock the home, load or create both identities, find the devices, prepare the dat
 subprocess), open the git repository and write the baseline commit, find the swarm (the one
 joined before, one whose spec a bootstrap peer serves, or our own, signed now), open the
 ledger and the peer, publish the profile, start the local API (HOME/api.json says where), then
-one worker task per device, the display, (as a creator admitting automatically) the admit
+one worker task per device, the display, (as a creator with `[swarm] admit_keys`) the admit
 loop, the seal loop (it seals claims while one of our keys is an anchor) and the credits
 market's loop (node/market/loop.py), all owned by one TaskGroup.
 
@@ -168,8 +168,8 @@ async def _work(research: Research, devices: list[Device], display: Display, con
         helpers = [tg.create_task(display.run(config.refresh_s), name="display")]
         if research.market is not None:
             helpers.append(tg.create_task(research.market.run(), name="market"))
-        if config.admit == "auto" and research.spec.spec.creator == research.researcher.public_key:
-            helpers.append(tg.create_task(_admit_loop(research), name="admit"))
+        if config.admit_keys and research.spec.spec.creator == research.researcher.public_key:
+            helpers.append(tg.create_task(_admit_loop(research, config.admitted_keys()), name="admit"))
         helpers.append(tg.create_task(_seal_loop(research), name="seal"))
         workers = [tg.create_task(research.run_worker(d), name=f"worker-{d.label}") for d in devices]
         try:
@@ -180,8 +180,8 @@ async def _work(research: Research, devices: list[Device], display: Display, con
                 task.cancel()
 
 
-async def _admit_loop(research: Research) -> None:
-    """As the swarm's creator: admits every node that profiles itself as a verifier of its class."""
+async def _admit_loop(research: Research, keys: frozenset[bytes]) -> None:
+    """As the swarm's creator: admits each key of `[swarm] admit_keys` once it profiles its class."""
     ledger, row = research.ledger, 0
     ours = {research.researcher.public_key, research.verifier.public_key}
     profiles: dict[bytes, str] = {}
@@ -189,7 +189,7 @@ async def _admit_loop(research: Research) -> None:
         for row, entry in await ledger.entries_since(row, ["profile"], 1000):
             if entry.author not in ours and isinstance(entry.body, Profile):
                 profiles[entry.author] = entry.body.platform_class
-        for admit in due_admissions(ledger.state, profiles):
+        for admit in due_admissions(ledger.state, profiles, keys):
             await research.publish(research.researcher, admit)
             research.display.event(f"admitted {short_id(admit.verifier)} as a verifier of "
                                    f"{', '.join(admit.platform_classes)}")

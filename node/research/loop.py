@@ -51,7 +51,7 @@ from node.research.proposer import Proposal, Settings, describe, propose
 from node.research.replay import Replays
 from node.research.experiment import RunResult
 from node.research.runs import Live, Runs, Stats, claim_body, result_text, short_value
-from node.research.submit import SubmitQueue
+from node.research.submit import SubmitQueue, refuse_implausible
 from node.research.waves import WaveQueue, WaveSettings, plan_wave
 from node.research.submit import Submission
 
@@ -221,6 +221,7 @@ class Research:
                                    seed=seed, horizon=horizon, budget_s=budget_s)
 
     async def _publish_claim(self, body: Claim) -> ClaimRecord:
+        body = refuse_implausible(self.spec.spec, body)  # no verifier should spend a replay on it
         entry = await self.publish(self.researcher, body)
         record = ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body)
         self.history.add(record)

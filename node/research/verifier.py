@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from ledger import assign, credits, facts
+from ledger import assign, credits, facts, plausible, standing
 from ledger.bodies import MAX_SEAL_CLAIMS, Mint
 from ledger.fold import State
 
@@ -165,6 +165,11 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
     open_claims = [r for r in history.of_class(platform_class) if not settled(state, r)]
     if not open_claims:
         return []
+    # never replayed: claims whose numbers cannot be true, and claims of authors with too many
+    # refuted ones (a verified best is still re-measured: rule 5 protects the reference)
+    barred = standing.barred_authors(state)
+    open_claims = [r for r in open_claims if r.id in state.verified
+                   or r.author not in barred and not plausible.implausible(state.spec, r.body)]
     confirm = [r for r in open_claims if r.id in state.verified]  # the best, re-measured (rule 5)
     open_claims = [r for r in open_claims if r.id not in state.verified]
     # one program, one verification: a commit re-claimed (every early node runs the baseline) is

@@ -23,16 +23,18 @@ from tests.swarm.swarmkit import SPEC, open_node
 AUTHOR = "t <t@autoswarm>"
 
 
-def test_the_creator_admits_each_profiled_node_once() -> None:
+def test_the_creator_admits_each_listed_profiled_node_once() -> None:
     creator, known, new, frozen = identity(1), identity(2), identity(3), identity(4)
     spec = make_spec(creator, [known])
     state = fold.initial(spec.spec)
     state.frozen[frozen.public_key] = 1
-    profiles = {known.public_key: CLASS, new.public_key: CLASS, frozen.public_key: CLASS, identity(5).public_key: "tpu"}
-    assert due_admissions(state, profiles) == [Admit(verifier=new.public_key, platform_classes=[CLASS])]
+    profiles = {known.public_key: CLASS, new.public_key: CLASS, frozen.public_key: CLASS, identity(5).public_key: "tpu",
+                identity(6).public_key: CLASS}
+    keys = {known.public_key, new.public_key, frozen.public_key, identity(5).public_key}  # [swarm] admit_keys
+    assert due_admissions(state, profiles, keys) == [Admit(verifier=new.public_key, platform_classes=[CLASS])]
     feeds = Feeds(spec.swarm_id)
-    fold.apply(state, feeds.sign(creator, due_admissions(state, profiles)[0]))
-    assert due_admissions(state, profiles) == []  # admitted: nothing more to do
+    fold.apply(state, feeds.sign(creator, due_admissions(state, profiles, keys)[0]))
+    assert due_admissions(state, profiles, keys) == []  # admitted: nothing more to do
 
 
 def _device(cls: str) -> Device:
