@@ -19,7 +19,7 @@ from ledger.plausible import TRAINING_GRACE_S, TRAINING_SLACK, implausible
 from ledger.spec import DOMAIN, SignedSpec, decode_spec, sign_spec
 from ledger.standing import STRIKE_MARGIN, Standing, barred_authors, standing, standings
 from ledger.store import Ledger
-from tests.ledger.factory import CLASS, NOISE, Feeds, claim, identity, make_spec, verify
+from tests.ledger.factory import CLASS, NOISE, Feeds, claim, identity, make_spec, seal, verify
 from tests.ledger.test_fold import topological_shuffle
 
 CREATOR, V1, V2, ALICE, BOB, CAROL = (identity(1200 + i) for i in range(6))
@@ -114,6 +114,8 @@ class World:
         entry = self.feeds.sign(who, body)  # type: ignore[arg-type]
         fold.apply(self.state, entry)
         self.rows.append(entry)
+        if isinstance(body, Claim) and who != V1:
+            self.add(V1, seal(entry))  # the anchor's seal: without one no replay counts (ledger/assign.py)
         return entry
 
     def claimed(self, who: Identity, value: float, replays: dict[Identity, float | None]) -> Entry:

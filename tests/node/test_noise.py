@@ -170,7 +170,7 @@ def test_replay_noise_reads_the_ledger_re_runs() -> None:
 
     from ledger import fold
     from node.research.noise import replay_noise
-    from tests.ledger.factory import CLASS, Feeds, claim, identity, make_spec, verify
+    from tests.ledger.factory import CLASS, Feeds, claim, identity, make_spec, seal, verify
 
     verifiers = [identity(801), identity(802), identity(803)]
     signed = make_spec(identity(800), verifiers, quorum=3)
@@ -179,6 +179,7 @@ def test_replay_noise_reads_the_ledger_re_runs() -> None:
     for n in range(40):
         c = feeds.sign(identity(810), claim(n, round(1.5 + rng.gauss(0, 0.002), 6)))
         fold.apply(state, c)
+        fold.apply(state, feeds.sign(verifiers[0], seal(c)))  # an anchor's seal: then the replays count
         for v in verifiers:
             fold.apply(state, feeds.sign(v, verify(c, 1.5 + rng.gauss(0, 0.002))))
     found = replay_noise(state, CLASS)
