@@ -164,6 +164,7 @@ def test_job_rows_and_the_dashboard_table_follow_a_job_to_settlement() -> None:
         return entry
 
     claim = add(payer, factory.claim(1, 1.5))
+    add(verifier, factory.seal(claim))
     verify = add(verifier, factory.verify(claim, 1.5))
     add(verifier, Mint(reason="verification", subject=verify.id, quorum=[], to=verifier.public_key, amount=1000,
                        value=None, prev_best=None))
