@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from ledger.state import State
 
 RANK_DOMAIN = b"autoswarm/assign/v1\x00"
+EVAL_DOMAIN = b"autoswarm/eval-rows/v1\x00"
 Flips = dict[bytes, set[bytes]]  # claim -> keys that entered or left its assignment
 
 
@@ -49,6 +50,17 @@ def assignment(state: State, claim_id: bytes) -> tuple[bytes, ...] | None:
 
 def is_assigned(state: State, claim_id: bytes, key: bytes) -> bool:
     return claim_id in state.assigned_to.get(key, ())
+
+
+def replay_eval_seed(state: State, claim_id: bytes) -> int | None:
+    """The validation rows every assigned replay of the claim scores (the trainer's --eval-seed):
+    drawn from its seal, so the claimant could not know them when it trained, and the same for all
+    its verifiers, whose commitments to their outputs (Verify.outputs) then compare batch by batch.
+    None while the claim has no seal."""
+    seal_id = state.seals.get(claim_id)
+    if seal_id is None:
+        return None
+    return int.from_bytes(hashlib.sha256(EVAL_DOMAIN + seal_id + claim_id).digest()[:8], "big") >> 1
 
 
 def apply_seal(state: State, seal_id: bytes, author: bytes, claims: Iterable[bytes]) -> list[bytes]:

@@ -56,6 +56,7 @@ class RunRequest:
     scratch: Path                  # the child's TMPDIR; emptied after the run
     env: Mapping[str, str]         # extra environment (CUDA_VISIBLE_DEVICES)
     home: Path                     # the node's home: hidden from the candidate (keys), by argument
+    eval_seed: int | None = None   # the validation rows to score; None: fresh, secret (the trainer draws them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,8 @@ def command(request: RunRequest) -> list[str]:
         argv += ["--steps", str(request.steps)]
     if request.horizon is not None:
         argv += ["--horizon", str(request.horizon)]
+    if request.eval_seed is not None:
+        argv += ["--eval-seed", str(request.eval_seed)]
     return argv
 
 

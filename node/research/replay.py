@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ledger import credits
+from ledger import assign, credits
 from ledger.bodies import Body, Verify
 from ledger.entry import Entry
 from ledger.keys import Identity, short_id
@@ -101,7 +101,8 @@ class Replays:
                 return
             cand, parent = await self.runs.materialize(device, body.commit, body.parent)
             result = await self.runs.run(device, f"verify {record.id.hex()[:8]}", cand, parent, steps=body.num_steps,
-                                         seed=body.seed, horizon=body.planned_steps or None)
+                                         seed=body.seed, horizon=body.planned_steps or None,
+                                         eval_seed=assign.replay_eval_seed(self.ledger.state, record.id))
             status, value, reason = result.status, result.val_bpb, result.reason
             budget = self.config.budget_s(device.device)
             killed = status == "timeout"

@@ -80,14 +80,15 @@ class Runs:
         return cand, base
 
     async def run(self, device: Device, what: str, cand: Path, parent: Path | None, *, steps: int | None,
-                  seed: int, horizon: int | None = None, budget_s: int | None = None) -> RunResult:
+                  seed: int, horizon: int | None = None, budget_s: int | None = None,
+                  eval_seed: int | None = None) -> RunResult:
         env: dict[str, str] = {}
         if device.index is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device.index)
         request = RunRequest(train_py=cand, parent_py=parent, profile=device.profile,
                              budget_s=budget_s or self.config.budget_s(device.device), steps=steps, horizon=horizon,
                              seed=seed, data=self.data.path, scratch=self.scratch / device.label / "tmp", env=env,
-                             home=self.layout.home)
+                             home=self.layout.home, eval_seed=eval_seed)
         expected_s = self.expected_s(device, steps)
         async with machine_slot(self.config.machine_lock):
             self.display.start(device.label, what, expected_s)
