@@ -43,8 +43,7 @@ SEND_QUEUE_FRAMES = 1024      # pushes beyond this drop the oldest queued frame
 SYNC_INBOX_MESSAGES = 32      # heads pages and wants waiting for the syncer; more are dropped
 SEEN_IDS = 4096               # entry ids this peer is known to hold (sent us, or we sent it)
 SENT_FRAUDS = 1024            # fork proof ids sent on this link; forgotten beyond (then re-sent once)
-SEND_TIMEOUT_S = 30.0         # one frame onto the socket (or the frames written together, below)
-WRITE_BATCH_BYTES = 256 * 1024  # queued frames written under one timeout, at most (then a fresh one)
+SEND_TIMEOUT_S = 30.0         # one frame onto the socket
 PING_INTERVAL_S = 10.0
 EARLY_PINGS_S = (1.0, 2.0, 4.0)   # the gaps between the first pings after connecting
 IDLE_TIMEOUT_S = 45.0         # nothing at all received for this long: the link is dead
@@ -106,13 +105,6 @@ class SendQueue:
         while not len(self):
             self._ready.clear()
             await self._ready.wait()
-        return self._take()
-
-    def get_nowait(self) -> bytes | None:
-        """The next frame, or None if none is queued."""
-        return self._take() if len(self) else None
-
-    def _take(self) -> bytes:
         frame = self._urgent.popleft() if self._urgent else self._normal.popleft()
         self._space.set()
         return frame
@@ -344,18 +336,11 @@ class Connection:
 
     async def _write_loop(self) -> None:
         while True:
-            frame: bytes | None = await self.sendq.get()
-            # the frames queued by now go out under one timeout (a timer per small frame cost as
-            # much CPU as its send), WRITE_BATCH_BYTES at most: no slower a rate is demanded of the
-            # link than a lone frame of MAX_FRAME_BYTES in SEND_TIMEOUT_S
-            batch_bytes = 0
+            frame = await self.sendq.get()
             async with asyncio.timeout(SEND_TIMEOUT_S):
-                while frame is not None:
-                    await self.ws.send_bytes(frame)
-                    self.stats.frames_out += 1
-                    self.stats.bytes_out += len(frame)
-                    batch_bytes += len(frame)
-                    frame = self.sendq.get_nowait() if batch_bytes < WRITE_BATCH_BYTES else None
+                await self.ws.send_bytes(frame)
+            self.stats.frames_out += 1
+            self.stats.bytes_out += len(frame)
 
     async def _sync_loop(self) -> None:
         while True:
