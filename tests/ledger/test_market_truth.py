@@ -24,7 +24,7 @@ from ledger.feed import make_fraud
 from ledger.keys import Identity
 from ledger.spec import SignedSpec, sign_spec
 from ledger.store import Ledger, Status
-from tests.ledger.factory import CLASS, Feeds, claim, commit, identity, make_spec, transfer, verify
+from tests.ledger.factory import CLASS, Feeds, claim, commit, identity, make_spec, seal, transfer, verify
 from tests.ledger.test_fold import replay_as_a_store, topological_shuffle
 from tests.ledger.test_market import (
     ALICE, BOB, CREATOR, E1, E2, E3, FUND_UCR, V1, V2, escrow_body, market_view, offer_body, receipt_body,
@@ -38,7 +38,11 @@ SPOT_PER_MILLE = 500  # half the jobs with a secret are picked: both paths run
 
 
 def truth_spec(quorum: int = 1) -> SignedSpec:
-    signed = make_spec(CREATOR, [V1, V2, V3], quorum=quorum, verify_ucr=FUND_UCR, trust_replays=2)
+    # assigned=0: every trusted key's replay counts. With a sealed assignment of 3, the history's
+    # later admissions would displace the funding verifier from old claims' assignments and void
+    # the fees that fund the payers (an open problem of ledger/assign.py, docs/architecture.md);
+    # this test is about the market's races, so its funding must not move.
+    signed = make_spec(CREATOR, [V1, V2, V3], quorum=quorum, verify_ucr=FUND_UCR, trust_replays=2, assigned=0)
     return sign_spec(CREATOR, dataclasses.replace(signed.spec, spot_check_per_mille=SPOT_PER_MILLE))
 
 
@@ -77,6 +81,7 @@ def racing_history(spec: SignedSpec, *, steps: int, seed: int, before: list[Entr
 
     for n, payer in enumerate(PAYERS):
         c = add(payer, claim(9000 + n, 1.5))
+        add(V1, seal(c))  # an anchor's seal: then V1's replay is assigned and earns its fee
         v = add(V1, verify(c, 1.5))
         m = add(V1, Mint(reason="verification", subject=v.id, quorum=[], to=V1.public_key, amount=FUND_UCR,
                          value=None, prev_best=None))
@@ -270,6 +275,7 @@ class Scene:
         self.feeds = Feeds(self.spec.swarm_id)
         self.rows: list[Entry] = []
         c = self.sign(ALICE, claim(1, 1.5))
+        self.sign(V1, seal(c))
         v = self.sign(V1, verify(c, 1.5))
         m = self.sign(V1, Mint(reason="verification", subject=v.id, quorum=[], to=V1.public_key, amount=FUND_UCR,
                                value=None, prev_best=None))
