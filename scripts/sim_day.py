@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ledger import credits, fold
-from ledger.bodies import Body, Claim, Mint, Verify
+from ledger import assign, credits, fold
+from ledger.bodies import Body, Claim, Mint, Seal, Verify
 from ledger.entry import Entry, sign_entry
 from ledger.keys import Identity
 from ledger.pending import Pending
@@ -96,7 +96,9 @@ def run_day(cfg: SimConfig, spec: SignedSpec, ids: list[Identity], arrival: np.n
         now_s, v = heapq.heappop(jobs)
         # a verifier that already holds an unverified improvement re-runs it; the run takes a budget
         if v in verifier_nodes:
-            seen = [k for k, (at, _, o) in enumerate(unverified) if at + arrival[o][v] <= now_s]
+            # only claims whose seal assigned this verifier (ledger/assign.py), as the node's queue does
+            seen = [k for k, (at, c, o) in enumerate(unverified)
+                    if at + arrival[o][v] <= now_s and assign.is_assigned(state, c.id, ids[v].public_key)]
             if seen:
                 _, claim_entry, _ = unverified.pop(seen[0])
                 _verify(publish, v, ids[v], claim_entry, state, now_s)
@@ -110,6 +112,10 @@ def run_day(cfg: SimConfig, spec: SignedSpec, ids: list[Identity], arrival: np.n
             best = value
             improvements += 1
             unverified.append((now_s, claim, v))
+            # an anchor seals it (a verifier node other than its author): only the improvements
+            # are sealed here, the ones anyone replays; a real anchor's seal lists up to 256 claims
+            # every 3 s, so the seals of the rest would add about one small entry per 3 s per anchor
+            publish(1 if v == 0 else 0, Seal(claims=[claim.id]), now_s)
         heapq.heappush(jobs, (now_s + cfg.budget_s + rng.uniform(*cfg.overhead_s), v))
     return day
 

@@ -195,6 +195,8 @@ CASES: dict[str, Case] = {
     "python -m node --bootstrap HOST:PORT [--listen HOST:PORT] [--advertise HOST:PORT]": Parse(_FOREVER),
     "python -m node --home /h --json frontier": Run({"/h": "home"}, expect=r'"classes"'),
     "python -m node frontier --home /h --json": Run({"/h": "home"}, expect=r'"classes"'),
+    "python scripts/attacks_live.py": Skip("starts a real node and attacks it (minutes); "
+                                          "tests/node/test_attacks_live.py runs it"),
 }
 # (pattern, case) for families; a command matching none of CASES' keys is looked up here
 FAMILIES: list[tuple[str, Case]] = [

@@ -63,6 +63,7 @@ async def test_split_network_heals_to_equal_fold_tables(tmp_path: Path) -> None:
         # the verifier re-runs a claim it learnt from the other half: a record in the fold
         claim = await left[0].ledger.wires_after(left[0].identity.public_key, 0, 1)
         claim_entry = decode_entry(claim[0])
+        await right[0].peer.publish(factory.seal(claim_entry))  # the anchor's seal, then its replay
         verify = await right[0].peer.publish(factory.verify(claim_entry, 0.9))
         expected[verify.author] = verify.seq
         await wait_all(left + right, expected, 60)
