@@ -204,6 +204,10 @@ def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tup
             appended = touched.get(cls, 0)
             touched[cls] = appended + 1 if at_tail and appended >= 0 else -1
             _index(state, claim_id, now)
+        elif read_before != set(measured):
+            # the same decision read other keys: a record mint by a key that entered or left the
+            # read set was judged on the first rule of credits.check_mint, whose answer just moved
+            moved.readers.setdefault(claim_id, set()).update(read_before ^ set(measured))
     for cls in sorted(touched):
         _records(state, cls, moved, appended=touched[cls])
     return moved

@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger import credits, fold, market  # noqa: E402
-from ledger.bodies import Admit, Body, Claim, Job, Mint, Offer, Receipt, Settle, Transfer, Verify  # noqa: E402
+from ledger.bodies import Admit, Body, Claim, Job, Mint, Offer, Receipt, Seal, Settle, Transfer, Verify  # noqa: E402
 from ledger.entry import Entry, sign_entry  # noqa: E402
 from ledger.keys import Identity  # noqa: E402
 from ledger.spec import SwarmSpec, sign_spec  # noqa: E402
@@ -70,6 +70,8 @@ class Swarm:
         fold.apply(self.state, entry)
         if self.state.needs_rebuild:
             self.state = fold.rebuild(self.spec, self.rows)
+        if isinstance(body, Claim):  # an anchor's node seals it, as an honest swarm's does within seconds
+            self.add(HONEST_V2 if who is HONEST_V else HONEST_V, Seal(claims=[entry.id]))
         return entry
 
     def holds(self, keys: list[Identity]) -> int:
