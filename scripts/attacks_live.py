@@ -132,6 +132,7 @@ async def victim_node(home: Path, extra: list[str] | None = None) -> AsyncIterat
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         await reader
+        proc.stdout.close()
 
 
 def _read_lines(stream: Any, into: list[str]) -> None:
