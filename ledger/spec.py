@@ -19,6 +19,7 @@ from ledger.keys import SIGNATURE_BYTES, Identity, verify_signature
 DOMAIN = b"autoswarm/spec/v1\x00"
 MAX_SPEC_BYTES = 16 * 1024
 _HEADER_BYTES = KEY_BYTES + SIGNATURE_BYTES
+DEFAULT_ASSIGNED = 3  # keys whose replays count for a claim (ledger/assign.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +49,7 @@ class SwarmSpec(Body):
     # Market (ledger/market.py): the share of jobs with a check_hash that a verifier must settle
     spot_check_per_mille: int = 100
     # Sealed assignment (ledger/assign.py): the trusted keys whose replays count for a claim; 0: every one
-    assigned: int = 3
+    assigned: int = DEFAULT_ASSIGNED
     # per class: the most steps a claim may report; more cannot fit the time budget there, so such a
     # claim is refused before anyone replays it (ledger/plausible.py). A missing class: no limit.
     max_steps: dict[str, int] = field(default_factory=dict)

@@ -41,7 +41,7 @@ from ledger.bodies import Body, Claim, Seal, Verify
 from ledger.entry import Entry, sign_entry
 from ledger.fold import RecordRow, State
 from ledger.keys import Identity
-from ledger.spec import SwarmSpec
+from ledger.spec import DEFAULT_ASSIGNED, SwarmSpec
 
 from node.research import verifier, work
 from node.research.history import ClaimRecord, History
@@ -210,12 +210,12 @@ class _Swarm:
             direction="min", baseline_commit=BASELINE_COMMIT, allowed_files=["train.py"],
             platform_classes=sorted(noise), verifiers=[v.public_key for v in self.verifiers], quorum=config.quorum,
             noise_bpb=noise, record_ucr_per_bpb=RECORD_UCR_PER_BPB,
-            verify_ucr=config.verify_ucr,
+            verify_ucr=config.verify_ucr, assigned=0 if len(noise) > 1 else DEFAULT_ASSIGNED,
             # The assignment draws from every key trusted in a class, and spec verifiers are trusted
             # in all of them, but a node replays only its own hardware's class: with several classes
             # a claim could be assigned to keys that never replay it (open, docs/architecture.md).
             # Several classes therefore let every trusted key count, as before the seals.
-            **({"assigned": 0} if len(noise) > 1 else {}))
+            )
         self.state = fold.initial(spec)
         self.heads: dict[bytes, tuple[int, bytes | None]] = {}
         self.history = History()            # the claims the policy may still want: settled ones are pruned
