@@ -38,10 +38,8 @@ SPOT_PER_MILLE = 500  # half the jobs with a secret are picked: both paths run
 
 
 def truth_spec(quorum: int = 1) -> SignedSpec:
-    # assigned=0: every trusted key's replay counts. With a sealed assignment of 3, the history's
-    # later admissions would displace the funding verifier from old claims' assignments and void
-    # the fees that fund the payers (an open problem of ledger/assign.py, docs/architecture.md);
-    # this test is about the market's races, so its funding must not move.
+    # assigned=0 (every trusted key counts): later admissions would otherwise displace the funding
+    # verifier from old assignments and void the payers' funds (open: docs/architecture.md)
     signed = make_spec(CREATOR, [V1, V2, V3], quorum=quorum, verify_ucr=FUND_UCR, trust_replays=2, assigned=0)
     return sign_spec(CREATOR, dataclasses.replace(signed.spec, spot_check_per_mille=SPOT_PER_MILLE))
 
