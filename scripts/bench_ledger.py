@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger import credits, fold  # noqa: E402
-from ledger.bodies import Body, Claim, Mint, Post, Transfer, Verify  # noqa: E402
+from ledger.bodies import Body, Claim, Mint, Post, Seal, Transfer, Verify  # noqa: E402
 from ledger.entry import Entry, sign_entry  # noqa: E402
 from ledger.keys import Identity  # noqa: E402
 from ledger.sigcheck import INLINE_BELOW  # noqa: E402
@@ -119,6 +119,7 @@ class History:
                 planned_steps=1000, seed=n, training_s=300.0, wall_s=312.5, peak_vram_mb=40_000.0,
                 loss_curve=[round(rng.uniform(1, 4), 3) for _ in range(8)], diff_summary="lr 0.04 -> 0.05",
                 message="raise the matrix learning rate", bundle=hashlib.sha256(b"b%d" % n).digest())))
+            self.add(verifiers[0], Seal(claims=[self.claims[-1].id]))  # an anchor's seal, as its node publishes
         elif action == "verify":
             self.verify(rng.choice(verifiers), rng.choice(self.claims[-50:]))
         elif action == "vmint" and any(self.unminted_verifies.values()):

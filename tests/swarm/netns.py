@@ -114,10 +114,11 @@ async def run_peer(ledger_path: Path, seed: int, host: str, bootstrap: tuple[str
             if kind == "claim":
                 entry = await peer.publish(factory.claim(op["n"], op["val"]))
                 return {"ok": True, "id": entry.id.hex(), "author": entry.author.hex(), "seq": entry.seq}
-            if kind == "verify":  # a trusted verifier's re-run, its record mint and its verification mint
+            if kind == "verify":  # a trusted verifier's seal and re-run, its record mint and its verification mint
                 claim = await ledger.get(bytes.fromhex(op["claim"]))
                 if claim is None:
                     return {"ok": False, "error": "claim not held"}
+                await peer.publish(factory.seal(claim))  # as an anchor: then its replay is assigned
                 ver = await peer.publish(factory.verify(claim, op["val"]))
                 # the record mint the fold allows this verifier now (ledger/credits.py), if any
                 mint, _ = credits.record_mint(ledger.state, ver.author, claim.id)
