@@ -2,25 +2,13 @@
 get no trust, no credits and no records, and the victim's ledger audits clean afterwards."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.scriptkit import load_script
 
-def _load() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "scripts" / "attacks_live.py"
-    spec = importlib.util.spec_from_file_location("attacks_live", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["attacks_live"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-LIVE = _load()
+LIVE = load_script("attacks_live")
 
 
 @pytest.mark.slow
