@@ -29,6 +29,7 @@ from ledger.state import State
 
 RANK_DOMAIN = b"autoswarm/assign/v1\x00"
 EVAL_DOMAIN = b"autoswarm/eval-rows/v1\x00"
+TRAIN_DOMAIN = b"autoswarm/train-seed/v1\x00"
 Flips = dict[bytes, set[bytes]]  # claim -> keys that entered or left its assignment
 
 
@@ -61,6 +62,18 @@ def replay_eval_seed(state: State, claim_id: bytes) -> int | None:
     if seal_id is None:
         return None
     return int.from_bytes(hashlib.sha256(EVAL_DOMAIN + seal_id + claim_id).digest()[:8], "big") >> 1
+
+
+def replay_train_seed(state: State, claim_id: bytes, key: bytes, round_index: int) -> int | None:
+    """The training seed of `key`'s paired replay number `round_index` of the claim (the trainer's
+    --seed for both the candidate and its parent): drawn from the seal, so the claimant could not
+    choose a lucky draw, and different per verifier and round, so replays sample the training noise
+    instead of repeating the claimant's draw. None while the claim has no seal."""
+    seal_id = state.seals.get(claim_id)
+    if seal_id is None:
+        return None
+    material = TRAIN_DOMAIN + seal_id + claim_id + key + round_index.to_bytes(4, "big")
+    return int.from_bytes(hashlib.sha256(material).digest()[:4], "big") >> 1
 
 
 def apply_seal(state: State, seal_id: bytes, author: bytes, claims: Iterable[bytes]) -> list[bytes]:

@@ -70,6 +70,9 @@ class Claim(Body):
         self._text("message", self.message, 1024)
 
 
+MAX_ROUND_INDEX = 255  # paired replays one verifier may publish of one claim: far above any spec's bound
+
+
 @dataclass(frozen=True, slots=True)
 class Verify(Body):
     """A verifier's own re-run of a claim; its number, not the claimant's, is canonical."""
@@ -87,6 +90,12 @@ class Verify(Body):
     # between two verifies provable from the entries (ledger/outputs.py). None: a failed replay, or
     # a verify signed before the field existed.
     outputs: bytes | None = None
+    # Paired evidence (issue 13): the replay trains with the seed ledger/assign.py's
+    # `replay_train_seed` draws for (claim, verifier, round_index), which the claimant could not
+    # know when it signed, and `parent_val_bpb` is the claim's parent trained on that same seed and
+    # scored on the same rows. None: an unpaired replay (a verify signed before the fields existed).
+    round_index: int = 0
+    parent_val_bpb: float | None = None
 
     def __post_init__(self) -> None:
         self._bytes("claim", self.claim, HASH_BYTES)
@@ -101,6 +110,11 @@ class Verify(Body):
             _fail(type(self), "only an ok replay commits to its outputs")
         self._nonneg("num_steps", self.num_steps)
         self._nonneg("training_s", self.training_s)
+        self._nonneg("round_index", self.round_index)
+        if self.round_index > MAX_ROUND_INDEX:
+            _fail(type(self), f"round_index {self.round_index} over {MAX_ROUND_INDEX}")
+        if self.parent_val_bpb is not None and self.status != "ok":
+            _fail(type(self), "only an ok replay carries its parent's paired value")
 
     def refs(self) -> tuple[bytes, ...]:
         return (self.claim,)
