@@ -2,13 +2,15 @@
 # Sets up .venv (scripts/setup.sh) and runs the test suite; extra arguments go to pytest.
 #   bash scripts/test.sh           everything (what CI runs)
 #   bash scripts/test.sh --fast    the fast tier: tests not marked `slow` (the inner loop)
+# Tests run on two pytest-xdist workers, one file at a time each, longest files first
+# (tests/conftest.py): the demo runs beside the rest instead of after it. `-n 0` runs them serially.
 # Besides scripts/setup.sh's installs it installs, as root on Debian, two system packages the
 # tests need: chromium (the dashboard's browser test) and iproute2 (nodes in network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/apt.sh
-args=()
+args=(-n 2 --dist loadfile --no-loadscope-reorder)
 for a in "$@"; do
     if [ "$a" = --fast ]; then args+=(-m "not slow"); else args+=("$a"); fi
 done
