@@ -56,6 +56,7 @@ CASES: dict[str, Case] = {
     "python -m node": Parse(_FOREVER),
     "bash scripts/setup.sh && python -m node": Skip("installs system packages (apt, torch), then runs the node forever"),
     "bash scripts/test.sh": Skip("the whole test suite: CI runs exactly this"),
+    "bash scripts/test.sh --fast": Skip("the fast tier of the same suite: CI runs everything"),
     "python -m ledger keygen KEY": Run({"KEY": "new_path"}, expect=r"\b[a-z0-9]{8,}"),
     "python -m ledger new-swarm --key KEY --out FILE": Run({"KEY": "spare_key", "FILE": "new_path"}),
     "python -m ledger audit FILE": Run({"FILE": "ledger"}),
