@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from node.sim.collude import CollusionConfig, simulate_collusion  # noqa: E402
 
 MAX_VERIFICATION_SHARE = 0.15
+DEFAULT_NODES = 40
+DEFAULT_HOURS = 8.0
 
 
 def scenario(nodes: int, hours: float, share: float, seed: int, copy: bool = True,
@@ -42,8 +44,8 @@ def scenario(nodes: int, hours: float, share: float, seed: int, copy: bool = Tru
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=40)
-    parser.add_argument("--hours", type=float, default=8.0)
+    parser.add_argument("--nodes", type=int, default=DEFAULT_NODES)
+    parser.add_argument("--hours", type=float, default=DEFAULT_HOURS)
     parser.add_argument("--share", type=float, action="append")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trust-tolerance", type=float, default=None,
