@@ -29,15 +29,16 @@ WIDE_TOLERANCE_BPB = 0.006  # about 3 sd of the difference of two runs at the si
 
 
 def scenario(nodes: int, hours: float, share: float, seed: int, copy: bool = True,
-             tolerance: float | None = None) -> dict[str, object]:
+             tolerance: float | None = None, quorum: int = 2, assigned: int = 3) -> dict[str, object]:
     start = time.perf_counter()
     config = CollusionConfig(nodes=nodes, hours=hours, colluding=share, copy=copy,
-                             trust_tolerance_bpb=tolerance)
+                             trust_tolerance_bpb=tolerance, quorum=quorum, assigned=assigned)
     figures = simulate_collusion(config, random.Random(seed))
     # the goal: no record credit for an improvement they did not make (they make none), one truth;
     # fees for vouches they never ran are reported beside it (colluder_vouch_fee_ucr), not counted here
     succeeded = figures.colluder_record_ucr > 0 or not figures.folds_equal
-    return {"attack": "colluding_minority", "level": "fold", "share": share, "copies": copy, "trust_tolerance_bpb": tolerance, "nodes": nodes, "hours": hours,
+    return {"attack": "colluding_minority", "level": "fold", "share": share, "copies": copy, "trust_tolerance_bpb": tolerance, "quorum": quorum,
+            "assigned": assigned, "nodes": nodes, "hours": hours,
             "seed": seed, "succeeded": succeeded, "attacker_ucr": figures.colluder_record_ucr,
             "verification_share_ok": figures.verification_share <= MAX_VERIFICATION_SHARE,
             **dataclasses.asdict(figures), "elapsed_s": round(time.perf_counter() - start, 1)}
@@ -51,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trust-tolerance", type=float, default=None,
                         help="the spec's trust_tolerance_bpb (default: none, so its noise_bpb)")
+    parser.add_argument("--quorum", type=int, default=2)
+    parser.add_argument("--assigned", type=int, default=3)
     parser.add_argument("--no-copies", action="store_true", help="only vouching and invented claims")
     args = parser.parse_args(argv)
     failed = 0
     for share in args.share or [0.1, 0.3]:
         row = scenario(args.nodes, args.hours, share, args.seed, not args.no_copies,
-                       args.trust_tolerance)
+                       args.trust_tolerance, args.quorum, args.assigned)
         failed += bool(row["succeeded"]) or not row["verification_share_ok"]
         print(json.dumps(row), flush=True)
     return 1 if failed else 0
