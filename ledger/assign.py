@@ -26,8 +26,12 @@ the class, a loss a re-rank of the claims that key was assigned to), and equal t
 computed afresh.
 
 A claim without a seal has no assignment and no final decision: it waits for an anchor.
-Not stopped here: an anchor that colludes with a claimant can sign seals until one ranks its
-friends first (see docs/architecture.md).
+Not stopped here (docs/architecture.md): an anchor that colludes with a claimant can sign seals
+until one ranks its friends first; an earned key's vouch still pulls a quorum-2 median by up to a
+noise (the cap keeps a spec verifier in the quorum, not a majority of them); and a key that earns
+trust after a claim's seal can displace an assigned earned key that already replayed it, voiding
+that key's fee: the fold re-ranks only on a seal or a change of trusted classes, so a fix needs
+the seal to carry its pool or the fold to re-rank when a key's earning time moves.
 """
 from __future__ import annotations
 
