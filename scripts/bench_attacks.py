@@ -6,9 +6,11 @@ JSON object per line: {"attack", "succeeded", "attacker_ucr", ...}. `attacker_uc
 credits the attacker's keys hold beyond what honest work entitles them to (always expected 0).
 The identity attacks (free keys asking to verify, rings, self-admission, fee floods) are then
 played against a real default node on loopback by scripts/attacks_live.py; the attacks here need
-trusted keys or an honest swarm's entries that an outside attacker cannot get that way.
+trusted keys or an honest swarm's entries that an outside attacker cannot get that way. Then the
+colluding minority (scripts/sim_collude.py: 10% and 30% of identities earn trust honestly, then
+vouch for each other, invent gains and copy honest ones), once with copies and once without.
 
-    python scripts/bench_attacks.py [--fold-only]
+    python scripts/bench_attacks.py [--fold-only] [--no-collusion]
 """
 from __future__ import annotations
 
@@ -365,6 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"attack": attack.__name__, "level": "fold", "succeeded": succeeded,
                           "attacker_ucr": attacker_ucr, **details,
                           "elapsed_s": round(time.perf_counter() - start, 3)}), flush=True)
+    if "--no-collusion" not in args:
+        import sim_collude
+        for copies in (False, True):
+            for share in (0.1, 0.3):
+                # a trust tolerance wide enough that colluders keep the trust they earn (with the spec's
+                # default, noise_bpb, most lose it to noise and the attack is barely played)
+                row = sim_collude.scenario(sim_collude.DEFAULT_NODES, sim_collude.DEFAULT_HOURS, share, 1, copies,
+                                           sim_collude.WIDE_TOLERANCE_BPB)
+                failed += bool(row["succeeded"]) or not row["verification_share_ok"]
+                print(json.dumps(row), flush=True)
     if "--fold-only" not in args:  # then the identity attacks against a real default node
         import attacks_live
         failed += attacks_live.main([])

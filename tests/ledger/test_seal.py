@@ -202,7 +202,7 @@ def test_a_seal_signed_before_its_author_was_admitted_counts_once_it_is() -> Non
 
 
 def test_losing_and_gaining_trust_moves_the_assignment_as_ranking_afresh_would() -> None:
-    signed = make_spec(CREATOR, [ANCHOR], quorum=1, trust_replays=1, assigned=2)
+    signed = make_spec(CREATOR, [ANCHOR, ANCHOR2, HONEST[0]], quorum=2, trust_replays=1, assigned=3)
     feeds, state = Feeds(signed.swarm_id), fold.initial(signed.spec)
     rows: list[Entry] = []
 
@@ -215,16 +215,20 @@ def test_losing_and_gaining_trust_moves_the_assignment_as_ranking_afresh_would()
     earners = [identity(760 + i) for i in range(4)]
     claims = [add(ALICE, claim(n, 1.5)) for n in range(8)]
     add(ANCHOR, Seal(claims=[c.id for c in claims]))
-    for n, e in enumerate(earners):       # each earns trust with one agreeing replay beside the anchor's
+    for n, e in enumerate(earners):       # each earns trust with one agreeing replay beside the anchors'
         trainer = add(ALICE, claim(100 + n, 1.5))
         add(ANCHOR, seal(trainer))
         add(ANCHOR, verify(trainer, 1.5))
+        add(ANCHOR2, verify(trainer, 1.5))
         add(e, verify(trainer, 1.5))
         assert CLASS in state.verifiers[e.public_key]
-    for c in claims:
-        assert assign.assignment(state, c.id) == _afresh(state, c.id)
-    add(earners[0], verify(claims[0], 9.0))  # beside the anchor's replay: a disagreement, trust lost
+        for c in claims:
+            assert assign.assignment(state, c.id) == _afresh(state, c.id)
+    earned_in = [c for c in claims if set(assign.assignment(state, c.id) or ()) - set(signed.spec.verifiers)]
+    assert len(earned_in) == len(claims)  # every claim has one earned slot (quorum - 1), and 4 earners to fill it
+    add(earners[0], verify(claims[0], 9.0))  # beside the anchors' replays: a disagreement, trust lost
     add(ANCHOR, verify(claims[0], 1.5))
+    add(ANCHOR2, verify(claims[0], 1.5))
     assert CLASS not in state.verifiers.get(earners[0].public_key, frozenset())
     for c in claims:
         assert assign.assignment(state, c.id) == _afresh(state, c.id)
@@ -233,10 +237,17 @@ def test_losing_and_gaining_trust_moves_the_assignment_as_ranking_afresh_would()
 
 
 def _afresh(state: fold.State, claim_id: bytes) -> tuple[bytes, ...]:
+    """The rule of ledger/assign.py written out: at most quorum - 1 earned keys, spec verifiers for the rest."""
     info, seal_id = state.claims[claim_id], state.seals[claim_id]
     pool = [k for k, classes in state.verifiers.items() if info.platform_class in classes and k != info.author]
     ranked = sorted(pool, key=lambda k: assign.rank(seal_id, claim_id, k))
-    return tuple(ranked if state.spec.assigned == 0 else ranked[:state.spec.assigned])
+    spec_keys = set(state.spec.verifiers)
+    earned = [k for k in ranked if k not in spec_keys][:state.spec.quorum - 1 if state.spec.trust_replays else None]
+    fixed = [k for k in ranked if k in spec_keys]
+    if state.spec.assigned:
+        fixed = fixed[:state.spec.assigned - len(earned)]
+    chosen = set(earned) | set(fixed)
+    return tuple(k for k in ranked if k in chosen)
 
 
 def test_seal_bodies_and_the_assigned_field_are_checked() -> None:
