@@ -50,6 +50,7 @@ from node.market.loop import Market, MarketConfig
 from node.live import LiveBackend
 from node.platform import Device, detect
 from node.research import verifier
+from node.research.agentdriver import AgentDriver, AgentSettings
 from node.research.loop import Research
 
 
@@ -171,6 +172,9 @@ async def _work(research: Research, devices: list[Device], display: Display, con
         if config.admit_keys and research.spec.spec.creator == research.researcher.public_key:
             helpers.append(tg.create_task(_admit_loop(research, config.admitted_keys()), name="admit"))
         helpers.append(tg.create_task(_seal_loop(research), name="seal"))
+        if config.agent_command:  # an operator's coding agent per worker (node/research/agentdriver.py)
+            driver = agent_driver(research, config)
+            helpers += [tg.create_task(driver.drive(d), name=f"agent-{d.label}") for d in devices]
         workers = [tg.create_task(research.run_worker(d), name=f"worker-{d.label}") for d in devices]
         try:
             for worker in workers:
@@ -178,6 +182,14 @@ async def _work(research: Research, devices: list[Device], display: Display, con
         finally:
             for task in helpers:
                 task.cancel()
+
+
+def agent_driver(research: Research, config: NodeConfig) -> AgentDriver:
+    settings = AgentSettings(command=config.agent_command, timeout_s=float(config.agent_timeout_s),
+                             name=config.agent_name, frozen_constants=config.frozen_constants)
+    return AgentDriver(settings, research.repo, research.ledger, research.history, research.submissions,
+                       research.parent_here, research.display.event, research.scratch,
+                       frozenset({research.researcher.public_key, research.verifier.public_key}))
 
 
 async def _admit_loop(research: Research, keys: frozenset[bytes]) -> None:
