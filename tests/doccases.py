@@ -109,7 +109,8 @@ CASES: dict[str, Case] = {
     "python -m node log --search <idea>": Run({"<idea>": "idea"}, expect=r"matrix"),
     "python -m node show <hash>": Run({"<hash>": "better"}, expect=r"raise the matrix lr"),
     "python -m node diff <a> <b>": Run({"<a>": "baseline", "<b>": "better"}, expect=r"MATRIX_LR = 0\.05"),
-    "python -m node submit train.py -m \"short description of the change\" --wait": Run(expect=_RESULT_LINE),
+    "python -m node submit train.py --parent <best-commit> -m \"short description of the change\"": Run(
+        {"<best-commit>": "better"}, expect=r"^queued [0-9a-f]{40} \(parent [0-9a-f]{12}\) at position \d+"),
     "python -m node post results \"commit:a1b2c3d platform:h100-80g val_bpb:0.993200 vram_gb:44.2 | raise MATRIX_LR to "
     "0.05\"": Run(),
     "python -m node hypothesis \"deeper models stop helping past DEPTH=12 here\" --tag depth": Run(),

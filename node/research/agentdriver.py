@@ -206,7 +206,7 @@ class AgentDriver:
 def _write(work: Path, train_py: bytes, brief: str) -> None:
     (work / "train.py").write_bytes(train_py)
     (work / BRIEF_FILE).write_text(brief)
-    (work / MESSAGE_FILE).unlink(missing_ok=True)
+    (work / MESSAGE_FILE).write_bytes(b"")   # there to edit: some agents (aider) only edit files that exist
 
 
 def _read_edit(work: Path) -> tuple[bytes | None, bytes]:

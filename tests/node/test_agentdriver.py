@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ import pytest
 from swarm import gitrepo
 from tests.node.hubkit import CLASS, KitBackend, backend
 
+from node.config import MAX_AGENT_COMMAND_CHARS
 from node.contract import MAX_TRAIN_PY_BYTES
 from node.platform import Device
 from node.research import agentproc
@@ -239,3 +242,24 @@ def test_signal_tree_reaches_a_descendant_in_another_session() -> None:
     finally:
         child.kill()
         child.wait(timeout=30)
+
+
+def _documented_commands() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text()
+    blocks = re.findall(r"^```toml\n(.*?)^```", text, re.S | re.M)
+    return [tomllib.loads(b)["agent"]["command"] for b in blocks]
+
+
+def test_the_documented_agent_sections_are_valid_config() -> None:
+    commands = _documented_commands()
+    assert [c.split()[0] for c in commands if c] == ["claude", "codex", "aider", "python3"]
+    assert all(len(c) <= MAX_AGENT_COMMAND_CHARS for c in commands)
+
+
+async def test_the_documented_script_agent_runs_as_printed(tmp_path: Path) -> None:
+    async with backend(tmp_path) as kit:
+        outcome = await _driver(kit, tmp_path, _documented_commands()[-1]).round(DEVICE)
+        assert outcome.queued is not None, outcome.text
+        source = (await gitrepo.read_file(kit.repo, outcome.queued, "train.py")).decode()
+        assert re.search(r"(?m)^MATRIX_LR = 0\.036  # Muon", source)
+        assert "edit by agent-cpu" in outcome.text   # no message.txt line: the default message
