@@ -39,7 +39,6 @@ class Skip:
 
 Case = Run | Parse | Skip
 
-_RESULT_LINE = r"(?m)^commit:[0-9a-f]{7} platform:cpu-tiny val_bpb:1\.45"
 _FOREVER = "runs the research loop until stopped (minutes of training); tests/node/test_node_run.py runs it"
 _DEMO = "a loopback swarm until a verified record (minutes); tests/node/test_demo.py runs it"
 _NAMES = "names a command; the forms with arguments run"
@@ -78,6 +77,8 @@ CASES: dict[str, Case] = {
     "python -m node diff A B": Run({"A": "baseline", "B": "better"}, expect=r"MATRIX_LR = 0\.05"),
     "python -m node log": Run(expect=r"raise the matrix lr"),
     "python -m node submit train.py": Run(),
+    "python -m node --agent \"claude -p 'Follow BRIEF.md in this folder.' --permission-mode acceptEdits\"": Parse(
+        _FOREVER + "; with an agent per worker, as tests/node/test_agent_node.py runs a scripted one"),
     "python -m node post": Parse(_NAMES),
     "python -m node read": Parse(_NAMES),
     "python -m node hypothesis": Run(),
@@ -140,6 +141,8 @@ CASES: dict[str, Case] = {
     "git init": Skip("the step before unbundle, in prose; the git-fetch group does it first"),
     # docs/agents.md
     "python -m node show HASH": Run({"HASH": "better"}, expect=r"raise the matrix lr"),
+    "python -m node --agent CMD": Parse(_FOREVER),
+    "python -m node submit": Parse(_NAMES),
     "python -m node leaderboard [--class C] [--limit N]": Parse(),
     "python -m node checkout HASH [-o FILE]": Parse(),
     "python -m node log [--search Q] [--limit N]": Parse(),

@@ -118,7 +118,7 @@ def render(facts: BriefFacts) -> str:
     for t in f.tried:
         mark = "" if t.ours else "*untrusted:* "
         lines.append(f"| {t.commit[:12]} | {(t.parent or 'genesis')[:12]} | {t.status} | {_value(t.claimed)} | "
-                     f"{_value(t.verified)} | {mark}{t.what or '-'} |")
+                     f"{_value(t.verified)} | {mark}{one_line(t.what) or '-'} |")
     if not f.tried:
         lines.append("| - | - | - | - | - | nothing yet |")
     frozen = ", ".join(f"`{n}`" for n in f.frozen_constants) or "none"
@@ -128,9 +128,10 @@ def render(facts: BriefFacts) -> str:
         "",
         "- Change `train.py` only. Other files you write here are ignored; a `train.py` that does not parse "
         f"as Python, or is larger than {f.max_train_py_bytes} bytes, is refused and costs nothing but your turn.",
-        "- The seed and the evaluation are off limits: do not read or set `AUTOSWARM_SEED`, seed the "
-        "random generators yourself, or compute, print or patch the loss the harness reports. The harness "
-        "evaluates your model itself with fresh seeds; numbers your code prints are ignored. Leave "
+        "- The seed and the evaluation are off limits. The harness sets the seed: do not read or set "
+        "`AUTOSWARM_SEED` and do not seed the random generators yourself (verifiers re-run on fresh seeds, "
+        "so a lucky seed is found out). The harness evaluates your model itself: code that computes, prints "
+        "or patches a loss of its own changes nothing. Leave "
         f"{frozen} as they are: they decide how the budget is measured.",
         f"- The harness (data, tokenizer, evaluation, sandbox) is fixed: read it at `{f.harness}`, never change it.",
         "- Do not run the training yourself to report a number, do not install packages, do not use the "

@@ -20,6 +20,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from swarm import gitrepo
 from tests.node.hubkit import CLASS, KitBackend, backend
@@ -28,6 +30,7 @@ from node.config import MAX_AGENT_COMMAND_CHARS
 from node.contract import MAX_TRAIN_PY_BYTES
 from node.platform import Device
 from node.research import agentproc
+from node.research.agentbrief import one_line
 from node.research.agentdriver import AgentDriver, AgentSettings, check_edit, clean_message
 from node.research.agentproc import descendants
 
@@ -263,3 +266,11 @@ async def test_the_documented_script_agent_runs_as_printed(tmp_path: Path) -> No
         source = (await gitrepo.read_file(kit.repo, outcome.queued, "train.py")).decode()
         assert re.search(r"(?m)^MATRIX_LR = 0\.036  # Muon", source)
         assert "edit by agent-cpu" in outcome.text   # no message.txt line: the default message
+
+
+@given(st.text(max_size=400), st.integers(min_value=4, max_value=200))
+def test_one_line_is_one_table_safe_line_within_its_length(text: str, max_chars: int) -> None:
+    out = one_line(text, max_chars)
+    assert len(out) <= max_chars and "\n" not in out and "|" not in out and "`" not in out
+    assert not any(ord(ch) < 32 or ord(ch) == 127 for ch in out)
+    assert out == out.strip() or out.endswith("...")
