@@ -6,13 +6,15 @@ subprocess), open the git repository and write the baseline commit, find the swa
 joined before, one whose spec a bootstrap peer serves, or our own, signed now), open the
 ledger and the peer, publish the profile, start the local API (HOME/api.json says where), then
 one worker task per device, the display, (as a creator with `[swarm] admit_keys`) the admit
-loop, the seal loop (it seals claims while one of our keys is an anchor) and the credits
-market's loop (node/market/loop.py), all owned by one TaskGroup.
+loop, the seal loop (it seals claims while one of our keys is an anchor), the credits
+market's loop (node/market/loop.py) and, with `[agent] command`, one coding-agent driver per
+worker (node/research/agentdriver.py), all owned by one TaskGroup.
 
 Shutdown is cancellation: SIGINT or SIGTERM cancels the serving task, the TaskGroup cancels every
-worker, a worker's trainer child is killed (node/research/experiment.py), and the `async with` blocks
-stop the API, close the peer's connections, close the ledger (after its queued writes) and the
-repository. Every step is bounded.
+worker, a worker's trainer child is killed (node/research/experiment.py), an agent's whole process
+tree is stopped (node/research/agentproc.py), and the `async with` blocks stop the API, close the
+peer's connections, close the ledger (after its queued writes) and the repository. Every step is
+bounded.
 """
 from __future__ import annotations
 
