@@ -1,8 +1,8 @@
 """`python -m node --agent CMD` end to end on the CPU: a real node, a real scripted coding agent.
 
 The agent (a small Python script run by the node's driver, node/research/agentdriver.py) edits
-train.py on its first round; the node's worker runs that edit and publishes its claim. Its second
-round starts a child that ignores SIGTERM and a grandchild in a session of its own, then hangs:
+a train.py that does not parse on its first round, which the node refuses and goes on; the edit
+of its second round the node's worker runs and claims. Its third round starts a child that ignores SIGTERM and a grandchild in a session of its own, then hangs:
 SIGTERM to the node must stop all of them. Budgets are tiny (2 s of training); every wait is
 bounded with headroom for a loaded 2-core machine.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,10 @@ import os, pathlib, re, signal, subprocess, sys, time
 state = pathlib.Path(sys.argv[1])
 rounds = state / "rounds"
 rounds.write_text(rounds.read_text() + "x" if rounds.exists() else "x")
-if len(rounds.read_text()) == 1:   # round 1: the edit BRIEF.md asks for
+if len(rounds.read_text()) == 1:   # round 1: a train.py that does not parse
+    pathlib.Path(os.environ["AUTOSWARM_TRAIN_PY"]).write_text("def broken(:\\n")
+    sys.exit(0)
+if len(rounds.read_text()) == 2:   # round 2: the edit BRIEF.md asks for
     assert "off limits" in pathlib.Path(os.environ["AUTOSWARM_BRIEF"]).read_text()
     path = pathlib.Path(os.environ["AUTOSWARM_TRAIN_PY"])
     path.write_text(re.sub(r"(?m)^WARMDOWN_RATIO = .*$", "WARMDOWN_RATIO = 0.4", path.read_text()))
@@ -98,6 +102,8 @@ def test_a_node_runs_its_agents_edit_and_stops_the_agent_with_itself(tmp_path: P
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
     text = log.read_text()
+    assert re.search(r"\[cpu\] agent: ran \d+ s; its edit was refused: train.py does not parse: line 1, column \d+",
+                     text), text[-3000:]   # the refusal is one line, and the node went on to the next round
     assert proc.returncode == 0 and "stopped cleanly" in text and "Traceback" not in text, text[-3000:]
     deadline = time.monotonic() + 10.0
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
