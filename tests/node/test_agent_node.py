@@ -85,7 +85,8 @@ def test_a_node_runs_its_agents_edit_and_stops_the_agent_with_itself(tmp_path: P
     pids: list[int] = []
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while not ("agent-cpu: " + MESSAGE in log.read_text() and (state / "pids").exists()
+        # the worker's line once the claim is published ("experiment 1: agent-cpu: ...: val_bpb ... claim ...")
+        while not ("experiment 1: agent-cpu: " + MESSAGE in log.read_text() and (state / "pids").exists()
                    and (state / "grandchild").exists()):
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the node never ran the agent's edit:\n" + log.read_text()[-3000:]
@@ -114,5 +115,6 @@ def test_a_node_runs_its_agents_edit_and_stops_the_agent_with_itself(tmp_path: P
     baseline = next(c.commit for c in claims if c.parent is None)
     # a run that failed under load appends its reason to the message; the claim is the point here
     mine = [c for c in claims if c.message.startswith("agent-cpu: " + MESSAGE)]
-    assert len(mine) == 1 and mine[0].parent == baseline and "WARMDOWN_RATIO: 0.5 -> 0.4" in mine[0].diff_summary
+    assert len(mine) == 1, [c.message for c in claims]
+    assert mine[0].parent == baseline and "WARMDOWN_RATIO: 0.5 -> 0.4" in mine[0].diff_summary
     assert audit_file(ledger).ok
