@@ -27,6 +27,7 @@ from node.home import default_home
 
 CONFIG_FILE = "config.toml"
 MAX_BUDGET_S = 24 * 3600  # the swarm spec's own bound on time_budget_s
+MAX_AGENT_COMMAND_CHARS = 8192
 
 DEFAULT_TOML = """\
 # autoswarm node configuration. Every key is optional: delete one to get its default back.
@@ -111,6 +112,17 @@ accept_window_s = 0.3
 # fewer are connected), so a payer who forks its feed cannot pay two executors with one credit
 quorum = 2
 
+[agent]
+# a command-line coding agent the node runs for each worker (docs/agents.md has the commands for
+# Claude Code, Codex and aider): in a scratch folder holding the best commit's train.py and a
+# BRIEF.md to follow; the train.py it leaves is checked and queued like `python -m node submit`.
+# Empty: no agent (the built-in proposer, and whatever agents submit through the API).
+command = ""
+# seconds one agent run may take; past it the agent and every process it started are killed
+timeout_s = 1800
+# its submissions are labelled NAME-WORKER (for example agent-gpu0)
+name = "agent"
+
 [display]
 # seconds between refreshes of the status line on a terminal
 refresh_s = 2.0
@@ -151,6 +163,9 @@ class NodeConfig:
     market_accept_window_s: float = 0.3
     market_quorum: int = 2
     admit_keys: tuple[str, ...] = ()  # node ids the creator admits by hand
+    agent_command: str = ""      # [agent] command: a coding agent per worker (node/research/agentdriver.py)
+    agent_timeout_s: int = 1800
+    agent_name: str = "agent"
 
     def budget_s(self, device: str) -> int:
         return self.gpu_budget_s if device == "cuda" else self.cpu_budget_s
@@ -197,6 +212,7 @@ class Args:
     listen: str | None = None
     api_listen: str | None = None
     advertise: str | None = None
+    agent: str | None = None     # --agent: overrides [agent] command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -215,7 +231,7 @@ def _positive_int(text: str) -> int:
 
 
 # dests of the options `add_run_options` adds: node/cli.py refuses them on other commands
-RUN_OPTIONS = ("profile", "budget_s", "max_experiments", "bootstrap", "listen", "advertise", "api_listen")
+RUN_OPTIONS = ("profile", "budget_s", "max_experiments", "bootstrap", "listen", "advertise", "api_listen", "agent")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -234,6 +250,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advertise", default=no, metavar="HOST:PORT",
                    help="where other machines reach this node (overrides [network] advertise)")
     p.add_argument("--api", dest="api_listen", default=no, metavar="HOST:PORT", help="overrides [network] api_listen")
+    p.add_argument("--agent", default=no, metavar="CMD",
+                   help="a coding agent's command to run per worker (overrides [agent] command; docs/agents.md)")
 
 
 def run_args(a: argparse.Namespace, command: str, home: Path) -> Args:
@@ -247,7 +265,7 @@ def run_args(a: argparse.Namespace, command: str, home: Path) -> Args:
             raise ConfigError(f"python -m node: {flag} {value!r} is not HOST:PORT (for example 10.0.0.5:7400)")
     return Args(command=command, home=home, profile=getattr(a, "profile", None), budget_s=getattr(a, "budget_s", None),
                 max_experiments=getattr(a, "max_experiments", None), bootstrap=bootstrap, listen=listen,
-                api_listen=api_listen, advertise=advertise)
+                api_listen=api_listen, advertise=advertise, agent=getattr(a, "agent", None))
 
 
 def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> Args:
@@ -357,8 +375,21 @@ def _admit(path: Path, value: Any) -> str:
     return str(_check(path, "swarm", "admit", value, str, lambda v: v in ("earned", "none"), "must be earned or none"))
 
 
+def _agent_command(flag: str | None, path: Path, value: Any) -> str:
+    """--agent or [agent] command: one line of shell, without NUL (empty: no agent)."""
+    if flag is not None:
+        if not 0 < len(flag) <= MAX_AGENT_COMMAND_CHARS or "\0" in flag:
+            raise ConfigError(f"python -m node: --agent must be a command line of 1 to {MAX_AGENT_COMMAND_CHARS} "
+                              "characters")
+        return flag
+    return str(_check(path, "agent", "command", value, str,
+                      lambda v: len(v) <= MAX_AGENT_COMMAND_CHARS and "\0" not in v,
+                      f"must be a command line of at most {MAX_AGENT_COMMAND_CHARS} characters, or empty"))
+
+
 def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) -> NodeConfig:
     r, s, n, d, m = file["research"], file["swarm"], file["network"], file["display"], file["market"]
+    ag = file["agent"]
 
     def budget(key: str) -> int:
         return int(_check(path, "research", key, r[key], int, lambda v: 1 <= v <= MAX_BUDGET_S,
@@ -423,6 +454,12 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
         market_accept_window_s=_check(path, "market", "accept_window_s", m["accept_window_s"], float,
                                       lambda v: 0 <= v <= 600, "must be 0 to 600 seconds"),
         market_quorum=_check(path, "market", "quorum", m["quorum"], int, lambda v: 1 <= v <= 64, "must be 1 to 64"),
+        agent_command=_agent_command(args.agent, path, ag["command"]),
+        agent_timeout_s=_check(path, "agent", "timeout_s", ag["timeout_s"], int, lambda v: 1 <= v <= MAX_BUDGET_S,
+                               f"must be 1 to {MAX_BUDGET_S} seconds"),
+        agent_name=_check(path, "agent", "name", ag["name"], str,
+                          lambda v: 0 < len(v) <= 32 and v.replace("-", "").replace("_", "").isalnum(),
+                          "must be 1 to 32 of A-Za-z0-9_-"),
     )
 
 

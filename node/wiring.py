@@ -6,13 +6,15 @@ subprocess), open the git repository and write the baseline commit, find the swa
 joined before, one whose spec a bootstrap peer serves, or our own, signed now), open the
 ledger and the peer, publish the profile, start the local API (HOME/api.json says where), then
 one worker task per device, the display, (as a creator with `[swarm] admit_keys`) the admit
-loop, the seal loop (it seals claims while one of our keys is an anchor) and the credits
-market's loop (node/market/loop.py), all owned by one TaskGroup.
+loop, the seal loop (it seals claims while one of our keys is an anchor), the credits
+market's loop (node/market/loop.py) and, with `[agent] command`, one coding-agent driver per
+worker (node/research/agentdriver.py), all owned by one TaskGroup.
 
 Shutdown is cancellation: SIGINT or SIGTERM cancels the serving task, the TaskGroup cancels every
-worker, a worker's trainer child is killed (node/research/experiment.py), and the `async with` blocks
-stop the API, close the peer's connections, close the ledger (after its queued writes) and the
-repository. Every step is bounded.
+worker, a worker's trainer child is killed (node/research/experiment.py), an agent's whole process
+tree is stopped (node/research/agentproc.py), and the `async with` blocks stop the API, close the
+peer's connections, close the ledger (after its queued writes) and the repository. Every step is
+bounded.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ from node.market.loop import Market, MarketConfig
 from node.live import LiveBackend
 from node.platform import Device, detect
 from node.research import verifier
+from node.research.agentdriver import AgentDriver, AgentSettings
 from node.research.loop import Research
 
 
@@ -171,6 +174,9 @@ async def _work(research: Research, devices: list[Device], display: Display, con
         if config.admit_keys and research.spec.spec.creator == research.researcher.public_key:
             helpers.append(tg.create_task(_admit_loop(research, config.admitted_keys()), name="admit"))
         helpers.append(tg.create_task(_seal_loop(research), name="seal"))
+        if config.agent_command:  # an operator's coding agent per worker (node/research/agentdriver.py)
+            driver = agent_driver(research, config)
+            helpers += [tg.create_task(driver.drive(d), name=f"agent-{d.label}") for d in devices]
         workers = [tg.create_task(research.run_worker(d), name=f"worker-{d.label}") for d in devices]
         try:
             for worker in workers:
@@ -178,6 +184,14 @@ async def _work(research: Research, devices: list[Device], display: Display, con
         finally:
             for task in helpers:
                 task.cancel()
+
+
+def agent_driver(research: Research, config: NodeConfig) -> AgentDriver:
+    settings = AgentSettings(command=config.agent_command, timeout_s=float(config.agent_timeout_s),
+                             name=config.agent_name, frozen_constants=config.frozen_constants)
+    return AgentDriver(settings, research.repo, research.ledger, research.history, research.submissions,
+                       research.parent_here, research.display.event, research.scratch,
+                       frozenset({research.researcher.public_key, research.verifier.public_key}))
 
 
 async def _admit_loop(research: Research, keys: frozenset[bytes]) -> None:

@@ -39,7 +39,6 @@ class Skip:
 
 Case = Run | Parse | Skip
 
-_RESULT_LINE = r"(?m)^commit:[0-9a-f]{7} platform:cpu-tiny val_bpb:1\.45"
 _FOREVER = "runs the research loop until stopped (minutes of training); tests/node/test_node_run.py runs it"
 _DEMO = "a loopback swarm until a verified record (minutes); tests/node/test_demo.py runs it"
 _NAMES = "names a command; the forms with arguments run"
@@ -79,6 +78,8 @@ CASES: dict[str, Case] = {
     "python -m node diff A B": Run({"A": "baseline", "B": "better"}, expect=r"MATRIX_LR = 0\.05"),
     "python -m node log": Run(expect=r"raise the matrix lr"),
     "python -m node submit train.py": Run(),
+    "python -m node --agent \"claude -p 'Follow BRIEF.md in this folder.' --permission-mode acceptEdits\"": Parse(
+        _FOREVER + "; with an agent per worker, as tests/node/test_agent_node.py runs a scripted one"),
     "python -m node post": Parse(_NAMES),
     "python -m node read": Parse(_NAMES),
     "python -m node hypothesis": Run(),
@@ -110,7 +111,8 @@ CASES: dict[str, Case] = {
     "python -m node log --search <idea>": Run({"<idea>": "idea"}, expect=r"matrix"),
     "python -m node show <hash>": Run({"<hash>": "better"}, expect=r"raise the matrix lr"),
     "python -m node diff <a> <b>": Run({"<a>": "baseline", "<b>": "better"}, expect=r"MATRIX_LR = 0\.05"),
-    "python -m node submit train.py -m \"short description of the change\" --wait": Run(expect=_RESULT_LINE),
+    "python -m node submit train.py --parent <best-commit> -m \"short description of the change\"": Run(
+        {"<best-commit>": "better"}, expect=r"^queued [0-9a-f]{40} \(parent [0-9a-f]{12}\) at position \d+"),
     "python -m node post results \"commit:a1b2c3d platform:h100-80g val_bpb:0.993200 vram_gb:44.2 | raise MATRIX_LR to "
     "0.05\"": Run(),
     "python -m node hypothesis \"deeper models stop helping past DEPTH=12 here\" --tag depth": Run(),
@@ -140,6 +142,8 @@ CASES: dict[str, Case] = {
     "git init": Skip("the step before unbundle, in prose; the git-fetch group does it first"),
     # docs/agents.md
     "python -m node show HASH": Run({"HASH": "better"}, expect=r"raise the matrix lr"),
+    "python -m node --agent CMD": Parse(_FOREVER),
+    "python -m node submit": Parse(_NAMES),
     "python -m node leaderboard [--class C] [--limit N]": Parse(),
     "python -m node checkout HASH [-o FILE]": Parse(),
     "python -m node log [--search Q] [--limit N]": Parse(),
