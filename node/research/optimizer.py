@@ -1,0 +1,202 @@
+"""A principled optimizer for train.py's numeric constants: Optuna's TPE, fed the swarm's results.
+
+Pure apart from Optuna's in-memory study: no clock, no IO; every draw comes from the seed given.
+
+Theory of operation. The built-in proposer (node/research/proposer.py) nudges one or two constants
+of the current best by fixed factors and keeps Beta counts per direction. This one models the whole
+space instead: each editable constant of the genesis program gets a search range around its
+genesis value (log scale for rates and sizes, the exponent for powers of two, both values for a
+bool), and Optuna's tree-structured Parzen estimator (TPE, multivariate, so constants that only
+help together are modelled together) proposes complete settings from every observation so far.
+Ask and tell: every proposal is an asked trial that stays *running* until its result comes back,
+so workers that ask while others run get different points (Optuna's constant liar); results of
+programs we did not ask for (other nodes', waves', submissions') are added as finished trials.
+
+Noise. An observation is the verified median where the trusted verifiers decided one, else the
+claimed value of a claim that counts (node/research/memory.py; the caller passes only those). TPE
+splits observations into a good and a bad group by rank, so one lucky draw moves it little, and a
+program measured several times contributes each measurement. A crash is told as the worst value
+seen plus CRASH_PENALTY_BPB, so the model learns where runs fail.
+
+A proposal is the parent (the class's best verified program) with every searched constant set to
+the trial's value; constants outside the search (the profile's overrides, frozen ones) keep the
+parent's values. Floats are rounded to SIGNIFICANT_DIGITS so keys stay readable; a point whose
+key was tried already is told as a failure and another one asked.
+"""
+from __future__ import annotations
+
+import math
+import random
+import re
+import warnings
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from typing import Literal, overload
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from node.errors import NoProposal
+from node.research.program import Value, apply_changes, editable, key_with, parse_program
+from node.research.proposer import Proposal
+
+RANGE_FACTOR = 3.0          # a constant is searched within its genesis value x/÷ this
+SIGNIFICANT_DIGITS = 3
+CRASH_PENALTY_BPB = 0.05    # a crash counts as this much worse than the worst run seen
+STARTUP_TRIALS = 8          # random points before TPE takes over (Optuna's default is 10)
+MIN_MOVED, MAX_MOVED = 1, 3  # constants one proposal moves from the parent
+MAX_ASKS = 32               # points asked for one proposal before giving up on untried ones
+_UNIT_INTERVAL = re.compile(r"(RATIO|FRAC)")
+_POW2 = "@log2"             # a power-of-two constant is searched by its exponent
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def space(constants: Mapping[str, Value]) -> dict[str, BaseDistribution]:
+    """Optuna parameter name -> range, for each constant that can be searched."""
+    out: dict[str, BaseDistribution] = {}
+    for name, value in sorted(constants.items()):
+        if isinstance(value, bool):
+            out[name] = CategoricalDistribution((False, True))
+        elif isinstance(value, int):
+            if value > 1 and value & (value - 1) == 0:
+                exp = value.bit_length() - 1
+                out[name + _POW2] = IntDistribution(max(0, exp - 2), exp + 2)
+            elif value > 0:
+                out[name] = IntDistribution(max(1, math.floor(value / RANGE_FACTOR)),
+                                            max(2, math.ceil(value * RANGE_FACTOR)), log=True)
+        elif value > 0 and math.isfinite(value):
+            high = value * RANGE_FACTOR
+            if _UNIT_INTERVAL.search(name) and value <= 1:
+                high = min(high, 1.0)
+            if high > value / RANGE_FACTOR:
+                out[name] = FloatDistribution(value / RANGE_FACTOR, high, log=True)
+    return out
+
+
+@overload
+def to_params(values: Mapping[str, Value], dists: Mapping[str, BaseDistribution]) -> dict[str, object] | None: ...
+@overload
+def to_params(values: Mapping[str, Value], dists: Mapping[str, BaseDistribution],
+              partial: Literal[True]) -> dict[str, object]: ...
+def to_params(values: Mapping[str, Value], dists: Mapping[str, BaseDistribution],
+              partial: bool = False) -> dict[str, object] | None:
+    """A program's constants as a point of the space; None where one lies outside it (`partial`:
+    the constants that lie inside, the others left out)."""
+    params: dict[str, object] = {}
+    for pname, dist in dists.items():
+        name = pname.removesuffix(_POW2)
+        if name not in values:
+            if partial:
+                continue
+            return None
+        value = values[name]
+        if pname.endswith(_POW2):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value & (value - 1):
+                if partial:
+                    continue
+                return None
+            value = value.bit_length() - 1
+        if not _inside(dist, value):
+            if partial:
+                continue
+            return None
+        params[pname] = value
+    return params
+
+
+def _inside(dist: BaseDistribution, value: Value) -> bool:
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(dist, IntDistribution):
+        return isinstance(value, int) and not isinstance(value, bool) and dist.low <= value <= dist.high
+    if isinstance(dist, FloatDistribution):
+        return not isinstance(value, bool) and dist.low <= value <= dist.high
+    return False
+
+
+def to_values(params: Mapping[str, object]) -> dict[str, Value]:
+    out: dict[str, Value] = {}
+    for pname, raw in params.items():
+        if pname.endswith(_POW2):
+            out[pname.removesuffix(_POW2)] = 1 << int(str(raw))
+        elif isinstance(raw, bool):
+            out[pname] = raw
+        elif isinstance(raw, int):
+            out[pname] = raw
+        elif isinstance(raw, float):
+            out[pname] = float(f"{raw:.{SIGNIFICANT_DIGITS}g}")
+    return out
+
+
+@dataclass(slots=True)
+class TpeProposer:
+    """One study per platform class and profile; feed it with `observe`, draw with `propose`."""
+
+    genesis_source: str
+    profile: str
+    seed: int
+    frozen: frozenset[str] = frozenset()
+    dists: dict[str, BaseDistribution] = field(init=False)
+    study: optuna.Study = field(init=False)
+    base: optuna.samplers.TPESampler = field(init=False)
+    asked: dict[str, int] = field(default_factory=dict)     # program key -> its running trial's number
+    worst_bpb: float = 0.0
+    observed: int = 0
+
+    def __post_init__(self) -> None:
+        self.dists = space(editable(parse_program(self.genesis_source), self.profile, self.frozen))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.base = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=STARTUP_TRIALS,
+                                                   multivariate=True, constant_liar=True)
+        self.study = optuna.create_study(direction="minimize", sampler=self.base)
+
+    def observe(self, key: str, values: Mapping[str, Value], bpb: float | None) -> None:
+        """A result: the program's constants and its value (None: it crashed)."""
+        if bpb is not None and math.isfinite(bpb):
+            self.worst_bpb = max(self.worst_bpb, bpb)
+        told = bpb if bpb is not None and math.isfinite(bpb) else self.worst_bpb + CRASH_PENALTY_BPB
+        self.observed += 1
+        number = self.asked.pop(key, None)
+        if number is not None:
+            self.study.tell(number, told)
+            return
+        params = to_params(values, self.dists)
+        if params is None:
+            return  # outside the searched space (an agent's edit, a far move): no point of this model
+        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.dists, value=told))
+
+    def propose(self, parent_source: str, *, tried: Set[str], rng: random.Random) -> Proposal:
+        """The parent with a few constants set by the next asked point; the trial stays running
+        until observed. Which constants: MIN_MOVED to MAX_MOVED of them, drawn at random; the rest
+        are fixed at the parent's values (Optuna's PartialFixedSampler), so TPE models the whole
+        space but each run is a local move from the best program, as records need."""
+        parent = parse_program(parent_source)
+        current = {c.name: c.value for c in parent.constants if c.name not in parent.reassigned}
+        at_parent = to_params(current, self.dists, partial=True)
+        free = sorted(self.dists)
+        for _ in range(MAX_ASKS):
+            moved = set(rng.sample(free, min(len(free), rng.randint(MIN_MOVED, MAX_MOVED))))
+            fixed = {p: v for p, v in at_parent.items() if p not in moved}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.sampler = optuna.samplers.PartialFixedSampler(fixed, self.base)
+                trial = self.study.ask(self.dists)
+            point = to_values(trial.params)
+            changes = {n: v for n, v in point.items()
+                       if n in current and (current[n] != v or type(current[n]) is not type(v))}
+            key = key_with(parent, changes) if changes else parent.key
+            if not changes or key in tried or key in self.asked:
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
+            self.asked[key] = trial.number
+            return Proposal(apply_changes(parent, changes), {n: (current[n], v) for n, v in changes.items()}, key)
+        raise NoProposal(f"the optimizer asked {MAX_ASKS} points and every one was tried")
+
+    def forget(self, key: str) -> None:
+        """A proposal that will never run (its worker stopped): its trial fails, not runs forever."""
+        number = self.asked.pop(key, None)
+        if number is not None:
+            self.study.tell(number, state=TrialState.FAIL)
