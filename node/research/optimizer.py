@@ -29,7 +29,7 @@ import math
 import random
 import re
 import warnings
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Literal, overload
 
@@ -39,13 +39,14 @@ from optuna.trial import TrialState
 
 from node.errors import NoProposal
 from node.research.program import Value, apply_changes, editable, key_with, parse_program
-from node.research.proposer import Proposal
+from node.research.proposer import Proposal, Trial, arm_stats
 
 RANGE_FACTOR = 3.0          # a constant is searched within its genesis value x/÷ this
 SIGNIFICANT_DIGITS = 3
 CRASH_PENALTY_BPB = 0.05    # a crash counts as this much worse than the worst run seen
 STARTUP_TRIALS = 8          # random points before TPE takes over (Optuna's default is 10)
-MIN_MOVED, MAX_MOVED = 1, 3  # constants one proposal moves from the parent
+MIN_MOVED, MAX_MOVED = 1, 2
+MIN_STEP_RATIO = 1.2        # a move smaller than this factor cannot show above the runs' noise  # constants one proposal moves from the parent
 MAX_ASKS = 32               # points asked for one proposal before giving up on untried ones
 _UNIT_INTERVAL = re.compile(r"(RATIO|FRAC)")
 _POW2 = "@log2"             # a power-of-two constant is searched by its exponent
@@ -116,6 +117,23 @@ def _inside(dist: BaseDistribution, value: Value) -> bool:
     return False
 
 
+def _far_enough(old: Value, new: Value) -> bool:
+    """Whether a move is big enough to show above the noise (a bool's flip always is)."""
+    if isinstance(old, bool) or isinstance(new, bool) or old <= 0 or new <= 0:
+        return True
+    return abs(math.log(new / old)) >= math.log(MIN_STEP_RATIO)
+
+
+def _thompson(free: Sequence[str], stats: Mapping[tuple[str, int], tuple[float, float]],
+              rng: random.Random) -> list[str]:
+    """Parameter names, best Thompson draw first (a constant's draw: the better of its two arms)."""
+    def draw(pname: str) -> float:
+        name = pname.removesuffix(_POW2)
+        return max(rng.betavariate(1 + stats.get((name, d), (0.0, 0.0))[0], 1 + stats.get((name, d), (0.0, 0.0))[1])
+                   for d in (1, -1))
+    return [p for _, p in sorted(((draw(p), p) for p in free), reverse=True)]
+
+
 def to_values(params: Mapping[str, object]) -> dict[str, Value]:
     out: dict[str, Value] = {}
     for pname, raw in params.items():
@@ -168,17 +186,21 @@ class TpeProposer:
             return  # outside the searched space (an agent's edit, a far move): no point of this model
         self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.dists, value=told))
 
-    def propose(self, parent_source: str, *, tried: Set[str], rng: random.Random) -> Proposal:
+    def propose(self, parent_source: str, *, tried: Set[str], rng: random.Random,
+                trials: Sequence[Trial] = ()) -> Proposal:
         """The parent with a few constants set by the next asked point; the trial stays running
-        until observed. Which constants: MIN_MOVED to MAX_MOVED of them, drawn at random; the rest
-        are fixed at the parent's values (Optuna's PartialFixedSampler), so TPE models the whole
-        space but each run is a local move from the best program, as records need."""
+        until observed. Which constants: MIN_MOVED to MAX_MOVED of them, the best of one Thompson
+        draw per constant over the weighed trials (the bandit's evidence: constants whose moves
+        kept winning, and untried ones, first); the rest are fixed at the parent's values (Optuna's
+        PartialFixedSampler), so TPE models the whole space and picks the values, but each run is a
+        local move from the best program, as records need."""
+        stats = arm_stats(trials)
         parent = parse_program(parent_source)
         current = {c.name: c.value for c in parent.constants if c.name not in parent.reassigned}
         at_parent = to_params(current, self.dists, partial=True)
         free = sorted(self.dists)
         for _ in range(MAX_ASKS):
-            moved = set(rng.sample(free, min(len(free), rng.randint(MIN_MOVED, MAX_MOVED))))
+            moved = set(_thompson(free, stats, rng)[:rng.randint(MIN_MOVED, MAX_MOVED)])
             fixed = {p: v for p, v in at_parent.items() if p not in moved}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -188,7 +210,8 @@ class TpeProposer:
             changes = {n: v for n, v in point.items()
                        if n in current and (current[n] != v or type(current[n]) is not type(v))}
             key = key_with(parent, changes) if changes else parent.key
-            if not changes or key in tried or key in self.asked:
+            small = any(not _far_enough(current[n], v) for n, v in changes.items())
+            if not changes or small or key in tried or key in self.asked:
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
             self.asked[key] = trial.number

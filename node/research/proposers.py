@@ -50,7 +50,7 @@ class Tpe:
 
     def propose(self, parent_source: str, *, trials: Sequence[Trial], tried: Set[str],
                 rng: random.Random) -> Proposal:
-        return self.optimizer.propose(parent_source, tried=tried, rng=rng)
+        return self.optimizer.propose(parent_source, tried=tried, rng=rng, trials=trials)
 
     def observe(self, key: str, values: Mapping[str, Value], bpb: float | None) -> None:
         self.optimizer.observe(key, values, bpb)
