@@ -100,3 +100,38 @@ def test_proposers_are_chosen_by_name() -> None:
         assert proposal.key != parse_program(SOURCE).key
     with pytest.raises(ValueError, match="bandit, tpe"):
         make("grid", genesis_source=SOURCE, profile="gpu", seed=1)
+
+
+def test_observations_carry_each_counted_programs_full_constants_down_its_ancestry() -> None:
+    import hashlib
+
+    from ledger import fold
+    from ledger.bodies import Claim
+    from node.research.history import ClaimRecord, History
+    from node.research.program import apply_changes, summarize
+    from node.research.proposers import observations
+    from tests.ledger.factory import CLASS, Feeds, identity, make_spec
+
+    me, stranger = identity(1), identity(2)
+    spec = make_spec(me, [me])
+    state, feeds, history = fold.initial(spec.spec), Feeds(spec.swarm_id), History()
+    a_src = apply_changes(parse_program(SOURCE), {"MATRIX_LR": 0.08})
+    b_src = apply_changes(parse_program(a_src), {"DEPTH": 24})
+    commits = [hashlib.sha1(b"%d" % n).digest() for n in range(4)]
+    rows = [(me, commits[0], None, None, SOURCE, 1.0), (me, commits[1], commits[0], SOURCE, a_src, 0.99),
+            (me, commits[2], commits[1], a_src, b_src, None), (stranger, commits[3], commits[0], SOURCE, b_src, 0.5)]
+    ids = []
+    for who, commit, parent, before, after, value in rows:
+        body = Claim(commit=commit, parent=parent, platform_class=CLASS, status="ok" if value else "crash",
+                     val_bpb=value, num_steps=1, planned_steps=1, seed=0, training_s=1.0, wall_s=1.0, peak_vram_mb=0.0,
+                     loss_curve=[], diff_summary=summarize(before, after), message="", bundle=None)
+        entry = feeds.sign(who, body)
+        fold.apply(state, entry)
+        record = ClaimRecord(entry.id, entry.author, entry.seq, entry.time_ms, body)
+        history.add(record) if who is me else history._index(record)
+        ids.append(entry.id)
+    seen = observations(history, state, CLASS, SOURCE, told=set())
+    assert [o.claim for o in seen] == ids[1:3]                     # the stranger's claim does not count
+    assert seen[1].values == {**_values(b_src)} and seen[1].bpb is None
+    assert seen[0].values["MATRIX_LR"] == 0.08 and seen[0].bpb == 0.99
+    assert observations(history, state, CLASS, SOURCE, told={o.claim for o in seen}) == []
