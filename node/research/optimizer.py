@@ -8,9 +8,10 @@ space instead: each editable constant of the genesis program gets a search range
 genesis value (log scale for rates and sizes, the exponent for powers of two, both values for a
 bool), and Optuna's tree-structured Parzen estimator (TPE, multivariate, so constants that only
 help together are modelled together) proposes complete settings from every observation so far.
-Ask and tell: every proposal is an asked trial that stays *running* until its result comes back,
-so workers that ask while others run get different points (Optuna's constant liar); results of
-programs we did not ask for (other nodes', waves', submissions') are added as finished trials.
+Ask and tell: each proposal asks Optuna for a point, and every result that comes back (ours, other
+nodes', waves', submissions') is added as a finished trial of the program actually run. Workers
+that ask while others run get different points from the random choice of constants and TPE's own
+draws; a key proposed and not yet observed is never proposed twice.
 
 Noise. An observation is the verified median where the trusted verifiers decided one, else the
 claimed value of a claim that counts (node/research/memory.py; the caller passes only those). TPE
@@ -45,8 +46,9 @@ RANGE_FACTOR = 3.0          # a constant is searched within its genesis value x/
 SIGNIFICANT_DIGITS = 3
 CRASH_PENALTY_BPB = 0.05    # a crash counts as this much worse than the worst run seen
 STARTUP_TRIALS = 8          # random points before TPE takes over (Optuna's default is 10)
+MULTIVARIATE = True         # one joint model of the constants (interactions), not one per constant
 MIN_MOVED, MAX_MOVED = 1, 2
-MIN_STEP_RATIO = 1.2        # a move smaller than this factor cannot show above the runs' noise  # constants one proposal moves from the parent
+MIN_STEP_RATIO = 1.4        # a move smaller than this factor cannot show above the runs' noise  # constants one proposal moves from the parent
 MAX_ASKS = 32               # points asked for one proposal before giving up on untried ones
 _UNIT_INTERVAL = re.compile(r"(RATIO|FRAC)")
 _POW2 = "@log2"             # a power-of-two constant is searched by its exponent
@@ -121,7 +123,25 @@ def _far_enough(old: Value, new: Value) -> bool:
     """Whether a move is big enough to show above the noise (a bool's flip always is)."""
     if isinstance(old, bool) or isinstance(new, bool) or old <= 0 or new <= 0:
         return True
-    return abs(math.log(new / old)) >= math.log(MIN_STEP_RATIO)
+    return abs(math.log(new / old)) >= math.log(MIN_STEP_RATIO) - 1e-9
+
+
+def _outward(old: Value, new: Value, dist: BaseDistribution | None) -> Value:
+    """`new`, or where it is too close to `old`, the point MIN_STEP_RATIO away in its direction
+    (the other way where that leaves the searched range)."""
+    if _far_enough(old, new) or isinstance(new, bool) or isinstance(old, bool):
+        return new
+    up = new >= old
+    for direction in (up, not up):
+        moved: Value = old * MIN_STEP_RATIO if direction else old / MIN_STEP_RATIO
+        if isinstance(new, int):
+            moved = max(old + 1, math.ceil(moved)) if direction else min(old - 1, math.floor(moved))
+        else:
+            moved = float(f"{moved:.{SIGNIFICANT_DIGITS}g}")
+            moved = moved if _far_enough(old, moved) else (old * MIN_STEP_RATIO * 1.01 if direction else old / (MIN_STEP_RATIO * 1.01))
+        if dist is None or _inside(dist, moved):
+            return moved
+    return new
 
 
 def _thompson(free: Sequence[str], stats: Mapping[tuple[str, int], tuple[float, float]],
@@ -159,7 +179,7 @@ class TpeProposer:
     dists: dict[str, BaseDistribution] = field(init=False)
     study: optuna.Study = field(init=False)
     base: optuna.samplers.TPESampler = field(init=False)
-    asked: dict[str, int] = field(default_factory=dict)     # program key -> its running trial's number
+    pending: set[str] = field(default_factory=set)     # keys proposed and not observed yet
     worst_bpb: float = 0.0
     observed: int = 0
 
@@ -168,7 +188,7 @@ class TpeProposer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.base = optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=STARTUP_TRIALS,
-                                                   multivariate=True, constant_liar=True)
+                                                   multivariate=MULTIVARIATE, constant_liar=True)
         self.study = optuna.create_study(direction="minimize", sampler=self.base)
 
     def observe(self, key: str, values: Mapping[str, Value], bpb: float | None) -> None:
@@ -177,10 +197,7 @@ class TpeProposer:
             self.worst_bpb = max(self.worst_bpb, bpb)
         told = bpb if bpb is not None and math.isfinite(bpb) else self.worst_bpb + CRASH_PENALTY_BPB
         self.observed += 1
-        number = self.asked.pop(key, None)
-        if number is not None:
-            self.study.tell(number, told)
-            return
+        self.pending.discard(key)
         params = to_params(values, self.dists)
         if params is None:
             return  # outside the searched space (an agent's edit, a far move): no point of this model
@@ -188,12 +205,14 @@ class TpeProposer:
 
     def propose(self, parent_source: str, *, tried: Set[str], rng: random.Random,
                 trials: Sequence[Trial] = ()) -> Proposal:
-        """The parent with a few constants set by the next asked point; the trial stays running
-        until observed. Which constants: MIN_MOVED to MAX_MOVED of them, the best of one Thompson
-        draw per constant over the weighed trials (the bandit's evidence: constants whose moves
-        kept winning, and untried ones, first); the rest are fixed at the parent's values (Optuna's
-        PartialFixedSampler), so TPE models the whole space and picks the values, but each run is a
-        local move from the best program, as records need."""
+        """The parent with a few constants set by the next asked point. Which constants: MIN_MOVED
+        to MAX_MOVED of them, the best of one Thompson draw per constant over the weighed trials
+        (the bandit's evidence: constants whose moves kept winning, and untried ones, first); the
+        rest are fixed at the parent's values (Optuna's PartialFixedSampler), so TPE models the
+        whole space and picks the values, but each run is a local move from the best program, as
+        records need. A move smaller than MIN_STEP_RATIO is pushed out to it (it could not show
+        above the noise), so the program run is not exactly the point asked: the asked trial is
+        closed at once and the program's result comes back through `observe` like any other."""
         stats = arm_stats(trials)
         parent = parse_program(parent_source)
         current = {c.name: c.value for c in parent.constants if c.name not in parent.reassigned}
@@ -206,20 +225,17 @@ class TpeProposer:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.sampler = optuna.samplers.PartialFixedSampler(fixed, self.base)
                 trial = self.study.ask(self.dists)
-            point = to_values(trial.params)
-            changes = {n: v for n, v in point.items()
+                self.study.tell(trial, state=TrialState.FAIL)
+            point = to_values({p: v for p, v in trial.params.items() if p in moved})
+            changes = {n: _outward(current[n], v, self.dists.get(n)) for n, v in point.items()
                        if n in current and (current[n] != v or type(current[n]) is not type(v))}
             key = key_with(parent, changes) if changes else parent.key
-            small = any(not _far_enough(current[n], v) for n, v in changes.items())
-            if not changes or small or key in tried or key in self.asked:
-                self.study.tell(trial, state=TrialState.FAIL)
+            if not changes or key in tried or key in self.pending:
                 continue
-            self.asked[key] = trial.number
+            self.pending.add(key)
             return Proposal(apply_changes(parent, changes), {n: (current[n], v) for n, v in changes.items()}, key)
         raise NoProposal(f"the optimizer asked {MAX_ASKS} points and every one was tried")
 
     def forget(self, key: str) -> None:
-        """A proposal that will never run (its worker stopped): its trial fails, not runs forever."""
-        number = self.asked.pop(key, None)
-        if number is not None:
-            self.study.tell(number, state=TrialState.FAIL)
+        """A proposal that will never run (its worker stopped): it may be proposed again."""
+        self.pending.discard(key)
