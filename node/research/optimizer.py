@@ -126,12 +126,13 @@ def _far_enough(old: Value, new: Value) -> bool:
     return abs(math.log(new / old)) >= math.log(MIN_STEP_RATIO) - 1e-9
 
 
-def _outward(old: Value, new: Value, dist: BaseDistribution | None) -> Value:
-    """`new`, or where it is too close to `old`, the point MIN_STEP_RATIO away in its direction
-    (the other way where that leaves the searched range)."""
+def _outward(old: Value, new: Value, dist: BaseDistribution | None, way: int = 0) -> Value:
+    """`new`, or where it is too close to `old` (TPE has no strong view), the point MIN_STEP_RATIO
+    away in direction `way` (the arm that won the Thompson draw; 0: new's own direction), the other
+    way where that leaves the searched range."""
     if _far_enough(old, new) or isinstance(new, bool) or isinstance(old, bool):
         return new
-    up = new >= old
+    up = way > 0 if way else new >= old
     for direction in (up, not up):
         moved: Value = old * MIN_STEP_RATIO if direction else old / MIN_STEP_RATIO
         if isinstance(new, int):
@@ -145,13 +146,15 @@ def _outward(old: Value, new: Value, dist: BaseDistribution | None) -> Value:
 
 
 def _thompson(free: Sequence[str], stats: Mapping[tuple[str, int], tuple[float, float]],
-              rng: random.Random) -> list[str]:
-    """Parameter names, best Thompson draw first (a constant's draw: the better of its two arms)."""
-    def draw(pname: str) -> float:
+              rng: random.Random) -> list[tuple[str, int]]:
+    """(parameter name, direction of its better arm), best Thompson draw first (a constant's
+    draw: the better of its two arms, up and down)."""
+    def draw(pname: str) -> tuple[float, int]:
         name = pname.removesuffix(_POW2)
-        return max(rng.betavariate(1 + stats.get((name, d), (0.0, 0.0))[0], 1 + stats.get((name, d), (0.0, 0.0))[1])
+        return max((rng.betavariate(1 + stats.get((name, d), (0.0, 0.0))[0], 1 + stats.get((name, d), (0.0, 0.0))[1]), d)
                    for d in (1, -1))
-    return [p for _, p in sorted(((draw(p), p) for p in free), reverse=True)]
+    drawn = sorted(((draw(p), p) for p in free), reverse=True)
+    return [(p, d) for (_, d), p in drawn]
 
 
 def to_values(params: Mapping[str, object]) -> dict[str, Value]:
@@ -219,7 +222,9 @@ class TpeProposer:
         at_parent = to_params(current, self.dists, partial=True)
         free = sorted(self.dists)
         for _ in range(MAX_ASKS):
-            moved = set(_thompson(free, stats, rng)[:rng.randint(MIN_MOVED, MAX_MOVED)])
+            arms = dict(_thompson(free, stats, rng)[:rng.randint(MIN_MOVED, MAX_MOVED)])
+            moved = set(arms)
+            ways = {p.removesuffix(_POW2): d for p, d in arms.items()}
             fixed = {p: v for p, v in at_parent.items() if p not in moved}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -227,7 +232,7 @@ class TpeProposer:
                 trial = self.study.ask(self.dists)
                 self.study.tell(trial, state=TrialState.FAIL)
             point = to_values({p: v for p, v in trial.params.items() if p in moved})
-            changes = {n: _outward(current[n], v, self.dists.get(n)) for n, v in point.items()
+            changes = {n: _outward(current[n], v, self.dists.get(n), ways.get(n, 0)) for n, v in point.items()
                        if n in current and (current[n] != v or type(current[n]) is not type(v))}
             key = key_with(parent, changes) if changes else parent.key
             if not changes or key in tried or key in self.pending:
