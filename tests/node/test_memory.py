@@ -160,3 +160,22 @@ async def test_a_verified_claim_whose_summary_disagrees_with_its_code_counts_not
         assert history.counts(good.id) and not history.counts(bad.id)
         assert bad.id in history.lying and summarize(SOURCE, claimed).splitlines()[-1][5:] not in history.keys
         assert [t.changes for t in history.trials(ledger.state, CLASS)] == [{"DEPTH": (8, 16)}]
+
+
+def test_a_strangers_fake_win_on_a_cheap_class_is_no_screened_winner() -> None:
+    from node.research.screening import screened_winners
+
+    creator, stranger = identity(1), identity(2)
+    spec = make_spec(creator, [creator])
+    state, feeds, history = fold.initial(spec.spec), Feeds(spec.swarm_id), History()
+    edited = SOURCE.replace("DEPTH = 8", "DEPTH = 16")
+    base = feeds.sign(creator, _claim(b"\0" * 20, None, 1.0, summarize(None, SOURCE)))
+    fake = feeds.sign(stranger, _claim(b"\1" * 20, b"\0" * 20, 0.5, summarize(SOURCE, edited)))
+    mine = feeds.sign(creator, _claim(b"\2" * 20, b"\0" * 20, 0.99, summarize(SOURCE, edited + "#\n")))
+    for entry in (base, fake, mine):
+        fold.apply(state, entry)
+    history.add(ClaimRecord(base.id, base.author, base.seq, base.time_ms, _body(base)))
+    history._index(ClaimRecord(fake.id, fake.author, fake.seq, fake.time_ms, _body(fake)))
+    assert screened_winners(state, history, [CLASS]) == []
+    history.add(ClaimRecord(mine.id, mine.author, mine.seq, mine.time_ms, _body(mine)))
+    assert [w.claim for w in screened_winners(state, history, [CLASS])] == [mine.id]
