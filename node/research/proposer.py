@@ -33,6 +33,7 @@ class Trial:
 
     changes: dict[str, tuple[Value, Value]]   # constant -> (parent's value, trial's value)
     delta_bpb: float | None                   # trial minus parent val_bpb; None: failed run
+    weight: float = 1.0                       # how much it counts (node/research/memory.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +78,10 @@ def step(name: str, value: Value, direction: int, factor: float) -> Value | None
     return moved_f
 
 
-def arm_stats(trials: Sequence[Trial]) -> dict[tuple[str, int], tuple[int, int]]:
-    """(constant, direction) -> (wins, losses) over every trial that moved it."""
-    stats: dict[tuple[str, int], tuple[int, int]] = {}
+def arm_stats(trials: Sequence[Trial]) -> dict[tuple[str, int], tuple[float, float]]:
+    """(constant, direction) -> (wins, losses) over every trial that moved it, each trial counted
+    at its weight."""
+    stats: dict[tuple[str, int], tuple[float, float]] = {}
     for trial in trials:
         won = trial.delta_bpb is not None and trial.delta_bpb < 0
         for name, (old, new) in trial.changes.items():
@@ -89,8 +91,9 @@ def arm_stats(trials: Sequence[Trial]) -> dict[tuple[str, int], tuple[int, int]]
                 continue
             else:
                 direction = 1 if new > old else -1
-            wins, losses = stats.get((name, direction), (0, 0))
-            stats[(name, direction)] = (wins + 1, losses) if won else (wins, losses + 1)
+            wins, losses = stats.get((name, direction), (0.0, 0.0))
+            w = trial.weight
+            stats[(name, direction)] = (wins + w, losses) if won else (wins, losses + w)
     return stats
 
 
@@ -101,10 +104,10 @@ def _arms(constants: dict[str, Value]) -> list[tuple[str, int]]:
     return arms
 
 
-def _draw_arm(arms: list[tuple[str, int]], stats: dict[tuple[str, int], tuple[int, int]],
+def _draw_arm(arms: list[tuple[str, int]], stats: dict[tuple[str, int], tuple[float, float]],
               rng: random.Random) -> tuple[str, int]:
     def sample(arm: tuple[str, int]) -> float:
-        wins, losses = stats.get(arm, (0, 0))
+        wins, losses = stats.get(arm, (0.0, 0.0))
         return rng.betavariate(1 + wins, 1 + losses)
 
     return max(arms, key=sample)

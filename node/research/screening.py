@@ -17,7 +17,10 @@ claim of the transplanted program (by normalized key) or of the same edit on any
 a worker runs it (`busy`). A claim the swarm refuses on sight (ledger/plausible.py: more steps
 than its class can fit in the budget) is no winner: its gain was never possible, and confirming
 it would spend a reference run on an absurd number. A confirmation is an ordinary claim on the
-reference class: the verifiers judge it as any other.
+reference class: the verifiers judge it as any other. Only claims that count as evidence
+(node/research/memory.py: ours, verified ones, a few of authors with standing) can be winners, and
+their edit is read from their code where the node holds it, so fake claims of big gains on a cheap
+class cannot spend the reference class's runs.
 """
 from __future__ import annotations
 
@@ -73,20 +76,22 @@ def screened_winners(state: State, history: History, screening_classes: Collecti
                      margin_sds: float = SCREEN_Z) -> list[Winner]:
     """Claims of the screening classes that beat their parent by the margin, best first, one per edit."""
     found: dict[frozenset[tuple[str, str]], Winner] = {}
+    history.refresh(state)
     for cls in sorted(set(screening_classes)):
         sd = verifier.noise_sd(state, cls)
         for record in history.of_class(cls):
             body = record.body
             # the cheap numeric filters first: this runs before every reference worker's own experiment
-            if body.parent is None or body.status != "ok" or body.val_bpb is None or record.id in state.refuted:
-                continue
+            if body.parent is None or body.status != "ok" or body.val_bpb is None or record.id in state.refuted \
+                    or not history.counts(record.id):
+                continue   # a claim that does not count (node/research/memory.py) wins nothing
             value = state.verified.get(record.id, body.val_bpb)
             parent_value = value_in_class(state, history, body.parent, cls)
             if parent_value is None or not parent_value - value > margin_sds * sd:
                 continue
             if implausible(state.spec, body):
                 continue  # its numbers cannot be true on its class: no winner, however good they look
-            changes, _ = parse_summary(body.diff_summary)
+            changes, _ = history.changes_of(record.id)
             if not changes or "code: changed beyond constants" in body.diff_summary:
                 continue  # only constant edits transplant onto another parent
             gain = parent_value - value

@@ -133,7 +133,7 @@ def _designs(order: Sequence[str], two: bool) -> list[tuple[str, ...]]:
 
 
 def _grid(parent: Program, constants: Mapping[str, Value], names: tuple[str, ...], n: int,
-          stats: Mapping[tuple[str, int], tuple[int, int]], factor: float,
+          stats: Mapping[tuple[str, int], tuple[float, float]], factor: float,
           seen: AbstractSet[str]) -> tuple[list[tuple[str, list[Value]]], list[Proposal]]:
     kept: list[tuple[str, list[Value]]] = []
     for name, count in zip(names, _shape(n, names, constants)):

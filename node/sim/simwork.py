@@ -17,6 +17,15 @@ stale queue is refilled by plan_wave with n = the class's workers). `two_tier`: 
 reference class first runs node/screening.next_confirmation, then its own policy. Every worker
 verifies first, as research.py does (node/sim/simulate.py). Keys are tracked per class, so a
 reference worker may run a program a cheap worker ran.
+
+Issue 16 adds: policy "tpe" (Optuna's TPE behind node/research/proposers.py, told every result of
+its class), the "rich" landscape (node/sim/richland.py: interactions and code-level edits), noise
+split into a training-seed part and an evaluation part (simulate.py draws their sum), and
+`machines`: the workers split over that many nodes, each with its own proposer, running set and
+wave queue. A node sees another's program only once its claim is published, unless `leases` is on
+(node/research/leases.py: a node announces what it runs when it starts it), so without leases two
+nodes can run one program at once: `duplicates` counts experiments whose program was claimed or
+running anywhere when they started.
 """
 from __future__ import annotations
 
@@ -29,7 +38,9 @@ from node.research import screening
 from node.errors import NoProposal
 from node.research.history import ClaimRecord, History
 from node.research.program import parse_program, parse_summary, summarize
-from node.research.proposer import Proposal, Settings, Trial, propose
+from node.research.proposer import Proposal, Settings, Trial
+from node.research.proposers import Proposer, make
+from node.sim.richland import RICH_TRAIN_PY, rich_bpb
 from node.sim.simulate import BASELINE_COMMIT, CLASS, Outcome, SimConfig, _Swarm, simulate
 from node.research.waves import WaveQueue, WaveSettings, plan_wave
 
@@ -60,16 +71,17 @@ LR_NAMES = ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR")
 class Tier:
     platform_class: str
     workers: int
-    noise_sd_bpb: float = 0.0015
+    noise_sd_bpb: float = 0.0015  # training-seed noise: another seed, another value
     spec_noise_bpb: float = 0.002
     offset_bpb: float = 0.0      # above the reference class's val_bpb for one program
     lr_shift: float = 1.0        # the learning rates' optima are this many times the reference's
+    eval_sd_bpb: float = 0.0     # evaluation noise on top (another sample of validation rows)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkConfig:
     tiers: tuple[Tier, ...] = (Tier(CLASS, 8),)
-    policy: str = "independent"          # or "wave"
+    policy: str = "independent"          # or "wave", or "tpe"
     two_tier: bool = False
     reference_class: str = CLASS
     hours: float = 12.0
@@ -78,10 +90,15 @@ class WorkConfig:
     join_window_s: float = 30.0
     proposer_tries: int = 200            # the proposer's draws before it gives up (research.py: 200)
     wave_size: int | None = None         # proposals per wave; None: the class's workers
+    landscape: str = "bowl"              # or "rich" (node/sim/richland.py)
+    machines: int = 1                    # nodes the workers are split over (round robin)
+    leases: bool = False                 # nodes see each other's running programs at once
 
     def __post_init__(self) -> None:
-        if self.policy not in ("independent", "wave"):
-            raise ValueError(f"policy must be independent or wave, not {self.policy!r}")
+        if self.policy not in ("independent", "wave", "tpe"):
+            raise ValueError(f"policy must be independent, wave or tpe, not {self.policy!r}")
+        if self.landscape not in ("bowl", "rich") or self.machines < 1:
+            raise ValueError("landscape must be bowl or rich, and machines at least 1")
         if not self.tiers or any(t.workers < 1 for t in self.tiers) or \
                 len({t.platform_class for t in self.tiers}) != len(self.tiers):
             raise ValueError("tiers need distinct classes and at least one worker each")
@@ -93,6 +110,17 @@ def cheap_tier(workers: int) -> Tier:
 
 
 _GENESIS = {c.name: float(c.value) for c in parse_program(SIM_TRAIN_PY).constants}
+_RICH_GENESIS = {c.name: float(c.value) for c in parse_program(RICH_TRAIN_PY).constants}
+
+
+def genesis_of(landscape: str) -> tuple[str, dict[str, float]]:
+    return (RICH_TRAIN_PY, dict(_RICH_GENESIS)) if landscape == "rich" else (SIM_TRAIN_PY, dict(_GENESIS))
+
+
+def true_value(landscape: str, values: dict[str, float], tier: Tier, floor_bpb: float) -> float | None:
+    if landscape == "rich":
+        return rich_bpb(values, floor_bpb=floor_bpb, offset_bpb=tier.offset_bpb, lr_shift=tier.lr_shift)
+    return landscape_bpb(values, tier, floor_bpb)
 
 
 def landscape_bpb(values: dict[str, float], tier: Tier, floor_bpb: float) -> float | None:
@@ -115,14 +143,41 @@ def landscape_bpb(values: dict[str, float], tier: Tier, floor_bpb: float) -> flo
 class _Explorer:
     config: WorkConfig
     rng: random.Random
-    sources: dict[bytes, str] = field(default_factory=lambda: {BASELINE_COMMIT: SIM_TRAIN_PY})
+    sources: dict[bytes, str] = field(default_factory=dict)
     summaries: dict[bytes, str] = field(default_factory=dict)
-    values: dict[bytes, dict[str, float]] = field(default_factory=lambda: {BASELINE_COMMIT: dict(_GENESIS)})
+    values: dict[bytes, dict[str, float]] = field(default_factory=dict)
     history: History = field(default_factory=History)      # every claim: node/sim/simulate.py prunes its own
     trials: dict[str, list[Trial]] = field(default_factory=dict)
     keys: dict[str, set[str]] = field(default_factory=dict)  # per class: run or running
     queues: dict[str, WaveQueue] = field(default_factory=dict)
     kinds: dict[bytes, str] = field(default_factory=dict)   # commit -> "own", "wave" or "confirm"
+    claimed: dict[str, set[str]] = field(default_factory=dict)   # per class: keys of published claims
+    running: dict[tuple[int, str], set[str]] = field(default_factory=dict)  # (machine, class) -> keys
+    started: dict[bytes, tuple[int, str]] = field(default_factory=dict)     # commit -> (machine, key)
+    proposers: dict[tuple[int, str], Proposer] = field(default_factory=dict)
+    duplicates: int = 0
+    proposed: int = 0
+
+    def __post_init__(self) -> None:
+        source, values = genesis_of(self.config.landscape)
+        self.sources[BASELINE_COMMIT], self.values[BASELINE_COMMIT] = source, values
+
+    def _tried(self, machine: int, platform_class: str) -> set[str]:
+        """What a node knows is taken: every published claim, its own running programs, and with
+        leases every node's running programs."""
+        out = set(self.claimed.get(platform_class, set()))
+        for (m, cls), keys in self.running.items():
+            if cls == platform_class and (m == machine or self.config.leases):
+                out |= keys
+        return out
+
+    def _proposer(self, machine: int, platform_class: str) -> Proposer:
+        if (machine, platform_class) not in self.proposers:
+            tpe = self.config.policy == "tpe"   # the bandit draws no seed: its runs stay as they were
+            self.proposers[(machine, platform_class)] = make(
+                "tpe" if tpe else "bandit", genesis_source=self.sources[BASELINE_COMMIT], profile="gpu",
+                seed=self.rng.randrange(2**31) if tpe else 0, settings=Settings(max_tries=self.config.proposer_tries))
+        return self.proposers[(machine, platform_class)]
 
     def classes(self) -> list[str]:
         return [t.platform_class for t in self.config.tiers for _ in range(t.workers)]
@@ -134,19 +189,21 @@ class _Explorer:
         return {t.platform_class: t.spec_noise_bpb for t in self.config.tiers}
 
     def noise_sd(self, platform_class: str) -> float:
-        return self.tier(platform_class).noise_sd_bpb
+        tier = self.tier(platform_class)
+        return math.hypot(tier.noise_sd_bpb, tier.eval_sd_bpb)
 
     def true_bpb(self, commit: bytes, platform_class: str) -> float | None:
-        return landscape_bpb(self.values[commit], self.tier(platform_class), self.config.floor_bpb)
+        return true_value(self.config.landscape, self.values[commit], self.tier(platform_class), self.config.floor_bpb)
 
     def summary(self, commit: bytes) -> str:
         return self.summaries.get(commit) or summarize(None, self.sources[commit])
 
     def experiment(self, swarm: _Swarm, node: int, platform_class: str, parent: bytes) -> bytes | None:
         source = self.sources[parent]
-        tried = self.keys.setdefault(platform_class, set())
-        proposal, kind = None, "own"
         c = self.config
+        machine = node % c.machines
+        tried = self._tried(machine, platform_class)
+        proposal, kind = None, "own"
         if c.two_tier and platform_class == c.reference_class:
             others = [t.platform_class for t in c.tiers if t.platform_class != c.reference_class]
             found = screening.next_confirmation(swarm.state, self.history, source, reference_class=platform_class,
@@ -155,13 +212,13 @@ class _Explorer:
                 proposal, kind = found.proposal, "confirm"
         trials = self.trials.get(platform_class, [])
         if proposal is None and c.policy == "wave":
-            queue = self.queues.setdefault(platform_class, WaveQueue())
+            queue = self.queues.setdefault(f"{machine}/{platform_class}", WaveQueue())
             parent_key = parse_program(source).key
             proposal = queue.take(parent_key, tried)
             if proposal is None:
                 try:
                     queue.load(plan_wave(source, profile="gpu", trials=trials, tried=tried,
-                                         n=c.wave_size or self.tier(platform_class).workers, rng=self.rng,
+                                         n=c.wave_size or self._workers(machine, platform_class), rng=self.rng,
                                          settings=WaveSettings(proposer=Settings(max_tries=c.proposer_tries))))
                 except NoProposal:
                     return None
@@ -169,24 +226,41 @@ class _Explorer:
             kind = "wave"
         if proposal is None:
             try:
-                proposal = propose(source, profile="gpu", trials=trials, tried=tried, rng=self.rng,
-                                   settings=Settings(max_tries=c.proposer_tries))
+                proposal = self._proposer(machine, platform_class).propose(source, trials=trials, tried=tried,
+                                                                           rng=self.rng)
             except NoProposal:
                 return None
-        return self._commit(parent, proposal, kind, tried)
+        return self._commit(parent, proposal, kind, machine, platform_class)
 
-    def _commit(self, parent: bytes, proposal: Proposal, kind: str, tried: set[str]) -> bytes:
+    def _workers(self, machine: int, platform_class: str) -> int:
+        nodes = [i for i, cls in enumerate(self.classes()) if cls == platform_class]
+        return max(1, sum(1 for i in nodes if i % self.config.machines == machine))
+
+    def _commit(self, parent: bytes, proposal: Proposal, kind: str, machine: int, platform_class: str) -> bytes:
         commit = hashlib.sha1(b"sim-work-%d" % len(self.sources)).digest()
         self.sources[commit] = proposal.source
         self.values[commit] = {**self.values[parent], **{n: float(new) for n, (_, new) in proposal.changes.items()}}
         self.summaries[commit] = summarize(self.sources[parent], proposal.source)
         self.kinds[commit] = kind
-        tried.add(proposal.key)
+        taken = self.claimed.get(platform_class, set()).union(
+            *(keys for (_, cls), keys in self.running.items() if cls == platform_class))
+        self.duplicates += proposal.key in taken
+        self.proposed += 1
+        self.running.setdefault((machine, platform_class), set()).add(proposal.key)
+        self.keys.setdefault(platform_class, set()).add(proposal.key)
+        self.started[commit] = (machine, proposal.key)
         return commit
 
     def finished(self, swarm: _Swarm, record: ClaimRecord) -> None:
         self.history.add(record)
         body = record.body
+        if body.commit in self.started:
+            machine, key = self.started.pop(body.commit)
+            self.running.get((machine, body.platform_class), set()).discard(key)
+            self.claimed.setdefault(body.platform_class, set()).add(key)
+            for (_, cls), proposer in self.proposers.items():
+                if cls == body.platform_class:   # every node's optimizer learns every published result
+                    proposer.observe(key, self.values[body.commit], body.val_bpb)
         if body.parent is None:
             return
         changes, _ = parse_summary(body.diff_summary)
@@ -207,6 +281,8 @@ class WorkFigures:
     confirmations: int            # reference-class runs of screened winners
     confirmed: int                # of those, claims that became records
     waves: int
+    duplicates: int = 0           # experiments whose program was claimed or running anywhere at their start
+    proposed: int = 0             # experiments the explorer started
 
 
 def simulate_work(config: WorkConfig, rng: random.Random, target_bpb: float = 0.01) -> tuple[Outcome, WorkFigures]:
@@ -218,7 +294,7 @@ def simulate_work(config: WorkConfig, rng: random.Random, target_bpb: float = 0.
     outcome = simulate(sim, rng, explorer=explorer)
     ref = config.reference_class
     reference = explorer.tier(ref)
-    start = landscape_bpb(_GENESIS, reference, config.floor_bpb)
+    start = true_value(config.landscape, genesis_of(config.landscape)[1], reference, config.floor_bpb)
     rows = [(t, row) for t, row in outcome.record_times if row.platform_class == ref]
     truths = [(t, explorer.true_bpb(row.commit, ref)) for t, row in rows]
     if start is None or any(v is None for _, v in truths):
@@ -233,4 +309,5 @@ def simulate_work(config: WorkConfig, rng: random.Random, target_bpb: float = 0.
         experiments=outcome.figures.experiments,
         confirmations=len(confirmed_commits),
         confirmed=sum(1 for _, row in rows if row.commit in confirmed_commits),
-        waves=sum(q.waves for q in explorer.queues.values()))
+        waves=sum(q.waves for q in explorer.queues.values()), duplicates=explorer.duplicates,
+        proposed=explorer.proposed)

@@ -1,0 +1,115 @@
+"""The proposer interface: what the research loop and the simulators ask for the next edit.
+
+A Proposer turns the class's best program (and what is tried or running) into a Proposal, and is
+told each result. Two stand behind it, selectable by name: "bandit", the built-in proposer
+(node/research/proposer.py: one or two constants nudged by fixed factors, Thompson sampling over
+the weighed trials it is given), kept for comparison; and "tpe", Optuna's TPE over every editable
+constant (node/research/optimizer.py), which learns from the results it is told. Waves
+(node/research/waves.py) and two-tier screening (node/research/screening.py) sit above either.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from typing import Protocol
+
+from ledger.fold import State
+
+from node.research.history import History
+from node.research.optimizer import TpeProposer
+from node.research.program import Value, parse_program
+from node.research.proposer import Proposal, Settings, Trial, propose
+
+NAMES = ("bandit", "tpe")
+MAX_ANCESTRY = 256      # parents walked back for one program's constants (node/research/fetch.py fetches no deeper)
+
+
+class Proposer(Protocol):
+    def propose(self, parent_source: str, *, trials: Sequence[Trial], tried: Set[str],
+                rng: random.Random) -> Proposal: ...
+
+    def observe(self, key: str, values: Mapping[str, Value], bpb: float | None) -> None: ...
+
+
+@dataclass(slots=True)
+class Bandit:
+    """Today's proposer behind the interface: it reads `trials` each time and needs no telling."""
+
+    profile: str
+    settings: Settings = Settings()
+
+    def propose(self, parent_source: str, *, trials: Sequence[Trial], tried: Set[str],
+                rng: random.Random) -> Proposal:
+        return propose(parent_source, profile=self.profile, trials=trials, tried=tried, rng=rng,
+                       settings=self.settings)
+
+    def observe(self, key: str, values: Mapping[str, Value], bpb: float | None) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class Tpe:
+    optimizer: TpeProposer
+
+    def propose(self, parent_source: str, *, trials: Sequence[Trial], tried: Set[str],
+                rng: random.Random) -> Proposal:
+        return self.optimizer.propose(parent_source, tried=tried, rng=rng, trials=trials)
+
+    def observe(self, key: str, values: Mapping[str, Value], bpb: float | None) -> None:
+        self.optimizer.observe(key, values, bpb)
+
+
+def make(name: str, *, genesis_source: str, profile: str, seed: int,
+         settings: Settings = Settings()) -> Proposer:
+    """A proposer by name (NAMES); ValueError for another name."""
+    if name == "bandit":
+        return Bandit(profile, settings)
+    if name == "tpe":
+        return Tpe(TpeProposer(genesis_source, profile, seed, settings.frozen))
+    raise ValueError(f"proposer must be one of {', '.join(NAMES)}, not {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    claim: bytes
+    key: str
+    values: dict[str, Value]      # every constant of the claimed program
+    bpb: float | None             # the verified median where decided, else the claimed value; None: crashed
+
+
+def observations(history: History, state: State, platform_class: str, genesis_source: str,
+                 told: Set[bytes]) -> list[Observation]:
+    """The class's counted claims (node/research/memory.py) not in `told`, each with the full
+    constants of its program: its parent's (walked back to the genesis program) with its changes.
+    How the research loop feeds a Proposer's `observe` from the ledger; a claim whose ancestry
+    leaves what this node has indexed is skipped until it does not."""
+    history.refresh(state)
+    genesis = {c.name: c.value for c in parse_program(genesis_source).constants}
+    memo: dict[bytes, dict[str, Value] | None] = {}
+
+    def constants_of(commit: bytes, depth: int) -> dict[str, Value] | None:
+        if commit in memo:
+            return memo[commit]
+        ids = [i for i in history.by_commit.get(commit, []) if history.counts(i)]
+        body = history.claims[ids[0]].body if ids else None
+        if body is None or depth > MAX_ANCESTRY:
+            found = None
+        elif body.parent is None:
+            found = dict(genesis)
+        else:
+            above = constants_of(body.parent, depth + 1)
+            found = None if above is None else {**above, **{n: new for n, (_, new) in history.changes_of(ids[0])[0].items()}}
+        memo[commit] = found
+        return found
+
+    out: list[Observation] = []
+    for record in history.of_class(platform_class):
+        if record.id in told or record.body.parent is None or not history.counts(record.id):
+            continue
+        values = constants_of(record.body.commit, 0)
+        key = history.changes_of(record.id)[1]
+        if values is None or key is None:
+            continue
+        out.append(Observation(record.id, key, values, state.verified.get(record.id, record.body.val_bpb)))
+    return out
