@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -71,7 +72,11 @@ def test_every_documented_command_and_option_is_known() -> None:
     seen: set[str] = set()
     for doc in DOCS:
         for form in _FORM.findall(doc.read_text()):
-            words, skip, command = form.split(), False, None
+            try:
+                words = shlex.split(form)  # a quoted value (an agent's command line) is one word
+            except ValueError:
+                words = form.split()
+            skip, command = False, None
             for word in words:
                 bare = word.strip("[]").split("=")[0]
                 if bare.startswith("-"):
