@@ -29,6 +29,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -53,6 +54,8 @@ from swarm.links import FULL_HEADS_EVERY, FULL_SYNC_EVERY, MAX_ADDRS_FROM_PEER, 
 from swarm.peerconfig import PeerConfig
 from swarm.peertable import PeerTable
 from swarm.protocol import ENTRY_ID_BYTES, check_addr
+from swarm.quota import Quotas
+from swarm.stamp import BadStamp, load_or_mint
 from swarm.stats import SwarmStats
 
 TABLE_SAVE_INTERVAL_S = 30.0
@@ -75,8 +78,14 @@ class Peer:
         self.swarm_id = ledger.swarm_id
         self._spec_wire = ledger.spec.wire
         self.rng = random.Random(config.seed)
-        self.replicator = Replicator(LedgerPort(ledger), identity, batch_wires=config.ingest_batch_wires,
-                                     eager_fanout=config.eager_fanout, rng=random.Random(self.rng.random()))
+        port = LedgerPort(ledger)
+        self.quotas = Quotas(config.quota_limits(), swarm=ledger.swarm_id, stamp_bits=config.stamp_bits,
+                             own=identity.public_key, valued=port.valued)
+        if config.stamp and not self.quotas.learn_stamp(identity.public_key, config.stamp):
+            raise SwarmError(f"config: the stamp given is not good for this key at {config.stamp_bits} bits")
+        self.replicator = Replicator(port, identity, batch_wires=config.ingest_batch_wires,
+                                     eager_fanout=config.eager_fanout, rng=random.Random(self.rng.random()),
+                                     quotas=self.quotas)
         self.stats_total = SwarmStats()
         self.table = PeerTable.load(config.peer_table_path) if config.peer_table_path else PeerTable()
         for addr in config.bootstrap:
@@ -120,6 +129,8 @@ class Peer:
             await peer.aclose()
 
     async def _start(self) -> None:
+        # what strangers hold already counts against their quotas: a restart gives no one a new one
+        self.quotas.preload(await self.replicator.port.stored_bytes(frozenset({self.node_id})))
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_get(WS_PATH, self.inbound.handle_ws)
         add_routes(app, self._spec_wire, self._bundle_source)
@@ -156,12 +167,27 @@ class Peer:
             ]
             if self.config.peer_table_path is not None:
                 self._loops.append(tg.create_task(self._guard(self._save_loop), name="swarm-table-save"))
+            if self.config.stamp_path is not None and self.quotas.stamp_of(self.node_id) is None:
+                self._loops.append(tg.create_task(self._own_stamp(self.config.stamp_path), name="swarm-stamp"))
             started.set()
             await self._stop.wait()
             for task in self._loops:
                 task.cancel()
             for conn in list(self.replicator.conns.values()) + list(self.dialer.outbound):
                 conn.close("shutting down")
+
+    async def _own_stamp(self, path: Path) -> None:
+        """Loads or mints our stamp (seconds of CPU in a thread, once per key and swarm), then hands
+        it to every connected peer; links opened later get it first thing (swarm/links.py)."""
+        try:
+            nonce = await asyncio.to_thread(load_or_mint, path, self.swarm_id, self.node_id, self.config.stamp_bits)
+        except (OSError, BadStamp) as exc:
+            _log.error("no identity stamp (%s): peers keep our entries under the unstamped quota", exc)
+            return
+        self.quotas.learn_stamp(self.node_id, nonce)
+        for conn in list(self.replicator.conns.values()):
+            for stamps in self.replicator.stamps_for(conn, (self.node_id,)):
+                conn.push(stamps)
 
     async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Runs a forever-loop; a bug is logged and the loop restarted, never the node stopped."""
@@ -231,7 +257,7 @@ class Peer:
             pending=self.replicator.port.pending_count, subscriber_dropped=self.replicator.subscriber_dropped,
             frauds_published=self.replicator.frauds_published, released=self.replicator.released,
             pulls_asked=self.replicator.pulls_asked, pulls_passed_over=self.replicator.pulls_passed_over,
-            pulls_dropped=self.replicator.pulls_dropped,
+            pulls_dropped=self.replicator.pulls_dropped, quota=self.quotas.snapshot(),
         )
         return snap
 
