@@ -167,8 +167,9 @@ class Peer:
             ]
             if self.config.peer_table_path is not None:
                 self._loops.append(tg.create_task(self._guard(self._save_loop), name="swarm-table-save"))
-            if self.config.stamp_path is not None and self.quotas.stamp_of(self.node_id) is None:
-                self._loops.append(tg.create_task(self._own_stamp(self.config.stamp_path), name="swarm-stamp"))
+            stamp_path = self.config.stamp_file()
+            if stamp_path is not None and self.quotas.stamp_of(self.node_id) is None:
+                self._loops.append(tg.create_task(self._own_stamp(stamp_path), name="swarm-stamp"))
             started.set()
             await self._stop.wait()
             for task in self._loops:
@@ -188,6 +189,7 @@ class Peer:
         for conn in list(self.replicator.conns.values()):
             for stamps in self.replicator.stamps_for(conn, (self.node_id,)):
                 conn.push(stamps)
+        await self.replicator.notify()
 
     async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Runs a forever-loop; a bug is logged and the loop restarted, never the node stopped."""

@@ -16,6 +16,7 @@ ANTI_ENTROPY_INTERVAL_S = 10.0
 DIAL_INTERVAL_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
+STAMP_FILE = "stamp.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,15 @@ class PeerConfig:
     stamped_author_bytes: int = STAMPED_AUTHOR_BYTES  # one identity with a stamp
     stamp_bits: int = STAMP_BITS     # the difficulty a stamp must meet here (the swarm's: keep it equal)
     stamp: bytes = b""               # our own stamp's nonce, if minted already
-    stamp_path: Path | None = None   # where our stamp is kept; minted there (a thread) if missing
+    stamp_path: Path | None = None   # where our stamp is kept; minted there (a thread) if missing;
+                                     # None: beside the peer table (STAMP_FILE), if that is kept
+
+    def stamp_file(self) -> Path | None:
+        """Where our stamp is kept: `stamp_path`, or beside the peer table; None: no stamp minted
+        (in-process test swarms, which run under the unstamped quota)."""
+        if self.stamp_path is not None:
+            return self.stamp_path
+        return self.peer_table_path.with_name(STAMP_FILE) if self.peer_table_path is not None else None
 
     def quota_limits(self) -> QuotaLimits:
         return QuotaLimits(strangers_bytes=self.stranger_quota_bytes, fresh_author_bytes=self.fresh_author_bytes,

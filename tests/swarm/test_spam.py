@@ -132,3 +132,13 @@ async def test_restart_keeps_what_strangers_hold_counted(tmp_path: Path) -> None
         held = a.peer.quotas.stored[stranger.public_key]
         assert held == sum(len(w) for w in await a.ledger.wires_after(stranger.public_key, 0, 10)) > 16_000
         assert a.peer.quotas.strangers_total == held
+
+
+async def test_a_node_that_keeps_a_peer_table_mints_its_stamp_beside_it(tmp_path: Path) -> None:
+    me = factory.identity(8400)
+    async with open_node(tmp_path, identity=me, peer_table_path=tmp_path / "peers.json", stamp_bits=8) as a:
+        await a.peer.wait_until(lambda: a.peer.quotas.stamp_of(me.public_key) is not None, 20)
+    saved = (tmp_path / "stamp.json").read_text()
+    async with open_node(tmp_path, identity=me, peer_table_path=tmp_path / "peers.json", stamp_bits=8) as a:
+        await a.peer.wait_until(lambda: a.peer.quotas.stamp_of(me.public_key) is not None, 20)
+    assert (tmp_path / "stamp.json").read_text() == saved   # kept, not minted again
