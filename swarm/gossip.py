@@ -136,7 +136,7 @@ class Replicator:
             except SwarmError as exc:
                 _log.error("ingest batch of %d failed: %s", len(batch), exc)
                 for _, wire in batch:
-                    self.quotas.settle(entry_key(wire), kept=False)
+                    self.quotas.settle(wire[32:96], kept=False)
             finally:
                 self.ingest.landed(batch)
             await self.notify()
@@ -201,7 +201,8 @@ class Replicator:
                 admitted.append(wire)
                 continue
             asked = conn.asked.covers(wire[:32], eid, now)
-            reason = self.quotas.admit(eid, wire[:32], len(wire), subnet, now, asked=asked)
+            # the charge is keyed by the signature: a forged copy of a charged entry (same id) cannot refund it
+            reason = self.quotas.admit(wire[32:96], wire[:32], len(wire), subnet, now, asked=asked)
             if reason is None:
                 admitted.append(wire)
                 continue
@@ -303,8 +304,7 @@ class Replicator:
         appended_authors: set[bytes] = set()
         for (origin, wire), result in zip(batch, results):
             # kept (appended, a copy of one held, waiting): its bytes stay charged; refused: refunded
-            self.quotas.settle(result.entry.id if result.entry is not None else entry_key(wire),
-                               kept=result.verdict not in (Verdict.REJECTED, Verdict.FORK))
+            self.quotas.settle(wire[32:96], kept=result.verdict not in (Verdict.REJECTED, Verdict.FORK))
             if result.verdict is Verdict.APPENDED:
                 entry = result.entry or decode_entry(wire, signature_checked=True)
                 self._remember(entry.id, wire)

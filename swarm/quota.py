@@ -102,7 +102,7 @@ class Quotas:
         self.strangers_total = 0
         self.refused: Counter[str] = Counter()
         self._buckets: OrderedDict[bytes, TokenBucket] = OrderedDict()
-        self._charges: dict[bytes, Charge] = {}     # entry id -> its charge, until the ledger judged it
+        self._charges: dict[bytes, Charge] = {}     # charge key (the wire's signature) -> its charge, until judged
 
     # -- stamps
 
@@ -129,7 +129,7 @@ class Quotas:
 
     # -- admission
 
-    def admit(self, eid: bytes, author: bytes, size: int, subnet: str, now_s: float, *, asked: bool = False) -> str | None:
+    def admit(self, key: bytes, author: bytes, size: int, subnet: str, now_s: float, *, asked: bool = False) -> str | None:
         """Charges an entry of `size` bytes by `author`, delivered from `subnet`, or says why not.
 
         A refused entry that was not `asked` for still spends the subnet's share: a sender that
@@ -160,12 +160,14 @@ class Quotas:
         self._subnet(subnet, now_s).take(float(size), now_s)
         charge = Charge(author, size, subnet)
         self._add(charge, +1)
-        self._charges[eid] = charge
+        self._charges[key] = charge
         return None
 
-    def settle(self, eid: bytes, kept: bool) -> None:
-        """The ledger judged the entry: its bytes stay counted if it was kept (appended or waiting)."""
-        charge = self._charges.pop(eid, None)
+    def settle(self, key: bytes, kept: bool) -> None:
+        """The ledger judged the entry charged under `key`: its bytes stay counted if it was kept
+        (appended, a copy of one held, or waiting: one later dropped from the pending area stays
+        counted, which errs on the side of the disk)."""
+        charge = self._charges.pop(key, None)
         if charge is not None and not kept:
             self._add(charge, -1)
 
