@@ -40,9 +40,9 @@ Theory of operation
   delta round sends the full pages anyway.
 - Forks. A FORK outcome carries the proof; we publish it as our own `fraud` entry (once per
   proof) and push it to everyone first.
-- Quotas. Before an entry from a peer is queued, swarm/quota.py charges its author (and the
-  sending subnet) or refuses it with a typed reason; the charge is settled once the ledger has
-  judged the entry. An author's stamp (swarm/stamp.py) goes ahead of its entries on every link
+- Quotas. Before an entry from a peer is queued, swarm/strangers.py charges its author (and the
+  sending subnet) to swarm/quota.py or refuses it with a typed reason; the charge is settled once
+  the ledger has judged the entry. An author's stamp (swarm/stamp.py) goes ahead of its entries on every link
   that has not had it from us, so the receiver counts the author as stamped.
 """
 from __future__ import annotations
@@ -57,19 +57,17 @@ from collections.abc import AsyncIterator, Iterable
 from ledger.bodies import Body, Fraud
 from ledger.entry import Entry, decode_entry
 from ledger.keys import Identity
-from swarm.admission import subnet_of
 from swarm.antientropy import MAX_FRAUDS, MAX_SYNC_ENTRIES_PER_PAGE, SYNC_READ_ENTRIES, AntiEntropy
-from swarm.connection import SENT_STAMPS, Connection, SyncMessage, entry_key
+from swarm.connection import Connection, SyncMessage, entry_key
 from swarm.errors import SwarmError
 from swarm.heads import split_targets
 from swarm.ingest import INGEST_QUEUE_FRAMES, KNOWN_IDS, RECENT_WIRES, Ingest
 from swarm.ledgerport import BLAMED, LedgerPort, Result, Verdict
-from swarm.peertable import host_of
-from swarm.protocol import MAX_STAMPS_PER_FRAME, Entries, Have, HeldQuery, HeldReply, Stamps, Want, WantIds, encode_message
+from swarm.protocol import Entries, Have, HeldQuery, HeldReply, Stamps, Want, WantIds, encode_message
 from swarm.pulls import MAX_ANNOUNCERS, MAX_PULLS, MAX_PULLS_PER_PEER, PULL_TICK_S, Pulls
-from swarm.quota import BLAMED as QUOTA_BLAMED
 from swarm.quota import QuotaLimits, Quotas
 from swarm.stamp import STAMP_BITS
+from swarm.strangers import StrangerGate
 from swarm.waiting import TRACKED_PENDING, TRACKED_PENDING_TTL_S, WANT_AFTER_S, Waiting, WaitingEntries
 
 INGEST_BATCH_WIRES = 256        # wires per append_wires call at most
@@ -91,13 +89,6 @@ __all__ = ["EAGER_FANOUT", "INGEST_BATCH_WIRES", "INGEST_QUEUE_FRAMES", "KNOWN_I
 _log = logging.getLogger(__name__)
 
 
-def _remember_sent(conn: Connection, author: bytes) -> None:
-    conn.stamps_sent[author] = None
-    conn.stamps_sent.move_to_end(author)
-    if len(conn.stamps_sent) > SENT_STAMPS:
-        conn.stamps_sent.popitem(last=False)
-
-
 class Replicator:
     """Moves entries between the ledger and the connections the peer registers in `conns`."""
 
@@ -107,6 +98,7 @@ class Replicator:
         self.port = port
         self.quotas = quotas or Quotas(QuotaLimits(), swarm=port.swarm_id, stamp_bits=STAMP_BITS,
                                        own=identity.public_key, valued=port.valued)
+        self.gate = StrangerGate(self.quotas)
         self.identity = identity
         self.batch_wires = batch_wires
         self.eager_fanout = eager_fanout   # None: every entry in full to every peer (a plain flood)
@@ -136,7 +128,7 @@ class Replicator:
             except SwarmError as exc:
                 _log.error("ingest batch of %d failed: %s", len(batch), exc)
                 for _, wire in batch:
-                    self.quotas.settle(wire[32:96], kept=False)
+                    self.gate.settle(wire, kept=False)
             finally:
                 self.ingest.landed(batch)
             await self.notify()
@@ -188,51 +180,16 @@ class Replicator:
         return min(self.pull_after_s, max(PULL_MIN_S, PULL_RTT_FACTOR * rtt_ms / 1000))
 
     async def on_entries(self, conn: Connection, wires: tuple[bytes, ...]) -> None:
-        """Charges each new wire to the quotas (swarm/quota.py), then queues those admitted. Each
-        refusal the sender is to blame for costs it a penalty, unless we asked for the entry."""
-        now = time.monotonic()
-        subnet = subnet_of(conn.remote_host or host_of(conn.addr))
-        admitted: list[bytes] = []
-        blamed = 0
-        for wire in wires:
-            eid = entry_key(wire)
-            if self.ingest.held(eid):
-                # held or on its way: the ledger will call it a duplicate (or refuse a forged copy); no charge
-                admitted.append(wire)
-                continue
-            asked = conn.asked.covers(wire[:32], eid, now)
-            # the charge is keyed by the signature: a forged copy of a charged entry (same id) cannot refund it
-            reason = self.quotas.admit(wire[32:96], wire[:32], len(wire), subnet, now, asked=asked)
-            if reason is None:
-                admitted.append(wire)
-                continue
-            conn.stats.reject(reason)
-            # our disk full, or what we asked for: never the sender's fault
-            blamed += reason in QUOTA_BLAMED and not asked
-        if blamed:
-            conn.misbehaved("quota", blamed)
+        admitted = self.gate.admit(conn, wires, self.ingest.held)
         if admitted:
             await self.ingest.offer(conn, tuple(admitted))
 
     def on_stamps(self, conn: Connection, message: Stamps) -> None:
-        bad = 0
-        for author, nonce in message.stamps:
-            if self.quotas.learn_stamp(author, nonce):
-                _remember_sent(conn, author)   # it has this stamp: never send it back
-            else:
-                bad += 1
-        if bad:
-            conn.misbehaved("bad_stamp")
+        self.gate.on_stamps(conn, message)
 
     def stamps_for(self, conn: Connection, authors: Iterable[bytes]) -> list[Stamps]:
         """Frames with the stamps we know of `authors` that `conn` has not had from us (marked sent)."""
-        pairs = []
-        for author in dict.fromkeys(authors):
-            nonce = self.quotas.stamp_of(author)
-            if nonce is not None and author not in conn.stamps_sent:
-                _remember_sent(conn, author)
-                pairs.append((author, nonce))
-        return [Stamps(tuple(pairs[i:i + MAX_STAMPS_PER_FRAME])) for i in range(0, len(pairs), MAX_STAMPS_PER_FRAME)]
+        return self.gate.stamps_for(conn, authors)
 
     async def on_sync(self, conn: Connection, message: SyncMessage) -> None:
         try:
@@ -304,7 +261,7 @@ class Replicator:
         appended_authors: set[bytes] = set()
         for (origin, wire), result in zip(batch, results):
             # kept (appended, a copy of one held, waiting): its bytes stay charged; refused: refunded
-            self.quotas.settle(wire[32:96], kept=result.verdict not in (Verdict.REJECTED, Verdict.FORK))
+            self.gate.settle(wire, kept=result.verdict not in (Verdict.REJECTED, Verdict.FORK))
             if result.verdict is Verdict.APPENDED:
                 entry = result.entry or decode_entry(wire, signature_checked=True)
                 self._remember(entry.id, wire)
