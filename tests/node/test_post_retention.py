@@ -2,12 +2,15 @@
 node's own posts, and the heaviest stranger first (issue 14's 43-key flood, scaled down)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.bodies import Post
 from ledger.entry import Entry
 from ledger.keys import Identity
+from ledger.store import Ledger
 from node.web.posts import MAX_REPORTS_PER_AUTHOR, PostIndex
 from tests.ledger import factory
 
@@ -90,6 +93,33 @@ def test_caps_hold_whatever_arrives(stream: list[tuple[int, int, str]]) -> None:
         mine = [e for e in sent[name] if e.author == own]
         if any(p.author != own for p in served):
             newest_own = mine[-6:]
-            budget_ok = sum(len(e.body.text) for e in newest_own) <= 12_000 and len(newest_own) <= 15  # type: ignore[union-attr]
+            budget_ok = sum(len(_text(e)) for e in newest_own) <= 12_000 and len(newest_own) <= 15
             if budget_ok:
                 assert {e.id for e in newest_own} <= {p.id for p in served}
+
+
+async def test_a_trusted_verifiers_posts_outlast_a_flood_read_from_a_real_ledger(tmp_path: Path) -> None:
+    """PostIndex.sync reads who the swarm valued from the ledger's fold: the spec's verifier."""
+    creator, verifier = factory.identity(10), factory.identity(11)
+    spec = factory.make_spec(creator, [verifier])
+    feeds = factory.Feeds(spec.swarm_id)
+    async with Ledger.open(tmp_path / "l.sqlite", spec) as ledger:
+        kept = [await _append(ledger, feeds.sign(verifier, Post(channel="general", text=f"v{i}", reply_to=None)))
+                for i in range(3)]
+        for k in range(30):
+            await _append(ledger, feeds.sign(factory.identity(300 + k), Post(channel="general", text="z" * 500,
+                                                                              reply_to=None)))
+        index = PostIndex(max_per_channel=10)
+        assert await index.sync(ledger) == 33
+    served = {p.id for p in index.posts("general", 100)}
+    assert len(served) == 10 and {e.id for e in kept} <= served
+
+
+async def _append(ledger: Ledger, entry: Entry) -> Entry:
+    assert (await ledger.append(entry)).status.value == "appended"
+    return entry
+
+
+def _text(entry: Entry) -> str:
+    assert isinstance(entry.body, Post)
+    return entry.body.text
