@@ -55,7 +55,7 @@ from swarm.peerconfig import PeerConfig
 from swarm.peertable import PeerTable
 from swarm.protocol import ENTRY_ID_BYTES, check_addr
 from swarm.quota import Quotas
-from swarm.stamp import BadStamp, load_or_mint
+from swarm.stamp import BadStamp, load_or_mint, load_stamps, save_stamps
 from swarm.stats import SwarmStats
 
 TABLE_SAVE_INTERVAL_S = 30.0
@@ -83,6 +83,9 @@ class Peer:
                              own=identity.public_key, valued=port.valued)
         if config.stamp and not self.quotas.learn_stamp(identity.public_key, config.stamp):
             raise SwarmError(f"config: the stamp given is not good for this key at {config.stamp_bits} bits")
+        stamps_path = config.stamps_file()
+        for author, nonce in (load_stamps(stamps_path) if stamps_path is not None else {}).items():
+            self.quotas.learn_stamp(author, nonce)   # checked again: a stale or edited file counts for nothing
         self.replicator = Replicator(port, identity, batch_wires=config.ingest_batch_wires,
                                      eager_fanout=config.eager_fanout, rng=random.Random(self.rng.random()),
                                      quotas=self.quotas)
@@ -226,6 +229,7 @@ class Peer:
                 await asyncio.to_thread(self.table.save, self.config.peer_table_path)
             except OSError as exc:
                 _log.error("could not save the peer table: %s", exc)
+            await self._save_stamps()
 
     async def __aenter__(self) -> Peer:
         return self
@@ -334,3 +338,13 @@ class Peer:
                 await asyncio.to_thread(self.table.save, path)
             except OSError as exc:
                 _log.error("could not save the peer table: %s", exc)
+            await self._save_stamps()
+
+    async def _save_stamps(self) -> None:
+        path = self.config.stamps_file()
+        if path is None:
+            return
+        try:
+            await asyncio.to_thread(save_stamps, path, dict(self.quotas.stamps))
+        except OSError as exc:
+            _log.error("could not save the stamps: %s", exc)

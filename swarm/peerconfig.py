@@ -17,6 +17,7 @@ DIAL_INTERVAL_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
 STAMP_FILE = "stamp.json"
+STAMPS_FILE = "stamps.json"     # others' stamps, beside the peer table
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,10 @@ class PeerConfig:
         if self.stamp_path is not None:
             return self.stamp_path
         return self.peer_table_path.with_name(STAMP_FILE) if self.peer_table_path is not None else None
+
+    def stamps_file(self) -> Path | None:
+        """Where others' stamps are kept across restarts: beside the peer table, if that is kept."""
+        return self.peer_table_path.with_name(STAMPS_FILE) if self.peer_table_path is not None else None
 
     def quota_limits(self) -> QuotaLimits:
         return QuotaLimits(strangers_bytes=self.stranger_quota_bytes, fresh_author_bytes=self.fresh_author_bytes,

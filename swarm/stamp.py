@@ -85,3 +85,30 @@ def load_or_mint(path: Path, swarm: bytes, key: bytes, bits: int) -> bytes:
         f.write(text)
     os.replace(tmp, path)
     return nonce
+
+
+MAX_SAVED_STAMPS = 65_536
+
+
+def save_stamps(path: Path, stamps: dict[bytes, bytes]) -> None:
+    """Others' stamps we checked, kept across restarts so we can pass them on with their feeds
+    (written whole, then renamed). At most MAX_SAVED_STAMPS, the last ones of the dict's order."""
+    rows = list(stamps.items())[-MAX_SAVED_STAMPS:]
+    text = json.dumps({"stamps": {key.hex(): nonce.hex() for key, nonce in rows}})
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_stamps(path: Path) -> dict[bytes, bytes]:
+    """Saved stamps, unchecked (the caller checks each one); {} if the file is absent or not ours."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["stamps"]
+        out = {bytes.fromhex(k): bytes.fromhex(v) for k, v in list(rows.items())[:MAX_SAVED_STAMPS]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {k: v for k, v in out.items() if len(k) == KEY_BYTES and len(v) == NONCE_BYTES}

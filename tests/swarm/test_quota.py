@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.quota import ADDR_REFILL_S, BLAMED, KiB, QuotaLimits, Quotas
-from swarm.stamp import BadStamp, load_or_mint, mint_stamp, stamp_ok
+from swarm.stamp import BadStamp, load_or_mint, load_stamps, mint_stamp, save_stamps, stamp_ok
 
 SWARM = b"s" * 32
 OWN = b"o" * 32
@@ -152,3 +152,16 @@ def test_strangers_never_hold_more_than_the_quota(stream: list[tuple[int, int, i
     assert q.stored == by_author
     assert all(v <= 60_000 for v in by_author.values())
     assert q.fresh_total == sum(v for a, v in by_author.items() if a not in q.stamps)
+
+
+def test_saved_stamps_round_trip_and_garbage_reads_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "stamps.json"
+    saved = {key(1): b"\1" * 8, key(2): b"\2" * 8}
+    save_stamps(path, saved)
+    assert load_stamps(path) == saved
+    for text in ("not json", '{"stamps": 3}', '{"stamps": {"zz": "00"}}', '{"other": {}}'):
+        path.write_text(text)
+        assert load_stamps(path) == {}
+    path.write_text('{"stamps": {"%s": "0011"}}' % key(1).hex())   # a short nonce is dropped
+    assert load_stamps(path) == {}
+    assert load_stamps(tmp_path / "absent.json") == {}

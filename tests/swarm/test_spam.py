@@ -18,6 +18,7 @@ from swarm import asked
 from swarm.handshake import new_nonce, sign_hello
 from swarm.peer import WS_PATH
 from swarm.protocol import Entries, Stamps, encode_message
+from swarm.stamp import mint_stamp, stamp_ok
 from tests.ledger import factory
 from tests.swarm.swarmkit import SWARM, Node, open_node, wait_all, wait_connected, wait_heads
 
@@ -142,3 +143,24 @@ async def test_a_node_that_keeps_a_peer_table_mints_its_stamp_beside_it(tmp_path
     async with open_node(tmp_path, identity=me, peer_table_path=tmp_path / "peers.json", stamp_bits=8) as a:
         await a.peer.wait_until(lambda: a.peer.quotas.stamp_of(me.public_key) is not None, 20)
     assert (tmp_path / "stamp.json").read_text() == saved   # kept, not minted again
+
+
+async def test_others_stamps_are_kept_across_a_restart(tmp_path: Path) -> None:
+    """A node passes stamps on with the feeds it relays, so it keeps the ones it checked."""
+    me, other = factory.identity(8500), factory.identity(8501)
+    nonce = mint_stamp(SWARM, other.public_key, 8)
+    assert nonce is not None
+    settings: dict[str, Any] = dict(identity=me, peer_table_path=tmp_path / "peers.json", stamp_bits=8)
+    async with open_node(tmp_path, **settings) as a:
+        async with raw_link(a, other) as ws:
+            await ws.send_bytes(encode_message(Stamps(((other.public_key, nonce),))))
+            entry = factory.Feeds(SWARM).sign(other, factory.post("after"))
+            await ws.send_bytes(encode_message(Entries((entry.wire,))))
+            await wait_heads(a, {other.public_key: 1}, 10)
+        assert a.peer.quotas.stamp_of(other.public_key) == nonce
+    async with open_node(tmp_path, **settings) as a:
+        assert a.peer.quotas.stamp_of(other.public_key) == nonce
+    (tmp_path / "stamps.json").write_text('{"stamps": {"%s": "%s"}}' % (other.public_key.hex(), "00" * 8))
+    async with open_node(tmp_path, **settings) as a:   # an edited file: the stamp is checked again
+        assert a.peer.quotas.stamp_of(other.public_key) in (None, b"\0" * 8)
+        assert a.peer.quotas.stamp_of(other.public_key) is None or stamp_ok(SWARM, other.public_key, b"\0" * 8, 8)
