@@ -55,12 +55,13 @@ from swarm.peerconfig import PeerConfig
 from swarm.peertable import PeerTable
 from swarm.protocol import ENTRY_ID_BYTES, check_addr
 from swarm.quota import Quotas
-from swarm.stamp import BadStamp, load_or_mint, load_stamps, save_stamps
+from swarm.stamp import BadStamp, load_stamp, load_stamps, mint_stamp, save_stamp, save_stamps
 from swarm.stats import SwarmStats
 
 TABLE_SAVE_INTERVAL_S = 30.0
 MAX_HELD_TIMEOUT_S = 60.0
 SERVER_SHUTDOWN_S = 2.0
+STAMP_CHUNK = 1 << 16           # stamp tries per thread call (~0.1 s): a close waits for one at most
 
 _log = logging.getLogger(__name__)
 
@@ -181,10 +182,17 @@ class Peer:
                 conn.close("shutting down")
 
     async def _own_stamp(self, path: Path) -> None:
-        """Loads or mints our stamp (seconds of CPU in a thread, once per key and swarm), then hands
-        it to every connected peer; links opened later get it first thing (swarm/links.py)."""
+        """Loads or mints our stamp (seconds of CPU, once per key and swarm), then hands it to every
+        connected peer; links opened later get it first thing (swarm/links.py). Minted in chunks
+        of STAMP_CHUNK tries, each in a thread, so closing the peer waits for one chunk at most."""
+        swarm, key, bits = self.swarm_id, self.node_id, self.config.stamp_bits
         try:
-            nonce = await asyncio.to_thread(load_or_mint, path, self.swarm_id, self.node_id, self.config.stamp_bits)
+            nonce = await asyncio.to_thread(load_stamp, path, swarm, key, bits)
+            start = 0
+            while nonce is None:
+                nonce = await asyncio.to_thread(mint_stamp, swarm, key, bits, start=start, max_tries=STAMP_CHUNK)
+                start += STAMP_CHUNK
+            await asyncio.to_thread(save_stamp, path, swarm, key, bits, nonce)
         except (OSError, BadStamp) as exc:
             _log.error("no identity stamp (%s): peers keep our entries under the unstamped quota", exc)
             return

@@ -61,29 +61,34 @@ def mint_stamp(swarm: bytes, key: bytes, bits: int, *, start: int = 0, max_tries
     return None
 
 
-def load_or_mint(path: Path, swarm: bytes, key: bytes, bits: int) -> bytes:
-    """The stamp kept at `path` if it is still good for this key, swarm and difficulty; otherwise a
-    new one, minted and saved (0600, written whole then renamed)."""
-    _check_bits(bits)
+def load_stamp(path: Path, swarm: bytes, key: bytes, bits: int) -> bytes | None:
+    """The stamp kept at `path` if it is still good for this key, swarm and difficulty; else None."""
     try:
-        saved = json.loads(path.read_text())
-        nonce = bytes.fromhex(saved["nonce"])
-        if stamp_ok(swarm, key, nonce, bits):
-            return nonce
-    except FileNotFoundError:
-        pass
+        nonce = bytes.fromhex(json.loads(path.read_text())["nonce"])
     except (OSError, ValueError, KeyError, TypeError):
-        pass  # unreadable or another shape: mint a new one and overwrite it
-    minted = mint_stamp(swarm, key, bits)
-    if minted is None:  # 2^64 tries: never happens below MAX_STAMP_BITS
-        raise BadStamp("no stamp found")
-    nonce = minted
+        return None   # absent, unreadable or another shape: minted again and overwritten
+    return nonce if stamp_ok(swarm, key, nonce, bits) else None
+
+
+def save_stamp(path: Path, swarm: bytes, key: bytes, bits: int, nonce: bytes) -> None:
+    """Writes our stamp (0600, whole, then renamed)."""
     text = json.dumps({"key": key.hex(), "swarm": swarm.hex(), "bits": bits, "nonce": nonce.hex()})
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def load_or_mint(path: Path, swarm: bytes, key: bytes, bits: int) -> bytes:
+    """The stamp kept at `path`, or a new one, minted and saved (blocking: one call, all the work)."""
+    _check_bits(bits)
+    nonce = load_stamp(path, swarm, key, bits)
+    if nonce is None:
+        nonce = mint_stamp(swarm, key, bits)
+        if nonce is None:  # 2^64 tries: never happens below MAX_STAMP_BITS
+            raise BadStamp("no stamp found")
+        save_stamp(path, swarm, key, bits, nonce)
     return nonce
 
 
