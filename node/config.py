@@ -98,6 +98,9 @@ advertise = ""
 bootstrap = []
 # the local API (AgentHub routes, the node's CLI, the dashboard); keep it on 127.0.0.1
 api_listen = "127.0.0.1:0"
+# MiB of other nodes' entries this node stores, all strangers together (not our own entries, nor
+# those of trusted verifiers and nodes holding credits); past it their entries are refused
+stranger_quota_mib = 512
 
 [market]
 # offer this node's workers for other users' jobs (credits market; docs/market.md)
@@ -166,6 +169,7 @@ class NodeConfig:
     agent_command: str = ""      # [agent] command: a coding agent per worker (node/research/agentdriver.py)
     agent_timeout_s: int = 1800
     agent_name: str = "agent"
+    stranger_quota_bytes: int = 512 << 20  # strangers' entries stored (swarm PeerConfig.stranger_quota_bytes)
 
     def budget_s(self, device: str) -> int:
         return self.gpu_budget_s if device == "cuda" else self.cpu_budget_s
@@ -444,6 +448,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
                                                       "HOST:PORT addresses")),
         api_listen=args.api_listen or _check(path, "network", "api_listen", n["api_listen"], str, _is_listen,
                                              "must be HOST:PORT"),
+        stranger_quota_bytes=_check(path, "network", "stranger_quota_mib", n["stranger_quota_mib"], int,
+                                    lambda v: 16 <= v <= 1 << 24, "must be 16 to 2**24 MiB") << 20,
         refresh_s=_check(path, "display", "refresh_s", d["refresh_s"], float, lambda v: 0.2 <= v <= 60,
                          "must be 0.2 to 60 seconds"),
         market_offer=_check(path, "market", "offer", m["offer"], bool, lambda v: True, "must be true or false"),

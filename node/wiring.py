@@ -105,7 +105,8 @@ def market_config(config: NodeConfig) -> MarketConfig:
 def peer_config(config: NodeConfig, layout: Layout, slug: str) -> PeerConfig:
     host, _, port = config.listen.rpartition(":")
     return PeerConfig(host=host.strip("[]"), port=int(port), advertise=config.advertise, bootstrap=config.bootstrap,
-                      peer_table_path=layout.swarm(slug) / "peers.json", anchors_path=layout.swarm(slug) / "anchors.json")
+                      peer_table_path=layout.swarm(slug) / "peers.json", anchors_path=layout.swarm(slug) / "anchors.json",
+                      stranger_quota_bytes=config.stranger_quota_bytes)
 
 
 async def run_node(config: NodeConfig, display: Display, clock: Callable[[], float] = time.time) -> Research:

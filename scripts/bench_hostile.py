@@ -14,6 +14,8 @@ and the counters that show the defence at work.
 - plain_get: plain GETs at the websocket path, to spend the handshake allowance
 - pending:   entries whose seq 1 never comes, to fill the pending area
 - eclipse:   gossiped addresses from one peer, to fill the address table and the next dials
+- disk:      8 KB posts from 43 fresh keys pushed as fast as the link takes them (issue 14's
+             42,100 in 30 s, scaled down), while a stamped honest node publishes 8 KB posts too
 """
 from __future__ import annotations
 
@@ -67,6 +69,9 @@ class Scale:
     entries: int = 5             # entries each honest dialer publishes
     flood_entries: int = 2000    # pending-area flood
     addrs: int = 5000            # gossiped addresses
+    disk_keys: int = 43          # fresh keys of the disk flood
+    disk_posts: int = 4300       # 8 KB posts they push, all keys together
+    honest_big: int = 40         # 8 KB posts the stamped honest node publishes (over the unstamped quota)
 
 
 @contextlib.asynccontextmanager
@@ -243,8 +248,74 @@ async def attack_eclipse(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any
     return result
 
 
+async def attack_disk(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
+    """Fresh keys flood 8 KB posts over one link; honest nodes from other /24s publish meanwhile,
+    one of them stamped and publishing 8 KB posts past the unstamped quota."""
+    text = "x" * 8000
+    keys = [identity(40_000 + i) for i in range(scale.disk_keys)]
+    per_key = max(1, scale.disk_posts // len(keys))
+    wires = flood_wires(keys, per_key, text)
+    flooder = identity(40_999)
+    sent = 0
+    async with contextlib.AsyncExitStack() as stack:
+        # the stamped honest node: its stamp is minted once per key (the node keeps it in its home)
+        t_mint = time.perf_counter()
+        honest = await stack.enter_async_context(node(tmp, 600, dial_from="127.3.100.1", host="127.0.0.1",
+                                                      stamp_path=tmp / "honest.stamp"))
+        await honest.wait_until(lambda: honest.quotas.stamp_of(honest.node_id) is not None, 120)
+        mint_s = time.perf_counter() - t_mint
+        await honest.connect(victim.address)
+        http = await stack.enter_async_context(session("127.0.0.1"))
+        ws = await http.ws_connect(f"http://{victim.address}{WS_PATH}")
+        await ws.send_bytes(hello(40_999))
+        await ws.receive()
+        t0 = time.perf_counter()
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            for start in range(0, len(wires), 8):
+                await ws.send_bytes(encode_message(Entries(tuple(wires[start:start + 8]))))
+                sent += len(wires[start:start + 8])
+        flood_s = time.perf_counter() - t0
+        for _ in range(scale.honest_big):
+            await honest.publish(Post(channel="general", text=text, reply_to=None))
+
+        async def big_delivered() -> bool:
+            return await victim.replicator.port.head_seq(honest.node_id) >= scale.honest_big
+
+        with contextlib.suppress(TimeoutError):
+            await victim.wait_until(big_delivered, 30)
+        big = await victim.replicator.port.head_seq(honest.node_id)
+        result = await honest_round(tmp, victim, scale, 700, frozenset({flooder.public_key}))
+        await ws.close()
+    held = await victim.replicator.port.stored_bytes(frozenset({victim.node_id}))
+    attacker = {k.public_key for k in keys}
+    quota = victim.quotas.limits
+    result.update(
+        attacker_keys=len(keys), flood_posts=len(wires), flood_sent=sent,
+        flood_bytes=sum(len(w) for w in wires), flood_s=round(flood_s, 2),
+        attacker_bytes_stored=sum(v for a, v in held.items() if a in attacker),
+        strangers_bytes_stored=sum(held.values()), quota_bytes=quota.strangers_bytes,
+        per_key_quota_bytes=quota.fresh_author_bytes, within_quota=sum(held.values()) <= quota.strangers_bytes,
+        stamped_honest_posts=scale.honest_big, stamped_honest_delivered=round(big / scale.honest_big, 3),
+        stamp_bits=victim.config.stamp_bits, stamp_mint_s=round(mint_s, 2),
+        refused=dict(victim.quotas.refused), attacker_banned=victim.stats()["bans"] >= 1)
+    return result
+
+
+def flood_wires(keys: list[Identity], per_key: int, text: str) -> list[bytes]:
+    """Each key's feed from seq 1, chained, interleaved across keys as a flooder would send them."""
+    prevs: dict[bytes, bytes] = {}
+    wires = []
+    for seq in range(1, per_key + 1):
+        for k in keys:
+            entry = sign_entry(k, swarm=SPEC.swarm_id, seq=seq, prev=prevs.get(k.public_key),
+                               body=Post(channel="general", text=text, reply_to=None), time_ms=seq)
+            prevs[k.public_key] = entry.id
+            wires.append(entry.wire)
+    return wires
+
+
 ATTACKS = {"slots": attack_slots, "slowloris": attack_slowloris, "plain_get": attack_plain_get,
-           "pending": attack_pending, "eclipse": attack_eclipse}
+           "pending": attack_pending, "eclipse": attack_eclipse, "disk": attack_disk}
 
 
 async def run_attack(name: str, scale: Scale) -> dict[str, Any]:

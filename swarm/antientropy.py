@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from swarm.connection import Connection, entry_key
 from swarm.heads import Tips, compare_rows, heads_delta, heads_pages, lacking, pack_frames
 from swarm.ledgerport import LedgerPort
-from swarm.protocol import MAX_HEADS_PER_FRAME, MAX_WANTS_PER_FRAME, TIP_BYTES, Digest, Entries, Heads, HeadsDelta, Want
+from swarm.protocol import (MAX_HEADS_PER_FRAME, MAX_WANTS_PER_FRAME, TIP_BYTES, Digest, Entries, Heads, HeadsDelta, Stamps,
+                            Want)
+
+# the stamps of these authors that this link has not had yet (the Replicator's stamps_for)
+StampsFor = Callable[[Connection, Iterable[bytes]], list[Stamps]]
 
 SYNC_READ_ENTRIES = 256         # per wires_after call
 MAX_SYNC_ENTRIES_PER_PAGE = 20_000  # one heads page answers at most this many; the next round goes on
@@ -34,8 +38,9 @@ class AntiEntropy:
     peer's heads, digests and wants."""
 
     def __init__(self, port: LedgerPort, recent: OrderedDict[bytes, bytes],
-                 notify: Callable[[], Awaitable[None]]) -> None:
+                 notify: Callable[[], Awaitable[None]], stamps_for: StampsFor = lambda _c, _a: []) -> None:
         self.port = port
+        self._stamps_for = stamps_for
         self.heads_page_size = MAX_HEADS_PER_FRAME
         self._frauds: OrderedDict[bytes, bytes] = OrderedDict()  # our fraud entries: id -> wire
         self._published_proofs: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
@@ -115,6 +120,8 @@ class AntiEntropy:
         wires = [w for w in [self._recent.get(eid) or await self.port.wire(eid) for eid in ids] if w is not None]
         for wire in wires:
             conn.mark_known(entry_key(wire))
+        for stamps in self._stamps_for(conn, (w[:32] for w in wires)):
+            await conn.send_bulk(stamps)
         for frame in pack_frames(wires):
             await conn.send_bulk(frame)
             conn.stats.entries_out += len(frame.wires)
@@ -139,9 +146,13 @@ class AntiEntropy:
             if eid not in conn.sent_frauds:
                 conn.note_fraud(eid)
                 conn.mark_known(eid)
+                for stamps in self._stamps_for(conn, (wire[:32],)):
+                    conn.push(stamps, urgent=True)
                 conn.push(Entries((wire,)), urgent=True)
 
     async def _send_feed(self, conn: Connection, author: bytes, after: int, tip: bytes, budget: int) -> int:
+        for stamps in self._stamps_for(conn, (author,)):
+            await conn.send_bulk(stamps)
         if tip and after >= 1:
             # our entry at their head's seq: if it is not theirs, it proves a fork there
             ours = await self.port.wires_after(author, after - 1, 1)

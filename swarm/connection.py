@@ -30,12 +30,13 @@ import aiohttp
 from aiohttp import web
 
 from ledger.keys import node_id_text, short_id
+from swarm.asked import Asked
 from swarm.errors import BadMessage, SwarmError
 from swarm.handshake import Hello
 from swarm.limits import MAX_THROTTLE_S, ConnectionLimits, should_ban
 from swarm.protocol import (
     ANSWER_KINDS, MAX_FRAME_BYTES, Digest, Entries, Have, Heads, HeadsDelta, HeldQuery, HeldReply, Message, Peers, Ping, Pong,
-    Want, WantIds, decode_message, encode_message, frame_kind,
+    Stamps, Want, WantIds, decode_message, encode_message, frame_kind,
 )
 from swarm.stats import PeerStats
 
@@ -50,6 +51,7 @@ IDLE_TIMEOUT_S = 45.0         # nothing at all received for this long: the link 
 CLOSE_TIMEOUT_S = 2.0
 MAX_HELD_QUERIES = 16         # our HeldQuery frames awaiting this peer's reply (below its inbox size)
 
+SENT_STAMPS = 4096            # authors whose stamp went out on this link; forgotten beyond (then re-sent)
 SyncMessage = Heads | Want | Digest | HeadsDelta | WantIds | HeldQuery
 Request = Heads | Want | Digest | HeadsDelta | WantIds   # what makes the peer send us entries or heads
 Answer = Entries | Heads | HeadsDelta   # what a peer sends back to them
@@ -70,6 +72,7 @@ class Handler(Protocol):
     def on_have(self, conn: Connection, ids: tuple[bytes, ...]) -> None: ...
     def on_peers(self, conn: Connection, message: Peers) -> None: ...
     def on_ban(self, conn: Connection) -> None: ...
+    def on_stamps(self, conn: Connection, message: Stamps) -> None: ...
 
 
 class SendQueue:
@@ -140,6 +143,8 @@ class Connection:
         self.opened_s = time.monotonic()
         self.remote_host = ""        # the address the socket came from (inbound; set by the peer)
         self.addrs_learned = 0       # addresses this peer told us (bounded by the peer)
+        self.asked = Asked()         # what we asked this peer for: its answers escape quota penalties
+        self.stamps_sent: OrderedDict[bytes, None] = OrderedDict()  # authors whose stamp it has from us
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -164,6 +169,7 @@ class Connection:
     def push(self, message: Message, *, urgent: bool = False) -> None:
         if isinstance(message, Request):
             self.limits.note_request(time.monotonic())
+            self.asked.note(message, time.monotonic())
         self.push_frame(encode_message(message), urgent=urgent)
 
     def push_frame(self, frame: bytes, *, urgent: bool = False) -> None:
@@ -178,6 +184,7 @@ class Connection:
         if not self.closed.is_set():
             if isinstance(message, Request):
                 self.limits.note_request(time.monotonic())
+                self.asked.note(message, time.monotonic())
             await self.sendq.put(encode_message(message))
 
     def ask_held(self, entry_id: bytes) -> asyncio.Future[bool] | None:
@@ -290,6 +297,8 @@ class Connection:
             await self.handler.on_entries(self, message.wires)
         elif isinstance(message, Have):
             self.handler.on_have(self, message.ids)
+        elif isinstance(message, Stamps):
+            self.handler.on_stamps(self, message)
         elif isinstance(message, HeldReply):
             future = self.held_queries.pop(message.nonce, None)  # each query is answered once
             if future is None:

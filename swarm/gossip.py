@@ -40,6 +40,10 @@ Theory of operation
   delta round sends the full pages anyway.
 - Forks. A FORK outcome carries the proof; we publish it as our own `fraud` entry (once per
   proof) and push it to everyone first.
+- Quotas. Before an entry from a peer is queued, swarm/strangers.py charges its author (and the
+  sending subnet) to swarm/quota.py or refuses it with a typed reason; the charge is settled once
+  the ledger has judged the entry. An author's stamp (swarm/stamp.py) goes ahead of its entries on every link
+  that has not had it from us, so the receiver counts the author as stamped.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from ledger.bodies import Body, Fraud
 from ledger.entry import Entry, decode_entry
@@ -59,8 +63,11 @@ from swarm.errors import SwarmError
 from swarm.heads import split_targets
 from swarm.ingest import INGEST_QUEUE_FRAMES, KNOWN_IDS, RECENT_WIRES, Ingest
 from swarm.ledgerport import BLAMED, LedgerPort, Result, Verdict
-from swarm.protocol import Entries, Have, HeldQuery, HeldReply, Want, WantIds, encode_message
+from swarm.protocol import Entries, Have, HeldQuery, HeldReply, Stamps, Want, WantIds, encode_message
 from swarm.pulls import MAX_ANNOUNCERS, MAX_PULLS, MAX_PULLS_PER_PEER, PULL_TICK_S, Pulls
+from swarm.quota import QuotaLimits, Quotas
+from swarm.stamp import STAMP_BITS
+from swarm.strangers import StrangerGate
 from swarm.waiting import TRACKED_PENDING, TRACKED_PENDING_TTL_S, WANT_AFTER_S, Waiting, WaitingEntries
 
 INGEST_BATCH_WIRES = 256        # wires per append_wires call at most
@@ -86,8 +93,12 @@ class Replicator:
     """Moves entries between the ledger and the connections the peer registers in `conns`."""
 
     def __init__(self, port: LedgerPort, identity: Identity, *, batch_wires: int = INGEST_BATCH_WIRES,
-                 eager_fanout: int | None = EAGER_FANOUT, rng: random.Random | None = None) -> None:
+                 eager_fanout: int | None = EAGER_FANOUT, rng: random.Random | None = None,
+                 quotas: Quotas | None = None) -> None:
         self.port = port
+        self.quotas = quotas or Quotas(QuotaLimits(), swarm=port.swarm_id, stamp_bits=STAMP_BITS,
+                                       own=identity.public_key, valued=port.valued)
+        self.gate = StrangerGate(self.quotas)
         self.identity = identity
         self.batch_wires = batch_wires
         self.eager_fanout = eager_fanout   # None: every entry in full to every peer (a plain flood)
@@ -104,7 +115,7 @@ class Replicator:
         self.ingest = Ingest()
         self.waiting = WaitingEntries(port)
         self._subscribers: set[asyncio.Queue[Entry]] = set()
-        self.sync = AntiEntropy(port, self.ingest.recent, self.notify)
+        self.sync = AntiEntropy(port, self.ingest.recent, self.notify, self.stamps_for)
 
     # -- background tasks (owned by the peer's TaskGroup)
 
@@ -116,6 +127,8 @@ class Replicator:
                 await self._dispatch(batch, results)
             except SwarmError as exc:
                 _log.error("ingest batch of %d failed: %s", len(batch), exc)
+                for _, wire in batch:
+                    self.gate.settle(wire, kept=False)
             finally:
                 self.ingest.landed(batch)
             await self.notify()
@@ -167,7 +180,16 @@ class Replicator:
         return min(self.pull_after_s, max(PULL_MIN_S, PULL_RTT_FACTOR * rtt_ms / 1000))
 
     async def on_entries(self, conn: Connection, wires: tuple[bytes, ...]) -> None:
-        await self.ingest.offer(conn, wires)
+        admitted = self.gate.admit(conn, wires, self.ingest.held)
+        if admitted:
+            await self.ingest.offer(conn, tuple(admitted))
+
+    def on_stamps(self, conn: Connection, message: Stamps) -> None:
+        self.gate.on_stamps(conn, message)
+
+    def stamps_for(self, conn: Connection, authors: Iterable[bytes]) -> list[Stamps]:
+        """Frames with the stamps we know of `authors` that `conn` has not had from us (marked sent)."""
+        return self.gate.stamps_for(conn, authors)
 
     async def on_sync(self, conn: Connection, message: SyncMessage) -> None:
         try:
@@ -238,6 +260,8 @@ class Replicator:
     async def _dispatch(self, batch: list[tuple[Connection | None, bytes]], results: list[Result]) -> None:
         appended_authors: set[bytes] = set()
         for (origin, wire), result in zip(batch, results):
+            # kept (appended, a copy of one held, waiting): its bytes stay charged; refused: refunded
+            self.gate.settle(wire, kept=result.verdict not in (Verdict.REJECTED, Verdict.FORK))
             if result.verdict is Verdict.APPENDED:
                 entry = result.entry or decode_entry(wire, signature_checked=True)
                 self._remember(entry.id, wire)
@@ -285,6 +309,8 @@ class Replicator:
             full, lazy = split_targets(targets, self.eager_fanout, self._rng)
         frame = encode_message(Entries((entry.wire,)))
         for conn in full:
+            for stamps in self.stamps_for(conn, (entry.author,)):
+                conn.push(stamps, urgent=urgent)
             conn.mark_known(entry.id)
             if urgent:
                 conn.note_fraud(entry.id)

@@ -23,6 +23,7 @@ from swarm.protocol import TIP_BYTES
 
 
 INLINE_BELOW = 16  # wires; smaller batches are verified on the event loop
+SCAN_WIRES = 2_000  # wires per read when counting what each author holds
 
 
 class Verdict(enum.Enum):
@@ -162,3 +163,26 @@ class LedgerPort:
     @property
     def pending_count(self) -> int:
         return self.ledger.pending_count
+
+    def valued(self, author: bytes) -> bool:
+        """Whether the swarm valued this author's work: a trusted verifier, the spec's creator, or a
+        positive balance (credits are minted only for verified work). Its entries are never a
+        stranger's (swarm/quota.py). Reads the fold's state: a few dict lookups."""
+        state = self.ledger.state
+        return author in state.verifiers or author == state.spec.creator or state.balances.get(author, 0) > 0
+
+    async def stored_bytes(self, skip: frozenset[bytes] = frozenset()) -> dict[bytes, int]:
+        """Bytes each author holds in the ledger (every wire read once: at start, for the quotas)."""
+        out: dict[bytes, int] = {}
+        for author in await self.ledger.heads():
+            if author in skip:
+                continue
+            seq = total = 0
+            while True:
+                wires = await self.wires_after(author, seq, SCAN_WIRES)
+                total += sum(len(w) for w in wires)
+                seq += len(wires)   # a held feed has every seq from 1 to its head
+                if len(wires) < SCAN_WIRES:
+                    break
+            out[author] = total
+        return out

@@ -44,6 +44,8 @@ PENALTIES: dict[str, float] = {
     "pending_full": 2.0,      # refused for a full pending area that this link's entries fill
     "unexpected": 10.0,       # a message out of place
     "bad_addr": 5.0,
+    "quota": 1.0,             # an unasked entry over its author's or its address's quota (swarm/quota.py)
+    "bad_stamp": 20.0,        # an identity stamp that does not check (swarm/stamp.py)
 }
 DEFAULT_PENALTY = 10.0
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from swarm.connection import Connection, SyncMessage, WebSocket
 from swarm.handshake import Hello
 from swarm.peertable import group_of, host_of
-from swarm.protocol import MAX_ADDRS_PER_FRAME, Digest, Peers
+from swarm.protocol import MAX_ADDRS_PER_FRAME, Digest, Peers, Stamps
 
 if TYPE_CHECKING:
     from swarm.peer import Peer
@@ -79,6 +79,8 @@ class Links:
             addrs = dict.fromkeys([peer.address] + live + peer.table.good_addrs(MAX_ADDRS_PER_FRAME, peer.rng))
             addrs.pop(conn.listen, None)
             conn.push(Peers(tuple(addrs)[:MAX_ADDRS_PER_FRAME]))
+        for stamps in peer.replicator.stamps_for(conn, (peer.node_id,)):
+            conn.push(stamps)   # ours, before any entry of ours reaches it
         await peer.replicator.send_heads(conn)
         for tick in itertools.count(1):
             interval = peer.config.anti_entropy_interval_s
@@ -101,6 +103,9 @@ class Links:
 
     def on_have(self, conn: Connection, ids: tuple[bytes, ...]) -> None:
         self.peer.replicator.on_have(conn, ids)
+
+    def on_stamps(self, conn: Connection, message: Stamps) -> None:
+        self.peer.replicator.on_stamps(conn, message)
 
     def on_peers(self, conn: Connection, message: Peers) -> None:
         peer = self.peer

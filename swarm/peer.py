@@ -29,6 +29,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -53,11 +54,14 @@ from swarm.links import FULL_HEADS_EVERY, FULL_SYNC_EVERY, MAX_ADDRS_FROM_PEER, 
 from swarm.peerconfig import PeerConfig
 from swarm.peertable import PeerTable
 from swarm.protocol import ENTRY_ID_BYTES, check_addr
+from swarm.quota import Quotas
+from swarm.stamp import BadStamp, load_stamp, load_stamps, mint_stamp, save_stamp, save_stamps
 from swarm.stats import SwarmStats
 
 TABLE_SAVE_INTERVAL_S = 30.0
 MAX_HELD_TIMEOUT_S = 60.0
 SERVER_SHUTDOWN_S = 2.0
+STAMP_CHUNK = 1 << 16           # stamp tries per thread call (~0.1 s): a close waits for one at most
 
 _log = logging.getLogger(__name__)
 
@@ -75,8 +79,17 @@ class Peer:
         self.swarm_id = ledger.swarm_id
         self._spec_wire = ledger.spec.wire
         self.rng = random.Random(config.seed)
-        self.replicator = Replicator(LedgerPort(ledger), identity, batch_wires=config.ingest_batch_wires,
-                                     eager_fanout=config.eager_fanout, rng=random.Random(self.rng.random()))
+        port = LedgerPort(ledger)
+        self.quotas = Quotas(config.quota_limits(), swarm=ledger.swarm_id, stamp_bits=config.stamp_bits,
+                             own=identity.public_key, valued=port.valued)
+        if config.stamp and not self.quotas.learn_stamp(identity.public_key, config.stamp):
+            raise SwarmError(f"config: the stamp given is not good for this key at {config.stamp_bits} bits")
+        stamps_path = config.stamps_file()
+        for author, nonce in (load_stamps(stamps_path) if stamps_path is not None else {}).items():
+            self.quotas.learn_stamp(author, nonce)   # checked again: a stale or edited file counts for nothing
+        self.replicator = Replicator(port, identity, batch_wires=config.ingest_batch_wires,
+                                     eager_fanout=config.eager_fanout, rng=random.Random(self.rng.random()),
+                                     quotas=self.quotas)
         self.stats_total = SwarmStats()
         self.table = PeerTable.load(config.peer_table_path) if config.peer_table_path else PeerTable()
         for addr in config.bootstrap:
@@ -120,6 +133,8 @@ class Peer:
             await peer.aclose()
 
     async def _start(self) -> None:
+        # what strangers hold already counts against their quotas: a restart gives no one a new one
+        self.quotas.preload(await self.replicator.port.stored_bytes(frozenset({self.node_id})))
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_get(WS_PATH, self.inbound.handle_ws)
         add_routes(app, self._spec_wire, self._bundle_source)
@@ -156,12 +171,36 @@ class Peer:
             ]
             if self.config.peer_table_path is not None:
                 self._loops.append(tg.create_task(self._guard(self._save_loop), name="swarm-table-save"))
+            stamp_path = self.config.stamp_file()
+            if stamp_path is not None and self.quotas.stamp_of(self.node_id) is None:
+                self._loops.append(tg.create_task(self._own_stamp(stamp_path), name="swarm-stamp"))
             started.set()
             await self._stop.wait()
             for task in self._loops:
                 task.cancel()
             for conn in list(self.replicator.conns.values()) + list(self.dialer.outbound):
                 conn.close("shutting down")
+
+    async def _own_stamp(self, path: Path) -> None:
+        """Loads or mints our stamp (seconds of CPU, once per key and swarm), then hands it to every
+        connected peer; links opened later get it first thing (swarm/links.py). Minted in chunks
+        of STAMP_CHUNK tries, each in a thread, so closing the peer waits for one chunk at most."""
+        swarm, key, bits = self.swarm_id, self.node_id, self.config.stamp_bits
+        try:
+            nonce = await asyncio.to_thread(load_stamp, path, swarm, key, bits)
+            start = 0
+            while nonce is None:
+                nonce = await asyncio.to_thread(mint_stamp, swarm, key, bits, start=start, max_tries=STAMP_CHUNK)
+                start += STAMP_CHUNK
+            await asyncio.to_thread(save_stamp, path, swarm, key, bits, nonce)
+        except (OSError, BadStamp) as exc:
+            _log.error("no identity stamp (%s): peers keep our entries under the unstamped quota", exc)
+            return
+        self.quotas.learn_stamp(self.node_id, nonce)
+        for conn in list(self.replicator.conns.values()):
+            for stamps in self.replicator.stamps_for(conn, (self.node_id,)):
+                conn.push(stamps)
+        await self.replicator.notify()
 
     async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Runs a forever-loop; a bug is logged and the loop restarted, never the node stopped."""
@@ -198,6 +237,7 @@ class Peer:
                 await asyncio.to_thread(self.table.save, self.config.peer_table_path)
             except OSError as exc:
                 _log.error("could not save the peer table: %s", exc)
+            await self._save_stamps()
 
     async def __aenter__(self) -> Peer:
         return self
@@ -231,7 +271,7 @@ class Peer:
             pending=self.replicator.port.pending_count, subscriber_dropped=self.replicator.subscriber_dropped,
             frauds_published=self.replicator.frauds_published, released=self.replicator.released,
             pulls_asked=self.replicator.pulls_asked, pulls_passed_over=self.replicator.pulls_passed_over,
-            pulls_dropped=self.replicator.pulls_dropped,
+            pulls_dropped=self.replicator.pulls_dropped, quota=self.quotas.snapshot(),
         )
         return snap
 
@@ -306,3 +346,13 @@ class Peer:
                 await asyncio.to_thread(self.table.save, path)
             except OSError as exc:
                 _log.error("could not save the peer table: %s", exc)
+            await self._save_stamps()
+
+    async def _save_stamps(self) -> None:
+        path = self.config.stamps_file()
+        if path is None:
+            return
+        try:
+            await asyncio.to_thread(save_stamps, path, dict(self.quotas.stamps))
+        except OSError as exc:
+            _log.error("could not save the stamps: %s", exc)

@@ -9,11 +9,15 @@ from swarm.connection import PING_INTERVAL_S, SEND_QUEUE_FRAMES
 from swarm.errors import BadMessage, SwarmError
 from swarm.gossip import EAGER_FANOUT, INGEST_BATCH_WIRES
 from swarm.protocol import check_addr
+from swarm.quota import FRESH_AUTHOR_BYTES, STAMPED_AUTHOR_BYTES, STRANGERS_BYTES, QuotaLimits
+from swarm.stamp import MAX_STAMP_BITS, NONCE_BYTES, STAMP_BITS
 
 ANTI_ENTROPY_INTERVAL_S = 10.0
 DIAL_INTERVAL_S = 1.0
 CONNECT_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
+STAMP_FILE = "stamp.json"
+STAMPS_FILE = "stamps.json"     # others' stamps, beside the peer table
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,30 @@ class PeerConfig:
     peer_exchange: bool = True
     eager_fanout: int | None = EAGER_FANOUT  # peers that get a forwarded entry in full; None: all of them
     seed: int | None = None          # for the peer choice's rng; None: from the OS
+    # Spam and disk (swarm/quota.py, swarm/stamp.py). Strangers: every author but us and those the
+    # swarm valued (trusted verifiers, the creator, a positive balance).
+    stranger_quota_bytes: int = STRANGERS_BYTES  # strangers' entries we store, all together
+    fresh_author_bytes: int = FRESH_AUTHOR_BYTES      # one identity without a stamp
+    stamped_author_bytes: int = STAMPED_AUTHOR_BYTES  # one identity with a stamp
+    stamp_bits: int = STAMP_BITS     # the difficulty a stamp must meet here (the swarm's: keep it equal)
+    stamp: bytes = b""               # our own stamp's nonce, if minted already
+    stamp_path: Path | None = None   # where our stamp is kept; minted there (a thread) if missing;
+                                     # None: beside the peer table (STAMP_FILE), if that is kept
+
+    def stamp_file(self) -> Path | None:
+        """Where our stamp is kept: `stamp_path`, or beside the peer table; None: no stamp minted
+        (in-process test swarms, which run under the unstamped quota)."""
+        if self.stamp_path is not None:
+            return self.stamp_path
+        return self.peer_table_path.with_name(STAMP_FILE) if self.peer_table_path is not None else None
+
+    def stamps_file(self) -> Path | None:
+        """Where others' stamps are kept across restarts: beside the peer table, if that is kept."""
+        return self.peer_table_path.with_name(STAMPS_FILE) if self.peer_table_path is not None else None
+
+    def quota_limits(self) -> QuotaLimits:
+        return QuotaLimits(strangers_bytes=self.stranger_quota_bytes, fresh_author_bytes=self.fresh_author_bytes,
+                           stamped_author_bytes=self.stamped_author_bytes)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -62,3 +90,9 @@ class PeerConfig:
             raise SwarmError("config: eager_fanout must not be negative")
         if self.send_queue_frames < 1 or self.ingest_batch_wires < 1:
             raise SwarmError("config: queue sizes must be positive")
+        if min(self.stranger_quota_bytes, self.fresh_author_bytes, self.stamped_author_bytes) < 0:
+            raise SwarmError("config: quotas must not be negative")
+        if not 0 <= self.stamp_bits <= MAX_STAMP_BITS:
+            raise SwarmError(f"config: stamp_bits must be 0 to {MAX_STAMP_BITS}")
+        if self.stamp and len(self.stamp) != NONCE_BYTES:
+            raise SwarmError(f"config: a stamp is {NONCE_BYTES} bytes")

@@ -35,7 +35,9 @@ DIGEST_BYTES = 32
 TIP_BYTES = 8                         # prefix of a head's entry id: tells equal-length forks apart
 
 _ENTRIES, _HEADS, _WANT, _PING, _PONG, _PEERS, _DIGEST = 1, 2, 3, 4, 5, 6, 7
-_HAVE, _WANT_IDS, _HEADS_DELTA, _HELD_QUERY, _HELD_REPLY = 8, 9, 10, 11, 12
+_HAVE, _WANT_IDS, _HEADS_DELTA, _HELD_QUERY, _HELD_REPLY, _STAMPS = 8, 9, 10, 11, 12, 13
+MAX_STAMPS_PER_FRAME = 256
+STAMP_NONCE_BYTES = 8
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?$")
 
 
@@ -44,7 +46,7 @@ def parse_addr(text: Any) -> tuple[str, int]:
     if type(text) is not str or not 3 <= len(text) <= MAX_ADDR_CHARS:
         raise BadMessage("address must be a short host:port string")
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or len(port_text) > 5:
+    if not sep or not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
         raise BadMessage(f"address {text!r} has no port")
     port = int(port_text)
     if not 1 <= port <= 65535:
@@ -277,7 +279,26 @@ class HeldReply:
             raise BadMessage("held reply: held must be a boolean")
 
 
-Message = Entries | Heads | Want | Ping | Pong | Peers | Digest | Have | WantIds | HeadsDelta | HeldQuery | HeldReply
+@dataclass(frozen=True, slots=True)
+class Stamps:
+    """Identity stamps (swarm/stamp.py) of authors whose entries follow on this link: anyone may
+    forward one, the receiver checks each (one sha256) before it counts."""
+
+    stamps: tuple[tuple[bytes, bytes], ...]  # (author, nonce)
+
+    def __post_init__(self) -> None:
+        if type(self.stamps) is not tuple or not 1 <= len(self.stamps) <= MAX_STAMPS_PER_FRAME:
+            raise BadMessage(f"stamps: 1 to {MAX_STAMPS_PER_FRAME} (author, nonce) pairs")
+        for pair in self.stamps:
+            if type(pair) is not tuple or len(pair) != 2:
+                raise BadMessage("stamps: each item is an (author, nonce) pair")
+            _author(pair[0], "stamp author")
+            if type(pair[1]) is not bytes or len(pair[1]) != STAMP_NONCE_BYTES:
+                raise BadMessage(f"stamps: a nonce is {STAMP_NONCE_BYTES} bytes")
+
+
+Message = (Entries | Heads | Want | Ping | Pong | Peers | Digest | Have | WantIds | HeadsDelta | HeldQuery | HeldReply
+           | Stamps)
 
 
 def encode_message(message: Message) -> bytes:
@@ -306,6 +327,8 @@ def encode_message(message: Message) -> bytes:
         fields = [_HELD_QUERY, message.nonce, message.entry_id]
     elif isinstance(message, HeldReply):
         fields = [_HELD_REPLY, message.nonce, message.held]
+    elif isinstance(message, Stamps):
+        fields = [_STAMPS, [list(p) for p in message.stamps]]
     else:
         raise TypeError(f"not a message: {type(message).__name__}")
     frame: bytes = msgpack.packb(fields, use_bin_type=True)
@@ -359,7 +382,7 @@ def decode_message(data: Any) -> Message:
         raise BadMessage("a frame is [type, ...]")
     kind, rest = fields[0], fields[1:]
     arity = {_ENTRIES: 1, _HEADS: 3, _WANT: 1, _PING: 1, _PONG: 1, _PEERS: 1, _DIGEST: 1, _HAVE: 1, _WANT_IDS: 1,
-             _HEADS_DELTA: 1, _HELD_QUERY: 2, _HELD_REPLY: 2}.get(kind)
+             _HEADS_DELTA: 1, _HELD_QUERY: 2, _HELD_REPLY: 2, _STAMPS: 1}.get(kind)
     if arity is None:
         raise BadMessage(f"unknown message type {kind}")
     if len(rest) != arity:
@@ -386,4 +409,6 @@ def decode_message(data: Any) -> Message:
         return HeldQuery(rest[0], rest[1])
     if kind == _HELD_REPLY:
         return HeldReply(rest[0], rest[1])
+    if kind == _STAMPS:
+        return Stamps(tuple(tuple(p) if type(p) is list else p for p in _tuple(rest[0], "stamps")))
     return Peers(_tuple(rest[0], "peers"))

@@ -6,6 +6,16 @@ the ledger file with `entries_since` and keeps only the newest posts of each cha
 stays bounded however long the swarm runs; the same pass files results-format posts by the
 commit they name ("reported" numbers, what agents said, never what was measured).
 
+Retention under spam. What the index keeps is what it serves, so strangers must not be able to
+push everyone else out of it (issue 14: 42,100 8 KB posts from 43 fresh keys). Per channel the
+index keeps at most MAX_POSTS_PER_CHANNEL posts and MAX_CHANNEL_TEXT_BYTES of text, and one
+author at most MAX_POSTS_PER_AUTHOR of them (its own oldest goes first). When a channel is over
+a cap, the post dropped is the oldest of the stranger with the most posts there; a protected
+author's posts (our node's, and authors the swarm valued: a trusted verifier, the creator, a
+positive balance) go only once no stranger's post is left. Posts stay in the ledger either way:
+the caps bound what is served, swarm/quota.py bounds what is stored. A results post may report
+on a commit at most MAX_REPORTS_PER_AUTHOR times per author.
+
 What a Post body cannot carry lives here too, in HOME/agenthub.json (`HubNotes`): channel
 descriptions, which local agent wrote which of this node's posts, and which agent pushed which
 commit. Other nodes see only our node id: those labels never leave this machine.
@@ -16,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +47,9 @@ MAX_POSTS_PER_CHANNEL = 500     # newest posts kept in memory per channel
 MAX_CHANNELS = 1024             # channels indexed; posts to further new channels are counted, not kept
 MAX_REPORTED_COMMITS = 10_000   # commit prefixes with results-format posts
 MAX_REPORTS_PER_COMMIT = 16
+MAX_REPORTS_PER_AUTHOR = 2      # of those, from one author
+MAX_POSTS_PER_AUTHOR = 50       # kept per channel from one author; its own oldest go first
+MAX_CHANNEL_TEXT_BYTES = 1 << 20  # text kept per channel (UTF-8 bytes); the heaviest stranger's oldest go first
 MAX_LABELS = 10_000             # post -> agent and commit -> agent labels kept in HOME/agenthub.json
 MAX_LOCAL_CHANNELS = 256        # channels created on this node
 SYNC_BATCH = 1000               # entries read from the ledger per query
@@ -101,19 +116,26 @@ class IndexedPost:
 class PostIndex:
     """The newest posts per channel and results-format posts per commit, kept up with the ledger."""
 
-    def __init__(self, max_per_channel: int = MAX_POSTS_PER_CHANNEL, max_channels: int = MAX_CHANNELS) -> None:
+    def __init__(self, max_per_channel: int = MAX_POSTS_PER_CHANNEL, max_channels: int = MAX_CHANNELS, *,
+                 own: bytes = b"", max_per_author: int = MAX_POSTS_PER_AUTHOR,
+                 max_channel_bytes: int = MAX_CHANNEL_TEXT_BYTES) -> None:
         self.row = 0                    # the last ledger file row indexed
         self.max_per_channel, self.max_channels = max_per_channel, max_channels
-        self.channels: dict[str, collections.deque[IndexedPost]] = {}
+        self.max_per_author, self.max_channel_bytes = max_per_author, max_channel_bytes
+        self.own = own                  # our node's key: its posts are protected
+        self.channels: dict[str, _Channel] = {}
         self.counts: collections.Counter[str] = collections.Counter()  # posts ever seen, per channel
         self.reported: collections.OrderedDict[str, collections.deque[IndexedPost]] = collections.OrderedDict()
         self.dropped = 0                # posts to channels past max_channels
+        self.evicted = 0                # posts no longer served: past a channel's or an author's cap
+        self._valued: frozenset[bytes] = frozenset()
         self._lock = asyncio.Lock()
 
     async def sync(self, ledger: Ledger) -> int:
         """Indexes the posts the ledger committed since the last sync; returns how many."""
         added = 0
         async with self._lock:  # two readers at once would index the same rows twice
+            self._valued = _valued(ledger)
             while True:
                 batch = await ledger.entries_since(self.row, ["post"], SYNC_BATCH)
                 for row, entry in batch:
@@ -122,21 +144,30 @@ class PostIndex:
                 if len(batch) < SYNC_BATCH:
                     return added
 
+    def protected(self, author: bytes) -> bool:
+        return author == self.own or author in self._valued
+
     def add(self, row: int, entry: Entry) -> None:
         self.row = max(self.row, row)
         body = entry.body
         if not isinstance(body, Post):
             return
-        posts = self.channels.get(body.channel)
-        if posts is None:
+        channel = self.channels.get(body.channel)
+        if channel is None:
             if len(self.channels) >= self.max_channels:
                 self.dropped += 1
                 return
-            posts = self.channels[body.channel] = collections.deque(maxlen=self.max_per_channel)
+            channel = self.channels[body.channel] = _Channel()
         post = IndexedPost(entry.id, entry.author, entry.time_ms, body.channel, body.text, body.reply_to,
                            parse_result(body.text))
-        posts.append(post)
+        channel.add(post)
         self.counts[body.channel] += 1
+        if len(channel.by_author[post.author]) > self.max_per_author:
+            channel.remove(channel.by_author[post.author][0])
+            self.evicted += 1
+        while len(channel.posts) > self.max_per_channel or channel.text_bytes > self.max_channel_bytes:
+            channel.remove(channel.victim(self.protected))
+            self.evicted += 1
         if post.result is not None:
             self._report(post.result.commit_prefix, post)
 
@@ -148,17 +179,62 @@ class PostIndex:
                 self.reported.popitem(last=False)  # the commit reported about least recently
         else:
             self.reported.move_to_end(prefix)
+        if sum(1 for p in reports if p.author == post.author) >= MAX_REPORTS_PER_AUTHOR:
+            return   # one author cannot fill a commit's reports
         reports.append(post)
 
     def posts(self, channel: str, limit: int) -> list[IndexedPost]:
         """The channel's newest posts first, in the order this node received them."""
-        posts = self.channels.get(channel)
-        return [] if posts is None else list(reversed(posts))[:max(0, limit)]
+        kept = self.channels.get(channel)
+        return [] if kept is None else list(itertools.islice(reversed(kept.posts.values()), max(0, limit)))
 
     def reports(self, commit_hex: str) -> list[IndexedPost]:
         """Results-format posts naming this commit by any prefix of 7+ digits, newest first."""
         found = [p for n in range(7, len(commit_hex) + 1) for p in self.reported.get(commit_hex[:n], ())]
         return sorted(found, key=lambda p: p.time_ms, reverse=True)
+
+
+class _Channel:
+    """One channel's kept posts in arrival order, with each author's in order too."""
+
+    def __init__(self) -> None:
+        self.posts: collections.OrderedDict[bytes, IndexedPost] = collections.OrderedDict()
+        self.by_author: collections.defaultdict[bytes, list[IndexedPost]] = collections.defaultdict(list)
+        self.author_bytes: collections.Counter[bytes] = collections.Counter()
+        self.text_bytes = 0
+
+    def add(self, post: IndexedPost) -> None:
+        self.posts[post.id] = post
+        self.by_author[post.author].append(post)
+        size = len(post.text.encode())
+        self.author_bytes[post.author] += size
+        self.text_bytes += size
+
+    def remove(self, post: IndexedPost) -> None:
+        del self.posts[post.id]
+        mine = self.by_author[post.author]
+        mine.remove(post)
+        size = len(post.text.encode())
+        self.author_bytes[post.author] -= size
+        if not mine:
+            del self.by_author[post.author]
+            del self.author_bytes[post.author]
+        self.text_bytes -= size
+
+    def victim(self, protected: Callable[[bytes], bool]) -> IndexedPost:
+        """The post to drop: the oldest of the stranger with the most posts (then the most text);
+        the oldest post of all once only protected authors are left."""
+        strangers = [a for a in self.by_author if not protected(a)]
+        if not strangers:
+            return next(iter(self.posts.values()))
+        heaviest = max(strangers, key=lambda a: (len(self.by_author[a]), self.author_bytes[a]))
+        return self.by_author[heaviest][0]
+
+
+def _valued(ledger: Ledger) -> frozenset[bytes]:
+    """Authors the swarm valued, from the fold (the same rule as swarm/ledgerport.py's `valued`)."""
+    state = ledger.state
+    return frozenset([*state.verifiers, state.spec.creator, *(a for a, b in state.balances.items() if b > 0)])
 
 
 # -- what this node knows and the ledger does not

@@ -22,7 +22,7 @@ def _load() -> ModuleType:
 
 
 bench = _load()
-SMALL = bench.Scale(attackers=16, honest=4, entries=3, flood_entries=1200, addrs=1000)
+SMALL = bench.Scale(attackers=16, honest=4, entries=3, flood_entries=1200, addrs=1000, disk_keys=12, disk_posts=480, honest_big=40)
 
 
 @pytest.mark.slow
@@ -37,5 +37,9 @@ async def test_attack_leaves_honest_peers_served(attack: str) -> None:
         assert result["answered"] == {400: SMALL.attackers * 10}
     if attack == "pending":
         assert result["attacker_banned"], result
+    if attack == "disk":   # 40 posts per fresh key, about 4 MB: each key keeps its 256 KiB, no more
+        assert result["within_quota"] and result["stamped_honest_delivered"] == 1.0, result
+        assert result["attacker_bytes_stored"] <= result["attacker_keys"] * result["per_key_quota_bytes"], result
+        assert result["flood_sent"] == result["flood_posts"] and result["refused"].get("quota_author", 0) > 0, result
     if attack == "eclipse":
         assert result["attacker_in_table"] <= 64 and result["attacker_dial_share"] <= 0.2, result
