@@ -22,7 +22,10 @@ freedom (it is a tolerance of about SPEC_NOISE_SDS sd); after a few claims the l
 dominate. The estimate a claim's test reads is the one at its place in that order, so a round
 appended at the end never moves an earlier decision.
 
-*The sequential test.* After each round a claim's one-sided always-valid p-value (a normal-mixture
+*The sequential test.* While the class's estimate rests on fewer than MIN_NOISE_DOF degrees of
+freedom no test stops except for a loss or a refutation; a claim that reaches spec.max_rounds
+before then waits, and is judged at the point of the canonical order where the estimate comes of
+age. After each round a claim's one-sided always-valid p-value (a normal-mixture
 SPRT on the d's with the class's sd; valid at any stopping time) is updated. The test stops:
 refuted when the claimed value is off the candidate's mean by more than REFUTE_SDS run sds (the
 claimant's number does not reproduce); for a clear loss when the mean d is not positive (futility
@@ -113,7 +116,8 @@ def prior_run_sd(state: State, platform_class: str) -> float:
 
 def stop(diffs: Sequence[float], values: Welford, claimed: float | None, *, sd: float, dof: int, run_sd: float,
          run_dof: int, max_rounds: int, alpha: float) -> str | None:
-    """The sequential test's verdict after `diffs` (None: go on)."""
+    """The sequential test's verdict after `diffs`: None: go on; "wait": no more rounds, but the
+    class's noise estimate is too young to judge them (judged once it has MIN_NOISE_DOF)."""
     n = len(diffs)
     if n == 0:
         return None
@@ -122,7 +126,9 @@ def stop(diffs: Sequence[float], values: Welford, claimed: float | None, *, sd: 
         return "refuted"
     if sum(diffs) <= 0:
         return "loss"
-    if n >= MIN_WIN_ROUNDS and dof >= MIN_NOISE_DOF and always_valid_p(diffs, sd) <= alpha * WIN_SHARE:
+    if dof < MIN_NOISE_DOF:
+        return "wait" if n >= max_rounds else None
+    if n >= MIN_WIN_ROUNDS and always_valid_p(diffs, sd) <= alpha * WIN_SHARE:
         return "win"
     return "exhausted" if n >= max_rounds else None
 
@@ -198,6 +204,7 @@ def _walk_one(state: State, stream: Stream, key: tuple[tuple[int, bytes], bytes]
         w = state.verifies[rounds[at][1]]
         if w.value is None or w.parent_value is None:
             raise AssertionError("only ok paired verifies are counted")  # a bug here, not peer input
+        young = stream.dof_diff < MIN_NOISE_DOF
         diffs = stream.diffs.setdefault(claim_id, Welford())
         values = stream.values.setdefault(claim_id, Welford())
         stream.dof_diff += diffs.n >= 1
@@ -208,7 +215,12 @@ def _walk_one(state: State, stream: Stream, key: tuple[tuple[int, bytes], bytes]
         at += 1
         stream.consumed[claim_id] = at
         if claim_id not in stream.tests:
-            _judge(state, stream, claim_id, rounds[at - 1][0])
+            _judge(state, stream, claim_id, key[0])
+        if young and stream.dof_diff >= MIN_NOISE_DOF:
+            # the estimate just came of age, here in the canonical order: judge the claims it held
+            for held in sorted(stream.waiting):
+                _judge(state, stream, held, key[0])
+            stream.waiting.clear()
 
 
 def _judge(state: State, stream: Stream, claim_id: bytes, order: tuple[int, bytes]) -> None:
@@ -223,8 +235,12 @@ def _judge(state: State, stream: Stream, claim_id: bytes, order: tuple[int, byte
                    run_dof=stream.dof_value, max_rounds=state.spec.max_rounds, alpha=state.spec.record_fdr)
     if verdict is None:
         return
+    if verdict == "wait":
+        stream.waiting.add(claim_id)
+        return
     stream.tests[claim_id] = PairedTest(tuple(diffs), sd, PRIOR_DOF + stream.dof_diff, verdict)
     quorum = tuple(stream.rounds[claim_id][r][1] for r in range(len(diffs)))
+    stream.judged.add(claim_id)
     stream.decisions[claim_id] = Decision("refuted" if verdict == "refuted" else "verified",
                                           stream.values[claim_id].mean, quorum, order)
 
@@ -249,8 +265,6 @@ def record_test(state: State, claim_id: bytes, parent_value: float, best: float,
     shift = parent_value - best
     mean = sum(test.diffs) / n
     gain, half = mean - shift, INTERVAL_Z * test.sd_bpb / math.sqrt(n)
-    if test.dof < MIN_NOISE_DOF + PRIOR_DOF:
-        return False, gain, gain - half, gain + half, n
     p = always_valid_p(test.diffs, test.sd_bpb, shift)
     return p <= lord_level(state.spec.record_fdr, t, rejections), gain, gain - half, gain + half, n
 

@@ -256,7 +256,11 @@ def _paired(state: State, dirty: set[bytes], paired: Iterable[bytes]) -> dict[by
         if v.platform_class in again:
             continue
         stream = evidence.extend(state, v.platform_class, vid)
-        out[v.claim] = stream.decisions.get(v.claim), _reads(state, stream, v.claim)
+        for claim_id in stream.judged | {v.claim}:
+            out[claim_id] = stream.decisions.get(claim_id), _reads(state, stream, claim_id)
+        stream.judged.clear()
+    for cls in again:
+        state.streams[cls].judged.clear()
     return out
 
 

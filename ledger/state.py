@@ -191,6 +191,8 @@ class Stream:
     ss_value: float = 0.0
     dof_value: int = 0
     tests: dict[bytes, PairedTest] = field(default_factory=dict)  # claims whose test stopped
+    waiting: set[bytes] = field(default_factory=set)  # claims at max rounds before the noise estimate came of age
+    judged: set[bytes] = field(default_factory=set)   # claims decided since the fold last looked (ledger/facts.py)
     decisions: dict[bytes, Decision] = field(default_factory=dict)
 
 
