@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -95,19 +96,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-sd", type=float, default=0.0003, help="evaluation sd of one run")
     p.add_argument("--rho", type=float, default=0.5, help="share of training noise two programs on one seed share")
     p.add_argument("--rules", default="today,paired", help=f"comma-separated, of {sorted(MODES)}")
+    p.add_argument("--jobs", type=int, default=1, help="swarms simulated at once, in processes (default 1)")
     args = p.parse_args(argv)
     rules = args.rules.split(",")
     if any(r not in MODES for r in rules):
         p.error(f"rules must be among {sorted(MODES)}")
     emit({"bench": "machine", "cpus": os.cpu_count(), "python": platform.python_version(),
           "platform": platform.platform(), "date": now_utc(), "load_avg": load()})
-    for rule in rules:
-        for train_sd in (float(x) for x in args.train_sd.split(",")):
-            rows = []
-            for seed in range(args.seeds):
-                rows.append(run(rule, train_sd, seed, args))
-                emit(rows[-1])
-            emit(summary(rule, train_sd, rows, args))
+    groups = [(rule, float(sd)) for rule in rules for sd in args.train_sd.split(",")]
+    tasks = [(rule, sd, seed, args) for rule, sd in groups for seed in range(args.seeds)]
+    with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
+        results = iter(pool.starmap(run, tasks) if args.jobs > 1 else [run(*t) for t in tasks])
+        for rule, sd in groups:
+            rows = [next(results) for _ in range(args.seeds)]
+            for row in rows:
+                emit(row)
+            emit(summary(rule, sd, rows, args))
     return 0
 
 
