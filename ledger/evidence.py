@@ -22,7 +22,7 @@ freedom (it is a tolerance of about SPEC_NOISE_SDS sd); after a few claims the l
 dominate. The estimate a claim's test reads is the one at its place in that order, so a round
 appended at the end never moves an earlier decision.
 
-*The sequential test.* While the class's estimate rests on fewer than MIN_NOISE_DOF degrees of
+*The sequential test.* While the class's estimate rests on fewer than spec.noise_dof degrees of
 freedom no test stops except for a loss or a refutation; a claim that reaches spec.max_rounds
 before then waits, and is judged at the point of the canonical order where the estimate comes of
 age. After each round a claim's one-sided always-valid p-value (a normal-mixture
@@ -30,7 +30,7 @@ SPRT on the d's with the class's sd; valid at any stopping time) is updated. The
 refuted when the claimed value is off the candidate's mean by more than REFUTE_SDS run sds (the
 claimant's number does not reproduce); for a clear loss when the mean d is not positive (futility
 stops never add false records); for a clear win when p <= record_fdr x WIN_SHARE after at least
-MIN_WIN_ROUNDS rounds and once the noise estimate rests on MIN_NOISE_DOF degrees of freedom;
+MIN_WIN_ROUNDS rounds;
 and at spec.max_rounds rounds whatever it says. `rounds_wanted` asks for the next rounds while the
 test is open.
 
@@ -57,7 +57,6 @@ from ledger.state import Decision, PairedTest, State, Stream, Welford
 
 PRIOR_DOF = 4            # degrees of freedom the spec's noise counts for in the class's estimate
 SPEC_NOISE_SDS = 3.0     # a spec's noise_bpb is a tolerance of about this many run sds (node/research/noise.py)
-MIN_NOISE_DOF = 16       # the estimate's degrees of freedom before a test may stop as a win or make a record
 MIN_WIN_ROUNDS = 5       # rounds before a clear win stops: fewer overstate the gain of an early stop (bench_records)
 WIN_SHARE = 0.05         # a win stops at p <= record_fdr x this (about the level LORD++ gives after a record)
 MIX_RATIO = 1.0          # the mixture's variance over d's variance: tuned for gains of about one sd
@@ -115,18 +114,18 @@ def prior_run_sd(state: State, platform_class: str) -> float:
 
 
 def stop(diffs: Sequence[float], values: Welford, claimed: float | None, *, sd: float, dof: int, run_sd: float,
-         run_dof: int, max_rounds: int, alpha: float) -> str | None:
+         run_dof: int, max_rounds: int, alpha: float, min_dof: int = 16) -> str | None:
     """The sequential test's verdict after `diffs`: None: go on; "wait": no more rounds, but the
-    class's noise estimate is too young to judge them (judged once it has MIN_NOISE_DOF)."""
+    class's noise estimate is too young to judge them (judged once it has spec.noise_dof)."""
     n = len(diffs)
     if n == 0:
         return None
-    if claimed is None or (run_dof >= MIN_NOISE_DOF
+    if claimed is None or (run_dof >= min_dof
                            and abs(claimed - values.mean) > REFUTE_SDS * run_sd * math.sqrt(1 + 1 / n)):
         return "refuted"
     if sum(diffs) <= 0:
         return "loss"
-    if dof < MIN_NOISE_DOF:
+    if dof < min_dof:
         return "wait" if n >= max_rounds else None
     if n >= MIN_WIN_ROUNDS and always_valid_p(diffs, sd) <= alpha * WIN_SHARE:
         return "win"
@@ -204,7 +203,7 @@ def _walk_one(state: State, stream: Stream, key: tuple[tuple[int, bytes], bytes]
         w = state.verifies[rounds[at][1]]
         if w.value is None or w.parent_value is None:
             raise AssertionError("only ok paired verifies are counted")  # a bug here, not peer input
-        young = stream.dof_diff < MIN_NOISE_DOF
+        young = stream.dof_diff < state.spec.noise_dof
         diffs = stream.diffs.setdefault(claim_id, Welford())
         values = stream.values.setdefault(claim_id, Welford())
         stream.dof_diff += diffs.n >= 1
@@ -216,7 +215,7 @@ def _walk_one(state: State, stream: Stream, key: tuple[tuple[int, bytes], bytes]
         stream.consumed[claim_id] = at
         if claim_id not in stream.tests:
             _judge(state, stream, claim_id, key[0])
-        if young and stream.dof_diff >= MIN_NOISE_DOF:
+        if young and stream.dof_diff >= state.spec.noise_dof:
             # the estimate just came of age, here in the canonical order: judge the claims it held
             for held in sorted(stream.waiting):
                 _judge(state, stream, held, key[0])
@@ -232,7 +231,8 @@ def _judge(state: State, stream: Stream, claim_id: bytes, order: tuple[int, byte
     run_sd = pooled_sd(prior, stream.ss_value, stream.dof_value)
     diffs = stream.diff_list[claim_id]
     verdict = stop(diffs, stream.values[claim_id], claim.claimed, sd=sd, dof=stream.dof_diff, run_sd=run_sd,
-                   run_dof=stream.dof_value, max_rounds=state.spec.max_rounds, alpha=state.spec.record_fdr)
+                   run_dof=stream.dof_value, max_rounds=state.spec.max_rounds, alpha=state.spec.record_fdr,
+                   min_dof=state.spec.noise_dof)
     if verdict is None:
         return
     if verdict == "wait":

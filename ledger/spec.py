@@ -59,6 +59,9 @@ class SwarmSpec(Body):
     # that are no real gain at most this.
     max_rounds: int = 6
     record_fdr: float = 0.01
+    # degrees of freedom the class's paired-noise estimate needs before a test may end as a win or
+    # make a record (a small demo swarm may lower it; the estimate then rests more on the spec's noise)
+    noise_dof: int = 16
 
     def __post_init__(self) -> None:
         self._text("name", self.name, 128)
@@ -104,6 +107,7 @@ class SwarmSpec(Body):
             raise InvalidEntry("spec: max_steps values must be at least 1")
         if not 1 <= self.max_rounds <= MAX_ROUND_INDEX + 1:
             raise InvalidEntry(f"spec: max_rounds must be 1 to {MAX_ROUND_INDEX + 1}")
+        self._nonneg("noise_dof", self.noise_dof)
         if not 0.0 < self.record_fdr < 1.0:
             raise InvalidEntry("spec: record_fdr must be between 0 and 1")
 
