@@ -307,3 +307,17 @@ def rounds_wanted(state: State, claim_id: bytes, key: bytes) -> list[int]:
     limit = min(state.spec.max_rounds, max(MIN_WIN_ROUNDS, done + 1))
     rank = keys.index(key)
     return [r for r in range(limit) if r % len(keys) == rank and r not in have]
+
+
+def verdict(state: State, claim_id: bytes) -> str | None:
+    """Where a claim's paired test stands, for people and agents: "win", "loss", "exhausted",
+    "refuted" once stopped, "waiting" (its rounds are in, the class's noise estimate is too young),
+    "open" (rounds counted, test running); None: no counted paired round."""
+    info = state.claims.get(claim_id)
+    stream = state.streams.get(info.platform_class) if info is not None else None
+    if stream is None or claim_id not in stream.consumed:
+        return None
+    test = stream.tests.get(claim_id)
+    if test is not None:
+        return test.outcome
+    return "waiting" if claim_id in stream.waiting else "open"
