@@ -279,18 +279,23 @@ def worth_testing(state: State, claim_id: bytes) -> bool:
     if claim.parent is None or claim.claimed is None:
         return False
     cls = claim.platform_class
-    best = state.best.get(cls)
-    if best is None or not any(r.commit == claim.parent for r in state.records if r.platform_class == cls):
+    rows = [r for r in state.records if r.platform_class == cls]
+    if not rows or not any(r.commit == claim.parent for r in rows):
         return False
+    # the best's own replays measure its value directly; its row's value is a chain of estimated
+    # gains whose errors add up, and a chain that drifted high would let null edits through
+    decided = state.decisions.get(rows[-1].claim)
+    reference = min(rows[-1].value, decided.value) if decided is not None else rows[-1].value
     _, run_sd, _ = noise(state, cls)
-    return claim.claimed < best - SCREEN_SDS * run_sd
+    return claim.claimed < reference - SCREEN_SDS * run_sd
 
 
 def rounds_wanted(state: State, claim_id: bytes, key: bytes) -> list[int]:
     """The round indexes `key` should replay the claim for now, each a paired run of the candidate
     and its parent with `assign.replay_train_seed(state, claim_id, key, round_index)`; empty when
-    it is not assigned, the claim's test has stopped or the claim is not worth testing. The first
-    MIN_WIN_ROUNDS rounds are asked at once (spread over the assigned keys), then one at a time."""
+    it is not assigned, the claim's test has stopped or the claim is not worth testing. Round 0
+    first, then the rest of the first MIN_WIN_ROUNDS at once (spread over their owners), then one
+    at a time."""
     keys = assign.assignment(state, claim_id)
     if not keys or key not in keys or claim_id not in state.claims:
         return []
@@ -304,7 +309,8 @@ def rounds_wanted(state: State, claim_id: bytes, key: bytes) -> list[int]:
     done = 0
     while done in have:
         done += 1
-    limit = min(state.spec.max_rounds, max(MIN_WIN_ROUNDS, done + 1))
+    # round 0 alone first: most claims stop there (a loss), and rounds already running would be spent
+    limit = 1 if done == 0 else min(state.spec.max_rounds, max(MIN_WIN_ROUNDS, done + 1))
     rank = keys.index(key)
     return [r for r in range(limit) if r % len(keys) == rank and r not in have]
 

@@ -338,6 +338,11 @@ def _records(state: State, cls: str, moved: Moved, *, appended: int) -> None:
             best = value
     state.lord[cls] = (tests, rejections)
     if rows == old:
+        if any(_stats(a) != _stats(b) for a, b in zip(rows, old)):
+            # the same path, but a test re-decided with another noise estimate: new intervals only
+            fresh = {r.claim: r for r in rows}
+            state.records = [fresh.get(r.claim, r) if r.platform_class == cls else r for r in state.records]
+            state.record_of.update(fresh)
         return
     if rows[:len(old)] != old:
         moved.rows_rewritten = True
@@ -360,3 +365,7 @@ def _records(state: State, cls: str, moved: Moved, *, appended: int) -> None:
         state.best.pop(cls, None)
     else:
         state.best[cls] = best
+
+
+def _stats(row: RecordRow) -> tuple[float | None, float | None, float | None, int]:
+    return row.gain, row.low, row.high, row.seeds
