@@ -301,3 +301,13 @@ def test_a_long_mixed_history_makes_paired_records_in_any_order() -> None:
     assert any(r.gain is not None for r in want.records)  # the property above is not vacuous
     for order_seed in range(3):
         assert views(fold.rebuild(signed.spec, topological_shuffle(rows, random.Random(order_seed)))) == views(want)
+
+
+def test_fifty_trivial_variants_of_the_best_make_no_record() -> None:
+    # an agent resubmits a no-op edit 50 times; the first real gain gives the noise estimate its rounds
+    swarm, claims = grown_swarm(8, [0.02, 0.02, 0.02] + [0.0] * 50)
+    rows = [r for r in swarm.state.records if r.platform_class == CLASS]
+    nulls = {c.id for c in claims[3:]}
+    assert not [r for r in rows if r.claim in nulls]
+    tested = [c for c in nulls if evidence.verdict(swarm.state, c) is not None]
+    assert tested  # some variants looked good enough on their own run to be replayed, and lost
