@@ -57,7 +57,7 @@ from ledger.state import Decision, PairedTest, State, Stream, Welford
 
 PRIOR_DOF = 4            # degrees of freedom the spec's noise counts for in the class's estimate
 SPEC_NOISE_SDS = 3.0     # a spec's noise_bpb is a tolerance of about this many run sds (node/research/noise.py)
-MIN_WIN_ROUNDS = 6       # rounds before a clear win stops: fewer overstate the gain of an early stop (bench_records)
+MIN_WIN_ROUNDS = 5       # rounds before a clear win stops: fewer overstate the gain of an early stop (bench_records)
 WIN_SHARE = 0.05         # a win stops at p <= record_fdr x this (about the level LORD++ gives after a record)
 MIX_RATIO = 1.0          # the mixture's variance over d's variance: tuned for gains of about one sd
 REFUTE_SDS = 4.0         # claimed value off the replays' mean by this many sds: the claim is refuted
