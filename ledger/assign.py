@@ -42,7 +42,7 @@ from ledger.state import State
 
 RANK_DOMAIN = b"autoswarm/assign/v1\x00"
 EVAL_DOMAIN = b"autoswarm/eval-rows/v1\x00"
-TRAIN_DOMAIN = b"autoswarm/train-seed/v1\x00"
+TRAIN_DOMAIN = b"autoswarm/train-seed/v2\x00"
 Flips = dict[bytes, set[bytes]]  # claim -> keys that entered or left its assignment
 
 
@@ -78,14 +78,21 @@ def replay_eval_seed(state: State, claim_id: bytes) -> int | None:
 
 
 def replay_train_seed(state: State, claim_id: bytes, key: bytes, round_index: int) -> int | None:
-    """The training seed of `key`'s paired replay number `round_index` of the claim (the trainer's
-    --seed for both the candidate and its parent): drawn from the seal, so the claimant could not
-    choose a lucky draw, and different per verifier and round, so replays sample the training noise
-    instead of repeating the claimant's draw. None while the claim has no seal."""
+    """The training seed of paired round `round_index` of the claim (the trainer's --seed for both
+    the candidate and its parent): drawn from the seal, so the claimant could not choose a lucky
+    draw, and different per round, so rounds sample the training noise instead of repeating the
+    claimant's draw. It names the parent commit, not the claim, and not the key: claims of one
+    parent sealed together share their rounds' seeds, so one parent run serves them all, and two
+    keys that replay one round ran one seed, so their values must agree within the class's
+    tolerance (earned trust, ledger/facts.py). Which key's replay of a round is evidence is
+    ledger/evidence.py's `round_owner`. `key` stays in the signature for callers; None while the
+    claim has no seal."""
     seal_id = state.seals.get(claim_id)
     if seal_id is None:
         return None
-    material = TRAIN_DOMAIN + seal_id + claim_id + key + round_index.to_bytes(4, "big")
+    info = state.claims[claim_id]
+    subject = info.parent if info.parent is not None else claim_id
+    material = TRAIN_DOMAIN + seal_id + subject + round_index.to_bytes(4, "big")
     return int.from_bytes(hashlib.sha256(material).digest()[:4], "big") >> 1
 
 

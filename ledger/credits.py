@@ -11,8 +11,8 @@ double spend is always provable.
 Minting follows the facts of ledger/facts.py (trust, decisions, records), which are functions of
 the set of entries, so every node that holds the same entries judges every mint the same way:
 - record: one record's worth, `rate * (prev - value)` where prev is the record before it in the
-  class's records table, is split evenly across the verify entries that made the claim a record
-  (its decision's quorum); each of those verifiers, and no one else, mints its share once, to the
+  class's records table, is split evenly across the keys whose verify entries made the claim a
+  record (its decision's quorum; a paired test's quorum holds each key's rounds); each of those verifiers, and no one else, mints its share once, to the
   claim's author, naming that quorum, the record's value and prev. A claim that is not a record
   in the fold mints nothing; the class's first record (prev None) is worth nothing.
 - verification: a verifier assigned to the claim (ledger/assign.py) mints the spec's fixed
@@ -50,11 +50,17 @@ def record_mint(state: State, verifier: bytes, claim_id: bytes) -> tuple[Mint | 
     if row is None or decision is None:
         return None, "not a record"
     amount = 0 if row.prev is None else record_share_ucr(
-        state.spec.record_ucr_per_bpb, row.prev, row.value, len(decision.quorum))
+        state.spec.record_ucr_per_bpb, row.prev, row.value, _members(state, decision.quorum))
     mint = Mint(reason="record", subject=claim_id, quorum=list(decision.quorum), to=row.author, amount=amount,
                 value=row.value, prev_best=row.prev)
     why = check_mint(state, verifier, mint)
     return (None, why) if why else (mint, "")
+
+
+def _members(state: State, quorum: tuple[bytes, ...]) -> int:
+    """The keys that share a record: a paired test's quorum holds several rounds of one key
+    (ledger/evidence.py), and each key mints once, so the worth is split by keys, not rounds."""
+    return len({state.verifies[vid].author for vid in quorum})
 
 
 def check_mint(state: State, author: bytes, mint: Mint) -> str:
@@ -102,7 +108,7 @@ def check_mint(state: State, author: bytes, mint: Mint) -> str:
     if mint.prev_best != row.prev:
         return f"prev_best must be the previous record's value {row.prev!r}"
     share = 0 if row.prev is None else record_share_ucr(
-        state.spec.record_ucr_per_bpb, row.prev, row.value, len(decision.quorum))
+        state.spec.record_ucr_per_bpb, row.prev, row.value, _members(state, decision.quorum))
     if mint.amount != share:
         return f"amount must be {share} ucr"
     return ""

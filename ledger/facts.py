@@ -34,8 +34,8 @@ import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ledger import assign
-from ledger.state import Decision, RecordRow, State
+from ledger import assign, evidence
+from ledger.state import Decision, RecordRow, State, Stream, VerifyInfo
 
 TrustTest = Callable[[bytes, str], bool]
 
@@ -77,8 +77,8 @@ def decide(state: State, claim_id: bytes, trusted: TrustTest) -> tuple[Decision 
     first: dict[bytes, tuple[int, bytes]] = {}  # verifier -> (seq, verify id) of its first ok replay
     for vid in state.verifies_of.get(claim_id, ()):
         v = state.verifies[vid]
-        if (v.value is None or v.commit != claim.commit or v.platform_class != cls or v.author == claim.author
-                or not trusted(v.author, cls)):
+        if (v.value is None or v.paired or v.commit != claim.commit or v.platform_class != cls
+                or v.author == claim.author or not trusted(v.author, cls)):
             continue
         if v.author not in first or v.seq < first[v.author][0]:
             first[v.author] = (v.seq, vid)
@@ -121,7 +121,10 @@ def _recount(state: State, key: bytes, claim_id: bytes) -> None:
     claim = state.claims[claim_id]
     anchor = state.anchor_decisions.get(claim_id)
     vote = 0
-    if anchor is not None and claim.author != key:
+    mine = [v for vid in state.paired_of.get(claim_id, ()) if (v := state.verifies[vid]).author == key]
+    if mine and claim.author != key:
+        vote = _same_seed_vote(state, claim.platform_class, claim_id, mine)
+    elif anchor is not None and claim.author != key:
         value = next((v.value for vid in state.verifies_of.get(claim_id, ())
                       if (v := state.verifies[vid]).author == key and v.value is not None), None)
         if value is not None:
@@ -139,16 +142,35 @@ def _recount(state: State, key: bytes, claim_id: bytes) -> None:
         del state.votes[(key, claim_id)]
 
 
+def _same_seed_vote(state: State, cls: str, claim_id: bytes, mine: list[VerifyInfo]) -> int:
+    """A key's vote from its paired rounds: each is compared with the anchors' replays of the same
+    round (one training seed: they must agree within the class's tolerance, both the candidate's
+    and the parent's value). -1 if any disagrees, +1 if some agree, 0 if no anchor ran its rounds."""
+    tol = tolerance(state, cls)
+    vote = 0
+    for v in mine:
+        for vid in state.paired_of.get(claim_id, ()):
+            a = state.verifies[vid]
+            if a.round_index != v.round_index or a.author == v.author or not anchored(state, a.author, cls):
+                continue
+            assert a.value is not None and a.parent_value is not None and v.value is not None  # paired_of holds ok pairs
+            assert v.parent_value is not None
+            if abs(a.value - v.value) > tol or abs(a.parent_value - v.parent_value) > tol:
+                return -1
+            vote = 1
+    return vote
+
+
 def trusted(state: State, key: bytes, platform_class: str) -> bool:
     classes = state.verifiers.get(key)
     return classes is not None and platform_class in classes
 
 
 def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tuple[bytes, bytes]] = (),
-            anchors: Iterable[bytes] = (), sealed: Iterable[bytes] = ()) -> Moved:
+            anchors: Iterable[bytes] = (), sealed: Iterable[bytes] = (), paired: Iterable[bytes] = ()) -> Moved:
     """Recomputes the facts that depend on `claims` (a trusted key replayed them), `replays` (new
-    (key, claim) replays, for the key's earned trust), `anchors` (keys that were admitted) and
-    `sealed` (claims whose seal moved)."""
+    (key, claim) replays, for the key's earned trust), `anchors` (keys that were admitted),
+    `sealed` (claims whose seal moved) and `paired` (new ok paired verify ids, ledger/evidence.py)."""
     moved = Moved()
     anchor_dirty = set(claims)
     keys = set(anchors)
@@ -187,11 +209,17 @@ def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tup
             final_dirty.add(claim_id)
     # class -> claims appended at the tail of its verified order, or -1 once any change was elsewhere
     touched: dict[str, int] = {}
-    for claim_id in final_dirty:
+    judged = _paired(state, final_dirty, paired)
+    for claim_id in final_dirty | set(judged):
         if claim_id not in state.claims:
             continue
-        members = {key for _, key in state.assigned.get(claim_id, ())}
-        now, measured = decide(state, claim_id, lambda k, c: k in members)
+        if claim_id in judged:
+            now, measured = judged[claim_id]
+        elif evidence.is_paired_claim(state, claim_id):
+            continue  # its paired test is the class stream's, and nothing moved it
+        else:
+            members = {key for _, key in state.assigned.get(claim_id, ())}
+            now, measured = decide(state, claim_id, lambda k, c: k in members)
         read_before = set(state.measured.get(claim_id, ()))
         state.measured[claim_id] = measured
         before = state.decisions.get(claim_id)
@@ -211,6 +239,40 @@ def refresh(state: State, *, claims: Iterable[bytes] = (), replays: Iterable[tup
     for cls in sorted(touched):
         _records(state, cls, moved, appended=touched[cls])
     return moved
+
+
+def _paired(state: State, dirty: set[bytes], paired: Iterable[bytes]) -> dict[bytes, tuple[Decision | None, dict[bytes, float]]]:
+    """Walks the paired streams that new rounds or moved assignments touch; returns the paired
+    claims whose decision may have changed with what each now reads."""
+    again = sorted({state.claims[c].platform_class for c in dirty
+                    if c in state.claims and evidence.is_paired_claim(state, c)})
+    out: dict[bytes, tuple[Decision | None, dict[bytes, float]]] = {}
+    for cls in again:
+        stream = evidence.rewalk(state, cls)
+        for claim_id in state.paired_in.get(cls, ()):
+            out[claim_id] = stream.decisions.get(claim_id), _reads(state, stream, claim_id)
+    for vid in paired:
+        v = state.verifies[vid]
+        if v.platform_class in again:
+            continue
+        stream = evidence.extend(state, v.platform_class, vid)
+        for claim_id in stream.judged | {v.claim}:
+            out[claim_id] = stream.decisions.get(claim_id), _reads(state, stream, claim_id)
+        stream.judged.clear()
+    for cls in again:
+        state.streams[cls].judged.clear()
+    return out
+
+
+def _reads(state: State, stream: Stream, claim_id: bytes) -> dict[bytes, float]:
+    """The keys whose rounds the claim's paired test read (each key's first round's value)."""
+    rounds = stream.rounds.get(claim_id, {})
+    out: dict[bytes, float] = {}
+    for r in range(stream.consumed.get(claim_id, 0)):
+        v = state.verifies[rounds[r][1]]
+        if v.value is not None:
+            out.setdefault(v.author, v.value)
+    return out
 
 
 def _reorder(state: State, cls: str, claim_id: bytes, before: Decision | None, now: Decision | None) -> bool:
@@ -249,15 +311,38 @@ def _records(state: State, cls: str, moved: Moved, *, appended: int) -> None:
     old = [r for r in state.records if r.platform_class == cls]
     if appended >= 0 and old:
         rows, best, walk = list(old), old[-1].value, order[len(order) - appended:]
+        tests, rejections = state.lord.get(cls, (0, ()))
     else:
         rows, best, walk = [], None, order
+        tests, rejections = 0, ()
+    stream = state.streams.get(cls)
     for _, cid in walk:
         value = state.decisions[cid].value
+        claim = state.claims[cid]
+        if stream is not None and cid in stream.tests:
+            # a paired test: LORD++ against the best (ledger/evidence.py); its parent must be a record
+            parent = next((r for r in reversed(rows) if r.commit == claim.parent), None)
+            if parent is None or best is None:
+                continue
+            tests += 1
+            hit, gain, low, high, seeds = evidence.record_test(state, cid, parent.value, best, tests, rejections)
+            if hit:
+                rejections = (*rejections, tests)
+                value = best - gain
+                rows.append(RecordRow(cls, len(rows) + 1, cid, claim.commit, claim.author, value, best,
+                                      gain=gain, low=low, high=high, seeds=seeds))
+                best = value
+            continue
         if best is None or value < best - noise:
-            claim = state.claims[cid]
             rows.append(RecordRow(cls, len(rows) + 1, cid, claim.commit, claim.author, value, best))
             best = value
+    state.lord[cls] = (tests, rejections)
     if rows == old:
+        if any(_stats(a) != _stats(b) for a, b in zip(rows, old)):
+            # the same path, but a test re-decided with another noise estimate: new intervals only
+            fresh = {r.claim: r for r in rows}
+            state.records = [fresh.get(r.claim, r) if r.platform_class == cls else r for r in state.records]
+            state.record_of.update(fresh)
         return
     if rows[:len(old)] != old:
         moved.rows_rewritten = True
@@ -280,3 +365,7 @@ def _records(state: State, cls: str, moved: Moved, *, appended: int) -> None:
         state.best.pop(cls, None)
     else:
         state.best[cls] = best
+
+
+def _stats(row: RecordRow) -> tuple[float | None, float | None, float | None, int]:
+    return row.gain, row.low, row.high, row.seeds

@@ -68,7 +68,7 @@ def apply(state: State, entry: Entry) -> State:
     effect = True
     if isinstance(body, Claim):
         state.claims[entry.id] = ClaimInfo(entry.author, entry.seq, entry.time_ms, body.commit,
-                                           body.platform_class, body.val_bpb)
+                                           body.platform_class, body.val_bpb, body.parent)
     elif isinstance(body, Verify):
         _apply_verify(state, entry, body)
     elif isinstance(body, Mint):
@@ -150,11 +150,15 @@ def _verdict(state: State, entry: Entry, reason: str) -> None:
 
 
 def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
-    state.verifies[entry.id] = VerifyInfo(entry.author, body.claim, body.platform_class, body.val_bpb,
-                                          body.commit, entry.seq, entry.time_ms)
+    info = VerifyInfo(entry.author, body.claim, body.platform_class, body.val_bpb, body.commit, entry.seq,
+                      entry.time_ms, body.round_index, body.parent_val_bpb)
+    state.verifies[entry.id] = info
     claim = state.claims.get(body.claim)
     if body.val_bpb is None or claim is None or body.commit != claim.commit:
         return  # a failed replay, or one of another commit, counts for nothing but its fee
+    if info.paired:
+        _apply_paired(state, entry, info, claim)
+        return
     if (entry.author, body.claim) in state.replayed_ok:
         return  # only a verifier's first successful replay of a claim counts: a flood costs O(1) each
     state.replayed_ok.add((entry.author, body.claim))
@@ -163,6 +167,23 @@ def _apply_verify(state: State, entry: Entry, body: Verify) -> None:
     # an untrusted key's replay changes no decision, only (perhaps) its own earned trust: O(1)
     dirty = [body.claim] if facts.trusted(state, entry.author, claim.platform_class) else []
     _moved(state, facts.refresh(state, claims=dirty, replays=[(entry.author, body.claim)]))
+
+
+def _apply_paired(state: State, entry: Entry, info: VerifyInfo, claim: ClaimInfo) -> None:
+    """A paired replay (ledger/evidence.py): each (key, claim, round) counts once, its first by the
+    key's own feed; whose round is evidence, and whose a same-seed replication, is evidence.py's."""
+    if claim.parent is None or info.platform_class != claim.platform_class:
+        return  # a baseline has no parent to pair with; another class's run measures another thing
+    mark = (entry.author, info.claim + info.round_index.to_bytes(2, "big"))
+    if mark in state.replayed_ok:
+        return  # a flood of one round costs O(1) each
+    state.replayed_ok.add(mark)
+    state.paired_of.setdefault(info.claim, []).append(entry.id)
+    state.paired_in.setdefault(claim.platform_class, set()).add(info.claim)
+    state.verified_by.setdefault(entry.author, set()).add(info.claim)
+    # the same-seed votes of every key that replayed this claim may move (earned trust, ledger/facts.py)
+    authors = sorted({state.verifies[vid].author for vid in state.paired_of[info.claim]})
+    _moved(state, facts.refresh(state, replays=[(a, info.claim) for a in authors], paired=[entry.id]))
 
 
 def _moved(state: State, moved: facts.Moved) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ledger import codec
-from ledger.bodies import COMMIT_BYTES, HASH_BYTES, KEY_BYTES, Body
+from ledger.bodies import COMMIT_BYTES, HASH_BYTES, KEY_BYTES, MAX_ROUND_INDEX, Body
 from ledger.errors import InvalidEntry, InvalidSignature, InvalidSpec
 from ledger.keys import SIGNATURE_BYTES, Identity, verify_signature
 
@@ -53,6 +53,15 @@ class SwarmSpec(Body):
     # per class: the most steps a claim may report; more cannot fit the time budget there, so such a
     # claim is refused before anyone replays it (ledger/plausible.py). A missing class: no limit.
     max_steps: dict[str, int] = field(default_factory=dict)
+    # Paired evidence (ledger/evidence.py): the most paired replays (training seeds) one claim gets
+    # before its sequential test must decide, and the false-discovery level of records: LORD++ over
+    # every paired test of a class in the fold's decision order keeps the expected share of records
+    # that are no real gain at most this.
+    max_rounds: int = 6
+    record_fdr: float = 0.01
+    # degrees of freedom the class's paired-noise estimate needs before a test may end as a win or
+    # make a record (a small demo swarm may lower it; the estimate then rests more on the spec's noise)
+    noise_dof: int = 16
 
     def __post_init__(self) -> None:
         self._text("name", self.name, 128)
@@ -96,6 +105,11 @@ class SwarmSpec(Body):
             raise InvalidEntry("spec: max_steps names a class the spec does not have")
         if any(v < 1 for v in self.max_steps.values()):
             raise InvalidEntry("spec: max_steps values must be at least 1")
+        if not 1 <= self.max_rounds <= MAX_ROUND_INDEX + 1:
+            raise InvalidEntry(f"spec: max_rounds must be 1 to {MAX_ROUND_INDEX + 1}")
+        self._nonneg("noise_dof", self.noise_dof)
+        if not 0.0 < self.record_fdr < 1.0:
+            raise InvalidEntry("spec: record_fdr must be between 0 and 1")
 
 
 @dataclass(frozen=True, slots=True)

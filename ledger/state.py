@@ -75,8 +75,15 @@ class RecordRow:
     claim: bytes       # entry id of the claim
     commit: bytes
     author: bytes
-    value: float       # median of the agreeing verifications
+    value: float       # median of the agreeing verifications; for a paired record, the record before it minus its gain
     prev: float | None  # the best before it; None for the class's first verified claim
+    # A paired record's statistics (ledger/evidence.py): estimated gain over `prev`, its 95% interval
+    # and the paired replays (training seeds) behind it. Derived from the same decision as `value`,
+    # so they take no part in comparing rows (the records table on disk holds the seven fields above).
+    gain: float | None = field(default=None, compare=False)
+    low: float | None = field(default=None, compare=False)
+    high: float | None = field(default=None, compare=False)
+    seeds: int = field(default=0, compare=False)
 
 
 @dataclass(slots=True)
@@ -110,6 +117,7 @@ class ClaimInfo:
     commit: bytes
     platform_class: str
     claimed: float | None
+    parent: bytes | None = None  # the parent commit; None for a baseline run
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +129,71 @@ class VerifyInfo:
     commit: bytes = b""
     seq: int = 0
     time_ms: int = 0
+    round_index: int = 0
+    parent_value: float | None = None  # the parent's val_bpb on the same seed; None: an unpaired replay
+
+    @property
+    def paired(self) -> bool:
+        return self.parent_value is not None and self.value is not None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What a claim's quorum of trusted replays decided (ledger/facts.py)."""
+    """What a claim's quorum of trusted replays decided (ledger/facts.py), or its paired test
+    (ledger/evidence.py)."""
 
     status: str                  # "verified" or "refuted"
-    value: float                 # the agreeing replays' median
-    quorum: tuple[bytes, ...]    # verify ids of the agreeing replays that decided it
+    value: float                 # the agreeing replays' median; a paired test: the candidate's mean
+    quorum: tuple[bytes, ...]    # verify ids of the agreeing replays that decided it (paired: rounds 0..n-1)
     key: tuple[int, bytes]       # (time, verify id) of the replay that completed it: the record order
+
+
+@dataclass(frozen=True, slots=True)
+class PairedTest:
+    """A claim's paired evidence where its sequential test stopped (ledger/evidence.py)."""
+
+    diffs: tuple[float, ...]   # parent - candidate, rounds 0..n-1 in round order (> 0: a gain)
+    sd_bpb: float              # the class's paired-difference sd estimate at the stop
+    dof: int                   # the degrees of freedom behind it (the spec's seed included)
+    outcome: str               # "win", "loss", "exhausted" or "refuted"
+
+
+@dataclass(slots=True)
+class Welford:
+    """Running count, mean and sum of squared deviations (Welford's update)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, x: float) -> float:
+        """Adds x; returns how much m2 grew."""
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        grew = delta * (x - self.mean)
+        self.m2 += grew
+        return grew
+
+
+@dataclass(slots=True)
+class Stream:
+    """A class's counted paired replays walked in canonical order (ledger/evidence.py)."""
+
+    last: tuple[tuple[int, bytes], bytes] | None = None  # the last (order key, verify id) walked
+    rounds: dict[bytes, dict[int, tuple[tuple[int, bytes], bytes]]] = field(default_factory=dict)
+    consumed: dict[bytes, int] = field(default_factory=dict)      # claim -> rounds read in round order
+    diffs: dict[bytes, Welford] = field(default_factory=dict)     # claim -> paired differences
+    values: dict[bytes, Welford] = field(default_factory=dict)    # claim -> candidate values
+    diff_list: dict[bytes, list[float]] = field(default_factory=dict)
+    ss_diff: float = 0.0
+    dof_diff: int = 0
+    ss_value: float = 0.0
+    dof_value: int = 0
+    tests: dict[bytes, PairedTest] = field(default_factory=dict)  # claims whose test stopped
+    waiting: set[bytes] = field(default_factory=set)  # claims at max rounds before the noise estimate came of age
+    judged: set[bytes] = field(default_factory=set)   # claims decided since the fold last looked (ledger/facts.py)
+    decisions: dict[bytes, Decision] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -194,5 +257,11 @@ class State:
     assigned_to: dict[bytes, set[bytes]] = field(default_factory=dict)  # key -> claims it is assigned to
     sealed_in: dict[str, set[bytes]] = field(default_factory=dict)      # class -> its sealed claims
     fee_claims: dict[bytes, set[bytes]] = field(default_factory=dict)   # claim -> authors of its fee mints
+    # paired evidence (ledger/evidence.py)
+    paired_of: dict[bytes, list[bytes]] = field(default_factory=dict)   # claim -> its ok paired verifies
+    paired_in: dict[str, set[bytes]] = field(default_factory=dict)      # class -> claims with paired verifies
+    streams: dict[str, Stream] = field(default_factory=dict)            # class -> its walked paired replays
+    # class -> (tests so far, indexes of the tests that made records): the false-discovery walk
+    lord: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
     needs_rebuild: bool = False
     changes: Changes = field(default_factory=Changes)

@@ -32,11 +32,12 @@ import hashlib
 import heapq
 import math
 import random
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ledger import fold
+from ledger import assign, evidence, fold
 from ledger.bodies import Body, Claim, Seal, Verify
 from ledger.entry import Entry, sign_entry
 from ledger.fold import RecordRow, State
@@ -45,6 +46,7 @@ from ledger.spec import DEFAULT_ASSIGNED, SwarmSpec
 
 from node.research import verifier, work
 from node.research.history import ClaimRecord, History
+from node.sim import paired
 
 CLASS = "sim-gpu"
 BASELINE_COMMIT = b"\x00" * 20
@@ -115,7 +117,7 @@ class EditModel:
 class SimConfig:
     nodes: int = 100
     hours: float = 24.0
-    noise_sd_bpb: float = 0.0015   # run-to-run sd of a measured val_bpb (see docs/benchmarks.md)
+    noise_sd_bpb: float = 0.0015   # run-to-run sd of a measured val_bpb over training seeds (see docs/benchmarks.md)
     spec_noise_bpb: float = 0.002  # the class's noise in the swarm spec: the node's default for GPUs
     quorum: int = 2
     budget_s: int = 300            # training time of every run, replays included
@@ -125,6 +127,11 @@ class SimConfig:
     baseline_bpb: float = 1.0
     verify_ucr: int = 1000
     edits: EditModel = field(default_factory=EditModel)
+    # How replays run (node/sim/paired.py): "independent" (a new independent run: the old model),
+    # "claim_seed" (today's verifier: the claim's own training seed) or "paired" (the new verifier)
+    replays: str = "independent"
+    eval_sd_bpb: float = 0.0       # evaluation noise of one run, beside the training noise above
+    pair_rho: float = 0.5          # share of the training noise two programs on one seed have in common
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or not 1 <= self.quorum <= self.nodes:
@@ -133,6 +140,8 @@ class SimConfig:
             raise ValueError("hours and budget_s must be positive, overhead_s >= 0, 0 <= jitter < 1")
         if self.noise_sd_bpb < 0 or self.spec_noise_bpb < 0 or self.join_window_s < 0 or self.baseline_bpb <= 0:
             raise ValueError("noise, join window must be non-negative, baseline_bpb positive")
+        if self.replays not in paired.REPLAY_MODES or self.eval_sd_bpb < 0 or not 0 <= self.pair_rho <= 1:
+            raise ValueError(f"replays one of {paired.REPLAY_MODES}, eval_sd_bpb >= 0, 0 <= pair_rho <= 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +177,11 @@ class Figures:
     mints: int
     refused_mints: int             # mints the fold judged invalid: always 0 unless the policy is broken
     minted_ucr: int
+    # issue 13's figures
+    records_per_day: float = 0.0
+    gain_error_median: float | None = None  # median |reported - true| / true gain of true records
+    paired_rounds: int = 0                  # paired verifies published
+    parent_runs: int = 0                    # parent runs they needed (the rest came from a cache)
 
 
 @dataclass(slots=True)
@@ -188,6 +202,8 @@ class _Job:
     commit: bytes = BASELINE_COMMIT
     parent: bytes | None = None
     record: ClaimRecord | None = None  # the claim a replay checks
+    round_index: int | None = None     # a paired round (replays "paired")
+    seed: int = 0                      # the replay's training seed
 
 
 class _Swarm:
@@ -225,6 +241,11 @@ class _Swarm:
         self.entries = self.mints = self.refused = self.jobs = 0
         self.baseline_claimed: set[str] = set()   # classes with a successful baseline claim
         self.record_times: list[tuple[float, RecordRow]] = []  # when each record row appeared
+        # the swarm's training-noise salt: drawn only by the seeded replay modes, so "independent"
+        # swarms draw exactly what they drew before
+        self.salt = rng.randbytes(16) if config.replays != "independent" else b""
+        self.parent_cache: dict[tuple[int, bytes, int], float] = {}  # (node, parent, seed) -> its value
+        self.paired_rounds = self.parent_runs = 0
 
     # -- the ledger
 
@@ -257,11 +278,25 @@ class _Swarm:
             case work.Baseline():
                 return self._own("baseline", now_s, BASELINE_COMMIT, None, cls)
             case work.Verify(claim=record):
-                return _Job("verify", now_s, now_s + self._length(c.budget_s + c.overhead_s), record=record)
+                return self._verify_job(node, now_s, record)
             case work.Experiment():
                 return self._experiment(node, now_s, cls)
             case other:
                 raise AssertionError(f"the simulator offers no {type(other).__name__}")  # a bug here, not input
+
+    def _verify_job(self, node: int, now_s: float, record: ClaimRecord) -> _Job:
+        c = self.config
+        key = self.verifiers[node].public_key
+        if c.replays != "paired" or record.body.parent is None:
+            return _Job("verify", now_s, now_s + self._length(c.budget_s + c.overhead_s), record=record,
+                        seed=record.body.seed)
+        rounds = evidence.rounds_wanted(self.state, record.id, key)
+        seed = assign.replay_train_seed(self.state, record.id, key, rounds[0]) if rounds else None
+        if seed is None:
+            raise AssertionError("the paired queue offers only claims with a round to run")  # a bug here
+        runs = 1 if (node, record.body.parent, seed) in self.parent_cache else 2
+        return _Job("verify", now_s, now_s + runs * self._length(c.budget_s + c.overhead_s), record=record,
+                    round_index=rounds[0], seed=seed)
 
     def _experiment(self, node: int, now_s: float, cls: str) -> _Job:
         c = self.config
@@ -295,9 +330,13 @@ class _Swarm:
     def _length(self, seconds: float) -> float:
         return seconds * (1.0 + self.rng.uniform(-self.config.jitter, self.config.jitter))
 
-    def _measure(self, true_bpb: float, cls: str) -> float:
+    def _measure(self, true_bpb: float, cls: str, commit: bytes, seed: int) -> float:
         sd = self.explorer.noise_sd(cls) if self.explorer is not None else self.config.noise_sd_bpb
-        return max(1e-6, true_bpb + self.rng.gauss(0.0, sd))
+        c = self.config
+        if c.replays == "independent":
+            return max(1e-6, true_bpb + self.rng.gauss(0.0, sd))
+        return paired.measure(true_bpb, self.salt, commit, seed, sd_train=sd, sd_eval=c.eval_sd_bpb,
+                              rho=c.pair_rho, rng=self.rng)
 
     # -- finishing: what a worker publishes when a job ends
 
@@ -310,7 +349,7 @@ class _Swarm:
             return
         cls = self.classes[node]
         true_bpb = self.true_bpb(job.commit, cls)
-        value = None if true_bpb is None else self._measure(true_bpb, cls)
+        value = None if true_bpb is None else self._measure(true_bpb, cls, job.commit, node)
         summary = f"key: k1-{hashlib.md5(job.commit).hexdigest()}" if self.explorer is None \
             else self.explorer.summary(job.commit)
         # the summary's key names the program (md5 as a name, not for security; it shapes claim ids and
@@ -337,10 +376,23 @@ class _Swarm:
         true_bpb = self.truth[record.id]
         if true_bpb is None:
             raise AssertionError("the policy replays only successful claims")
-        cls = record.body.platform_class
-        verify = Verify(claim=record.id, commit=record.body.commit, platform_class=cls, status="ok",
-                        val_bpb=self._measure(true_bpb, cls), num_steps=record.body.num_steps, seed=record.body.seed,
-                        training_s=float(self.config.budget_s))
+        cls, body = record.body.platform_class, record.body
+        parent_value = None
+        if job.round_index is not None and body.parent is not None:
+            cached = self.parent_cache.get((node, body.parent, job.seed))
+            if cached is None:
+                parent_true = self.true_bpb(body.parent, cls)
+                if parent_true is None:
+                    raise AssertionError("a record's program never crashes")  # a bug here, not peer input
+                cached = self.parent_cache[(node, body.parent, job.seed)] = self._measure(
+                    parent_true, cls, body.parent, job.seed)
+                self.parent_runs += 1
+            parent_value = cached
+            self.paired_rounds += 1
+        verify = Verify(claim=record.id, commit=body.commit, platform_class=cls, status="ok",
+                        val_bpb=self._measure(true_bpb, cls, body.commit, job.seed), num_steps=body.num_steps,
+                        seed=job.seed, training_s=float(self.config.budget_s),
+                        round_index=job.round_index or 0, parent_val_bpb=parent_value)
         entry = self.publish(me, verify, job.end_s)
         self.runs.append(Run(node, "verify", job.start_s, job.end_s, record.id))
         # then the mints research.py publishes after its own verify entry
@@ -357,6 +409,8 @@ class _Swarm:
 
 def simulate(config: SimConfig, rng: random.Random, policy: Policy = Policy(),
              explorer: Explorer | None = None) -> Outcome:
+    if config.replays == "paired" and policy == Policy():
+        policy = Policy(queue=paired.paired_queue, settled=paired.paired_settled)
     swarm = _Swarm(config, rng, policy, explorer)
     end_s = config.hours * 3600
     events: list[tuple[float, int, int]] = []  # (time, tie-break, node): the node's worker is free
@@ -410,7 +464,21 @@ def _figures(swarm: _Swarm) -> Figures:
         verification_share=verify_s / (own_s + verify_s) if own_s + verify_s > 0 else 0.0,
         true_progress_bpb=c.baseline_bpb - last if last is not None else 0.0,
         best_true_found_bpb=min(found, default=c.baseline_bpb),
-        entries=swarm.entries, mints=swarm.mints, refused_mints=swarm.refused, minted_ucr=state.total_minted_ucr)
+        entries=swarm.entries, mints=swarm.mints, refused_mints=swarm.refused, minted_ucr=state.total_minted_ucr,
+        records_per_day=max(0, len(state.records) - 1) * 24 / c.hours,
+        gain_error_median=gain_error(state, swarm.truth), paired_rounds=swarm.paired_rounds,
+        parent_runs=swarm.parent_runs)
+
+
+def gain_error(state: State, truth: dict[bytes, float | None]) -> float | None:
+    """Median of |reported - true| / true gain over the records that are real gains (true > 0)."""
+    errors = []
+    for before, row in zip(state.records, state.records[1:]):
+        new, old = truth[row.claim], truth[before.claim]
+        if new is None or old is None or row.prev is None or not new < old:
+            continue
+        errors.append(abs((row.prev - row.value) - (old - new)) / (old - new))
+    return statistics.median(errors) if errors else None
 
 
 def _identity(name: bytes) -> Identity:
