@@ -69,6 +69,10 @@ def open_strikes(state: State) -> tuple[set[bytes], set[bytes]]:
         if v.value is None:
             failed.setdefault(v.claim, set()).add(v.author)
             continue
+        if v.paired:
+            # a fresh-seed replay differs from the claimant's run by training noise, not by a lie;
+            # a paired test's refutation reaches state.refuted (ledger/evidence.py)
+            continue
         held = ok.setdefault(v.claim, {}).get(v.author)
         if held is None or (v.seq, v.value) < held:  # the value breaks a forked verifier's tie
             ok[v.claim][v.author] = (v.seq, v.value)

@@ -233,3 +233,12 @@ async def test_a_reopened_ledger_refuses_the_same_claims_and_bars_the_same_autho
         assert "cannot fit" in implausible(again.spec.spec, stored.body)
         assert standings(again.state) == before == standings(w.state)
         assert barred_authors(again.state) == {BOB.public_key}
+
+
+def test_a_paired_replay_far_from_the_claimed_number_is_no_strike() -> None:
+    """A paired replay trains on a fresh seed (ledger/evidence.py): it differs from the claimant's
+    run by training noise, so it disputes nothing; its own test refutes a lie instead."""
+    w = World(quorum=2, verifiers=(V1, V2))
+    c = w.claimed(ALICE, 1.0, {})
+    w.add(V1, dataclasses.replace(verify(c, 1.0 + 10 * NOISE), parent_val_bpb=1.0 + 11 * NOISE))
+    assert standing(w.state, ALICE.public_key) == Standing()
