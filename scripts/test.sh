@@ -2,17 +2,18 @@
 # Sets up .venv (scripts/setup.sh) and runs the test suite; extra arguments go to pytest.
 #   bash scripts/test.sh           everything (what CI runs)
 #   bash scripts/test.sh --fast    the fast tier: tests not marked `slow` (the inner loop)
-# Tests run on two pytest-xdist workers, one file at a time each, longest files first
-# (tests/conftest.py): the demo runs beside the rest instead of after it. `-n 0` runs them serially.
+# The whole suite runs serially: on two cores the demo's three nodes need the machine to themselves
+# (beside another worker their replays ran too slow to verify anything in 30 minutes). The fast tier
+# runs on two pytest-xdist workers, longest files first (tests/conftest.py).
 # Besides scripts/setup.sh's installs it installs, as root on Debian, two system packages the
 # tests need: chromium (the dashboard's browser test) and iproute2 (nodes in network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/apt.sh
-args=(-n 2 --dist loadfile --no-loadscope-reorder)
+args=()
 for a in "$@"; do
-    if [ "$a" = --fast ]; then args+=(-m "not slow"); else args+=("$a"); fi
+    if [ "$a" = --fast ]; then args+=(-m "not slow" -n 2 --dist loadfile --no-loadscope-reorder); else args+=("$a"); fi
 done
 if ! command -v chromium >/dev/null 2>&1 && can_apt; then
     apt_install chromium || echo "setup: could not install chromium; tests/node/test_dashboard_browser.py will fail" >&2

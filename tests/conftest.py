@@ -1,10 +1,9 @@
-"""Test order for a parallel run (scripts/test.sh runs the suite on two pytest-xdist workers, one
-file per work unit, in collection order).
+"""Test order for a parallel run (`bash scripts/test.sh --fast` runs on two pytest-xdist workers,
+one file per work unit, in collection order).
 
-The suite's wall time is set by its longest files: the demo alone is a third of it. So files
-holding `slow` tests come first, those with the longest declared bound (`pytest.mark.timeout`)
-leading, and the demo starts on one worker while the other works through the rest. Within a file
-the order is unchanged; a serial run is only reordered by file.
+A parallel run's wall time is set by its longest files, so files holding `slow` tests come first,
+those with the longest declared bound (`pytest.mark.timeout`) leading. Within a file the order is
+unchanged; a serial run (the whole suite, CI) keeps pytest's own order.
 """
 from __future__ import annotations
 
@@ -21,7 +20,9 @@ def _weight(item: pytest.Item) -> float:
     return float(mark.args[0]) if mark is not None and mark.args else DEFAULT_TIMEOUT_S
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("numprocesses", None):
+        return  # serial: pytest's own order
     files: dict[str, float] = {}
     for item in items:
         path = item.nodeid.split("::", 1)[0]
