@@ -39,15 +39,19 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _sandbox_of(trainer: int) -> int:
-    """The sandbox (bwrap) the trainer started for the run, once it exists (polled, bounded)."""
+    """The sandbox (bwrap) the trainer started for the run, once it exists (polled, bounded).
+
+    Not the trainer's preflight, an empty sandbox that runs `true`: stopping that one makes the
+    preflight time out, which the trainer rightly reports as a sandbox that does not work here."""
     deadline = time.monotonic() + TRAINER_START_S
     while time.monotonic() < deadline:
         for pid in _descendants(trainer)[1:]:
             try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"bwrap"):
-                    return pid
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
             except OSError:
                 continue
+            if argv[0].endswith(b"bwrap") and argv[-1] != b"true":
+                return pid
         time.sleep(0.1)
     raise AssertionError("the trainer never started its sandbox")
 
