@@ -11,9 +11,10 @@ calibration runs (after its first experiment), an experiment of its own, or a wa
   - an experiment of its own: parent = the class's best verified commit (the baseline before
     anything is verified), an edit from the configured proposer ([research] proposer,
     node/research/proposers.py) that no counted claim has tried and no other node holds a live
-    lease on, a lease announcing it (node/research/leases.py), a git commit, a timed run (node/research/runs.py), and a Claim for every result, failures
-    included; an improvement on the class's best also gets a thin bundle against its parent,
-    stored under HOME/bundles by its hash. A submission is run and claimed the same way.
+    lease on, a lease announcing it (node/research/leases.py), a git commit, a timed run
+    (node/research/runs.py), and a Claim for every result, failures included; an improvement on
+    the class's best also gets a thin bundle against its parent, stored under HOME/bundles by its
+    hash. A submission is run and claimed the same way.
 The ledger is the memory: a restart re-reads it (node/research/history.py) and carries on. Workers share
 this object; reservations keep two of them off the same claim or the same program.
 
@@ -320,7 +321,7 @@ class Research:
         if config.screening_classes and cls == config.reference_class:
             found = screening.next_confirmation(state, self.history, parent_source, reference_class=cls,
                                                 screening_classes=config.screening_classes, busy=self._busy_keys)
-            if found is not None:
+            if found is not None and found.proposal.key not in leased:   # another node confirms it already
                 return found.proposal
         if config.waves and self.workers_of.get(cls, 1) > 1:
             trials = self.history.trials(state, cls)
