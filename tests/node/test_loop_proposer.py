@@ -1,11 +1,13 @@
 """The research loop's own experiments (issue 16): the configured proposer, and leases across nodes.
 
 Two nodes here are two Research objects, each on its own ledger file of one swarm; what one
-publishes reaches the other as the signed wires gossip carries (`_gossip`). Only the trainer is
+publishes reaches the other as the signed wires gossip carries (`_gossip`), or through real peers
+on 127.0.0.1. Only the trainer is
 a fake (`_Trainer`): it records what the ledger held while it "ran" and returns a crash.
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 from pathlib import Path
@@ -25,8 +27,11 @@ from node.research.loop import Research
 from node.research.program import normalized_key, summarize
 from node.research.proposers import Bandit, Tpe
 from swarm import gitrepo
+from swarm.peer import Peer
+from swarm.peerconfig import PeerConfig
 from tests.ledger.factory import identity
 from tests.node.hubkit import CLASS, KitBackend, backend
+from tests.node.marketkit import FAST
 
 DEVICE = Device(None, "cpu", 0, "", CLASS)
 NOW_S = 1_000_000.0
@@ -122,3 +127,42 @@ async def test_a_lease_keeps_a_second_node_off_the_program_the_first_one_runs(tm
         # once the lease runs out, the program is free again
         await b.leases.sync(other, lease.until_ms)
         assert b.leases.taken(CLASS, lease.until_ms, {}, b.researcher.public_key) == set()
+
+
+GOSSIP_S = 30.0     # for an entry to cross between two peers on 127.0.0.1 (a second or less when idle)
+
+
+async def test_over_real_gossip_the_second_node_runs_another_program_while_the_first_one_runs(
+        tmp_path: Path) -> None:
+    """Two nodes, each a ledger file and a real peer on 127.0.0.1; the second draws while the first
+    one's (fake) trainer runs, with the same draws as the first: the lease has to cross the wire."""
+    async with backend(tmp_path) as kit, Ledger.open(tmp_path / "b.sqlite", kit.ledger.spec) as other, \
+            Peer.open(PeerConfig(**FAST), kit.ledger, kit.me) as peer_a:  # type: ignore[arg-type]
+        b_id = identity(600)
+        async with Peer.open(PeerConfig(bootstrap=(peer_a.address,), **FAST), other, b_id) as _:  # type: ignore[arg-type]
+            a = _research(kit, kit.ledger, tmp_path / "a", kit.me, 3)
+            b = _research(kit, other, tmp_path / "b", b_id, 3)
+            a.on_publish = peer_a.announce
+            drawn: list[str] = []
+
+            async def meanwhile(device: Device, what: str, cand: Path, parent: Path | None, **_: object) -> RunResult:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + GOSSIP_S
+                while not await b.leases.sync(other, int(NOW_S * 1000)):
+                    assert loop.time() < deadline, "a's lease never reached b"
+                    await asyncio.sleep(0.05)
+                await b.history.sync(other)
+                source = (await gitrepo.read_file(kit.repo, kit.baseline, "train.py")).decode()
+                drawn.append(b._propose(DEVICE, source, await b._proposer()).key)
+                return RunResult("crash", "a fake trainer", None, 0, 0, 0, 0.0, 0.0, 0.0, (), "", "", 1.0)
+
+            a.runs.run = meanwhile        # type: ignore[method-assign]
+            await a.history.sync(a.ledger)
+            await a._experiment(DEVICE, None)
+            [running] = {x.key for x in b.leases.leases}
+            assert drawn and drawn[0] != running
+            # the same draws without the lease: b would have run a's program
+            blind = _research(kit, other, tmp_path / "blind", b_id, 3)
+            await blind.history.sync(other)
+            source = (await gitrepo.read_file(kit.repo, kit.baseline, "train.py")).decode()
+            assert blind._propose(DEVICE, source, await blind._proposer()).key == running
