@@ -28,6 +28,7 @@ from node.home import default_home
 CONFIG_FILE = "config.toml"
 MAX_BUDGET_S = 24 * 3600  # the swarm spec's own bound on time_budget_s
 MAX_AGENT_COMMAND_CHARS = 8192
+PROPOSERS = ("bandit", "tpe")   # [research] proposer: node/research/proposers.py NAMES (a test keeps them equal)
 
 DEFAULT_TOML = """\
 # autoswarm node configuration. Every key is optional: delete one to get its default back.
@@ -59,6 +60,11 @@ waves = false
 # worker of the reference class first confirms their winners. Empty: every class explores alone.
 reference_class = ""
 screening_classes = []
+# what proposes this node's own experiments (node/research/proposers.py): "bandit", the built-in
+# proposer (one or two constants nudged by fixed factors); "tpe", Optuna's TPE over every editable
+# constant, told every counted result. bandit is the default: in the simulator TPE did not reach
+# the target sooner (docs/benchmarks.md, research per GPU-hour).
+proposer = "bandit"
 
 [swarm]
 # name written into the solo swarm's spec
@@ -160,6 +166,7 @@ class NodeConfig:
     waves: bool = False
     reference_class: str = ""
     screening_classes: tuple[str, ...] = ()
+    proposer: str = "bandit"     # [research] proposer: one of PROPOSERS
     market_offer: bool = True
     market_price_ucr_per_gpu_s: int = 100
     market_spot_check_rate: float = 0.1
@@ -429,6 +436,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
                                lambda v: v == "" or _is_class(v), "must be a platform class name or empty"),
         screening_classes=tuple(_check_list(path, "research", "screening_classes", r["screening_classes"], _is_class,
                                             "platform class names")),
+        proposer=_check(path, "research", "proposer", r["proposer"], str, lambda v: v in PROPOSERS,
+                        f"must be one of {', '.join(PROPOSERS)}"),
         swarm_name=_check(path, "swarm", "name", s["name"], str, lambda v: 0 < len(v) <= 64,
                           "must be 1 to 64 characters"),
         noise_bpb_cpu=noise("noise_bpb_cpu"),

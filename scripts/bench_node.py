@@ -69,6 +69,7 @@ from ledger.store import Ledger
 from node.sim import simulate
 from node.research.history import ClaimRecord, History
 from node.home import Layout, current_slug
+from scripts.benchkit import emit, load, now_utc
 
 NODE_TIMEOUT_S = 1800            # the whole node run; a bench that hangs is a failure
 REFERENCE_TIMEOUT_S = 600        # one reference trainer run
@@ -77,18 +78,6 @@ _OVERHEAD = re.compile(r"\(node overhead ([0-9.]+) s\)")
 _KINDS = (("experiment", re.compile(r"\] experiment \d+: ")), ("baseline", re.compile(r"\] baseline ")),
           ("calibration", re.compile(r"\] calibration \(data seed ")),
           ("verification", re.compile(r"\] (verified |verification of |replay of )")))
-
-
-def emit(obj: dict[str, object]) -> None:
-    print(json.dumps(obj, sort_keys=True), flush=True)
-
-
-def now_utc() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def prepare(home: Path) -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing
 import os
 import platform
@@ -33,23 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.sim import simulate  # noqa: E402
+from scripts.benchkit import emit, load, now_utc  # noqa: E402
 
 FALSE_GOAL = 0.01
 ERROR_GOAL = 0.10
 SHARE_GOAL = 0.15
 MODES = {"today": "claim_seed", "paired": "paired", "independent": "independent"}
-
-
-def emit(obj: dict[str, object]) -> None:
-    print(json.dumps(obj, sort_keys=True), flush=True)
-
-
-def now_utc() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def run(rule: str, train_sd: float, seed: int, args: argparse.Namespace) -> dict[str, object]:

@@ -24,7 +24,6 @@ next; whether each proposer's output, the counted keys and the trials are unchan
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -50,6 +49,7 @@ from node.research.proposers import make
 from node.sim.richland import RICH_TRAIN_PY
 from node.sim.simulate import CLASS, Outcome
 from node.sim.simwork import Tier, WorkConfig, WorkFigures, genesis_of, simulate_work, true_value
+from scripts.benchkit import parse_sim, sim_parser
 
 GPUS = 8
 TIER = Tier(CLASS, GPUS, noise_sd_bpb=0.0014, eval_sd_bpb=0.0005)
@@ -147,21 +147,13 @@ def flood_check(seed: int, flood: int) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=float, default=8.0)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser = sim_parser(__doc__.splitlines()[0], hours=8.0)
     parser.add_argument("--target-gain-bpb", type=float, default=0.03)
     parser.add_argument("--flood", type=int, default=3000)
-    parser.add_argument("--only", default=None, help="run one configuration by name")
-    args = parser.parse_args(argv)
-    if args.hours <= 0 or args.seeds < 1 or args.flood < 0:
-        parser.error("--hours must be positive, --seeds at least 1, --flood not negative")
-    chosen = configs(args.hours)
-    if args.only is not None and args.only not in chosen:
-        parser.error(f"--only must be one of {', '.join(chosen)}")
+    args, chosen = parse_sim(parser, argv, configs)
+    if args.flood < 0:
+        parser.error("--flood must not be negative")
     for name, config in chosen.items():
-        if args.only is not None and name != args.only:
-            continue
         rows: list[dict[str, Any]] = []
         for seed in range(args.seeds):
             started = time.monotonic()

@@ -22,7 +22,6 @@ did), of own experiments per hour, and of records.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from node.sim.simulate import CLASS, Outcome
 from node.sim.simwork import Tier, WorkConfig, WorkFigures, cheap_tier, simulate_work
+from scripts.benchkit import parse_sim, sim_parser
 
 
 def configs(hours: float) -> dict[str, WorkConfig]:
@@ -60,20 +60,10 @@ def best_at(outcome: Outcome, config: WorkConfig, at_s: float, start: float) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=float, default=12.0)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser = sim_parser(__doc__.splitlines()[0], hours=12.0)
     parser.add_argument("--target-bpb", type=float, default=0.01)
-    parser.add_argument("--only", default=None, help="run one configuration by name")
-    args = parser.parse_args(argv)
-    if args.hours <= 0 or args.seeds < 1:
-        parser.error("--hours must be positive and --seeds at least 1")
-    chosen = configs(args.hours)
-    if args.only is not None and args.only not in chosen:
-        parser.error(f"--only must be one of {', '.join(chosen)}")
+    args, chosen = parse_sim(parser, argv, configs)
     for name, config in chosen.items():
-        if args.only is not None and name != args.only:
-            continue
         rows: list[tuple[WorkFigures, float]] = []
         for seed in range(args.seeds):
             started = time.monotonic()

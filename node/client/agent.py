@@ -32,7 +32,11 @@ from urllib.parse import quote
 from node.client.http import (BadInput, Endpoint, NodeClient, NodeFailed, block, clean, has_control, line,
                               read_train_py, session)
 
-DEFAULT_WAIT_S = 3600.0              # submit --wait: a queue of 5-minute runs ahead of ours
+# submit --wait without S: one GPU run when ours is next (the 300 s budget, startup, evaluation) with
+# room, and no longer than the 10 minutes a coding agent's shell tool lets one command run (Claude
+# Code's at most), so an agent that types a bare --wait gets an answer, not a killed command. A
+# longer wait is asked for with S; an agent does better to submit, then poll (program.md).
+DEFAULT_WAIT_S = 600.0
 POLL_INTERVAL_S = 5.0                # submit --wait asks the node this often whether the claim is in
 # one line each for `python -m node --help`, in the order shown there
 COMMANDS = {

@@ -9,7 +9,8 @@ starts one driver task per worker. Each round of a driver:
      (node/research/agentbrief.py: the best and its val_bpb, what was tried and verified, the
      noise and the record margin, the rules);
   3. runs the command there (node/research/agentproc.py: bounded by `[agent] timeout_s`, its whole
-     process tree stopped on timeout or when the node stops);
+     process tree stopped on timeout, when the node stops, and by a watchdog when the node is
+     SIGKILLed);
   4. takes the edited train.py, if any: over MAX_TRAIN_PY_BYTES or not parsing is refused here,
      with the reason; otherwise it is committed on the fixed parent and queued through the same
      SubmitQueue as `python -m node submit` (node/research/submit.py, which checks it again), so a

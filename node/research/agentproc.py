@@ -1,15 +1,21 @@
 """One run of an operator's coding-agent command, bounded in time, that leaves no process behind.
 
-Theory of operation. The command is a shell line (`/bin/sh -c`), started in its own session, so
-its process group is its own and a terminal's Ctrl-C reaches only the node. Its output goes to a
+Theory of operation. The command is a shell line (`/bin/sh -c`), started under a small watchdog
+(this module run as `python -m node.research.agentproc`) in a session of its own, so its process
+group is its own and a terminal's Ctrl-C reaches only the node. Its output goes to a
 log file (never a pipe: an agent that prints a lot cannot stall on a full pipe while we wait).
 When the run passes its timeout, or the owning task is cancelled (the node stops on SIGTERM,
 SIGINT or SIGHUP: node/wiring.py, node/cli.py), every process of the tree is stopped: first
 SIGTERM to the group and to every descendant found under /proc (an agent's tool may start its
 own session, which a group signal misses), then after a grace period SIGKILL the same way.
 
-What it does not cover: a SIGKILLed node runs no code, so an agent of its then lives on until it
-exits by itself (the trainer watches its parent for that; an arbitrary agent cannot be made to).
+A SIGKILLed node runs no code, so the watchdog stands in for it: Linux sends the watchdog SIGTERM
+when the node dies (prctl PR_SET_PDEATHSIG; a node gone before that is seen by its parent pid),
+and the watchdog, a child subreaper (PR_SET_CHILD_SUBREAPER: every orphan of the tree, even one
+that left the session, becomes its child and stays findable), stops the tree the same way: SIGTERM,
+the grace period, SIGKILL. Death signals only cover the process that asked, which is why the
+shell and the agent need a watchdog rather than asking themselves. The watchdog also kills what
+the shell left running in the background when it exits, then exits with the shell's status.
 
 Knows nothing of git, the ledger or the brief.
 """
@@ -17,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +38,10 @@ from node.errors import NodeError
 TERM_GRACE_S = 5.0          # between SIGTERM and SIGKILL: an agent may save its session
 REAP_WAIT_S = 10.0          # for the SIGKILLed shell to be reaped
 LOG_TAIL_BYTES = 2000       # of the agent's output, kept for the node's event line
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36    # linux/prctl.h
+WATCHDOG = "node.research.agentproc"                # run with -m from PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where `node` is importable from, installed or not
+EXIT_NODE_GONE = 70         # the watchdog's status when the node died before it could watch it
 
 
 class AgentFailed(NodeError):
@@ -109,8 +122,9 @@ async def run_agent(command: str, cwd: Path, env: Mapping[str, str], timeout_s: 
     try:
         with log.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", command, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                sys.executable, "-m", WATCHDOG, str(os.getpid()), str(cwd), command, cwd=PROJECT_ROOT,
+                env=dict(env), stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True)
     except OSError as exc:
         raise AgentFailed(f"cannot start the agent command: {exc}") from None
     try:
@@ -122,7 +136,7 @@ async def run_agent(command: str, cwd: Path, env: Mapping[str, str], timeout_s: 
     except BaseException:
         await asyncio.shield(_stop(proc))   # the node is stopping: the agent must not outlive it
         raise
-    # the shell is gone; children it left running in the background go with it
+    # the watchdog is gone (it killed what the shell left running); a backstop if it was killed itself
     if descendants(proc.pid) or _group_alive(proc.pid):
         signal_tree(proc.pid, signal.SIGKILL)
     return AgentExit(False, returncode, time.monotonic() - started, _tail(log))
@@ -134,3 +148,76 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+# -- the watchdog: a process of its own between the node and the agent's shell
+
+
+class _Stop(Exception):
+    """SIGTERM, SIGINT or SIGHUP reached the watchdog: the node died, or is stopping the tree."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
+
+
+def _reap() -> None:
+    """Collects exited children (orphans reparented to us included), without waiting."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _kill_below(sig: signal.Signals) -> None:
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _wait_tree(shell: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Until the shell and every process below us exited, or `timeout_s` passed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap()
+        if shell.poll() is not None and not descendants(os.getpid()):
+            return
+        time.sleep(0.05)
+
+
+def _ignore_stops() -> None:
+    # from here on the tree is being stopped anyway: a late signal must not cut the cleanup short
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def watch(argv: Sequence[str]) -> int:
+    """`PARENT_PID CWD COMMAND`: runs COMMAND under /bin/sh in CWD and returns its status (128 + the
+    signal that killed it); on SIGTERM (the node's death or its stop), stops the tree first."""
+    parent_pid, cwd, command = int(argv[0]), argv[1], argv[2]
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        return EXIT_NODE_GONE   # the node died before the death signal was asked for: start nothing
+    shell: subprocess.Popen[bytes] | None = None
+    try:
+        shell = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL)
+        code = shell.wait()
+        _ignore_stops()
+    except _Stop:
+        _ignore_stops()
+        _kill_below(signal.SIGTERM)
+        if shell is not None:
+            _wait_tree(shell, TERM_GRACE_S)
+        code = 128 + signal.SIGTERM
+    _kill_below(signal.SIGKILL)   # what is left: a stopped tree's stragglers, a finished shell's background jobs
+    if shell is not None:
+        _wait_tree(shell, REAP_WAIT_S)
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(watch(sys.argv[1:]))

@@ -33,6 +33,8 @@ MAX_PER_AUTHOR = 64         # live leases an author with standing holds at once
 MAX_PER_STRANGER = 2        # ... an author without standing
 MAX_STRANGERS = 64          # ... all authors without standing together
 SYNC_BATCH = 512            # posts read per sync
+LEASE_SLACK = 1.5           # a lease lasts the run's expected seconds times this, plus LEASE_GRACE_S ...
+LEASE_GRACE_S = 60.0        # ... so a slow run and its claim's gossip stay covered (a claim then blocks the key)
 _LINE = re.compile(r"lease v1 ([a-z0-9][a-z0-9._-]{0,63}) (k1-[0-9a-f]{32}) ([0-9]{1,16})")
 
 
@@ -59,6 +61,12 @@ def encode(platform_class: str, key: str, until_ms: int) -> Post:
     if not _LINE.fullmatch(text):
         raise BadLease(f"cannot announce a lease on {platform_class!r} for {key!r}")
     return Post(channel=LEASE_CHANNEL, text=text, reply_to=None)
+
+
+def lease_seconds(expected_run_s: float) -> float:
+    """How long a lease on a run expected to take `expected_run_s` lasts: past the run, never past MAX_LEASE_S
+    (a longer run's lease ends early: a duplicate is then possible, never a key blocked for good)."""
+    return min(MAX_LEASE_S, max(0.0, expected_run_s) * LEASE_SLACK + LEASE_GRACE_S)
 
 
 def decode(post: Post, author: bytes, time_ms: int) -> Lease:
@@ -101,6 +109,8 @@ class LeaseBook:
         while True:
             batch = await ledger.entries_since(self.row, ["post"], SYNC_BATCH)
             for row, entry in batch:
+                if row <= self.row:
+                    continue   # another worker's sync, awaiting beside this one, read it already
                 self.row = row
                 if not isinstance(entry.body, Post) or entry.body.channel != LEASE_CHANNEL:
                     continue
@@ -113,3 +123,7 @@ class LeaseBook:
                 break
         self.leases = [x for x in self.leases if x.until_ms > now_ms]
         return added
+
+    def taken(self, platform_class: str, now_ms: int, standing: Mapping[bytes, int], me: bytes | None) -> set[str]:
+        """The keys of the class under other nodes' live leases (live_keys over the book)."""
+        return live_keys(self.leases, platform_class, now_ms, standing, me)

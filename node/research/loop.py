@@ -9,10 +9,12 @@ calibration runs (after its first experiment), an experiment of its own, or a wa
     replayed with the claim's steps and seed, published as the verifier identity's Verify, then
     the record mint and the verification fee where the credit rules allow;
   - an experiment of its own: parent = the class's best verified commit (the baseline before
-    anything is verified), an edit from the proposer that no claim in the ledger has tried, a
-    git commit, a timed run (node/research/runs.py), and a Claim for every result, failures
-    included; an improvement on the class's best also gets a thin bundle against its parent,
-    stored under HOME/bundles by its hash. A submission is run and claimed the same way.
+    anything is verified), an edit from the configured proposer ([research] proposer,
+    node/research/proposers.py) that no counted claim has tried and no other node holds a live
+    lease on, a lease announcing it (node/research/leases.py), a git commit, a timed run
+    (node/research/runs.py), and a Claim for every result, failures included; an improvement on
+    the class's best also gets a thin bundle against its parent, stored under HOME/bundles by its
+    hash. A submission is run and claimed the same way.
 The ledger is the memory: a restart re-reads it (node/research/history.py) and carries on. Workers share
 this object; reservations keep two of them off the same claim or the same program.
 
@@ -45,9 +47,12 @@ from node.platform import Device, torch_version
 from node.research import screening, verifier, work
 from node.research.fetch import CommitFetcher
 from node.research.history import ClaimRecord, History
+from node.research.leases import BadLease, LeaseBook, encode as lease_post, lease_seconds
+from node.research.memory import standing
 from node.research.noise import calibration_report
 from node.research.program import BadProgram, normalized_key, summarize
-from node.research.proposer import Proposal, Settings, describe, propose
+from node.research.proposer import Proposal, Settings, describe
+from node.research.proposers import Chosen
 from node.research.replay import Replays
 from node.research.experiment import RunResult
 from node.research.runs import Live, Runs, Stats, claim_body, result_text, short_value
@@ -77,6 +82,8 @@ class Research:
         self._baseline_timeouts: dict[str, int] = {}   # class -> our baselines killed at their wall-clock limit
         self._settings = Settings(frozen=frozenset(config.frozen_constants))
         self._waves: dict[str, WaveQueue] = {}      # per class: the current wave's proposals ([research] waves)
+        self._chosen: Chosen | None = None           # [research] proposer, made once the genesis train.py is read
+        self.leases = LeaseBook()                    # other nodes' running programs (node/research/leases.py)
         self.workers_of: dict[str, int] = {}        # per class: this node's workers
         self._missing_best: dict[str, bytes] = {}   # per class: the best commit no peer served (said once)
         self.submissions = SubmitQueue(repo, self.history, ledger.spec, path=queue_path)  # durable with a path
@@ -294,18 +301,30 @@ class Research:
         if text is not None:
             self.display.event(text)
 
-    def _propose(self, device: Device, parent_source: str) -> Proposal:
+    async def _proposer(self) -> Chosen:
+        """The configured proposer ([research] proposer); every program's ancestry starts at the genesis train.py."""
+        if self._chosen is None:
+            baseline = self.spec.spec.baseline_commit
+            genesis = await gitrepo.read_file(self.repo, baseline, "train.py")
+            self._chosen = Chosen(self.config.proposer, genesis.decode(errors="replace"), baseline, self.config.seed,
+                                  self._settings)
+        return self._chosen
+
+    def _propose(self, device: Device, parent_source: str, chosen: Chosen) -> Proposal:
         """Our next edit of the class's best program: a screened winner to confirm (two-tier), the
-        next point of a wave (several workers), else the proposer's own draw."""
+        next point of a wave (several workers), else the configured proposer's own draw. Tried are
+        the programs that count in the ledger, those our workers run, and those other nodes hold
+        live leases on (synced by the caller)."""
         cls, state, config = device.platform_class, self.ledger.state, self.config
-        tried = self.history.keys | self._busy_keys
+        leased = self.leases.taken(cls, self._now_ms(), standing(state), self.researcher.public_key)
+        tried = self.history.keys | self._busy_keys | leased
         if config.screening_classes and cls == config.reference_class:
             found = screening.next_confirmation(state, self.history, parent_source, reference_class=cls,
                                                 screening_classes=config.screening_classes, busy=self._busy_keys)
-            if found is not None:
+            if found is not None and found.proposal.key not in leased:   # another node confirms it already
                 return found.proposal
-        trials = self.history.trials(state, cls)
         if config.waves and self.workers_of.get(cls, 1) > 1:
+            trials = self.history.trials(state, cls)
             queue, parent_key = self._waves.setdefault(cls, WaveQueue()), normalized_key(parent_source)
             if (proposal := queue.take(parent_key, tried)) is None:
                 with contextlib.suppress(NoProposal):
@@ -315,8 +334,17 @@ class Research:
                     proposal = queue.take(parent_key, tried)
             if proposal is not None:
                 return proposal
-        return propose(parent_source, profile=device.profile, trials=trials, tried=tried, rng=self.rng,
-                       settings=self._settings)
+        return chosen.propose(self.history, state, cls, device.profile, parent_source, tried=tried, rng=self.rng)
+
+    async def _lease(self, device: Device, key: str) -> None:
+        """Tells other nodes' proposers that we run `key` now: without a lease they learn of it only
+        from our claim, a whole run later, and may run it too (node/research/leases.py)."""
+        until_ms = self._now_ms() + int(lease_seconds(self.runs.expected_s(device, None)) * 1000)
+        try:
+            post = lease_post(device.platform_class, key, until_ms)
+        except BadLease:
+            return   # a class or key the lease line cannot carry: the claim still tells everyone, later
+        await self.publish(self.researcher, post)
 
     async def _experiment(self, device: Device, submission: Submission | None) -> None:
         """One run and its claim: a submitted commit (an agent's), or a proposal of our own."""
@@ -325,7 +353,8 @@ class Research:
         if submission is None:
             parent = await self.parent_here(device)
             parent_source = (await gitrepo.read_file(self.repo, parent, "train.py")).decode()
-            proposal = self._propose(device, parent_source)
+            await self.leases.sync(self.ledger, self._now_ms())
+            proposal = self._propose(device, parent_source, await self._proposer())
             key, source, what = proposal.key, proposal.source, describe(proposal.changes)
         else:
             parent = submission.parent
@@ -336,6 +365,7 @@ class Research:
         self._busy_keys.add(key)
         try:
             if submission is None:
+                await self._lease(device, key)
                 commit = await gitrepo.commit_file(self.repo, parent, {"train.py": source.encode()}, what,
                                                    f"{self.researcher.node_id[:12]} <node@autoswarm>", int(self.clock()))
             else:

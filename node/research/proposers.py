@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ledger.fold import State
@@ -79,11 +79,13 @@ class Observation:
 
 
 def observations(history: History, state: State, platform_class: str, genesis_source: str,
-                 told: Set[bytes]) -> list[Observation]:
+                 told: Set[bytes], genesis_commit: bytes | None = None) -> list[Observation]:
     """The class's counted claims (node/research/memory.py) not in `told`, each with the full
     constants of its program: its parent's (walked back to the genesis program) with its changes.
     How the research loop feeds a Proposer's `observe` from the ledger; a claim whose ancestry
-    leaves what this node has indexed is skipped until it does not."""
+    leaves what this node has indexed is skipped until it does not. `genesis_commit` (the spec's
+    baseline) holds the genesis constants whether or not a claim of it counts here: a joined
+    node's view of the creator's unverified baseline claim weighs nothing, its program is known."""
     history.refresh(state)
     genesis = {c.name: c.value for c in parse_program(genesis_source).constants}
     memo: dict[bytes, dict[str, Value] | None] = {}
@@ -91,6 +93,8 @@ def observations(history: History, state: State, platform_class: str, genesis_so
     def constants_of(commit: bytes, depth: int) -> dict[str, Value] | None:
         if commit in memo:
             return memo[commit]
+        if commit == genesis_commit:
+            return dict(genesis)
         ids = [i for i in history.by_commit.get(commit, []) if history.counts(i)]
         body = history.claims[ids[0]].body if ids else None
         if body is None or depth > MAX_ANCESTRY:
@@ -113,3 +117,37 @@ def observations(history: History, state: State, platform_class: str, genesis_so
             continue
         out.append(Observation(record.id, key, values, state.verified.get(record.id, record.body.val_bpb)))
     return out
+
+
+@dataclass(slots=True)
+class Chosen:
+    """The configured proposer ([research] proposer) of each (class, profile), kept told of the
+    class's counted claims: how the research loop asks for its own next edit. The bandit reads the
+    weighed trials afresh each time and is told nothing; a learning proposer (tpe) is told each
+    counted claim once, in ledger order, just before it proposes."""
+
+    name: str
+    genesis_source: str          # the spec's baseline train.py: every program's ancestry starts here
+    genesis_commit: bytes        # ... and its commit
+    seed: int
+    settings: Settings = Settings()
+    made: dict[tuple[str, str], Proposer] = field(default_factory=dict)
+    told: dict[tuple[str, str], set[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in NAMES:
+            raise ValueError(f"proposer must be one of {', '.join(NAMES)}, not {self.name!r}")
+
+    def propose(self, history: History, state: State, platform_class: str, profile: str, parent_source: str, *,
+                tried: Set[str], rng: random.Random) -> Proposal:
+        slot = (platform_class, profile)
+        if slot not in self.made:
+            self.made[slot] = make(self.name, genesis_source=self.genesis_source, profile=profile, seed=self.seed,
+                                   settings=self.settings)
+            self.told[slot] = set()
+        proposer, told = self.made[slot], self.told[slot]
+        if self.name != "bandit":
+            for seen in observations(history, state, platform_class, self.genesis_source, told, self.genesis_commit):
+                proposer.observe(seen.key, seen.values, seen.bpb)
+                told.add(seen.claim)
+        return proposer.propose(parent_source, trials=history.trials(state, platform_class), tried=tried, rng=rng)

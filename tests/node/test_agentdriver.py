@@ -87,8 +87,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"   # a zombie is dead; only its parent's wait is missing
 
 
-async def _gone(pids: list[int]) -> bool:
-    deadline = time.monotonic() + DEATH_S
+async def _gone(pids: list[int], within_s: float = DEATH_S) -> bool:
+    deadline = time.monotonic() + within_s
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return not any(_alive(p) for p in pids)
@@ -188,6 +188,35 @@ async def test_a_stopping_node_stops_its_agents(tmp_path: Path) -> None:
             await task
         assert time.monotonic() - started < agentproc.TERM_GRACE_S + DEATH_S
         assert await _gone(pids), [p for p in pids if _alive(p)]
+
+
+# A node in miniature: a process that runs one agent through node/research/agentproc.py, as a worker's
+# driver does, and says its pid; the test SIGKILLs it mid-run.
+NODE = """
+import asyncio, pathlib, sys
+from node.research.agentproc import run_agent
+work = pathlib.Path(sys.argv[1])
+asyncio.run(run_agent(sys.argv[2], work, {"PATH": "/usr/bin:/bin"}, 600.0, work / "agent.log"))
+"""
+
+
+@pytest.mark.slow
+async def test_a_sigkilled_node_takes_its_agent_and_every_process_it_started_along(tmp_path: Path) -> None:
+    """SIGKILL runs none of the node's code: the watchdog's death signal must do the stopping."""
+    pids_file = tmp_path / "pids"
+    hang = _script(tmp_path, "hang.py", HANGER) + f" {pids_file}"
+    node = await asyncio.create_subprocess_exec(sys.executable, "-c", textwrap.dedent(NODE), str(tmp_path), hang)
+    try:
+        pids = await _pids_from(pids_file)
+        tree = descendants(node.pid)   # the watchdog and the shell besides the agent's own processes
+        assert set(pids) <= set(tree) or all(_alive(p) for p in pids)
+        node.kill()
+        await node.wait()
+        assert await _gone([*tree, *pids], agentproc.TERM_GRACE_S + DEATH_S), [p for p in {*tree, *pids} if _alive(p)]
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
 
 
 async def test_the_driver_waits_for_its_submission_to_be_taken_before_the_next_round(tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ def test_first_run_writes_commented_defaults_and_reads_them(tmp_path: Path) -> N
                                               'screening_classes = ["rtx-4090"]\n')
     tiers = load_config(["--home", str(tmp_path / "h")], {})
     assert tiers.waves and tiers.reference_class == "h100" and tiers.screening_classes == ("rtx-4090",)
+    assert config.proposer == "bandit"
+    (tmp_path / "h" / CONFIG_FILE).write_text('[research]\nproposer = "tpe"\n')
+    assert load_config(["--home", str(tmp_path / "h")], {}).proposer == "tpe"
 
 
 def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
@@ -58,6 +61,8 @@ def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
     ("[swarm]\nadmit_keys = [\"asNOTANID\"]\n", "admit_keys must be a list of node ids"),
     ("[swarm]\nadmit_keys = \"one\"\n", "admit_keys must be a list of node ids"),
     ("[research]\nwaves = 1\n", "must be bool"),
+    ("[research]\nproposer = \"optuna\"\n", "[research] proposer = 'optuna': must be one of bandit, tpe"),
+    ("[research]\nproposer = 1\n", "must be str"),
     ("[research]\nreference_class = \"a b\"\n", "platform class name"),
     ("[research]\nscreening_classes = [\"rtx-4090\"]\n", "needs a reference_class"),
 ])

@@ -115,6 +115,7 @@ def test_first_run_creates_the_home_and_researches(ran: tuple[Path, subprocess.C
                                 timeout=RUN_TIMEOUT_S)
         assert status.returncode == 0 and json.loads(status.stdout)["entries"] == sum(counts.values()), status.stderr
     assert counts["claim"] == 5 and counts["profile"] == 1  # the baseline, two calibration runs, two experiments
+    assert counts["post"] == 2   # each experiment's lease, published before it ran (node/research/leases.py)
     assert counts["verify"] >= 1 and counts["mint"] >= 1
     verifies = asyncio.run(_ok_verifies(ledger_path(home)))  # each commits to its evaluation's outputs
     assert verifies and all(v.outputs is not None and len(v.outputs) == 32 for v in verifies)
@@ -140,8 +141,9 @@ def test_restart_resumes_from_the_ledger(ran: tuple[Path, subprocess.CompletedPr
     assert len(after) == len(before) + 1 and sum(1 for _, _, c in after if c.parent is None) == 3
     (researcher,) = {a for a, _, c in before if c.parent is None}
     new = [(a, s) for a, s, _ in after if (a, s, ) not in {(x, y) for x, y, _ in before}]
-    assert new == [(researcher, heads_before[researcher] + 1)]  # the feed continues, no second profile
-    assert heads_after[researcher] == heads_before[researcher] + 1
+    # the feed continues (the experiment's lease, node/research/leases.py, then its claim), no second profile
+    assert new == [(researcher, heads_before[researcher] + 2)]
+    assert heads_after[researcher] == heads_before[researcher] + 2
     assert f"{len(before)} claims" in result.stdout
     assert _peer_address(result.stdout) == _peer_address(ran[1].stdout)  # peers find it where it was
     assert json.loads((home / "peer-port.json").read_text())["listen"] == "127.0.0.1:7400"
