@@ -41,6 +41,7 @@ from swarm.join import fetch_spec
 from swarm.peer import Peer, PeerConfig
 
 from node import home
+from node.bundlegate import SealedBundles
 from node.research.admission import due_admissions
 from node.web.server import serve_api
 from node.config import NodeConfig
@@ -127,7 +128,9 @@ async def run_node(config: NodeConfig, display: Display, clock: Callable[[], flo
                                                       clock)
             async with (Ledger.open(layout.ledger(slug), spec) as ledger,
                         Peer.open(peer_config(config, layout, slug), ledger, researcher,
-                                  bundle_source=functools.partial(read_bundle, layout.bundles)) as peer):
+                                  # a claim's bundle only once it is sealed (the copy attack, issue 12)
+                                  bundle_source=SealedBundles(ledger, functools.partial(read_bundle, layout.bundles)))
+                        as peer):
                 scratch = Path(tempfile.mkdtemp(prefix="autoswarm-node-"))
                 try:
                     research = Research(config, ledger, repo, layout, data, researcher, verifier_id, display,

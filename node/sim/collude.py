@@ -15,7 +15,12 @@ Theory of operation. Three kinds of identity, one GPU worker each:
     value the instant it is sealed (no GPU spent), and mints every record share and fee the fold
     may accept for it;
   * copy: when an honest claim beats the best, a colluder claims the same program under a new
-    commit at once, a little better than the honest number and back-dated one second before it;
+    commit, a little better than the honest number and back-dated one second before it. Nodes
+    serve a claim's bundle only once it is sealed (node/bundlegate.py), so the copy is published
+    `copy_delay_s` after the original's seal (by default a second: fetch, commit, sign) and is
+    sealed after it; records walk in seal order (ledger/assign.py order_key). `copy_delay_s` 0
+    plays a copier who rebuilt the edit from the claim's diff summary alone and got its copy into
+    the original's seal: then the seal's hash decides which of the two walks first;
   * fake: each colluder claims an invented gain of a no-op edit every `fake_every_s`;
   * look honest: otherwise replay their queue truthfully (earning fees for work they did).
   Colluders research nothing, so every record credit minted to them is for an improvement they
@@ -63,12 +68,13 @@ class CollusionConfig:
     trust_replays: int = 5
     fake_every_s: float = 1800.0   # each trusted colluder's invented claims
     copy: bool = True              # colluders claim copies of honest improvements
+    copy_delay_s: float = 1.0      # from the original's seal to the copy's claim (0: sealed together)
     trust_tolerance_bpb: float | None = None  # None: the spec's default (its noise_bpb), as a node's spec has
     edits: EditModel = field(default_factory=EditModel)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.anchors <= self.nodes or not 0 <= self.colluding < 1:
-            raise ValueError("need 1 <= anchors <= nodes and 0 <= colluding < 1")
+        if not 1 <= self.anchors <= self.nodes or not 0 <= self.colluding < 1 or self.copy_delay_s < 0:
+            raise ValueError("need 1 <= anchors <= nodes, 0 <= colluding < 1 and copy_delay_s >= 0")
         if self.colluders() > self.nodes - self.anchors:
             raise ValueError("the colluders must fit among the nodes that are no anchor")
 
@@ -89,6 +95,8 @@ class CollusionFigures:
     honest_trusted: int              # honest keys that are no anchor, trusted at the end
     honest_untrusted: int            # honest keys that are no anchor, not trusted at the end
     colluder_claims: int             # fakes and copies
+    copies: int                      # copies of honest improvements among them
+    copy_records: int                # records that are copies (a record of an honest program under a colluder's name)
     colluder_claims_verified: int
     own_gpu_s: float
     verify_gpu_s: float
@@ -119,6 +127,7 @@ class _Sim:
         self.history = History()
         self.truth: dict[bytes, float | None] = {BASELINE: 1.0}   # commit -> true val_bpb
         self.colluder_claims: list[bytes] = []
+        self.copies: set[bytes] = set()        # claim ids of copies
         self.vouches: set[bytes] = set()       # verify ids of replays never run
         self.own_s = self.verify_s = 0.0
         self.rebuilds = self.jobs = 0
@@ -245,8 +254,10 @@ class _Sim:
         node = sorted(self.colluder_ids)[len(self.colluder_claims) % len(self.colluder_ids)]
         commit = hashlib.sha1(b"copy-" + body.commit).digest()
         self.truth[commit] = self.truth[body.commit]   # the same program under another commit
-        self.claim(node, commit, body.parent, body.val_bpb - self.spec.noise_bpb[CLASS] / 3, at_s,
-                   time_ms=max(0, honest.time_ms - 1000))
+        # the original was sealed at at_s (claim() seals at once); the copy comes after, whatever it says
+        copy = self.claim(node, commit, body.parent, body.val_bpb - self.spec.noise_bpb[CLASS] / 3,
+                          at_s + self.c.copy_delay_s, time_ms=max(0, honest.time_ms - 1000))
+        self.copies.add(copy.id)
 
     def fake(self, node: int, now_s: float) -> None:
         records = self.state.records
@@ -335,7 +346,8 @@ def _figures(sim: _Sim) -> CollusionFigures:
         colluders_trusted=sum(1 for k in colluders if credits.trusted(state, k, CLASS)),
         honest_trusted=sum(1 for k in honest if credits.trusted(state, k, CLASS)),
         honest_untrusted=sum(1 for k in honest if not credits.trusted(state, k, CLASS)),
-        colluder_claims=len(sim.colluder_claims),
+        colluder_claims=len(sim.colluder_claims), copies=len(sim.copies),
+        copy_records=sum(1 for r in state.records if r.claim in sim.copies),
         colluder_claims_verified=sum(1 for c in sim.colluder_claims if c in state.verified),
         own_gpu_s=round(sim.own_s, 1), verify_gpu_s=round(sim.verify_s, 1),
         verification_share=round(sim.verify_s / total_s, 4) if total_s else 0.0,
