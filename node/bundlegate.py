@@ -1,11 +1,13 @@
 """The peer's bundle source, gated: a claim's bundle is served only once the claim is sealed.
 
-Why (issue 12, the copy attack). Records walk in seal order (ledger/assign.py `order_key`: a
-claim's earliest seal by the anchor's clock). A copier who could read an honest improvement's code
-the moment its claim appears would claim a copy before the original's seal and race it for the
-record. Served only after a seal, the code reaches a copier once the original's place is fixed;
-every seal of the copy, signed after the copy exists, comes later, so the copy walks after the
-original and is no record. What a claim's diff summary says is not gated here (docs/architecture.md).
+Why (issue 12, the copy attack). A copier who could read an honest improvement's code the moment
+its claim appears would claim a copy at once and race the original through sealing and
+verification for the record. Served only after a seal, the code reaches a copier once the
+original is sealed and its verifiers are assigned: the copy starts a full seal later. This narrows
+the race; it does not settle it, since records still walk in decision order (ledger/facts.py), and
+a copy decided first is still a record. Walking records in seal order closes that (branch h-cp:
+ledger/assign.py `order_key`; not merged, see issue 12's note). What a claim's diff summary says
+is not gated here (docs/architecture.md).
 
 Theory of operation. `SealedBundles` wraps a plain source (HOME/bundles, by hash). It keeps an
 index, bundle hash -> claims naming it and the bundles of market jobs, read from the ledger's

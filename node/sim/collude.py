@@ -18,9 +18,8 @@ Theory of operation. Three kinds of identity, one GPU worker each:
     commit, a little better than the honest number and back-dated one second before it. Nodes
     serve a claim's bundle only once it is sealed (node/bundlegate.py), so the copy is published
     `copy_delay_s` after the original's seal (by default a second: fetch, commit, sign) and is
-    sealed after it; records walk in seal order (ledger/assign.py order_key). `copy_delay_s` 0
-    plays a copier who rebuilt the edit from the claim's diff summary alone and got its copy into
-    the original's seal: then the seal's hash decides which of the two walks first;
+    sealed after it. `copy_delay_s` 0 plays a copier who rebuilt the edit from the claim's diff
+    summary alone and got its copy into the original's seal;
   * fake: each colluder claims an invented gain of a no-op edit every `fake_every_s`;
   * look honest: otherwise replay their queue truthfully (earning fees for work they did).
   Colluders research nothing, so every record credit minted to them is for an improvement they
