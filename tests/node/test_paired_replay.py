@@ -37,6 +37,7 @@ from trainer.harness import harness_hash
 
 DEVICE = Device(None, "cpu", 0, "", CLASS)
 GENESIS = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
+REPLAY_BUDGET_S = 300  # the node's budget in the slow tests: 10 replayed steps take seconds, idle
 needs_bwrap = pytest.mark.skipif(sandbox.find_bwrap() is None, reason="bubblewrap is not installed")
 
 
@@ -146,10 +147,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> PreparedData:
     return synthetic(tmp_path_factory.mktemp("data"), n_train=60_000, n_val=20_000, seed=5)
 
 
-def _replays(kit: KitBackend, tmp_path: Path, data: PreparedData) -> Replays:
-    """The node's Replays with a real Runs: the sandboxed `python -m trainer run` on the CPU."""
-    config = load_config(["--home", str(tmp_path / "home"), "--profile", "cpu"], {})
-    display = Display(io.StringIO(), tty=False)
+def _replays(kit: KitBackend, tmp_path: Path, data: PreparedData) -> tuple[Replays, io.StringIO]:
+    """The node's Replays with a real Runs: the sandboxed `python -m trainer run` on the CPU; and
+    its log. The budget is far above what 10 steps take, so a loaded machine (load 12 was seen)
+    does not make a replay inconclusive."""
+    config = load_config(["--home", str(tmp_path / "home"), "--profile", "cpu", "--budget-s", str(REPLAY_BUDGET_S)],
+                         {})
+    log = io.StringIO()
+    display = Display(log, tty=False)
     layout = Layout(tmp_path / "home")
     runs = Runs(config, kit.repo, layout, DataInfo(data.root, b"m" * 32, b"t" * 32), display, tmp_path / "scratch",
                 lambda: 1000.0, harness_hash())
@@ -158,7 +163,7 @@ def _replays(kit: KitBackend, tmp_path: Path, data: PreparedData) -> Replays:
         return await gitrepo.has_commit(kit.repo, commit_id)
 
     return Replays(config, kit.ledger, kit.history, kit.me, kit.verifier, runs, Stats(), display, kit.publish_as,
-                   have, lambda: 1000.0)
+                   have, lambda: 1000.0), log
 
 
 async def _no_op(kit: KitBackend, comment: bytes) -> bytes:
@@ -182,14 +187,16 @@ async def _verifies_of(kit: KitBackend, claim_id: bytes) -> list[Verify]:
 async def test_a_no_op_edit_replayed_paired_differs_from_its_parent_by_exactly_zero(
         tmp_path: Path, data: PreparedData) -> None:
     async with backend(tmp_path) as kit:
-        replays = _replays(kit, tmp_path, data)
+        replays, log = _replays(kit, tmp_path, data)
         edit = await kit.claim(await _no_op(kit, b"a comment changes nothing"), kit.baseline, 1.4)
         baseline = next(r for r in kit.history.claims.values() if r.body.parent is None)
         me = kit.verifier.public_key
         drawn = assign.replay_train_seed(kit.ledger.state, edit.id, me, 0)
         assert drawn is not None and drawn != edit.body.seed  # the claimant's seed no longer matters
         await replays.verify(DEVICE, kit.verifier, edit)
-        (v,) = await _verifies_of(kit, edit.id)
+        found = await _verifies_of(kit, edit.id)
+        assert len(found) == 1, log.getvalue()
+        v = found[0]
         assert v.status == "ok" and v.val_bpb is not None and v.parent_val_bpb is not None
         # bit-identical training on the CPU: the same program on the same seed and rows, d exactly 0
         assert v.val_bpb - v.parent_val_bpb == 0.0
@@ -198,7 +205,9 @@ async def test_a_no_op_edit_replayed_paired_differs_from_its_parent_by_exactly_z
         assert evidence.rounds_wanted(kit.ledger.state, edit.id, me) == []
         # the genesis claim has no parent: one run, unpaired, on its own drawn seed
         await replays.verify(DEVICE, kit.verifier, baseline)
-        (g,) = await _verifies_of(kit, baseline.id)
+        found = await _verifies_of(kit, baseline.id)
+        assert len(found) == 1, log.getvalue()
+        g = found[0]
         assert g.status == "ok" and g.parent_val_bpb is None
         assert g.seed == assign.replay_train_seed(kit.ledger.state, baseline.id, me, 0)
         assert replays.stats.parent_cache_misses == 1 and replays.stats.verifications == 2
@@ -235,7 +244,7 @@ async def test_a_second_claim_on_the_same_parent_and_seed_reuses_the_parent_run(
         train, rows = per_parent_draws(kit.history)
         monkeypatch.setattr(assign, "replay_train_seed", train)
         monkeypatch.setattr(assign, "replay_eval_seed", rows)
-        replays = _replays(kit, tmp_path, data)
+        replays, log = _replays(kit, tmp_path, data)
         records: list[ClaimRecord] = []
         for n in range(2):  # two claims on the baseline, sealed together as an anchor's seal loop does
             body = Claim(commit=await _no_op(kit, b"comment %d" % n), parent=kit.baseline, platform_class=CLASS,
@@ -245,7 +254,9 @@ async def test_a_second_claim_on_the_same_parent_and_seed_reuses_the_parent_run(
         await kit.publish_as(kit.verifier, Seal(claims=[r.id for r in records]))
         for record in records:
             await replays.verify(DEVICE, kit.verifier, record)
-        (a,), (b,) = [await _verifies_of(kit, r.id) for r in records]
+        found = [await _verifies_of(kit, r.id) for r in records]
+        assert [len(f) for f in found] == [1, 1], log.getvalue()
+        (a,), (b,) = found
         assert replays.stats.parent_cache_misses == 1 and replays.stats.parent_cache_hits == 1
         assert a.seed == b.seed and a.parent_val_bpb == b.parent_val_bpb is not None
         assert a.val_bpb == b.val_bpb == a.parent_val_bpb  # two no-op edits: d exactly 0 for both
