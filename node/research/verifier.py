@@ -34,7 +34,10 @@ Five rules, each a pure function of the ledger:
    that disagreed, at most MAX_EXTRA_REPLAYS more), so the assigned keys do not all spend a
    replay on a claim one of them may settle. One more rank opens for every time budget a claim
    waits past STALL_BUDGETS budgets, so an offline assigned verifier delays a claim; when every
-   assigned key is offline the claim waits (docs/architecture.md).
+   assigned key is offline the claim waits (docs/architecture.md). A verifier within its rank
+   is offered the claim for as long as the fold wants paired rounds from its key
+   (ledger/evidence.py's rounds_wanted; node/research/replay.py runs them), until a failed
+   replay of its own ends its part.
 5. A re-measured reference. The best's value is the median of a quorum, itself a noisy draw; when
    it fell high, a no-better program needs less luck to beat it. So CONFIRM_REPLAYS more verifiers
    of its assignment (at most all of it) replay each new best (they mint nothing for it:
