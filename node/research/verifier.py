@@ -34,7 +34,10 @@ Five rules, each a pure function of the ledger:
    that disagreed, at most MAX_EXTRA_REPLAYS more), so the assigned keys do not all spend a
    replay on a claim one of them may settle. One more rank opens for every time budget a claim
    waits past STALL_BUDGETS budgets, so an offline assigned verifier delays a claim; when every
-   assigned key is offline the claim waits (docs/architecture.md).
+   assigned key is offline the claim waits (docs/architecture.md). A verifier within its rank
+   is offered the claim for as long as the fold wants paired rounds from its key
+   (ledger/evidence.py's rounds_wanted; node/research/replay.py runs them), until a failed
+   replay of its own ends its part.
 5. A re-measured reference. The best's value is the median of a quorum, itself a noisy draw; when
    it fell high, a no-better program needs less luck to beat it. So CONFIRM_REPLAYS more verifiers
    of its assignment (at most all of it) replay each new best (they mint nothing for it:
@@ -51,7 +54,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from ledger import assign, credits, facts, plausible, standing
+from ledger import assign, credits, evidence, facts, plausible, standing
 from ledger.bodies import MAX_SEAL_CLAIMS, Mint
 from ledger.fold import State
 
@@ -186,19 +189,38 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
                   if r.id not in skip and r.author != verifier and r.author not in own]
     if not candidates:
         return []
-    queue = [r for r in candidates if verifier not in state.measured.get(r.id, {})
-             and (rank := _rank(state, r.id, verifier)) is not None and rank < _replays_wanted(state, r, noise, now_ms)]
-    queue = [r for r in queue if r.id not in state.verified or verifier not in replays_of(state, r.id)]
+    # offered while the fold wants paired rounds from this key (ledger/evidence.py), not only until
+    # its first replay: the sequential test may ask one verifier for several seeds
+    queue = [r for r in candidates
+             if (rank := _rank(state, r.id, verifier)) is not None and rank < _replays_wanted(state, r, noise, now_ms)
+             and evidence.rounds_wanted(state, r.id, verifier)]
     if best is not None and any(r.id not in state.verified for r in queue):
         ref = reference(state, platform_class)
         bar = (best if ref is None else ref) - noise - CLAIM_Z * noise_sd(state, platform_class)
         queue = [r for r in queue if r.id in state.verified or r.body.val_bpb is not None and r.body.val_bpb < bar
                  and (not (values := list(state.measured.get(r.id, {}).values())) or statistics.median(values) < bar)]
-    if queue:  # a failed replay of ours is not in `measured`: look for one only now, it is rare
-        mine = {v.claim for v in state.verifies.values() if v.author == verifier}
-        queue = [r for r in queue if r.id not in mine]
+    if queue:  # a failed replay of ours ends our part (the program fails here); rare: look only now
+        failed = {v.claim for v in state.verifies.values() if v.author == verifier and v.value is None}
+        queue = [r for r in queue if r.id not in failed]
     return sorted(queue, key=lambda r: (r.id in state.verified, r.body.parent is not None, r.body.val_bpb,
                                         r.time_ms, r.id))
+
+
+def never_vouch_for(state: State, history: History, researcher: bytes, ours: frozenset[bytes],
+                    platform_class: str) -> set[bytes]:
+    """Our research key's claims of the class that our verifier key leaves to others: those whose
+    assignment (ledger/assign.py) holds at least a quorum of keys not ours, so other verifiers can
+    decide them. A claim the seal assigned (mostly) to us is ours to replay: skipping it would
+    leave it undecided, since no other key's replay counts for it."""
+    quorum = state.spec.quorum
+    out = set()
+    for record in history.of_class(platform_class):
+        if record.author != researcher:
+            continue
+        assigned = assign.assignment(state, record.id)
+        if assigned is not None and sum(1 for key in assigned if key not in ours) >= quorum:
+            out.add(record.id)
+    return out
 
 
 def _max_replays(state: State) -> int:
