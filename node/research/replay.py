@@ -115,16 +115,25 @@ class Replays:
                 self.display.event(f"[{device.label}] skip verifying {record.id.hex()[:12]}: its commit is "
                                    "not here and no peer served its bundle")
                 return
-            for round_index in evidence.rounds_wanted(self.ledger.state, record.id, me):
+            for round_index in self._rounds(record, me):
                 if (record.id, me, round_index) in self.published:
                     continue  # ours is in the ledger already; the fold's list lags it (or a bug): never twice
                 # the state moves while a round trains: another verifier's round may have decided it
-                if round_index not in evidence.rounds_wanted(self.ledger.state, record.id, me):
+                if round_index not in self._rounds(record, me):
                     continue
                 if not await self._round(device, verifying, record, round_index):
                     return
         finally:
             self.busy.discard(record.id)
+
+    def _rounds(self, record: ClaimRecord, me: bytes) -> list[int]:
+        """The rounds to run now: those the fold wants (ledger/evidence.py); for a baseline, which has
+        no parent to pair with, one unpaired replay while the queue still offers it (the quorum rule)."""
+        if record.body.parent is None:
+            offered = verifier.verification_queue(self.ledger.state, self.history, me, record.body.platform_class,
+                                                  set())
+            return [0] if any(r.id == record.id for r in offered) else []
+        return evidence.rounds_wanted(self.ledger.state, record.id, me)
 
     async def _round(self, device: Device, verifying: Identity, record: ClaimRecord, round_index: int) -> bool:
         """One paired round: the candidate, then its parent (or the cached parent run) on the seed the

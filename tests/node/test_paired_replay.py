@@ -99,8 +99,8 @@ OTHERS = [identity(310 + i) for i in range(4)]
 
 
 def _sealed_claim(state: State, feeds: Feeds, history: History, author: Identity, sealer: Identity,
-                  n: int) -> Entry:
-    body = Claim(commit=commit(n), parent=None, platform_class=FACTORY_CLASS, status="ok", val_bpb=2.0,
+                  n: int, parent: bytes | None = None, val_bpb: float = 2.0) -> Entry:
+    body = Claim(commit=commit(n), parent=parent, platform_class=FACTORY_CLASS, status="ok", val_bpb=val_bpb,
                  num_steps=10, planned_steps=10, seed=0, training_s=1.0, wall_s=2.0, peak_vram_mb=0.0,
                  loss_curve=[], diff_summary="", message="", bundle=None)
     entry = feeds.sign(author, body)
@@ -122,7 +122,8 @@ def test_our_claims_are_left_to_others_only_when_their_assignment_can_decide_the
     assert (ours.id in skipped) == left and theirs.id not in skipped
 
 
-def test_the_queue_offers_a_claim_while_the_fold_wants_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_queue_offers_the_baseline_unpaired_then_children_while_the_fold_wants_rounds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     signed = make_spec(RESEARCHER, [OUR_VERIFIER])
     state, feeds, history = fold.initial(signed.spec), Feeds(signed.swarm_id), History()
     base = _sealed_claim(state, feeds, history, RESEARCHER, OUR_VERIFIER, 0)
@@ -131,11 +132,21 @@ def test_the_queue_offers_a_claim_while_the_fold_wants_rounds(monkeypatch: pytes
     def queued() -> list[bytes]:
         return [r.id for r in verifier.verification_queue(state, history, me, FACTORY_CLASS, set())]
 
-    assert evidence.rounds_wanted(state, base.id, me) == [0] and queued() == [base.id]
+    # the baseline has no parent to pair with: the unpaired rules offer it while the class has no best
+    assert evidence.rounds_wanted(state, base.id, me) == [] and queued() == [base.id]
+    fold.apply(state, feeds.sign(OUR_VERIFIER, Verify(claim=base.id, commit=commit(0), platform_class=FACTORY_CLASS,
+                                                       status="ok", val_bpb=2.0, num_steps=10, seed=7,
+                                                       training_s=1.0)))
+    assert FACTORY_CLASS in state.best and queued() == []
+    parent = commit(0)
+    child = _sealed_claim(state, feeds, history, RESEARCHER, OUR_VERIFIER, 1, parent=parent, val_bpb=1.5)
+    no_gain = _sealed_claim(state, feeds, history, RESEARCHER, OUR_VERIFIER, 2, parent=parent, val_bpb=2.0)
+    assert evidence.rounds_wanted(state, child.id, me) == [0] and queued() == [child.id]
+    assert verifier.settled(state, history.claims[no_gain.id]) and not verifier.settled(state, history.claims[child.id])
     # an undecided claim stays offered for as long as the fold asks this key for another round (the
     # sequential test's rounds_wanted), and leaves the queue when it asks for none
-    monkeypatch.setattr(evidence, "rounds_wanted", lambda s, c, k: [1])
-    assert queued() == [base.id]
+    monkeypatch.setattr(evidence, "rounds_wanted", lambda s, c, k: [1] if c == child.id else [])
+    assert queued() == [child.id]
     monkeypatch.setattr(evidence, "rounds_wanted", lambda s, c, k: [])
     assert queued() == []
 
