@@ -215,7 +215,8 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
                        now_ms: int | None = None) -> list[ClaimRecord]:
     """What the node's verifier replays, best first: the baseline while the class has no best (an
     unpaired replay, `unpaired_queue`), else the claims ledger/evidence.py asks this key for a
-    paired round of (`rounds_wanted`: assigned, worth testing, test still open), lowest claimed
+    paired round of (`rounds_wanted`: assigned, worth testing, test still open; `own` does not
+    apply: a round skipped by its assigned key would stall the test, see `never_vouch_for`), lowest claimed
     value first. node/sim/simulate.py's "paired" swarms run this same function."""
     if not credits.trusted(state, verifier, platform_class):
         return []
@@ -224,8 +225,7 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
                 if r.body.parent is None]
     barred = standing.barred_authors(state)  # authors with too many refuted claims
     out = [r for r in history.of_class(platform_class)
-           if r.body.parent is not None and r.id not in skip and r.author != verifier and r.author not in own
-           and r.author not in barred and not settled(state, r) and not plausible.implausible(state.spec, r.body)
+           if r.body.parent is not None and r.id not in skip and r.author != verifier and r.author not in barred and not settled(state, r) and not plausible.implausible(state.spec, r.body)
            and evidence.rounds_wanted(state, r.id, verifier)]
     if out:  # a failed replay of ours ends our part (the program fails here); rare: look only now
         failed = _failed_by(state, verifier)
@@ -255,14 +255,17 @@ def _failed_by(state: State, verifier: bytes) -> set[bytes]:
 
 def never_vouch_for(state: State, history: History, researcher: bytes, ours: frozenset[bytes],
                     platform_class: str) -> set[bytes]:
-    """Our research key's claims of the class that our verifier key leaves to others: those whose
-    assignment (ledger/assign.py) holds at least a quorum of keys not ours, so other verifiers can
-    decide them. A claim the seal assigned (mostly) to us is ours to replay: skipping it would
-    leave it undecided, since no other key's replay counts for it."""
+    """Our research key's baselines that our verifier key leaves to others: those whose assignment
+    (ledger/assign.py) holds at least a quorum of keys not ours, so other verifiers can decide them.
+    A claim the seal assigned (mostly) to us is ours to replay: skipping it would leave it
+    undecided, since no other key's replay counts for it. Claims with a parent are never left: each
+    paired round belongs to one assigned key (ledger/evidence.py's round_owner), so an assigned key
+    of ours that skipped its round would stall the claim's test for good; its seed is the seal's
+    draw, not ours to choose."""
     quorum = state.spec.quorum
     out = set()
     for record in history.of_class(platform_class):
-        if record.author != researcher:
+        if record.author != researcher or record.body.parent is not None:
             continue
         assigned = assign.assignment(state, record.id)
         if assigned is not None and sum(1 for key in assigned if key not in ours) >= quorum:

@@ -5,7 +5,6 @@ real sandboxed CPU trainer.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
@@ -37,6 +36,9 @@ from trainer.harness import harness_hash
 
 DEVICE = Device(None, "cpu", 0, "", CLASS)
 GENESIS = Path(__file__).resolve().parents[2] / "trainer" / "train.py"
+# the spec's noise in the real-trainer tests: ten steps on the synthetic data differ by seed far more
+# than the kit's 0.01, which would refute the baseline's claim
+KIT_NOISE_BPB = 0.1
 REPLAY_BUDGET_S = 300  # the node's budget in the slow tests: 10 replayed steps take seconds, idle
 needs_bwrap = pytest.mark.skipif(sandbox.find_bwrap() is None, reason="bubblewrap is not installed")
 
@@ -193,17 +195,36 @@ async def _verifies_of(kit: KitBackend, claim_id: bytes) -> list[Verify]:
     return found
 
 
+async def _record_baseline(kit: KitBackend, replays: Replays, log: io.StringIO) -> ClaimRecord:
+    """The baseline replayed (unpaired: it has no parent) and recorded, as a node's verifier does
+    before any child can be tested. Its claim carries what the claimant's own run measured (`_own_run`),
+    so the replay on the seal's seed agrees with it within the spec's noise (KIT_NOISE_BPB)."""
+    record = next(r for r in kit.history.claims.values() if r.body.parent is None)
+    assert kit.ledger.state.best.get(CLASS) is None
+    await replays.verify(DEVICE, kit.verifier, record)
+    assert CLASS in kit.ledger.state.best, log.getvalue()
+    return record
+
+
 @needs_bwrap
 @pytest.mark.slow
 async def test_a_no_op_edit_replayed_paired_differs_from_its_parent_by_exactly_zero(
         tmp_path: Path, data: PreparedData) -> None:
-    async with backend(tmp_path) as kit:
+    async with backend(tmp_path, claim_baseline=False, noise_bpb=KIT_NOISE_BPB) as kit:
         replays, log = _replays(kit, tmp_path, data)
-        edit = await kit.claim(await _no_op(kit, b"a comment changes nothing"), kit.baseline, 1.4)
-        baseline = next(r for r in kit.history.claims.values() if r.body.parent is None)
+        baseline = await kit.claim(kit.baseline, None, await _own_run(kit, replays, kit.baseline),
+                                   message="baseline: the genesis train.py")
+        # the genesis claim has no parent: one run, unpaired, on its own drawn seed
         me = kit.verifier.public_key
+        await _record_baseline(kit, replays, log)
+        (g,) = await _verifies_of(kit, baseline.id)
+        assert g.status == "ok" and g.parent_val_bpb is None
+        assert g.seed == assign.replay_train_seed(kit.ledger.state, baseline.id, me, 0) != baseline.body.seed
+        best = kit.ledger.state.best[CLASS]
+        edit = await kit.claim(await _no_op(kit, b"a comment changes nothing"), kit.baseline, best - 0.05)
         drawn = assign.replay_train_seed(kit.ledger.state, edit.id, me, 0)
         assert drawn is not None and drawn != edit.body.seed  # the claimant's seed no longer matters
+        assert evidence.rounds_wanted(kit.ledger.state, edit.id, me) == [0]
         await replays.verify(DEVICE, kit.verifier, edit)
         found = await _verifies_of(kit, edit.id)
         assert len(found) == 1, log.getvalue()
@@ -213,61 +234,61 @@ async def test_a_no_op_edit_replayed_paired_differs_from_its_parent_by_exactly_z
         assert v.val_bpb - v.parent_val_bpb == 0.0
         assert v.seed == drawn and v.round_index == 0 and v.outputs is not None
         assert replays.stats.parent_cache_misses == 1 and replays.stats.parent_cache_hits == 0
+        # a paired difference of exactly 0 is no gain: the test stops at round 0, no record
         assert evidence.rounds_wanted(kit.ledger.state, edit.id, me) == []
-        # the genesis claim has no parent: one run, unpaired, on its own drawn seed
-        await replays.verify(DEVICE, kit.verifier, baseline)
-        found = await _verifies_of(kit, baseline.id)
-        assert len(found) == 1, log.getvalue()
-        g = found[0]
-        assert g.status == "ok" and g.parent_val_bpb is None
-        assert g.seed == assign.replay_train_seed(kit.ledger.state, baseline.id, me, 0)
-        assert replays.stats.parent_cache_misses == 1 and replays.stats.verifications == 2
+        assert evidence.verdict(kit.ledger.state, edit.id) in ("loss", "waiting", "open")
+        assert edit.id not in kit.ledger.state.record_of and replays.stats.verifications == 2
 
 
-def per_parent_draws(history: History) -> tuple[object, object]:
-    """Train seeds and rows drawn from (seal, parent[, verifier, round]) instead of (seal, claim, ...):
-    claims sealed together on one parent share them, which the cache needs to be hit across claims
-    (the report's proposal for ledger/assign.py; the claimant still cannot know the seal). The fold's
-    ClaimInfo has no parent yet, so the history gives it here."""
-    def material(state: State, claim_id: bytes) -> bytes | None:
-        seal_id = state.seals.get(claim_id)
-        return None if seal_id is None else seal_id + (history.claims[claim_id].body.parent or claim_id)
+async def _own_run(kit: KitBackend, replays: Replays, commit_id: bytes) -> float:
+    """What a worker's own run of the commit measures (the claimant's seed 0, its own rows)."""
+    cand, _ = await replays.runs.materialize(DEVICE, commit_id, None)
+    result = await replays.runs.run(DEVICE, "own run", cand, None, steps=10, seed=0, horizon=10)
+    assert result.status == "ok" and result.val_bpb is not None, result.reason
+    return result.val_bpb
 
-    def train(state: State, claim_id: bytes, key: bytes, round_index: int) -> int | None:
-        base = material(state, claim_id)
-        if base is None:
-            return None
-        digest = hashlib.sha256(b"test/train\x00" + base + key + round_index.to_bytes(4, "big")).digest()
-        return int.from_bytes(digest[:4], "big") >> 1
 
-    def rows(state: State, claim_id: bytes) -> int | None:
-        base = material(state, claim_id)
-        return None if base is None else int.from_bytes(hashlib.sha256(b"test/rows\x00" + base).digest()[:8], "big") >> 1
-
-    return train, rows
+# One program, six spellings: what an agent fishing for a lucky draw submits. Each trains to the
+# same weights as its parent on every seed, so its paired difference is exactly 0 on the CPU.
+NO_OP_EDITS = (
+    ("EMBEDDING_LR = 0.6", "EMBEDDING_LR = 6e-1"),
+    ("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.0040"),
+    ("MATRIX_LR = 0.04", "MATRIX_LR = 4 / 100"),
+    ("WARMDOWN_RATIO = 0.5", "WARMDOWN_RATIO = 1 / 2"),
+    ("FINAL_LR_FRAC = 0.0", "FINAL_LR_FRAC = 0.0  # a comment"),
+    ("SCALAR_LR = 0.5", "SCALAR_LR = 0.50"),
+)
 
 
 @needs_bwrap
 @pytest.mark.slow
-async def test_a_second_claim_on_the_same_parent_and_seed_reuses_the_parent_run(
-        tmp_path: Path, data: PreparedData, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with backend(tmp_path) as kit:
-        train, rows = per_parent_draws(kit.history)
-        monkeypatch.setattr(assign, "replay_train_seed", train)
-        monkeypatch.setattr(assign, "replay_eval_seed", rows)
+async def test_no_op_variants_claimed_as_gains_never_become_records(tmp_path: Path, data: PreparedData) -> None:
+    """Issue 13 at CI size (scripts/bench_paired.py --no-ops runs more): each variant is claimed
+    0.05 bpb better than the best (a lucky draw, or a lie), sealed with the others so their rounds
+    share one parent run, and replayed paired by the real sandboxed CPU trainer."""
+    async with backend(tmp_path, claim_baseline=False, noise_dof=0, noise_bpb=KIT_NOISE_BPB) as kit:
         replays, log = _replays(kit, tmp_path, data)
+        await kit.claim(kit.baseline, None, await _own_run(kit, replays, kit.baseline))
+        await _record_baseline(kit, replays, log)
+        best = kit.ledger.state.best[CLASS]
+        source = await gitrepo.read_file(kit.repo, kit.baseline, "train.py")
         records: list[ClaimRecord] = []
-        for n in range(2):  # two claims on the baseline, sealed together as an anchor's seal loop does
-            body = Claim(commit=await _no_op(kit, b"comment %d" % n), parent=kit.baseline, platform_class=CLASS,
-                         status="ok", val_bpb=1.4, num_steps=10, planned_steps=10, seed=0, training_s=1.0, wall_s=2.0,
-                         peak_vram_mb=0.0, loss_curve=[], diff_summary="", message="", bundle=None)
+        for old, new in NO_OP_EDITS:
+            assert source.count(old.encode()) == 1, old
+            commit_id = await kit.commit(kit.baseline, source.replace(old.encode(), new.encode()), new)
+            body = Claim(commit=commit_id, parent=kit.baseline, platform_class=CLASS, status="ok", val_bpb=best - 0.05,
+                         num_steps=10, planned_steps=10, seed=0, training_s=1.0, wall_s=2.0, peak_vram_mb=0.0,
+                         loss_curve=[], diff_summary="", message=new, bundle=None)
             records.append(kit.history.claims[(await kit.publish_as(kit.me, body)).id])
         await kit.publish_as(kit.verifier, Seal(claims=[r.id for r in records]))
+        me = kit.verifier.public_key
+        while queue := verifier.verification_queue(kit.ledger.state, kit.history, me, CLASS, set()):
+            assert queue[0].id in {r.id for r in records}, log.getvalue()
+            await replays.verify(DEVICE, kit.verifier, queue[0])
+        state = kit.ledger.state
         for record in records:
-            await replays.verify(DEVICE, kit.verifier, record)
-        found = [await _verifies_of(kit, r.id) for r in records]
-        assert [len(f) for f in found] == [1, 1], log.getvalue()
-        (a,), (b,) = found
-        assert replays.stats.parent_cache_misses == 1 and replays.stats.parent_cache_hits == 1
-        assert a.seed == b.seed and a.parent_val_bpb == b.parent_val_bpb is not None
-        assert a.val_bpb == b.val_bpb == a.parent_val_bpb  # two no-op edits: d exactly 0 for both
+            found = await _verifies_of(kit, record.id)
+            assert found and all(v.val_bpb == v.parent_val_bpb is not None for v in found), log.getvalue()
+            assert record.id not in state.record_of
+        assert [r.claim for r in state.records] == [next(iter(state.records)).claim]  # the baseline alone
+        assert replays.stats.parent_cache_misses == 1  # one parent run served every variant's round 0
