@@ -215,6 +215,11 @@ class Replays:
                      if mint.prev_best is not None
                      else "; RECORD (no credits yet: records pay from the second one a verifier sees in a class, "
                           "so no verifier can mint from nothing)")
+            row = state.record_of.get(record.id)
+            if row is not None and row.gain is not None and row.low is not None and row.high is not None:
+                text += f" (gain {row.gain:.4f}, 95% interval {row.low:.4f} to {row.high:.4f}, {row.seeds} seeds)"
+        elif (verdict := evidence.verdict(state, record.id)) is not None:
+            text += f"; paired test: {verdict}"
         elif record.id in state.verified:
             text += "; a confirmation re-run of the best (earns the fee, not a record share)" \
                 if why == "the minter must be part of the quorum" else f"; {why}"

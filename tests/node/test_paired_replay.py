@@ -17,6 +17,7 @@ from ledger.bodies import Claim, Seal, Verify
 from ledger.entry import Entry
 from ledger.fold import State
 from ledger.keys import Identity
+from ledger.state import RecordRow
 from node.config import load_config
 from node.display import Display
 from node.home import DataInfo, Layout
@@ -26,6 +27,7 @@ from node.research.experiment import RunResult
 from node.research.history import ClaimRecord, History
 from node.research.replay import Replays, replay_text
 from node.research.runs import ParentKey, ParentRuns, Runs, Stats
+from node.web import views
 from swarm import gitrepo
 from tests.ledger.factory import CLASS as FACTORY_CLASS
 from tests.ledger.factory import Feeds, commit, identity, make_spec
@@ -292,3 +294,15 @@ async def test_no_op_variants_claimed_as_gains_never_become_records(tmp_path: Pa
             assert record.id not in state.record_of
         assert [r.claim for r in state.records] == [next(iter(state.records)).claim]  # the baseline alone
         assert replays.stats.parent_cache_misses == 1  # one parent run served every variant's round 0
+
+
+def test_a_paired_record_shows_its_gain_interval_and_seeds() -> None:
+    paired = RecordRow(FACTORY_CLASS, 2, b"c" * 32, b"m" * 20, b"a" * 32, 1.77, 1.85, gain=0.08, low=0.061,
+                       high=0.099, seeds=5)
+    assert views.evidence_text(paired) == "gain 0.0800 [0.0610, 0.0990], 5 seeds"
+    assert views.record_evidence(paired) == {"gain_bpb": 0.08, "gain_low_bpb": 0.061, "gain_high_bpb": 0.099,
+                                             "seeds": 5}
+    baseline = RecordRow(FACTORY_CLASS, 1, b"b" * 32, b"n" * 20, b"a" * 32, 1.85, None)
+    assert views.evidence_text(baseline) == "" and views.record_evidence(baseline)["seeds"] == 0
+    item = views.record_item(7, 0, paired, {})
+    assert "(gain 0.0800 [0.0610, 0.0990], 5 seeds)" in item["text"]
