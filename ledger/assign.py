@@ -70,11 +70,16 @@ def replay_eval_seed(state: State, claim_id: bytes) -> int | None:
     """The validation rows every assigned replay of the claim scores (the trainer's --eval-seed):
     drawn from its seal, so the claimant could not know them when it trained, and the same for all
     its verifiers, whose commitments to their outputs (Verify.outputs) then compare batch by batch.
+    Like `replay_train_seed` it names the parent, not the claim: claims of one parent sealed
+    together are scored on the same rows, so one parent run serves all of their paired rounds (a
+    parent run is kept per seed and rows, node/research/runs.py). A baseline's rows name the claim.
     None while the claim has no seal."""
     seal_id = state.seals.get(claim_id)
     if seal_id is None:
         return None
-    return int.from_bytes(hashlib.sha256(EVAL_DOMAIN + seal_id + claim_id).digest()[:8], "big") >> 1
+    info = state.claims[claim_id]
+    subject = info.parent if info.parent is not None else claim_id
+    return int.from_bytes(hashlib.sha256(EVAL_DOMAIN + seal_id + subject).digest()[:8], "big") >> 1
 
 
 def replay_train_seed(state: State, claim_id: bytes, key: bytes, round_index: int) -> int | None:

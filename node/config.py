@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ledger.bodies import MAX_ROUND_INDEX
 from ledger.errors import LedgerError
 from ledger.keys import parse_node_id
+from ledger.spec import SwarmSpec
 from swarm.errors import SwarmError
 from swarm.protocol import check_addr
 
@@ -83,6 +85,13 @@ verify_ucr = 100_000
 verifiers = []
 # agreeing verifications that make a claim verified (at most the number of trusted verifiers)
 quorum = 1
+# the paired test of a claim (ledger/evidence.py): the most paired replays (training seeds) one claim
+# gets, the expected share of records that are no real gain, and the degrees of freedom the class's
+# noise estimate needs before any claim may become a record (0: the spec's noise_bpb alone; for a
+# demo swarm, which would otherwise wait for about a dozen paired replays of several claims)
+max_rounds = 6
+record_fdr = 0.01
+noise_dof = 16
 # how other nodes become trusted verifiers of the swarm this node creates (nobody is trusted for asking):
 # earned: a key whose replays agree with the trusted verifiers' often enough earns trust, and loses it
 #   on one disagreement (the rule every node's ledger applies; right for an open swarm);
@@ -176,6 +185,9 @@ class NodeConfig:
     agent_command: str = ""      # [agent] command: a coding agent per worker (node/research/agentdriver.py)
     agent_timeout_s: int = 1800
     agent_name: str = "agent"
+    max_rounds: int = 6          # [swarm] max_rounds, record_fdr, noise_dof: the spec's paired test
+    record_fdr: float = 0.01
+    noise_dof: int = 16
     stranger_quota_bytes: int = 512 << 20  # strangers' entries stored (swarm PeerConfig.stranger_quota_bytes)
 
     def budget_s(self, device: str) -> int:
@@ -188,9 +200,16 @@ class NodeConfig:
         """The public keys of `admit_keys` (checked when the config was read)."""
         return frozenset(parse_node_id(text) for text in self.admit_keys)
 
-    def spec_trust_fields(self) -> dict[str, int]:
-        """What `admit` puts in the spec of a swarm this node creates: with "none", no key earns trust."""
-        return {"trust_replays": 0} if self.admit == "none" else {}
+    def spec_trust_fields(self) -> dict[str, int | float]:
+        """What `admit` and the paired test's settings put in the spec of a swarm this node creates:
+        with "none", no key earns trust. Only values other than the spec's defaults, so a swarm made
+        with the defaults keeps its name (node/home.py's slug hashes these fields)."""
+        fields: dict[str, int | float] = {"trust_replays": 0} if self.admit == "none" else {}
+        defaults = SwarmSpec.__dataclass_fields__
+        for name in ("max_rounds", "record_fdr", "noise_dof"):
+            if getattr(self, name) != defaults[name].default:
+                fields[name] = getattr(self, name)
+        return fields
 
     def max_steps(self, device: str, budget_s: int) -> int:
         """The max_steps of this device's class in the spec of a swarm this node creates."""
@@ -449,6 +468,12 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
         verifiers=tuple(_check_list(path, "swarm", "verifiers", s["verifiers"], _is_node_id, "node ids")),
         quorum=_check(path, "swarm", "quorum", s["quorum"], int, lambda v: 1 <= v <= 64, "must be 1 to 64"),
         admit=_admit(path, s["admit"]),
+        max_rounds=_check(path, "swarm", "max_rounds", s["max_rounds"], int, lambda v: 1 <= v <= MAX_ROUND_INDEX + 1,
+                          f"must be 1 to {MAX_ROUND_INDEX + 1}"),
+        record_fdr=float(_check(path, "swarm", "record_fdr", s["record_fdr"], float, lambda v: 0 < v < 1,
+                                "must be above 0 and below 1")),
+        noise_dof=_check(path, "swarm", "noise_dof", s["noise_dof"], int, lambda v: 0 <= v <= 10**6,
+                         "must be 0 to 1000000"),
         admit_keys=tuple(_check_list(path, "swarm", "admit_keys", s["admit_keys"], _is_node_id, "node ids")),
         listen=args.listen or _check(path, "network", "listen", n["listen"], str, _is_listen, "must be HOST:PORT"),
         advertise=args.advertise or _check(path, "network", "advertise", n["advertise"], str, lambda v: v == "" or _is_addr(v),

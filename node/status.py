@@ -106,7 +106,8 @@ async def collect(config: NodeConfig) -> dict[str, Any]:
                      "verify_ucr": spec.verify_ucr},
             "classes": classes,
             "records": [{"platform_class": r.platform_class, "n": r.n, "claim": r.claim.hex(), "commit": r.commit.hex(),
-                         "author": node_id_text(r.author), "val_bpb": r.value, "prev_val_bpb": r.prev}
+                         "author": node_id_text(r.author), "val_bpb": r.value, "prev_val_bpb": r.prev,
+                         **views.record_evidence(r)}
                         for r in state.records],
             "balances": {node_id_text(k): {"ucr": v, "credits": v / UCR_PER_CREDIT}
                          for k, v in sorted(state.balances.items()) if v},

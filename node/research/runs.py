@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +31,15 @@ from node.research.limits import MAX_CLAIM_MESSAGE
 MAX_LOSS_POINTS = 16  # of the trainer's loss curve kept in a claim: most of a claim's bytes (docs/benchmarks.md, "Scale")
 EVAL_ESTIMATE_S = {"cpu": 10.0, "gpu": 120.0}  # shown as part of "time left" only
 PROGRESS_EVERY_S = 30.0  # without a terminal's status line, a run's progress is logged this often
+MAX_PARENT_RUNS = 256    # parent runs a node remembers for paired replays: a few hundred bytes each
 
 
 @dataclass(slots=True)
 class Stats:
     experiments: int = 0           # own experiments started by this process
-    verifications: int = 0
+    verifications: int = 0         # verify entries published (one per paired round)
+    parent_cache_hits: int = 0     # paired replays whose parent run came from the ParentRuns cache
+    parent_cache_misses: int = 0   # paired replays that had to train the parent
     overheads_s: list[float] = field(default_factory=list)  # per experiment, outside the trainer
     last: list[str] = field(default_factory=list)           # short results, newest last
 
@@ -50,6 +54,50 @@ class Live:
     what: str
     expected_end_s: float   # on the research loop's clock
     started_s: float = 0.0  # the same clock
+
+
+@dataclass(frozen=True, slots=True)
+class ParentKey:
+    """What fixes a parent run's result (bit for bit on a CPU): the program, the training seed, the
+    hardware class, the step count and schedule horizon, and the validation rows scored."""
+
+    commit: bytes
+    seed: int
+    platform_class: str
+    steps: int
+    horizon: int | None
+    eval_seed: int | None
+
+
+class ParentRuns:
+    """The parent runs of paired replays, so several claims on one parent that draw the same seed
+    (and rows) train the parent once. Bounded, least recently used first out; in memory only: a
+    restart loses it and costs one parent run per key again, never a wrong number. Every finished
+    run is kept, failures too (they repeat); a timeout is not: it says the machine was busy, not
+    what the parent does."""
+
+    def __init__(self, max_entries: int = MAX_PARENT_RUNS) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be positive, got {max_entries}")
+        self.max_entries = max_entries
+        self._runs: OrderedDict[ParentKey, RunResult] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, key: ParentKey) -> RunResult | None:
+        found = self._runs.get(key)
+        if found is not None:
+            self._runs.move_to_end(key)
+        return found
+
+    def put(self, key: ParentKey, result: RunResult) -> None:
+        if result.status == "timeout":
+            return
+        self._runs[key] = result
+        self._runs.move_to_end(key)
+        while len(self._runs) > self.max_entries:
+            self._runs.popitem(last=False)
 
 
 class Runs:

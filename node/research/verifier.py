@@ -41,6 +41,13 @@ Five rules, each a pure function of the ledger:
    quorum_of counts only the replays the fold used), and rule 2's reference is the lower of the
    best and the mean of all its replays.
 
+Since issue 13 these five rules (`unpaired_queue`) choose only the replays of a class's baseline,
+the one claim with no parent to pair with; a simulated swarm still runs them whole to compare the
+old rule. Every other claim is judged by the paired test of ledger/evidence.py, and the node's
+queue (`verification_queue`) offers a claim for as long as the fold wants paired rounds of it from
+this key (`rounds_wanted`: assigned by the seal, worth testing, test still open);
+node/research/replay.py runs them. A failed replay of our own ends our part in a claim.
+
 Among the claims left, the most promising first: a lower claimed value is both a larger gain and
 a higher chance of being a real record. Mints are built to the credit rules of ledger/credits.py
 and checked with its own `check_mint` before they are published, so the node never signs a mint
@@ -51,7 +58,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from ledger import assign, credits, facts, plausible, standing
+from ledger import assign, credits, evidence, facts, plausible, standing
 from ledger.bodies import MAX_SEAL_CLAIMS, Mint
 from ledger.fold import State
 
@@ -75,8 +82,9 @@ SPEC_NOISE_SDS = 3.0       # standard deviations in a spec's noise_bpb (the tole
 STALL_BUDGETS = 6          # a claim waits this many time budgets before the next verifier rank opens
 
 
-def settled(state: State, record: ClaimRecord) -> bool:
-    """Whether no verifier will ever replay this claim again (monotone: once True, True forever)."""
+def unpaired_settled(state: State, record: ClaimRecord) -> bool:
+    """Whether no verifier will ever replay this claim again under the unpaired rules (monotone:
+    once True, True forever)."""
     body = record.body
     decision = state.decisions.get(record.id)
     if decision is not None and not any(facts.anchored(state, state.verifies[vid].author, body.platform_class)
@@ -151,18 +159,20 @@ def noise_sd(state: State, platform_class: str) -> float:
     return math.sqrt(squares / dof)
 
 
-def verification_queue(state: State, history: History, verifier: bytes, platform_class: str,
+def unpaired_queue(state: State, history: History, verifier: bytes, platform_class: str,
                        skip: set[bytes], own: frozenset[bytes] = frozenset(),
                        now_ms: int | None = None) -> list[ClaimRecord]:
-    """Claims worth this verifier's replay, best first. `own`: authors it must not vouch for
-    (the node's own research key, once another trusted verifier can do it instead). `now_ms`: the
-    time, which lets stalled claims reach further verifiers; without it they wait for their ranks."""
+    """Claims worth this verifier's unpaired replay (rules 1-5), best first: the paired queue's
+    baselines, and the whole queue of a simulated swarm that compares the rule before issue 13.
+    `own`: authors it must not vouch for (the node's own research key, once another trusted
+    verifier can do it instead). `now_ms`: the time, which lets stalled claims reach further
+    verifiers; without it they wait for their ranks."""
     if not credits.trusted(state, verifier, platform_class):
         return []
     best = state.best.get(platform_class)
     noise = state.spec.noise_bpb.get(platform_class, 0.0)
     # cheapest filters first: this runs before every job of every worker
-    open_claims = [r for r in history.of_class(platform_class) if not settled(state, r)]
+    open_claims = [r for r in history.of_class(platform_class) if not unpaired_settled(state, r)]
     if not open_claims:
         return []
     # never replayed: claims whose numbers cannot be true, and claims of authors with too many
@@ -195,10 +205,72 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
         queue = [r for r in queue if r.id in state.verified or r.body.val_bpb is not None and r.body.val_bpb < bar
                  and (not (values := list(state.measured.get(r.id, {}).values())) or statistics.median(values) < bar)]
     if queue:  # a failed replay of ours is not in `measured`: look for one only now, it is rare
-        mine = {v.claim for v in state.verifies.values() if v.author == verifier}
-        queue = [r for r in queue if r.id not in mine]
+        queue = [r for r in queue if r.id not in _failed_by(state, verifier)]
     return sorted(queue, key=lambda r: (r.id in state.verified, r.body.parent is not None, r.body.val_bpb,
                                         r.time_ms, r.id))
+
+
+def verification_queue(state: State, history: History, verifier: bytes, platform_class: str,
+                       skip: set[bytes], own: frozenset[bytes] = frozenset(),
+                       now_ms: int | None = None) -> list[ClaimRecord]:
+    """What the node's verifier replays, best first: the baseline while the class has no best (an
+    unpaired replay, `unpaired_queue`), else the claims ledger/evidence.py asks this key for a
+    paired round of (`rounds_wanted`: assigned, worth testing, test still open; `own` does not
+    apply: a round skipped by its assigned key would stall the test, see `never_vouch_for`), lowest claimed
+    value first. node/sim/simulate.py's "paired" swarms run this same function."""
+    if not credits.trusted(state, verifier, platform_class):
+        return []
+    if platform_class not in state.best:
+        return [r for r in unpaired_queue(state, history, verifier, platform_class, skip, own, now_ms)
+                if r.body.parent is None]
+    barred = standing.barred_authors(state)  # authors with too many refuted claims
+    out = [r for r in history.of_class(platform_class)
+           if r.body.parent is not None and r.id not in skip and r.author != verifier and r.author not in barred and not settled(state, r) and not plausible.implausible(state.spec, r.body)
+           and evidence.rounds_wanted(state, r.id, verifier)]
+    if out:  # a failed replay of ours ends our part (the program fails here); rare: look only now
+        failed = _failed_by(state, verifier)
+        out = [r for r in out if r.id not in failed]
+    return sorted(out, key=lambda r: (r.body.val_bpb if r.body.val_bpb is not None else math.inf, r.time_ms, r.id))
+
+
+def settled(state: State, record: ClaimRecord) -> bool:
+    """Never offered by `verification_queue` again (monotone: the best only falls): decided, failed,
+    its paired test stopped, or its own number no better than the best; a baseline once the class
+    has a best."""
+    body = record.body
+    cls = body.platform_class
+    if record.id in state.decisions or body.status != "ok" or body.val_bpb is None:
+        return True
+    best = state.best.get(cls)
+    if body.parent is None:
+        return best is not None
+    stream = state.streams.get(cls)
+    return (stream is not None and record.id in stream.tests) or (best is not None and not body.val_bpb < best)
+
+
+def _failed_by(state: State, verifier: bytes) -> set[bytes]:
+    """The claims a replay of this verifier failed (no value): its part in them is over."""
+    return {v.claim for v in state.verifies.values() if v.author == verifier and v.value is None}
+
+
+def never_vouch_for(state: State, history: History, researcher: bytes, ours: frozenset[bytes],
+                    platform_class: str) -> set[bytes]:
+    """Our research key's baselines that our verifier key leaves to others: those whose assignment
+    (ledger/assign.py) holds at least a quorum of keys not ours, so other verifiers can decide them.
+    A claim the seal assigned (mostly) to us is ours to replay: skipping it would leave it
+    undecided, since no other key's replay counts for it. Claims with a parent are never left: each
+    paired round belongs to one assigned key (ledger/evidence.py's round_owner), so an assigned key
+    of ours that skipped its round would stall the claim's test for good; its seed is the seal's
+    draw, not ours to choose."""
+    quorum = state.spec.quorum
+    out = set()
+    for record in history.of_class(platform_class):
+        if record.author != researcher or record.body.parent is not None:
+            continue
+        assigned = assign.assignment(state, record.id)
+        if assigned is not None and sum(1 for key in assigned if key not in ours) >= quorum:
+            out.add(record.id)
+    return out
 
 
 def _max_replays(state: State) -> int:

@@ -287,7 +287,7 @@ class _Sim:
             if now_s >= self.next_fake_s.get(node, 0.0):
                 self.next_fake_s[node] = now_s + self.c.fake_every_s
                 self.fake(node, now_s)
-        queue = verifier.verification_queue(self.state, self.history, me, CLASS, set(), own=frozenset({me}),
+        queue = verifier.unpaired_queue(self.state, self.history, me, CLASS, set(), own=frozenset({me}),
                                             now_ms=int(now_s * 1000)) if self.trusted(node) else []
         if queue:
             end_s = now_s + self.run_s()
@@ -316,7 +316,7 @@ def simulate_collusion(config: CollusionConfig, rng: Random) -> CollusionFigures
         sim.jobs += 1
         if sim.jobs % PRUNE_EVERY_JOBS == 0:
             sim.history.claims = {k: r for k, r in sim.history.claims.items()
-                                  if not verifier.settled(sim.state, r)}
+                                  if not verifier.unpaired_settled(sim.state, r)}
         heapq.heappush(events, (sim.step(node, now_s), order, node))
         order += 1
     return _figures(sim)

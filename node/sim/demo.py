@@ -64,6 +64,12 @@ POLL_S = 1.0                # how often the demo looks at the ledgers (a read-on
 # run drew 0.039 and never reached a record. A record in the demo may be luck more often than in
 # a real swarm; the demo shows the mechanics, not a finding.
 DEMO_NOISE_BPB = 0.02
+# The paired test (ledger/evidence.py) may make a record only once the class's noise estimate rests
+# on spec.noise_dof degrees of freedom: about a dozen paired replays of several claims, which three
+# CPU nodes take most of an hour to run. The demo's spec needs none: its noise estimate is the
+# spec's noise_bpb (a prior of 4 dof) plus whatever rounds come in, and a record still needs the
+# test's MIN_WIN_ROUNDS paired rounds and the false-discovery level of a swarm's first test.
+DEMO_NOISE_DOF = 0
 # What the demo's "agent" submits through node 1's CLI: three learning-rate edits that replays of
 # 18 CPU steps (about what 5 s gives) measured 0.084 bpb better than genesis (1.857 -> 1.773), well
 # past the replay bar of noise + 1.5 sd (0.045): a doubled output-head rate alone gained 0.062, a
@@ -110,7 +116,8 @@ def _config_text(budget_s: int, verifiers: list[str], quorum: int, lock: Path) -
     ids = ", ".join(f'"{v}"' for v in verifiers)
     return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\ncalibration_runs = 0\n'
             f'machine_lock = {json.dumps(str(lock))}\n\n'
-            f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nverifiers = [{ids}]\nquorum = {quorum}\n'
+            f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nnoise_dof = {DEMO_NOISE_DOF}\n'
+            f'verifiers = [{ids}]\nquorum = {quorum}\n'
             'admit = "none"\n\n'
             '[network]\nlisten = "127.0.0.1:0"\napi_listen = "127.0.0.1:0"\n\n[display]\nrefresh_s = 5.0\n')
 

@@ -27,11 +27,7 @@ import math
 import random
 import struct
 
-from ledger import evidence
-from ledger.fold import State
-
-from node.research.verifier import verification_queue as queue
-from node.research.history import ClaimRecord, History
+from node.research import verifier
 
 REPLAY_MODES = ("independent", "claim_seed", "paired")
 
@@ -59,29 +55,6 @@ def measure(true_bpb: float, salt: bytes, commit: bytes, seed: int, *, sd_train:
     return max(1e-6, true_bpb + noise)
 
 
-def paired_queue(state: State, history: History, verifier: bytes, platform_class: str, skip: set[bytes],
-                 own: frozenset[bytes] = frozenset(), now_ms: int | None = None) -> list[ClaimRecord]:
-    """What the paired verifier replays, best first: the baseline while the class has none (an
-    unpaired replay, node/research/verifier.py's queue), else the claims ledger/evidence.py asks
-    this key for a round of, lowest claimed value first."""
-    if platform_class not in state.best:
-        return [r for r in queue(state, history, verifier, platform_class, skip, own, now_ms)
-                if r.body.parent is None]
-    out = [r for r in history.of_class(platform_class)
-           if r.id not in skip and r.author not in own and r.body.parent is not None
-           and evidence.rounds_wanted(state, r.id, verifier)]
-    return sorted(out, key=lambda r: (r.body.val_bpb if r.body.val_bpb is not None else math.inf, r.time_ms, r.id))
-
-
-def paired_settled(state: State, record: ClaimRecord) -> bool:
-    """Never replayed again: decided, failed, or its own number no better than the best (which
-    only falls). A baseline is settled once the class has a best."""
-    body = record.body
-    cls = body.platform_class
-    if record.id in state.decisions or body.status != "ok" or body.val_bpb is None:
-        return True
-    best = state.best.get(cls)
-    if body.parent is None:
-        return best is not None
-    stream = state.streams.get(cls)
-    return (stream is not None and record.id in stream.tests) or (best is not None and not body.val_bpb < best)
+# the paired verifier's choices are the node's own (node/research/verifier.py)
+paired_queue = verifier.verification_queue
+paired_settled = verifier.settled

@@ -8,7 +8,8 @@ fold (ledger.fold.apply) and the verifier's choices and mints (node/research/ver
 Theory of operation. Discrete events: each node's one worker finishes a job at some time, the
 job's entries are signed and folded in, and the worker picks its next job with the research loop's
 own choose_work (node/research/work.py): the baseline while the class has no successful baseline
-claim, else the first claim of verifier.verification_queue, else an experiment on the class's
+claim, else the first claim of the verifier's queue (the node's own, verifier.verification_queue,
+in a "paired" swarm), else an experiment on the class's
 best verified commit.
 Gossip is taken as instant (the swarm benchmark's p95 is under 0.5 s against 6-minute runs), so
 every node sees one fold state. Sealing too: an anchor (node 0's verifier key) seals each
@@ -75,11 +76,12 @@ class Queue(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Which claims a verifier replays: node/research/verifier.py's, unless a benchmark compares another.
-    `settled` must be monotone and imply that `queue` never returns the claim again."""
+    """Which claims a verifier replays: node/research/verifier.py's unpaired rules (the node's queue
+    before issue 13; a "paired" swarm runs the node's own `verification_queue`), unless a benchmark
+    compares another. `settled` must be monotone and imply that `queue` never returns the claim again."""
 
-    queue: Queue = verifier.verification_queue
-    settled: Callable[[State, ClaimRecord], bool] = verifier.settled
+    queue: Queue = verifier.unpaired_queue
+    settled: Callable[[State, ClaimRecord], bool] = verifier.unpaired_settled
 
 
 @dataclass(frozen=True, slots=True)

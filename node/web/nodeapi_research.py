@@ -75,7 +75,7 @@ class ResearchRoutes:
             out[cls] = {
                 "best": None if best is None else {
                     "commit": best.commit.hex(), "claim": best.claim.hex(), "val_bpb": best.value, "record": best.n,
-                    "prev_val_bpb": best.prev, **ctx.author(best.author)},
+                    "prev_val_bpb": best.prev, **views.record_evidence(best), **ctx.author(best.author)},
                 "promising": [ctx.claim_view(state, r, counts) for r in promising[:TOP_N]],
                 "leaves": [ctx.claim_view(state, r, counts) for r in list(leaves.values())[:TOP_N]],
             }
@@ -123,7 +123,7 @@ class ResearchRoutes:
                  **ctx.author(v.author)}
                 for vid, v in state.verifies.items() if v.claim in ids],
             "records": [{"platform_class": r.platform_class, "n": r.n, "claim": r.claim.hex(), "val_bpb": r.value,
-                         "prev_val_bpb": r.prev, **ctx.author(r.author)}
+                         "prev_val_bpb": r.prev, **views.record_evidence(r), **ctx.author(r.author)}
                         for r in state.records if r.commit == commit],
             "children": sorted({r.body.commit.hex() for r in history.claims.values() if r.body.parent == commit}),
             "queued": any(s.commit == commit for s in ctx.backend.queued()),

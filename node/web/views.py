@@ -75,6 +75,22 @@ def signed_bpb(value: float | None) -> str:
     return "—" if value is None else f"{value:+.4f}"
 
 
+def record_evidence(record: RecordRow) -> dict[str, Any]:
+    """A record's paired evidence for the APIs (ledger/evidence.py): its estimated gain over the best
+    before it, that gain's 95% interval and the paired replays (seeds) behind it; None and 0 for a
+    record the quorum rule made (a baseline)."""
+    return {"gain_bpb": record.gain, "gain_low_bpb": record.low, "gain_high_bpb": record.high,
+            "seeds": record.seeds}
+
+
+def evidence_text(record: RecordRow) -> str:
+    """`gain 0.0840 [0.0610, 0.1070], 5 seeds`, or "" for a record without paired evidence."""
+    if record.gain is None:
+        return ""
+    interval = "" if record.low is None or record.high is None else f" [{bpb(record.low)}, {bpb(record.high)}]"
+    return f"gain {bpb(record.gain)}{interval}, {record.seeds} seed{'s' if record.seeds != 1 else ''}"
+
+
 def cr(ucr: int) -> str:
     return f"{ucr / UCR_PER_CREDIT:,.3f} cr"
 
@@ -199,9 +215,9 @@ def sota_table(state: State, claims: Mapping[bytes, ClaimRecord]) -> Table:
         rows.append([
             cell(r.platform_class), cell(f"#{r.n}"), cell(bpb(r.value), experiment_href(r.claim)),
             cell(signed_bpb(delta)), cell(_change(claims, r.claim)), cell(who(r.author)),
-            cell(str(len(state.measured.get(r.claim, {})))),
+            cell(str(len(state.measured.get(r.claim, {})))), cell(evidence_text(r) or "quorum"),
         ])
-    return _table(("class", "record", "val_bpb", "delta", "change", "author", "verifications"), rows)
+    return _table(("class", "record", "val_bpb", "delta", "change", "author", "verifications", "evidence"), rows)
 
 
 def earners_table(state: State) -> Table:
@@ -335,8 +351,9 @@ def record_item(row: int, time_ms: int, record: RecordRow, claims: Mapping[bytes
     """The feed line of a new record, placed at the verification that made it (`row`, `time_ms`)."""
     delta = "" if record.prev is None else f" ({signed_bpb(record.value - record.prev)})"
     change = _change(claims, record.claim)
+    evidence = evidence_text(record)
     text = (f"record #{record.n} on {record.platform_class}: {bpb(record.value)}{delta} by {who(record.author)}"
-            + (f" — {change}" if change else ""))
+            + (f" — {change}" if change else "") + (f" ({evidence})" if evidence else ""))
     return {"row": row, "kind": "record", "time": utc(time_ms), "text": text, "href": experiment_href(record.claim)}
 
 

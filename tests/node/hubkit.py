@@ -30,13 +30,13 @@ OPERATOR_TOKEN = "operator-test-token"
 
 
 def spec_for(creator: Identity, verifiers: list[Identity], baseline: bytes, quorum: int = 1,
-             spot_check_per_mille: int = 0) -> SignedSpec:
+             spot_check_per_mille: int = 0, noise_dof: int = 16, noise_bpb: float = 0.01) -> SignedSpec:
     return sign_spec(creator, SwarmSpec(
         name="hubkit", creator=creator.public_key, created_ms=0, harness_hash=b"h" * 32, dataset_hash=b"d" * 32,
         tokenizer_hash=b"t" * 32, time_budget_s=30, metric="val_bpb", direction="min", baseline_commit=baseline,
         allowed_files=["train.py"], platform_classes=[CLASS], verifiers=[v.public_key for v in verifiers],
-        quorum=quorum, noise_bpb={CLASS: 0.01}, record_ucr_per_bpb=10**9, verify_ucr=1000,
-        spot_check_per_mille=spot_check_per_mille))
+        quorum=quorum, noise_bpb={CLASS: noise_bpb}, record_ucr_per_bpb=10**9, verify_ucr=1000,
+        spot_check_per_mille=spot_check_per_mille, noise_dof=noise_dof))
 
 
 @dataclass
@@ -96,13 +96,16 @@ class KitBackend:
 
 
 @contextlib.asynccontextmanager
-async def backend(tmp_path: Path, *, claim_baseline: bool = True) -> AsyncIterator[KitBackend]:
+async def backend(tmp_path: Path, *, claim_baseline: bool = True, noise_dof: int = 16,
+                  noise_bpb: float = 0.01) -> AsyncIterator[KitBackend]:
     """A node home in tmp_path with a genesis commit, a ledger whose spec names it, and (unless
-    `claim_baseline` is false: a fresh node whose baseline run has not ended) a baseline claim."""
+    `claim_baseline` is false: a fresh node whose baseline run has not ended) a baseline claim.
+    `noise_dof`, `noise_bpb`: the spec's (noise_dof 0 lets a paired test decide on the spec's
+    noise alone)."""
     me, verifier = identity(500), identity(501)
     async with Repository.open(tmp_path / "repo") as repo:
         baseline = await home.ensure_baseline(repo)
-        spec = spec_for(me, [verifier], baseline)
+        spec = spec_for(me, [verifier], baseline, noise_dof=noise_dof, noise_bpb=noise_bpb)
         async with Ledger.open(tmp_path / "ledger.sqlite", spec) as ledger:
             history = History()
             agents = AgentRegistry.load(tmp_path / "agents.json", OPERATOR_TOKEN)

@@ -2,6 +2,7 @@
 verifier, unknown to the claimant when it trained, and passed to the trainer as --eval-seed."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from hypothesis import given
@@ -32,12 +33,20 @@ def test_rows_follow_the_claims_seal_and_nothing_else() -> None:
     assert (assign.replay_eval_seed(state, c.id) == rows) == (first.id < second.id)
 
 
-@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
-def test_distinct_claims_of_one_seal_score_different_rows(a: bytes, b: bytes) -> None:
-    state = fold.initial(make_spec(CREATOR, [ANCHOR]).spec)
-    state.seals[a] = state.seals[b] = b"s" * 32
-    seed_a, seed_b = assign.replay_eval_seed(state, a), assign.replay_eval_seed(state, b)
-    assert seed_a is not None and seed_b is not None and (seed_a == seed_b) == (a == b)
+@given(st.integers(1, 10**6), st.integers(1, 10**6))
+def test_claims_of_one_parent_sealed_together_score_the_same_rows(a: int, b: int) -> None:
+    """The rows name the parent (so one parent run serves every claim on it in the seal); two
+    baselines, which have no parent, score rows of their own."""
+    signed = make_spec(CREATOR, [ANCHOR])
+    feeds, state = Feeds(signed.swarm_id), fold.initial(signed.spec)
+    children = [feeds.sign(AUTHOR, claim(n, 1.5)) for n in (a, b)]
+    roots = [feeds.sign(AUTHOR, dataclasses.replace(claim(n, 1.5), parent=None)) for n in (a, b)]
+    for entry in [*children, *roots]:
+        fold.apply(state, entry)
+    fold.apply(state, feeds.sign(ANCHOR, seal(*children, *roots)))
+    rows = [assign.replay_eval_seed(state, e.id) for e in [*children, *roots]]
+    assert None not in rows and rows[0] == rows[1]
+    assert (rows[2] == rows[3]) == (roots[0].id == roots[1].id) and rows[0] not in rows[2:]
 
 
 def test_the_trainer_is_told_the_rows() -> None:

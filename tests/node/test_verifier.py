@@ -15,8 +15,8 @@ from ledger.store import Ledger
 from node.display import Display
 from node.research.history import ClaimRecord, History
 from node.research.verifier import (CLAIM_Z, CONFIRM_REPLAYS, SPEC_NOISE_SDS, STALL_BUDGETS, fits_budget, noise_sd, owed_fees, owed_records,
-                           quorum_of, record_mint, reference, sealable, settled, verification_mint,
-                           verification_queue)
+                           quorum_of, record_mint, reference, sealable, unpaired_settled, verification_mint,
+                           unpaired_queue)
 from tests.ledger.factory import CLASS, NOISE, RATE, Feeds, commit, identity, make_spec
 
 RESEARCHER, VERIFIER = identity(1), identity(2)
@@ -43,14 +43,14 @@ async def test_queue_then_record_and_fee_mints_are_valid(tmp_path: Path) -> None
         crash = await ledger.publish(RESEARCHER, _claim(2, None), time_ms=3)
         await history.sync(ledger)
         me = VERIFIER.public_key
-        assert verification_queue(ledger.state, history, me, CLASS, set()) == []  # nothing sealed yet
+        assert unpaired_queue(ledger.state, history, me, CLASS, set()) == []  # nothing sealed yet
         assert sealable(ledger.state, me) == [base.id, worse.id]  # successful claims only, oldest first
         assert sealable(ledger.state, RESEARCHER.public_key) == []  # no anchor: its seal would not count
         await ledger.publish(VERIFIER, Seal(claims=sealable(ledger.state, me)), time_ms=3)
         # before anything is verified: the baseline only (a child would meet no bar)
-        assert [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())] == [base.id]
-        assert crash.id not in [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())]
-        assert verification_queue(ledger.state, history, RESEARCHER.public_key, CLASS, set()) == []  # not trusted
+        assert [r.id for r in unpaired_queue(ledger.state, history, me, CLASS, set())] == [base.id]
+        assert crash.id not in [r.id for r in unpaired_queue(ledger.state, history, me, CLASS, set())]
+        assert unpaired_queue(ledger.state, history, RESEARCHER.public_key, CLASS, set()) == []  # not trusted
 
         v0 = await ledger.publish(VERIFIER, _verify(base.id, base.body, 2.0), time_ms=4)  # type: ignore[arg-type]
         mint, why = record_mint(ledger.state, me, base.id)
@@ -65,8 +65,8 @@ async def test_queue_then_record_and_fee_mints_are_valid(tmp_path: Path) -> None
         await ledger.publish(VERIFIER, Seal(claims=sealable(ledger.state, me)), time_ms=8)
         await history.sync(ledger)
         # now only claims that beat the best (2.0) by more than the noise
-        assert [r.id for r in verification_queue(ledger.state, history, me, CLASS, set())] == [good.id]
-        assert verification_queue(ledger.state, history, me, CLASS, {good.id}) == []
+        assert [r.id for r in unpaired_queue(ledger.state, history, me, CLASS, set())] == [good.id]
+        assert unpaired_queue(ledger.state, history, me, CLASS, {good.id}) == []
         assert close.id in history.claims
         await ledger.publish(VERIFIER, _verify(good.id, good.body, 1.8), time_ms=9)  # type: ignore[arg-type]
         mint, why = record_mint(ledger.state, me, good.id)
@@ -148,7 +148,7 @@ def _assigned(state: State, claim_id: bytes) -> list[Identity]:
 
 
 def _takers(state: State, history: History, claim_id: bytes, now_ms: int | None = None) -> list[Identity]:
-    return [v for v in MANY if claim_id in [r.id for r in verification_queue(state, history, v.public_key, CLASS, set(),
+    return [v for v in MANY if claim_id in [r.id for r in unpaired_queue(state, history, v.public_key, CLASS, set(),
                                                                             now_ms=now_ms)]]
 
 
@@ -180,7 +180,7 @@ def test_one_replay_first_then_the_quorum_then_more_when_stalled() -> None:
     for v in confirming:
         _publish(state, feeds, history, v, _verify(good.id, good.body, 1.88))  # type: ignore[arg-type]
         assert record_mint(state, v.public_key, good.id)[0] is None
-    assert _takers(state, history, good.id, now_ms=stalled) == [] and settled(state, history.claims[good.id])
+    assert _takers(state, history, good.id, now_ms=stalled) == [] and unpaired_settled(state, history.claims[good.id])
     assert len(quorum_of(state, good.id)) == 2 and reference(state, CLASS) == pytest.approx(1.8933, abs=1e-4)
 
 
@@ -200,9 +200,9 @@ def test_a_replay_that_says_no_record_ends_the_claim() -> None:
     _with_record(state, feeds, history)
     lucky = _publish(state, feeds, history, RESEARCHER, _claim(1, 1.9))
     first = _takers(state, history, lucky.id)
-    assert not settled(state, history.claims[lucky.id])
+    assert not unpaired_settled(state, history.claims[lucky.id])
     _publish(state, feeds, history, first[0], _verify(lucky.id, lucky.body, 1.995))  # type: ignore[arg-type]
-    assert settled(state, history.claims[lucky.id]) and _takers(state, history, lucky.id, now_ms=10**12) == []
+    assert unpaired_settled(state, history.claims[lucky.id]) and _takers(state, history, lucky.id, now_ms=10**12) == []
 
 
 def test_claims_need_a_margin_over_the_noise() -> None:
@@ -211,7 +211,7 @@ def test_claims_need_a_margin_over_the_noise() -> None:
     # beats the best by the noise (a record if replays agree) but not by noise + CLAIM_Z sd
     sd = NOISE / SPEC_NOISE_SDS  # too few replays: the sd the spec's noise implies
     close = _publish(state, feeds, history, RESEARCHER, _claim(1, 2.0 - NOISE - CLAIM_Z * sd / 2))
-    assert not settled(state, history.claims[close.id]) and _takers(state, history, close.id, now_ms=10**12) == []
+    assert not unpaired_settled(state, history.claims[close.id]) and _takers(state, history, close.id, now_ms=10**12) == []
     assert noise_sd(state, CLASS) == pytest.approx(sd)
 
 
