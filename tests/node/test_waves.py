@@ -10,15 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import fold
 from node.errors import NoProposal
 from node.research.history import History
 from node.home import genesis_source
 from node.platform import Device
 from node.research.program import normalized_key, parse_program
+from node.research.leases import LeaseBook
 from node.research.loop import Research
+from node.research.proposers import Chosen
 from node.research.proposer import Settings, Trial
 from node.sim.simulate import CLASS
 from node.sim.simwork import SIM_TRAIN_PY, Tier, WorkConfig, cheap_tier, simulate_work
+from tests.ledger.factory import identity, make_spec
 from node.research.waves import Wave, WaveQueue, WaveSettings, ladder, pick_winner, plan_wave
 
 GENESIS = genesis_source().decode()
@@ -154,19 +158,22 @@ def test_the_simulated_node_is_deterministic_by_seed(config: WorkConfig) -> None
 def _research_stand_in(waves: bool, workers: int) -> SimpleNamespace:
     """What Research._propose reads of its Research, with a real History and an empty ledger view."""
     config = SimpleNamespace(waves=waves, screening_classes=(), reference_class="")
-    return SimpleNamespace(config=config, ledger=SimpleNamespace(state=None), history=History(), _busy_keys=set(),
-                           _waves={}, workers_of={CLASS: workers}, rng=random.Random(7), _settings=FROZEN.proposer)
+    state = fold.initial(make_spec(identity(1), [identity(2)]).spec)
+    return SimpleNamespace(config=config, ledger=SimpleNamespace(state=state), history=History(), _busy_keys=set(),
+                           _waves={}, workers_of={CLASS: workers}, rng=random.Random(7), _settings=FROZEN.proposer,
+                           leases=LeaseBook(), _now_ms=lambda: 0, researcher=identity(1))
 
 
 def test_the_research_loop_takes_wave_points_one_per_worker_when_waves_are_on() -> None:
     device = Device(index=None, name="cpu", memory_mb=0, driver="", platform_class=CLASS)
     node = _research_stand_in(waves=True, workers=4)
-    picked = [Research._propose(node, device, GENESIS) for _ in range(4)]  # type: ignore[arg-type]
+    chosen = Chosen("bandit", GENESIS, b"g" * 20, 7, FROZEN.proposer)
+    picked = [Research._propose(node, device, GENESIS, chosen) for _ in range(4)]  # type: ignore[arg-type]
     wave = node._waves[CLASS].wave
     assert wave is not None and [p.key for p in picked] == [p.key for p in wave.proposals]
-    Research._propose(node, device, GENESIS)  # type: ignore[arg-type]
+    Research._propose(node, device, GENESIS, chosen)  # type: ignore[arg-type]
     assert node._waves[CLASS].waves == 2  # the first wave used up: the next is planned
     off = _research_stand_in(waves=False, workers=4)
-    assert Research._propose(off, device, GENESIS).key and not off._waves  # type: ignore[arg-type]
+    assert Research._propose(off, device, GENESIS, chosen).key and not off._waves  # type: ignore[arg-type]
     one = _research_stand_in(waves=True, workers=1)
-    assert Research._propose(one, device, GENESIS).key and not one._waves  # type: ignore[arg-type]
+    assert Research._propose(one, device, GENESIS, chosen).key and not one._waves  # type: ignore[arg-type]
