@@ -35,6 +35,15 @@ from node.research.limits import UCR_PER_CREDIT
 from node.research.experiment import RunResult
 from node.research.runs import ParentKey, ParentRuns, Runs, Stats, replay_outputs
 
+# what a paired test's state (ledger/evidence.py `verdict`) means, after a replay that made no record
+VERDICT_TEXT = {
+    "refuted": "REFUTED by the paired test: the claimed value is far off what its replays measured",
+    "loss": "paired test: no gain over its parent, no record",
+    "exhausted": "paired test: no clear gain in the most rounds a claim gets, no record",
+    "win": "paired test: a gain, but not past the records' false-discovery level",
+    "waiting": "paired test: rounds in; waiting for the class's noise estimate to come of age",
+    "open": "paired test: open, more rounds wanted",
+}
 SLOW_REPLAY_TRIES = 3        # replays too slow for the budget before the verifier publishes that they do not fit
 SLOW_REPLAY_WAIT_BUDGETS = 6  # a too-slow replay is tried again after this many budgets (a busy moment passes)
 
@@ -225,7 +234,7 @@ class Replays:
             if row is not None and row.gain is not None and row.low is not None and row.high is not None:
                 text += f" (gain {row.gain:.4f}, 95% interval {row.low:.4f} to {row.high:.4f}, {row.seeds} seeds)"
         elif (verdict := evidence.verdict(state, record.id)) is not None:
-            text += f"; paired test: {verdict}"
+            text += "; " + VERDICT_TEXT.get(verdict, f"paired test: {verdict}")
         elif record.id in state.verified:
             text += "; a confirmation re-run of the best (earns the fee, not a record share)" \
                 if why == "the minter must be part of the quorum" else f"; {why}"
