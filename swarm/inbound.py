@@ -49,6 +49,10 @@ class Inbound:
             stats.fail(stats.refused, "not_websocket")
             return web.Response(status=400, text="websocket upgrade expected")
         host = request.remote or ""
+        if host and peer.bans.banned(host, time.monotonic()):
+            # a banned peer's address (swarm/links.py): refused before it takes a slot or a handshake
+            stats.fail(stats.refused, "banned_addr")
+            return web.Response(status=403, text="refused: banned")
         why = admission.admit(host, time.monotonic())
         if why == "half_open" and self.half_open:
             # every half-open slot is taken: the oldest has had the longest to send its hello

@@ -24,7 +24,7 @@ class StrangerGate:
     def admit(self, conn: Connection, wires: tuple[bytes, ...], held: Callable[[bytes], bool]) -> list[bytes]:
         """The wires to queue: each new one charged to the quotas, or refused with its reason
         (counted on the link). Each refusal the sender is to blame for costs it a penalty,
-        unless we asked for the entry."""
+        unless we asked for the entry (over-quota answers: forgiven from a bucket)."""
         now = time.monotonic()
         subnet = subnet_of(conn.remote_host or host_of(conn.addr))
         admitted: list[bytes] = []
@@ -42,8 +42,10 @@ class StrangerGate:
                 admitted.append(wire)
                 continue
             conn.stats.reject(reason)
-            # our disk full, or what we asked for: never the sender's fault
-            blamed += reason in BLAMED and not asked
+            # our disk full, or what we asked for: never the sender's fault; but an asked-for
+            # answer over its author's quota is forgiven only so often (swarm/asked.py)
+            if reason in BLAMED and (not asked or (reason == "quota_author" and not conn.asked.forgive(now))):
+                blamed += 1
         if blamed:
             conn.misbehaved("quota", blamed)
         return admitted
