@@ -120,7 +120,9 @@ async def test_gap_is_asked_for_and_released_entries_forwarded(tmp_path: Path, m
     feeds = factory.Feeds(factory.make_spec(factory.identity(0), [factory.identity(1)]).swarm_id)
     x = factory.identity(500)
     e1, e2, e3 = (feeds.sign(x, factory.post(str(i))) for i in range(3))
-    slow = dict(anti_entropy_interval_s=300.0)  # anti-entropy only at connect: the Want must do it
+    # anti-entropy only at connect: the Want must do it; no peer exchange, so the line stays A-B-C
+    # (C learned A's address from B and dialed it, and A's pushes then reached B through C)
+    slow = dict(anti_entropy_interval_s=300.0, peer_exchange=False)
     async with open_node(tmp_path, **slow) as a, open_node(tmp_path, **slow) as b, open_node(tmp_path, **slow) as c:
         # A must have answered B's connect-time heads before it holds the feed, or that answer
         # carries seq 1 and nothing ever waits (the test failed so under load)
