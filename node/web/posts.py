@@ -38,6 +38,7 @@ from typing import Any
 
 from ledger.bodies import Post
 from ledger.entry import Entry
+from ledger.fold import State
 from ledger.store import Ledger
 
 from node.contract import MIN_PREFIX_HEX
@@ -135,7 +136,7 @@ class PostIndex:
         """Indexes the posts the ledger committed since the last sync; returns how many."""
         added = 0
         async with self._lock:  # two readers at once would index the same rows twice
-            self._valued = _valued(ledger)
+            self._valued = valued_authors(ledger.state)
             while True:
                 batch = await ledger.entries_since(self.row, ["post"], SYNC_BATCH)
                 for row, entry in batch:
@@ -231,9 +232,8 @@ class _Channel:
         return self.by_author[heaviest][0]
 
 
-def _valued(ledger: Ledger) -> frozenset[bytes]:
+def valued_authors(state: State) -> frozenset[bytes]:
     """Authors the swarm valued, from the fold (the same rule as swarm/ledgerport.py's `valued`)."""
-    state = ledger.state
     return frozenset([*state.verifiers, state.spec.creator, *(a for a, b in state.balances.items() if b > 0)])
 
 
