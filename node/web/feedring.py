@@ -50,6 +50,13 @@ class FeedRing:
     def oldest(self) -> Item | None:
         return next(iter(self), None)
 
+    def authors(self) -> list[bytes | None]:
+        """The author of each held item, in the items' order."""
+        return [author for _, author, _ in self._items.values()]
+
+    def count_of(self, author: bytes) -> int:
+        return len(self._by_author.get(author, ()))
+
     def add(self, item: Item, author: bytes | None, protected: Protected) -> None:
         """Appends `item` (by `author`; None: no author, protected), then evicts down to the caps."""
         key = next(self._keys)

@@ -41,7 +41,7 @@ def test_caps_hold_and_protected_items_go_last(stream: list[tuple[bytes | None, 
         assert ring.bytes == sum(item_bytes(i) for i in held)
         assert ring.bytes <= max_bytes or len(held) == 1
         assert [i["row"] for i in held] == sorted(i["row"] for i in held)   # ledger order kept
-        authors = {id(i): a for i, a in zip(held, _authors(ring))}
+        authors = {id(i): a for i, a in zip(held, ring.authors())}
         for stranger in (b"s1", b"s2", b"s3", b"s4"):
             assert sum(1 for a in authors.values() if a == stranger) <= per_author
         lost = [i for i in before if id(i) not in {id(h) for h in held}]
@@ -52,10 +52,6 @@ def test_caps_hold_and_protected_items_go_last(stream: list[tuple[bytes | None, 
 
 def _author_of(stream: list[tuple[bytes | None, int]], row: int) -> bytes | None:
     return stream[row][0]
-
-
-def _authors(ring: FeedRing) -> list[bytes | None]:
-    return [author for _, author, _ in ring._items.values()]
 
 
 def test_kept_names_only_the_items_still_held() -> None:
@@ -92,6 +88,6 @@ async def test_a_strangers_flood_leaves_the_research_in_the_feed(tmp_path: Path)
             held = {(i["row"], i["kind"]) for i in feed}
             assert all((i["row"], i["kind"]) in held for i in research), research
             for who in strangers:
-                assert hub.feed._by_author.get(who.public_key, {}).__len__() <= dashboard.MAX_FEED_PER_AUTHOR
+                assert hub.feed.count_of(who.public_key) <= dashboard.MAX_FEED_PER_AUTHOR
         finally:
             await runner.cleanup()
