@@ -28,14 +28,16 @@ class StrangerGate:
         now = time.monotonic()
         subnet = subnet_of(conn.remote_host or host_of(conn.addr))
         admitted: list[bytes] = []
-        blamed = 0
+        blamed = duplicates = 0
         for wire in wires:
             eid = entry_key(wire)
-            if held(eid):
-                # held or on its way: the ledger will call it a duplicate (or refuse a forged copy); no charge
-                admitted.append(wire)
-                continue
             asked = conn.asked.covers(wire[:32], eid, now)
+            if held(eid):
+                # held or on its way: the ledger will call it a duplicate (or refuse a forged copy);
+                # no charge, but an unasked stream of copies past the link's allowance costs it
+                admitted.append(wire)
+                duplicates += not asked and not conn.limits.duplicate_ok(now)
+                continue
             # charged under its signature: a forged copy of a charged entry (same id) cannot refund it
             reason = self.quotas.admit(wire[32:96], wire[:32], len(wire), subnet, now, asked=asked)
             if reason is None:
@@ -48,6 +50,8 @@ class StrangerGate:
                 blamed += 1
         if blamed:
             conn.misbehaved("quota", blamed)
+        if duplicates:
+            conn.misbehaved("duplicate_flood", duplicates)
         return admitted
 
     def settle(self, wire: bytes, kept: bool) -> None:

@@ -9,6 +9,7 @@ flooder comes from its own address (127.0.7.1), the honest node from another /24
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +22,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.keys import Identity
+from swarm import asked
 from swarm.asked import FORGIVEN_BURST, FORGIVEN_PER_S, Asked
 from swarm.handshake import new_nonce, sign_hello
+from swarm.limits import DUPLICATE_BURST
 from swarm.peer import WS_PATH
 from swarm.protocol import Entries, encode_message
 from tests.ledger import factory
-from tests.swarm.swarmkit import SWARM, Node, open_node, wait_all, wait_connected
+from tests.swarm.swarmkit import SWARM, Node, open_node, wait_all, wait_connected, wait_heads
 
 KiB = 1024
 # quota_author comes first: 24 KiB per fresh key, while the strangers' and the subnet's shares are the defaults'
@@ -149,3 +152,21 @@ def test_forgiven_never_exceeds_burst_plus_refill(times: list[float]) -> None:
     for t in times:
         asked.forgive(t)
     assert asked.forgiven <= FORGIVEN_BURST + (times[-1] - times[0]) * FORGIVEN_PER_S + 1e-9
+
+
+async def test_a_flood_of_copies_of_one_entry_is_banned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copies of an entry we hold cost a hash each and are never stored, but an unasked stream of
+    them past the link's allowance (limits.DUPLICATES_PER_S) ends in a ban too."""
+    monkeypatch.setattr(asked, "ASKED_WINDOW_S", 0.2)   # our connect-time heads ask for anything briefly
+    flooder = factory.identity(9200)
+    entry = factory.Feeds(SWARM).sign(flooder, factory.post("one entry"))
+    async with open_node(tmp_path, **SMALL_AUTHORS) as victim:
+        async with link_from(victim, flooder, FLOODER_HOST) as ws:
+            await ws.send_bytes(encode_message(Entries((entry.wire,))))
+            await wait_heads(victim, {flooder.public_key: 1}, 10)
+            await asyncio.sleep(0.3)   # past the asked window, a fixed deadline: copies from here are unasked
+            seconds = await flood_until_closed(ws, [entry.wire] * int(2 * DUPLICATE_BURST), 50)
+        assert seconds < BAN_BOUND_S and victim.peer.stats()["bans"] == 1
+        await victim.peer.wait_until(lambda: flooder.public_key not in victim.peer.connected(), 10)
+        assert victim.peer.stats()["closed_peer_rejects"].get("duplicate_flood", 0) > 0
+        assert await victim.ledger.count() == 1
