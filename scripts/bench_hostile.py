@@ -16,6 +16,10 @@ and the counters that show the defence at work.
 - eclipse:   gossiped addresses from one peer, to fill the address table and the next dials
 - disk:      8 KB posts from 43 fresh keys pushed as fast as the link takes them (issue 14's
              42,100 in 30 s, scaled down), while a stamped honest node publishes 8 KB posts too
+- flood:     the same posts, past each key's quota, pushed from the link's first second: the
+             seconds until the victim bans the flooder (one fresh victim per try, median of
+             `flood_tries`), then the flooder's key from another address and a fresh key from its
+             address are both refused, and honest nodes still dial and deliver
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -72,6 +77,8 @@ class Scale:
     disk_keys: int = 43          # fresh keys of the disk flood
     disk_posts: int = 4300       # 8 KB posts they push, all keys together
     honest_big: int = 40         # 8 KB posts the stamped honest node publishes (over the unstamped quota)
+    flood_per_key: int = 60      # 8 KB posts per fresh key in the ban-time flood (its quota holds 31)
+    flood_tries: int = 5         # victims flooded, for the median ban time
 
 
 @contextlib.asynccontextmanager
@@ -301,6 +308,73 @@ async def attack_disk(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
     return result
 
 
+async def flood_once(victim: Peer, wires: list[bytes], flooder: int, source: str) -> tuple[float | None, int]:
+    """Pushes `wires` from `source` from the first second after the hellos; (seconds until the
+    victim closed the link, None if it never did within ATTACK_S; entries sent)."""
+    sent = 0
+    async with session(source) as http:
+        ws = await http.ws_connect(f"http://{victim.address}{WS_PATH}")
+        await ws.send_bytes(hello(flooder))
+        await ws.receive()
+        t0 = time.perf_counter()
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            for start in range(0, len(wires), 8):
+                if ws.closed:
+                    break
+                await ws.send_bytes(encode_message(Entries(tuple(wires[start:start + 8]))))
+                sent += len(wires[start:start + 8])
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+            async with asyncio.timeout(ATTACK_S):
+                while not ws.closed:
+                    message = await ws.receive()
+                    if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                        break
+        seconds = time.perf_counter() - t0
+        await ws.close()
+    return (seconds if victim.stats()["bans"] >= 1 else None), sent
+
+
+async def refused(victim: Peer, flooder: int, source: str) -> bool:
+    """Whether a link from `source` with key `flooder` is refused (at the upgrade or the hello)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10), session(source) as http:
+            try:
+                ws = await http.ws_connect(f"http://{victim.address}{WS_PATH}")
+            except aiohttp.WSServerHandshakeError:
+                return True
+            await ws.send_bytes(hello(flooder))
+            answer = await ws.receive()
+            await ws.close()
+            return answer.type != aiohttp.WSMsgType.BINARY
+    return False
+
+
+async def attack_flood(tmp: Path, victim: Peer, scale: Scale) -> dict[str, Any]:
+    """Over-quota posts from fresh keys, from the first second of the link: seconds to the ban."""
+    text = "x" * 8000
+    seconds: list[float | None] = []
+    sent = 0
+    for attempt in range(scale.flood_tries):
+        keys = [identity(50_000 + 1000 * attempt + i) for i in range(scale.disk_keys)]
+        wires = flood_wires(keys, scale.flood_per_key, text)
+        async with contextlib.AsyncExitStack() as stack:
+            target = victim if attempt == 0 else await stack.enter_async_context(
+                node(tmp, 900 + attempt, host="127.0.0.1"))
+            took, sent = await flood_once(target, wires, 50_999 - attempt, f"127.0.{90 + attempt}.1")
+        seconds.append(took)
+    by_key = await refused(victim, 50_999, "127.0.89.1")      # its key, from an address not banned
+    by_addr = await refused(victim, 50_998 - scale.flood_tries, "127.0.90.1")   # a fresh key from its address
+    result = await honest_round(tmp, victim, scale, 800, frozenset({identity(50_999).public_key}))
+    banned = sorted(s for s in seconds if s is not None)
+    result.update(
+        attacker_keys=scale.disk_keys, flood_posts=scale.disk_keys * scale.flood_per_key, flood_sent_last=sent,
+        tries=scale.flood_tries, banned_tries=len(banned), ban_s=[None if s is None else round(s, 2) for s in seconds],
+        ban_s_median=round(statistics.median(banned), 2) if len(banned) == len(seconds) else None,
+        refused_by_key=by_key, refused_by_addr=by_addr, attacker_banned=bool(banned),
+        quota_author_refused=victim.quotas.refused["quota_author"])
+    return result
+
+
 def flood_wires(keys: list[Identity], per_key: int, text: str) -> list[bytes]:
     """Each key's feed from seq 1, chained, interleaved across keys as a flooder would send them."""
     prevs: dict[bytes, bytes] = {}
@@ -315,14 +389,14 @@ def flood_wires(keys: list[Identity], per_key: int, text: str) -> list[bytes]:
 
 
 ATTACKS = {"slots": attack_slots, "slowloris": attack_slowloris, "plain_get": attack_plain_get,
-           "pending": attack_pending, "eclipse": attack_eclipse, "disk": attack_disk}
+           "pending": attack_pending, "eclipse": attack_eclipse, "disk": attack_disk, "flood": attack_flood}
 
 
 async def run_attack(name: str, scale: Scale) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         t0 = time.perf_counter()
         async with node(Path(tmp), 0, host="127.0.0.1") as victim:
-            async with asyncio.timeout(ATTACK_S + scale.honest * 12):
+            async with asyncio.timeout(ATTACK_S * (1 + scale.flood_tries) + scale.honest * 12):
                 result = await ATTACKS[name](Path(tmp), victim, scale)
         return {"attack": name, **result, "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -332,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attack", choices=sorted(ATTACKS), action="append")
     parser.add_argument("--attackers", type=int, default=Scale.attackers)
     parser.add_argument("--honest", type=int, default=Scale.honest)
+    parser.add_argument("--flood-tries", type=int, default=Scale.flood_tries)
     args = parser.parse_args(argv)
-    scale = Scale(attackers=args.attackers, honest=args.honest)
+    scale = Scale(attackers=args.attackers, honest=args.honest, flood_tries=args.flood_tries)
     for name in args.attack or list(ATTACKS):
         print(json.dumps(asyncio.run(run_attack(name, scale))), flush=True)
     return 0

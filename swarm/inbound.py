@@ -37,8 +37,33 @@ class Inbound:
         self.handshakes = TokenBucket.full(HANDSHAKES_PER_S, HANDSHAKE_BURST, time.monotonic())
         # half-open inbound connections, oldest first: (set to evict it, set once its slot is free)
         self.half_open: dict[object, tuple[asyncio.Event, asyncio.Event]] = {}
+        self.handlers = 0             # handle_ws calls running (aiohttp's tasks)
+        self.idle = asyncio.Event()   # set while none runs
+        self.idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Waits until every inbound handler has returned (the peer closes its links first); False
+        on timeout. aiohttp's own shutdown wait races a handler finishing just as it gives up
+        (an InvalidStateError traceback per such handler, seen in bench_swarm's logs), so the
+        peer lets its handlers end before the server's cleanup starts."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        self.handlers += 1
+        self.idle.clear()
+        try:
+            return await self._handle_ws(request)
+        finally:
+            self.handlers -= 1
+            if not self.handlers:
+                self.idle.set()
+
+    async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         peer = self.peer
         stats, admission = peer.stats_total, peer.admission
         if peer.closing:
@@ -49,6 +74,10 @@ class Inbound:
             stats.fail(stats.refused, "not_websocket")
             return web.Response(status=400, text="websocket upgrade expected")
         host = request.remote or ""
+        if host and peer.bans.banned(host, time.monotonic()):
+            # a banned peer's address (swarm/links.py): refused before it takes a slot or a handshake
+            stats.fail(stats.refused, "banned_addr")
+            return web.Response(status=403, text="refused: banned")
         why = admission.admit(host, time.monotonic())
         if why == "half_open" and self.half_open:
             # every half-open slot is taken: the oldest has had the longest to send its hello

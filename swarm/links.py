@@ -124,5 +124,9 @@ class Links:
         peer.bans.ban(conn.node, now)
         if not conn.inbound:
             peer.bans.ban(conn.addr, now)
+        elif conn.remote_host and peer.config.addr_ban_s > 0:
+            # the socket's own address, not the listen address its hello claims (which could be an
+            # honest node's): a flooder's next fresh key from there is refused before its upgrade
+            peer.bans.ban(conn.remote_host, now, peer.config.addr_ban_s)
         peer.stats_total.bans += 1
         _log.warning("banned peer %r: score %.0f, rejects %s", conn, conn.stats.score, dict(conn.stats.rejects))

@@ -229,6 +229,7 @@ class Peer:
         if self._supervisor is not None:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         if self._runner is not None:
+            await self.inbound.wait_idle(SERVER_SHUTDOWN_S)   # the links are closed: their handlers end
             await self._runner.cleanup()
         if self.session is not None:
             await self.session.close()

@@ -18,6 +18,8 @@ CONNECT_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
 STAMP_FILE = "stamp.json"
 STAMPS_FILE = "stamps.json"     # others' stamps, beside the peer table
+ADDR_BAN_S = 120.0              # a banned inbound peer's source address is refused this long: shorter
+                                # than the key's ban (limits.BAN_S), since an address may be shared (NAT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class PeerConfig:
     max_half_open: int = 48          # upgraded connections still waiting for their hello (half of
                                      # max_inbound_per_subnet from one subnet: 12 subnets to fill them)
     reserved_useful: int = 8         # inbound slots only peers that delivered entries may take (a quarter at most)
+    addr_ban_s: float = ADDR_BAN_S   # a banned inbound peer's address refused this long (0: keys only)
     max_outbound: int = 8
     dial_interval_s: float = DIAL_INTERVAL_S
     anti_entropy_interval_s: float = ANTI_ENTROPY_INTERVAL_S
@@ -86,6 +89,8 @@ class PeerConfig:
                      "handshake_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SwarmError(f"config: {name} must be positive")
+        if self.addr_ban_s < 0:
+            raise SwarmError("config: addr_ban_s must not be negative")
         if self.eager_fanout is not None and self.eager_fanout < 0:
             raise SwarmError("config: eager_fanout must not be negative")
         if self.send_queue_frames < 1 or self.ingest_batch_wires < 1:

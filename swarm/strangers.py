@@ -24,28 +24,34 @@ class StrangerGate:
     def admit(self, conn: Connection, wires: tuple[bytes, ...], held: Callable[[bytes], bool]) -> list[bytes]:
         """The wires to queue: each new one charged to the quotas, or refused with its reason
         (counted on the link). Each refusal the sender is to blame for costs it a penalty,
-        unless we asked for the entry."""
+        unless we asked for the entry (over-quota answers: forgiven from a bucket)."""
         now = time.monotonic()
         subnet = subnet_of(conn.remote_host or host_of(conn.addr))
         admitted: list[bytes] = []
-        blamed = 0
+        blamed = duplicates = 0
         for wire in wires:
             eid = entry_key(wire)
-            if held(eid):
-                # held or on its way: the ledger will call it a duplicate (or refuse a forged copy); no charge
-                admitted.append(wire)
-                continue
             asked = conn.asked.covers(wire[:32], eid, now)
+            if held(eid):
+                # held or on its way: the ledger will call it a duplicate (or refuse a forged copy);
+                # no charge, but an unasked stream of copies past the link's allowance costs it
+                admitted.append(wire)
+                duplicates += not asked and not conn.limits.duplicate_ok(now)
+                continue
             # charged under its signature: a forged copy of a charged entry (same id) cannot refund it
             reason = self.quotas.admit(wire[32:96], wire[:32], len(wire), subnet, now, asked=asked)
             if reason is None:
                 admitted.append(wire)
                 continue
             conn.stats.reject(reason)
-            # our disk full, or what we asked for: never the sender's fault
-            blamed += reason in BLAMED and not asked
+            # our disk full, or what we asked for: never the sender's fault; but an asked-for
+            # answer over its author's quota is forgiven only so often (swarm/asked.py)
+            if reason in BLAMED and (not asked or (reason == "quota_author" and not conn.asked.forgive(now))):
+                blamed += 1
         if blamed:
             conn.misbehaved("quota", blamed)
+        if duplicates:
+            conn.misbehaved("duplicate_flood", duplicates)
         return admitted
 
     def settle(self, wire: bytes, kept: bool) -> None:

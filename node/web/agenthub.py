@@ -53,7 +53,9 @@ MAX_LINEAGE = 1000              # ancestors listed at most: claims could describ
 
 def add_routes(app: web.Application, backend: Backend, agents: AgentRegistry) -> None:
     """Mounts the AgentHub routes under /api on `app` (which the node creates and runs)."""
-    hub = AgentHub(backend, agents, HubNotes.load(backend.home), PostIndex())
+    # the node's own posts are kept before any stranger's (node/web/posts.py)
+    hub = AgentHub(backend, agents, HubNotes.load(backend.home), PostIndex(own=own_keys(backend)))
+    app[AGENTHUB_KEY] = hub
 
     def route(handler: Handler, access: Access = Access.AGENT) -> Route:
         return guard(agents, handler, access)
@@ -333,3 +335,6 @@ async def _unpack(repo: gitrepo.Repository, pack: bytes) -> dict[bytes, RawObjec
     if resolution.missing_bases or len(resolution.objects) != len(entries):
         raise BundleRejected("the bundle's deltas need objects this node does not have")
     return {o.oid: o for o in resolution.objects}
+
+
+AGENTHUB_KEY = web.AppKey("agenthub", AgentHub)

@@ -21,7 +21,6 @@ inline script, so a commit message or a post can never become markup or code.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
@@ -42,6 +41,8 @@ from swarm.errors import SwarmError
 from node.web import charts, pages
 from node.web import views as dashview
 from node.web.backend import Backend
+from node.web.feedring import FeedRing
+from node.web.posts import valued_authors
 from node.research.history import ClaimRecord
 
 _log = logging.getLogger(__name__)
@@ -52,7 +53,11 @@ IDLE_SUMMARY_INTERVAL_S = 2.0  # ... and this often when only the live snapshot 
 MAX_ENTRIES_PER_POLL = 2_000
 BACKLOG_ROWS = 500             # rows read at start to fill the feed
 MAX_FEED_ITEMS = 200           # kept in memory and shown
+MAX_FEED_BYTES = 64 << 10      # ... their JSON, all together (node/web/feedring.py)
+MAX_FEED_PER_AUTHOR = 20       # ... of one stranger's entries
 MAX_CREDIT_ITEMS = 50
+MAX_CREDIT_BYTES = 16 << 10
+MAX_CREDIT_PER_AUTHOR = 10
 MAX_CLIENTS = 64               # live streams at once; more get 503
 CLIENT_QUEUE_MAX = 64          # messages a slow client may lag before it is dropped
 KEEPALIVE_S = 15.0             # an SSE comment line keeps proxies and browsers from timing out
@@ -95,8 +100,8 @@ class Hub:
         # clock_s: wall time shown to people ("3 min ago"); monotonic_s: the ages of caches
         self.backend, self.clock_s, self.monotonic_s = backend, clock_s, monotonic_s
         self.row = 0                                   # the last ledger row turned into items
-        self.feed: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_FEED_ITEMS)
-        self.credit_feed: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_CREDIT_ITEMS)
+        self.feed = FeedRing(MAX_FEED_ITEMS, MAX_FEED_BYTES, MAX_FEED_PER_AUTHOR)
+        self.credit_feed = FeedRing(MAX_CREDIT_ITEMS, MAX_CREDIT_BYTES, MAX_CREDIT_PER_AUTHOR)
         self.clients: set[_Client] = set()
         self.counters = {"clients_dropped_total": 0, "messages_total": 0, "poll_errors_total": 0}
         self._announced: set[bytes] = set()   # record claims already in the feed
@@ -164,10 +169,12 @@ class Hub:
         if batch:
             if any(isinstance(entry.body, Claim) for _, entry in batch):
                 await self.backend.history.sync(ledger)
-            items = self._items(batch)
+            pairs = self._items(batch)
             self.row = batch[-1][0]
-            self.feed.extend(items)
-            self.credit_feed.extend(i for i in items if dashview.is_credit(i))
+            protected = self._protected()
+            self.feed.extend(pairs, protected)
+            self.credit_feed.extend(((i, a) for i, a in pairs if dashview.is_credit(i)), protected)
+            items = self.feed.kept(i for i, _ in pairs)   # a stranger's flood past its cap is not sent either
         self._dirty = self._dirty or bool(items)
         now = self.monotonic_s()
         summary = None
@@ -181,19 +188,25 @@ class Hub:
         if items or summary is not None:
             self._broadcast(_sse("update", {"items": items[-MAX_FEED_ITEMS:], "summary": summary}, self.row))
 
-    def _items(self, batch: list[tuple[int, Entry]]) -> list[dict[str, Any]]:
-        """Feed items for a batch; a record is announced right after the first verify of its claim
-        that this hub reads (records that were old when the hub started are never announced)."""
+    def _items(self, batch: list[tuple[int, Entry]]) -> list[tuple[dict[str, Any], bytes | None]]:
+        """Feed items for a batch, each with its author (None for a record's line); a record is
+        announced right after the first verify of its claim that this hub reads (records that
+        were old when the hub started are never announced)."""
         state, claims = self.backend.ledger.state, self.backend.history.claims
         records = {r.claim: r for r in state.records if r.claim not in self._announced}
-        items = []
+        items: list[tuple[dict[str, Any], bytes | None]] = []
         for row, entry in batch:
-            items.append(dashview.feed_item(row, entry, state))
+            items.append((dashview.feed_item(row, entry, state), entry.author))
             body = entry.body
             if isinstance(body, Verify) and body.claim in records:
-                items.append(dashview.record_item(row, entry.time_ms, records.pop(body.claim), claims))
+                items.append((dashview.record_item(row, entry.time_ms, records.pop(body.claim), claims), None))
                 self._announced.add(body.claim)
         return items
+
+    def _protected(self) -> Callable[[bytes], bool]:
+        """Whose feed items are kept before any stranger's: ours and the authors the swarm valued."""
+        valued = valued_authors(self.backend.ledger.state)
+        return lambda author: author == self._me or author in valued
 
     def inputs(self, entries: int) -> dashview.Inputs:
         b = self.backend
@@ -221,8 +234,9 @@ class Hub:
         client = _Client()
         self.clients.add(client)
         backlog = [i for i in self.feed if after is None or i["row"] > after]
+        oldest = self.feed.oldest()
         first = {"items": backlog[-MAX_FEED_ITEMS:], "summary": summary,
-                 "reset": after is None or bool(self.feed) and self.feed[0]["row"] > after + 1}
+                 "reset": after is None or oldest is not None and oldest["row"] > after + 1}
         client.queue.put_nowait(_sse("update", first, self.row))
         return client
 

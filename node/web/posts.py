@@ -38,6 +38,7 @@ from typing import Any
 
 from ledger.bodies import Post
 from ledger.entry import Entry
+from ledger.fold import State
 from ledger.store import Ledger
 
 from node.contract import MIN_PREFIX_HEX
@@ -117,12 +118,13 @@ class PostIndex:
     """The newest posts per channel and results-format posts per commit, kept up with the ledger."""
 
     def __init__(self, max_per_channel: int = MAX_POSTS_PER_CHANNEL, max_channels: int = MAX_CHANNELS, *,
-                 own: bytes = b"", max_per_author: int = MAX_POSTS_PER_AUTHOR,
+                 own: bytes | frozenset[bytes] = frozenset(), max_per_author: int = MAX_POSTS_PER_AUTHOR,
                  max_channel_bytes: int = MAX_CHANNEL_TEXT_BYTES) -> None:
         self.row = 0                    # the last ledger file row indexed
         self.max_per_channel, self.max_channels = max_per_channel, max_channels
         self.max_per_author, self.max_channel_bytes = max_per_author, max_channel_bytes
-        self.own = own                  # our node's key: its posts are protected
+        # our node's keys (research and verifier): their posts are protected
+        self.own: frozenset[bytes] = frozenset({own} if own else ()) if isinstance(own, bytes) else own
         self.channels: dict[str, _Channel] = {}
         self.counts: collections.Counter[str] = collections.Counter()  # posts ever seen, per channel
         self.reported: collections.OrderedDict[str, collections.deque[IndexedPost]] = collections.OrderedDict()
@@ -135,7 +137,7 @@ class PostIndex:
         """Indexes the posts the ledger committed since the last sync; returns how many."""
         added = 0
         async with self._lock:  # two readers at once would index the same rows twice
-            self._valued = _valued(ledger)
+            self._valued = valued_authors(ledger.state)
             while True:
                 batch = await ledger.entries_since(self.row, ["post"], SYNC_BATCH)
                 for row, entry in batch:
@@ -145,7 +147,7 @@ class PostIndex:
                     return added
 
     def protected(self, author: bytes) -> bool:
-        return author == self.own or author in self._valued
+        return author in self.own or author in self._valued
 
     def add(self, row: int, entry: Entry) -> None:
         self.row = max(self.row, row)
@@ -231,9 +233,8 @@ class _Channel:
         return self.by_author[heaviest][0]
 
 
-def _valued(ledger: Ledger) -> frozenset[bytes]:
+def valued_authors(state: State) -> frozenset[bytes]:
     """Authors the swarm valued, from the fold (the same rule as swarm/ledgerport.py's `valued`)."""
-    state = ledger.state
     return frozenset([*state.verifiers, state.spec.creator, *(a for a, b in state.balances.items() if b > 0)])
 
 

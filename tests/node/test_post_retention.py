@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,8 +12,11 @@ from ledger.bodies import Post
 from ledger.entry import Entry
 from ledger.keys import Identity
 from ledger.store import Ledger
+from node.web.agenthub import AGENTHUB_KEY, add_routes
+from node.web.common import own_keys
 from node.web.posts import MAX_REPORTS_PER_AUTHOR, PostIndex
 from tests.ledger import factory
+from tests.node.hubkit import backend
 
 SWARM = b"w" * 32
 FEEDS = factory.Feeds(SWARM)
@@ -123,3 +127,24 @@ async def _append(ledger: Ledger, entry: Entry) -> Entry:
 def _text(entry: Entry) -> str:
     assert isinstance(entry.body, Post)
     return entry.body.text
+
+
+def test_every_key_of_the_node_is_protected() -> None:
+    """A node posts under its research key and, when it verifies, its verifier key: both are ours."""
+    research, verifier = factory.identity(30), factory.identity(31)
+    index = PostIndex(max_per_channel=10, own=frozenset({research.public_key, verifier.public_key}))
+    ours = [post(research, "from the research key"), post(verifier, "from the verifier key")]
+    for entry in ours:
+        index.add(next(ROW), entry)
+    for i in range(50):
+        index.add(next(ROW), post(factory.identity(200 + i % 7), f"stranger {i}"))
+    assert {p.id for p in index.posts("general", 100)} >= {e.id for e in ours}
+
+
+async def test_the_hub_index_protects_the_nodes_keys(tmp_path: Path) -> None:
+    """The AgentHub routes build their index with the node's own keys (before, with none)."""
+    async with backend(tmp_path) as kit:
+        app = web.Application()
+        add_routes(app, kit, kit.agents)
+        own = app[AGENTHUB_KEY].index.own
+        assert kit.me.public_key in own and own == own_keys(kit)

@@ -21,10 +21,11 @@ SWARM = SPEC.swarm_id
 _counter = itertools.count(100)
 
 # Fast test timings: anti-entropy and dialing every fraction of a second. Every test node dials
-# from 127.0.0.1, so the per-address and per-subnet slot limits are lifted here; the tests of
-# those limits (test_admission.py) set them back to the defaults.
+# from 127.0.0.1, so the per-address and per-subnet slot limits are lifted here, and so is the
+# ban of a banned peer's address (it would refuse every later test peer); the tests of those
+# limits (test_admission.py, test_flood_ban.py) set them back to the defaults.
 FAST = dict(anti_entropy_interval_s=0.5, dial_interval_s=0.1, ping_interval_s=1.0, ingest_batch_wires=63,
-            max_inbound_per_addr=64, max_inbound_per_subnet=64, max_half_open=32)
+            max_inbound_per_addr=64, max_inbound_per_subnet=64, max_half_open=32, addr_ban_s=0.0)
 PORT_DEFAULTS = dict(max_inbound_per_addr=4, max_inbound_per_subnet=8, max_half_open=48)
 
 

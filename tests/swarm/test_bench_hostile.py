@@ -22,7 +22,8 @@ def _load() -> ModuleType:
 
 
 bench = _load()
-SMALL = bench.Scale(attackers=16, honest=4, entries=3, flood_entries=1200, addrs=1000, disk_keys=12, disk_posts=480, honest_big=40)
+SMALL = bench.Scale(attackers=16, honest=4, entries=3, flood_entries=1200, addrs=1000, disk_keys=12, disk_posts=480, honest_big=40,
+                     flood_per_key=60, flood_tries=2)
 
 
 @pytest.mark.slow
@@ -41,5 +42,8 @@ async def test_attack_leaves_honest_peers_served(attack: str) -> None:
         assert result["within_quota"] and result["stamped_honest_delivered"] == 1.0, result
         assert result["attacker_bytes_stored"] <= result["attacker_keys"] * result["per_key_quota_bytes"], result
         assert result["flood_sent"] == result["flood_posts"] and result["refused"].get("quota_author", 0) > 0, result
+    if attack == "flood":   # banned on every try, within seconds, then refused by key and by address
+        assert result["banned_tries"] == SMALL.flood_tries and result["ban_s_median"] < 15, result
+        assert result["refused_by_key"] and result["refused_by_addr"], result
     if attack == "eclipse":
         assert result["attacker_in_table"] <= 64 and result["attacker_dial_share"] <= 0.2, result

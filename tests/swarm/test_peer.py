@@ -3,6 +3,7 @@ real processes replicating a ledger and a bundle over loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from ledger.audit import audit_file
 from ledger.store import Ledger
@@ -228,3 +230,27 @@ async def test_a_joining_node_knows_when_it_holds_what_its_peer_holds(tmp_path: 
             assert await b.ledger.heads() == await a.ledger.heads()
         async with open_node(tmp_path) as alone:
             assert not await alone.peer.wait_synced(0.5)  # nobody to agree with: a bounded False
+
+
+async def test_close_waits_for_inbound_handlers_before_the_server_stops(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp's shutdown wait races a handler that ends just as it gives up (InvalidStateError,
+    seen in bench_swarm's logs): the peer lets its inbound handlers end before the cleanup."""
+    seen: list[int] = []
+    async with open_node(tmp_path) as a:
+        cleanup = web.AppRunner.cleanup
+
+        async def watched_cleanup(runner: web.AppRunner) -> None:
+            if runner is a.peer._runner:
+                seen.append(a.peer.inbound.handlers)   # inbound handlers still running when the server stops
+            await cleanup(runner)
+
+        monkeypatch.setattr(web.AppRunner, "cleanup", watched_cleanup)
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(3):
+                await stack.enter_async_context(open_node(tmp_path, bootstrap=(a.address,)))
+            await wait_connected(a, 3, 10)
+            assert a.peer.inbound.handlers == 3
+            await a.peer.aclose()   # before its dialers close: their links end from this side
+    assert seen == [0]
+    assert "Unhandled exception" not in caplog.text

@@ -2,12 +2,17 @@
 tables, and a fork whose proof reaches everyone and freezes the author."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
+
+import pytest
 
 from ledger import fold
 from ledger.bodies import Fraud
 from ledger.entry import decode_entry
+from swarm.connection import Connection
+from swarm.protocol import Digest, Heads, HeadsDelta, Want
 from tests.ledger import factory
 from tests.swarm.swarmkit import VERIFIER, Node, open_node, wait_all, wait_connected
 
@@ -109,16 +114,31 @@ async def test_subscribers_see_every_appended_entry(tmp_path: Path) -> None:
         assert [e.id for e in got] == [e.id for e in sent]
 
 
-async def test_gap_is_asked_for_and_released_entries_forwarded(tmp_path: Path) -> None:
+async def test_gap_is_asked_for_and_released_entries_forwarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """B gets seq 2-3 without seq 1: they wait, B asks A (Want) for the feed, appends it, and
     forwards the entries released from its pending area to C."""
     feeds = factory.Feeds(factory.make_spec(factory.identity(0), [factory.identity(1)]).swarm_id)
     x = factory.identity(500)
     e1, e2, e3 = (feeds.sign(x, factory.post(str(i))) for i in range(3))
-    slow = dict(anti_entropy_interval_s=300.0)  # anti-entropy only at connect: the Want must do it
+    # anti-entropy only at connect: the Want must do it; no peer exchange, so the line stays A-B-C
+    # (C learned A's address from B and dialed it, and A's pushes then reached B through C)
+    slow = dict(anti_entropy_interval_s=300.0, peer_exchange=False)
     async with open_node(tmp_path, **slow) as a, open_node(tmp_path, **slow) as b, open_node(tmp_path, **slow) as c:
+        # A must have answered B's connect-time heads before it holds the feed, or that answer
+        # carries seq 1 and nothing ever waits (the test failed so under load)
+        answered = asyncio.Event()
+        answer = a.peer.replicator.sync.answer
+
+        async def answer_then_tell(conn: Connection, message: Digest | Heads | HeadsDelta | Want) -> None:
+            await answer(conn, message)
+            if isinstance(message, Heads) and message.last and conn.node == b.identity.public_key:
+                answered.set()
+
+        monkeypatch.setattr(a.peer.replicator.sync, "answer", answer_then_tell)
         await c.peer.connect(b.address)
         await b.peer.connect(a.address)
+        async with asyncio.timeout(20):
+            await answered.wait()
         for e in (e1, e2, e3):
             assert (await a.ledger.append(e)).status.value == "appended"
         a.peer.announce(e2)
