@@ -85,7 +85,7 @@ class Replays:
                                         platform_class)
 
     def _waiting(self) -> set[bytes]:
-        """Claims whose last replay here was too slow, until their retry time."""
+        """Claims whose last replay here was too slow (or that had nothing to run), until their retry time."""
         now = self.clock()
         return {claim for claim, (_, after) in self.inconclusive.items() if after > now}
 
@@ -125,6 +125,7 @@ class Replays:
                 self.display.event(f"[{device.label}] skip verifying {record.id.hex()[:12]}: its commit is "
                                    "not here and no peer served its bundle")
                 return
+            ran = 0
             for round_index in self._rounds(record, me):
                 if (record.id, me, round_index) in self.published:
                     continue  # ours is in the ledger already; the fold's list lags it (or a bug): never twice
@@ -133,17 +134,26 @@ class Replays:
                     continue
                 if not await self._round(device, verifying, record, round_index):
                     return
+                ran += 1
+            if not ran:
+                # offered, yet nothing to run (the queue and the fold disagree for a moment, or a bug):
+                # the claim waits a budget, so the worker never spins on it
+                budget = self.config.budget_s(device.device)
+                tries = self.inconclusive.get(record.id, (0, 0.0))[0]
+                self.inconclusive[record.id] = (tries, self.clock() + budget)
         finally:
             self.busy.discard(record.id)
 
     def _rounds(self, record: ClaimRecord, me: bytes) -> list[int]:
         """The rounds to run now: those the fold wants (ledger/evidence.py); for a baseline, which has
-        no parent to pair with, one unpaired replay while the queue still offers it (the quorum rule)."""
+        no parent to pair with, its one unpaired replay until the claim is decided or ours is in.
+        (Asking the queue again here would leave out what only the queue's clock opens: a claim
+        whose first-ranked verifier stalled.)"""
+        state = self.ledger.state
         if record.body.parent is None:
-            offered = verifier.verification_queue(self.ledger.state, self.history, me, record.body.platform_class,
-                                                  set())
-            return [0] if any(r.id == record.id for r in offered) else []
-        return evidence.rounds_wanted(self.ledger.state, record.id, me)
+            done = record.id in state.decisions or me in state.measured.get(record.id, {})
+            return [] if done else [0]
+        return evidence.rounds_wanted(state, record.id, me)
 
     async def _round(self, device: Device, verifying: Identity, record: ClaimRecord, round_index: int) -> bool:
         """One paired round: the candidate, then its parent (or the cached parent run) on the seed the

@@ -307,3 +307,18 @@ def test_a_paired_record_shows_its_gain_interval_and_seeds() -> None:
     assert views.evidence_text(baseline) == "" and views.record_evidence(baseline)["seeds"] == 0
     item = views.record_item(7, 0, paired, {})
     assert "(gain 0.0800 [0.0610, 0.0990], 5 seeds)" in item["text"]
+
+
+async def test_an_offered_claim_with_nothing_to_run_waits_a_budget_instead_of_spinning(
+        tmp_path: Path, data: PreparedData) -> None:
+    """The worker verifies what the queue offers; when the fold then wants no round of it (here: its
+    parent is no record yet), the claim waits a budget. Before, the worker was offered it again at
+    once and spun (a demo node spent minutes of CPU so)."""
+    async with backend(tmp_path) as kit:  # the baseline is claimed and sealed, not yet a record
+        replays, log = _replays(kit, tmp_path, data)
+        edit = await kit.claim(await _no_op(kit, b"nothing to run"), kit.baseline, 1.0)
+        assert evidence.rounds_wanted(kit.ledger.state, edit.id, kit.verifier.public_key) == []
+        await replays.verify(DEVICE, kit.verifier, edit)
+        assert not await _verifies_of(kit, edit.id), log.getvalue()
+        _, queue = replays.queue(CLASS)
+        assert edit.id in replays._waiting() and edit.id not in [r.id for r in queue]
