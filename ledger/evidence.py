@@ -28,8 +28,9 @@ before then waits, and is judged at the point of the canonical order where the e
 age. After each round a claim's one-sided always-valid p-value (a normal-mixture
 SPRT on the d's with the class's sd; valid at any stopping time) is updated. The test stops:
 refuted when the claimed value is off the candidate's mean by more than REFUTE_SDS run sds (the
-claimant's number does not reproduce); for a clear loss when the mean d is not positive (futility
-stops never add false records); for a clear win when p <= record_fdr x WIN_SHARE after at least
+claimant's number does not reproduce; YOUNG_REFUTE_FACTOR times that while the estimate is young,
+so a gross lie is refuted at once and an honest claim is not refuted on a spec's wrong guess); for
+a clear loss when the mean d is not positive (futility stops never add false records); for a clear win when p <= record_fdr x WIN_SHARE after at least
 MIN_WIN_ROUNDS rounds;
 and at spec.max_rounds rounds whatever it says. `rounds_wanted` asks for the next rounds while the
 test is open.
@@ -61,6 +62,7 @@ MIN_WIN_ROUNDS = 5       # rounds before a clear win stops: fewer overstate the 
 WIN_SHARE = 0.05         # a win stops at p <= record_fdr x this (about the level LORD++ gives after a record)
 MIX_RATIO = 1.0          # the mixture's variance over d's variance: tuned for gains of about one sd
 REFUTE_SDS = 4.0         # claimed value off the replays' mean by this many sds: the claim is refuted
+YOUNG_REFUTE_FACTOR = 3.0  # ... this many times more while the class's noise estimate is young
 SCREEN_SDS = 1.0         # a claim is replayed only if its own number beats the best by this many run sds
 LORD_W0_SHARE = 0.5      # LORD++'s starting wealth, a share of alpha
 INTERVAL_Z = 1.96        # a record's interval: its mean gain +- this many standard errors
@@ -120,8 +122,13 @@ def stop(diffs: Sequence[float], values: Welford, claimed: float | None, *, sd: 
     n = len(diffs)
     if n == 0:
         return None
-    if claimed is None or (run_dof >= min_dof
-                           and abs(claimed - values.mean) > REFUTE_SDS * run_sd * math.sqrt(1 + 1 / n)):
+    if claimed is None:
+        return "refuted"
+    # before the class's estimate has min_dof it may rest on a prior far below the real spread (a
+    # spec's guess), so only a claim YOUNG_REFUTE_FACTOR times further off is refuted then: a gross
+    # lie needs no mature estimate, an honest claim on a wrong prior must not be refuted
+    bound = REFUTE_SDS * (1.0 if run_dof >= min_dof else YOUNG_REFUTE_FACTOR)
+    if abs(claimed - values.mean) > bound * run_sd * math.sqrt(1 + 1 / n):
         return "refuted"
     if sum(diffs) <= 0:
         return "loss"

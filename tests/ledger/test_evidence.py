@@ -46,6 +46,21 @@ def test_always_valid_p_keeps_its_level_under_optional_stopping() -> None:
     assert hits / trials <= alpha
 
 
+@given(st.floats(0.0, 30.0), st.integers(0, 40))
+def test_a_claim_is_refuted_by_how_far_off_it_is_and_how_old_the_estimate_is(off_sds: float, run_dof: int) -> None:
+    """Off by more than REFUTE_SDS run sds: refuted once the class's estimate has its dof; while it
+    is young only past YOUNG_REFUTE_FACTOR times that (the estimate may rest on a wrong prior)."""
+    value = BASE_BPB - 0.01
+    claimed = value - off_sds * RUN_SD * math.sqrt(2)
+    verdict = evidence.stop([0.01], _welford([value]), claimed, sd=RUN_SD, dof=100, run_sd=RUN_SD, run_dof=run_dof,
+                            max_rounds=6, alpha=0.01, min_dof=16)
+    bound = evidence.REFUTE_SDS * (1.0 if run_dof >= 16 else evidence.YOUNG_REFUTE_FACTOR)
+    if off_sds > bound * 1.001:
+        assert verdict == "refuted"
+    elif off_sds < bound * 0.999:
+        assert verdict != "refuted"
+
+
 def test_lord_levels_spend_at_most_the_starting_wealth_without_records() -> None:
     alpha = 0.01
     spent = sum(evidence.lord_level(alpha, t, ()) for t in range(1, 20000))
