@@ -30,9 +30,9 @@ SPRT on the d's with the class's sd; valid at any stopping time) is updated. The
 refuted when the claimed value is off the candidate's mean by more than REFUTE_SDS run sds (the
 claimant's number does not reproduce; YOUNG_REFUTE_FACTOR times that while the estimate is young,
 so a gross lie is refuted at once and an honest claim is not refuted on a spec's wrong guess); for
-a clear loss when the mean d is not positive (futility stops never add false records); for a clear win when p <= record_fdr x WIN_SHARE after at least
-MIN_WIN_ROUNDS rounds;
-and at spec.max_rounds rounds whatever it says. `rounds_wanted` asks for the next rounds while the
+a clear loss when the mean d is not positive (futility stops never add false records); for a clear
+win when p <= record_fdr x WIN_SHARE after at least MIN_WIN_ROUNDS rounds; and at spec.max_rounds
+rounds whatever it says. `rounds_wanted` asks for the next rounds while the
 test is open.
 
 *Records.* The stopped tests of a class are walked in decision order (the key of the round that

@@ -264,7 +264,8 @@ def replay_text(record: ClaimRecord, verify: Verify, failure: str, paired: RunRe
         return f"verification of {short} failed ({failure}): refuted"
     where = f"seed {verify.seed}" + (f", round {verify.round_index}" if verify.round_index else "")
     if verify.parent_val_bpb is not None:
-        where += f"; parent {verify.parent_val_bpb:.4f} on the same seed: paired diff {value - verify.parent_val_bpb:+.4f}"
+        diff = value - verify.parent_val_bpb
+        where += f"; parent {verify.parent_val_bpb:.4f} on the same seed: paired diff {diff:+.4f}"
     elif paired is not None:
         where += f"; the parent failed on this seed ({paired.status}): unpaired"
     if claimed is not None:

@@ -216,8 +216,8 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
     """What the node's verifier replays, best first: the baseline while the class has no best (an
     unpaired replay, `unpaired_queue`), else the claims ledger/evidence.py asks this key for a
     paired round of (`rounds_wanted`: assigned, worth testing, test still open; `own` does not
-    apply: a round skipped by its assigned key would stall the test, see `never_vouch_for`), lowest claimed
-    value first. node/sim/simulate.py's "paired" swarms run this same function."""
+    apply: a round skipped by its assigned key would stall the test, see `never_vouch_for`),
+    lowest claimed value first. node/sim/simulate.py's "paired" swarms run this same function."""
     if not credits.trusted(state, verifier, platform_class):
         return []
     if platform_class not in state.best:
@@ -225,7 +225,8 @@ def verification_queue(state: State, history: History, verifier: bytes, platform
                 if r.body.parent is None]
     barred = standing.barred_authors(state)  # authors with too many refuted claims
     out = [r for r in history.of_class(platform_class)
-           if r.body.parent is not None and r.id not in skip and r.author != verifier and r.author not in barred and not settled(state, r) and not plausible.implausible(state.spec, r.body)
+           if r.body.parent is not None and r.id not in skip and r.author != verifier and r.author not in barred
+           and not settled(state, r) and not plausible.implausible(state.spec, r.body)
            and evidence.rounds_wanted(state, r.id, verifier)]
     if out:  # a failed replay of ours ends our part (the program fails here); rare: look only now
         failed = _failed_by(state, verifier)
