@@ -40,7 +40,7 @@ from tests.ledger.factory import identity
 from tests.node.hubkit import CLASS, KitBackend, spec_for
 
 from node import home as node_home
-from node.config import ensure_config_file
+from node.configfile import ensure_config_file
 from node.market.loop import Market, MarketConfig, keep_job_bundle, running
 from node.market.policy import JobRequest
 from node.research.fetch import read_bundle

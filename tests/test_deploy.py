@@ -119,7 +119,8 @@ def test_start_script_writes_advertise_and_builds_the_command(tmp_path: Path) ->
 
 
 def test_the_written_config_is_one_the_node_accepts(tmp_path: Path) -> None:
-    from node.config import build_config, parse_args, read_config_file
+    from node.config import build_config, parse_args
+    from node.configfile import read_config_file
 
     _start(tmp_path, ADVERTISE="autoswarm-1.autoswarm.lab.svc.cluster.local:7400", BOOTSTRAP="")
     home = tmp_path / "home"

@@ -24,7 +24,7 @@ from ledger.audit import audit_file
 from ledger.bodies import Claim
 from ledger.store import Ledger
 
-from node.config import DEFAULT_TOML
+from node.configfile import DEFAULT_TOML
 
 RUN_TIMEOUT_S = 1200.0      # the baseline, its replays and the agent's run, at load 10 on two cores
 STOP_BOUND_S = 60.0         # SIGTERM to exit: the agent's grace period, the trainer, the ledger

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ledger.keys import Identity
-from node.config import CONFIG_FILE, DEFAULT_TOML, MAX_STEPS_PER_S, load_config, max_steps_for
+from node.config import MAX_STEPS_PER_S, load_config, max_steps_for
+from node.configfile import CONFIG_FILE, DEFAULT_TOML
 from node.errors import ConfigError
 from node.research.experiment import parse_result
 from node.errors import TrainerFailed

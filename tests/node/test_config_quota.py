@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from node.config import CONFIG_FILE, load_config
+from node.config import load_config
+from node.configfile import CONFIG_FILE
 from node.errors import ConfigError
 from swarm.peerconfig import PeerConfig
 

@@ -17,7 +17,8 @@ import pytest
 from ledger.bodies import Claim, Post, Seal, Verify
 from ledger.keys import Identity
 from ledger.store import Ledger
-from node.config import CONFIG_FILE, load_config
+from node.config import load_config
+from node.configfile import CONFIG_FILE
 from node.display import Display
 from node.home import DataInfo, Layout
 from node.platform import Device

@@ -7,7 +7,8 @@ from pathlib import Path
 from ledger.bodies import KINDS, Verify
 from ledger.store import Ledger
 from node import status
-from node.config import ensure_config_file, load_config
+from node.config import load_config
+from node.configfile import ensure_config_file
 from node.home import CURRENT_FILE, Layout
 from node.web import views
 from tests.node.hubkit import CLASS, backend
