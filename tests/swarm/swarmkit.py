@@ -69,3 +69,22 @@ async def wait_all(nodes: list[Node], expected: dict[bytes, int], timeout_s: flo
 
 async def wait_connected(node: Node, count: int, timeout_s: float) -> None:
     await node.peer.wait_until(lambda: len(node.peer.connected()) >= count, timeout_s)
+
+
+# -- big posts, as in a flood (test_spam.py, test_flood_ban.py)
+
+POST_TEXT = "x" * 8000   # an 8 KB post, as in issue 14's flood
+
+
+def big_posts(keys: list[Identity], per_key: int) -> list[bytes]:
+    """`per_key` signed 8 KB posts by each key, as wires, round-robin over the keys."""
+    feeds = factory.Feeds(SWARM)
+    return [feeds.sign(k, factory.post(POST_TEXT)).wire for _ in range(per_key) for k in keys]
+
+
+async def hold_big_posts(node: Node, author: Identity, count: int) -> None:
+    """Puts `count` 8 KB posts by `author` in the node's ledger, as if gossiped before."""
+    feeds = factory.Feeds(SWARM)
+    for _ in range(count):
+        result = await node.ledger.append(feeds.sign(author, factory.post(POST_TEXT)))
+        assert result.status.value == "appended", result

@@ -29,12 +29,12 @@ from swarm.limits import DUPLICATE_BURST
 from swarm.peer import WS_PATH
 from swarm.protocol import Entries, encode_message
 from tests.ledger import factory
-from tests.swarm.swarmkit import SWARM, Node, open_node, wait_all, wait_connected, wait_heads
+from tests.swarm.swarmkit import (SWARM, Node, big_posts, hold_big_posts, open_node, wait_all, wait_connected,
+                                  wait_heads)
 
 KiB = 1024
 # quota_author comes first: 24 KiB per fresh key, while the strangers' and the subnet's shares are the defaults'
 SMALL_AUTHORS: dict[str, Any] = dict(fresh_author_bytes=24 * KiB, addr_ban_s=120.0)
-POST_TEXT = "x" * 8000
 FLOODER_HOST = "127.0.7.1"
 BAN_BOUND_S = 15.0      # measured ~1 s on the 2-core machine; generous for a loaded CI host
 
@@ -69,11 +69,6 @@ async def flood_until_closed(ws: aiohttp.ClientWebSocketResponse, wires: list[by
     return time.monotonic() - t0
 
 
-def over_quota_posts(keys: list[Identity], per_key: int) -> list[bytes]:
-    feeds = factory.Feeds(SWARM)
-    return [feeds.sign(k, factory.post(POST_TEXT)).wire for _ in range(per_key) for k in keys]
-
-
 def forged(keys: list[Identity], count: int) -> list[bytes]:
     feeds = factory.Feeds(SWARM)
     wires = []
@@ -87,7 +82,7 @@ def forged(keys: list[Identity], count: int) -> list[bytes]:
 @pytest.mark.parametrize("kind", ["over_quota", "invalid"])
 async def test_flooder_is_banned_within_seconds_by_key_and_address(tmp_path: Path, kind: str) -> None:
     keys = [factory.identity(9000 + i) for i in range(8)]
-    wires = over_quota_posts(keys, 40) if kind == "over_quota" else forged(keys, 400)
+    wires = big_posts(keys, 40) if kind == "over_quota" else forged(keys, 400)
     flooder = factory.identity(8999)
     async with open_node(tmp_path, **SMALL_AUTHORS) as victim, \
             open_node(tmp_path, dial_from="127.0.5.1", **SMALL_AUTHORS) as honest:
@@ -125,10 +120,8 @@ async def test_an_honest_catch_up_over_quota_is_forgiven(tmp_path: Path) -> None
     """The other side of the bucket: B, with a smaller per-author quota than A, syncs a stranger's
     feed from A that runs over it; the refusals are forgiven and A's score stays at zero."""
     stranger = factory.identity(9100)
-    feeds = factory.Feeds(SWARM)
     async with open_node(tmp_path) as a:
-        for _ in range(12):
-            assert (await a.ledger.append(feeds.sign(stranger, factory.post(POST_TEXT)))).status.value == "appended"
+        await hold_big_posts(a, stranger, 12)
         async with open_node(tmp_path, bootstrap=(a.address,), **SMALL_AUTHORS) as b:
             await wait_connected(b, 1, 10)
             await b.peer.wait_until(lambda: b.peer.quotas.refused["quota_author"] >= 9, 20)

@@ -20,21 +20,16 @@ from swarm.peer import WS_PATH
 from swarm.protocol import Entries, Stamps, encode_message
 from swarm.stamp import mint_stamp, stamp_ok
 from tests.ledger import factory
-from tests.swarm.swarmkit import SWARM, Node, open_node, wait_all, wait_connected, wait_heads
+from tests.swarm.swarmkit import (POST_TEXT, SWARM, Node, big_posts, hold_big_posts, open_node, wait_all,
+                                  wait_connected, wait_heads)
 
 KiB = 1024
 QUOTA: dict[str, Any] = dict(stranger_quota_bytes=512 * KiB, fresh_author_bytes=24 * KiB, stamped_author_bytes=128 * KiB, stamp_bits=8)
-POST_TEXT = "x" * 8000   # an 8 KB post, as in the issue's flood
 
 
 async def stranger_bytes(node: Node, skip: set[bytes]) -> int:
     held = await node.peer.replicator.port.stored_bytes(frozenset(skip))
     return sum(held.values())
-
-
-def flood(keys: list[Identity], per_key: int) -> list[bytes]:
-    feeds = factory.Feeds(SWARM)
-    return [feeds.sign(k, factory.post(POST_TEXT)).wire for _ in range(per_key) for k in keys]
 
 
 @contextlib.asynccontextmanager
@@ -52,7 +47,7 @@ async def test_fresh_key_flood_stays_within_quota_and_honest_entries_arrive(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(asked, "ASKED_WINDOW_S", 0.2)   # the victim's heads ask for everything briefly
     keys = [factory.identity(7000 + i) for i in range(43)]
-    wires = flood(keys, 6)            # 43 keys x 6 posts x 8 KB: about 2 MiB, four times the quota
+    wires = big_posts(keys, 6)        # 43 keys x 6 posts x 8 KB: about 2 MiB, four times the quota
     async with open_node(tmp_path, **QUOTA) as victim, \
             open_node(tmp_path, stamp_path=tmp_path / "honest.stamp", dial_from="127.0.5.1", **QUOTA) as honest:
         await honest.peer.connect(victim.address)
@@ -95,10 +90,8 @@ async def test_asked_traffic_over_quota_is_refused_but_never_penalized(tmp_path:
     """B syncs from A a stranger's feed larger than B's quota for it: B stores what fits, refuses
     the rest with its reason, and A's score at B stays at zero."""
     stranger = factory.identity(8100)
-    feeds = factory.Feeds(SWARM)
     async with open_node(tmp_path) as a:
-        for _ in range(8):
-            assert (await a.ledger.append(feeds.sign(stranger, factory.post(POST_TEXT)))).status.value == "appended"
+        await hold_big_posts(a, stranger, 8)
         async with open_node(tmp_path, bootstrap=(a.address,), **QUOTA) as b:
             await wait_connected(b, 1, 10)
             await wait_all([b], {stranger.public_key: 2}, 20)
@@ -124,11 +117,9 @@ async def test_a_forged_stamp_costs_the_sender(tmp_path: Path) -> None:
 
 async def test_restart_keeps_what_strangers_hold_counted(tmp_path: Path) -> None:
     stranger = factory.identity(8300)
-    feeds = factory.Feeds(SWARM)
     me = factory.identity(8301)
     async with open_node(tmp_path, identity=me, **QUOTA) as a:
-        for _ in range(2):
-            assert (await a.ledger.append(feeds.sign(stranger, factory.post(POST_TEXT)))).status.value == "appended"
+        await hold_big_posts(a, stranger, 2)
     async with open_node(tmp_path, identity=me, **QUOTA) as a:
         held = a.peer.quotas.stored[stranger.public_key]
         assert held == sum(len(w) for w in await a.ledger.wires_after(stranger.public_key, 0, 10)) > 16_000
