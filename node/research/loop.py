@@ -9,8 +9,8 @@ calibration runs (after its first experiment), an experiment of its own, or a wa
     replayed with the claim's steps and seed, published as the verifier identity's Verify, then
     the record mint and the verification fee where the credit rules allow;
   - an experiment of its own: parent = the class's best verified commit (the baseline before
-    anything is verified), an edit from the configured proposer ([research] proposer,
-    node/research/proposers.py) that no counted claim has tried and no other node holds a live
+    anything is verified), an edit (node/research/proposing.py: the configured proposer's, a
+    wave's or a screened winner's) that no counted claim has tried and no other node holds a live
     lease on, a lease announcing it (node/research/leases.py), a git commit, a timed run
     (node/research/runs.py), and a Claim for every result, failures included; an improvement on
     the class's best also gets a thin bundle against its parent, stored under HOME/bundles by its
@@ -22,7 +22,6 @@ Knows nothing about terminals or signals (node/display.py, node/wiring.py).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 import time
@@ -40,28 +39,24 @@ from swarm.gitrepo import Repository
 
 from node.config import NodeConfig
 from node.display import Display
-from node.errors import NoProposal, SetupError
+from node.errors import NoProposal
 from node.home import DataInfo, Layout
 from node.market.loop import Market
 from node.platform import Device, torch_version
-from node.research import screening, verifier, work
+from node.research import verifier, work
+from node.research.baselines import Baselines
 from node.research.fetch import CommitFetcher
 from node.research.history import ClaimRecord, History
-from node.research.leases import BadLease, LeaseBook, encode as lease_post, lease_seconds
-from node.research.memory import standing
-from node.research.noise import calibration_report
-from node.research.program import BadProgram, normalized_key, summarize
-from node.research.proposer import Proposal, Settings, describe
-from node.research.proposers import Chosen
+from node.research.program import BadProgram, summarize
+from node.research.proposer import describe
+from node.research.proposing import Proposing
 from node.research.replay import Replays
 from node.research.experiment import RunResult
 from node.research.runs import Live, Runs, Stats, claim_body, result_text, short_value
 from node.research.submit import SubmitQueue, refuse_implausible
-from node.research.waves import WaveQueue, WaveSettings, plan_wave
 from node.research.submit import Submission
 
 IDLE_S = 5.0                 # a worker with nothing to do looks again after this long
-BASELINE_TRIES = 3           # baselines killed at their wall-clock limit before the node says the machine is too slow
 
 
 class Research:
@@ -77,14 +72,10 @@ class Research:
         self.runs = Runs(config, repo, layout, data, display, scratch, clock, ledger.spec.spec.harness_hash.hex())
         self.replays = Replays(config, ledger, self.history, researcher, verifier_id, self.runs, self.stats, display,
                                self.publish, self._have, clock)
-        self._busy_keys: set[str] = set()       # programs a worker is running now
-        self._baseline_running: set[str] = set()
-        self._baseline_timeouts: dict[str, int] = {}   # class -> our baselines killed at their wall-clock limit
-        self._settings = Settings(frozen=frozenset(config.frozen_constants))
-        self._waves: dict[str, WaveQueue] = {}      # per class: the current wave's proposals ([research] waves)
-        self._chosen: Chosen | None = None           # [research] proposer, made once the genesis train.py is read
-        self.leases = LeaseBook()                    # other nodes' running programs (node/research/leases.py)
-        self.workers_of: dict[str, int] = {}        # per class: this node's workers
+        self.baselines = Baselines(config, ledger.spec, self.history, self.runs, self.stats, display,
+                                   researcher.public_key, self._publish_claim)
+        self.proposing = Proposing(config, ledger, repo, self.history, researcher.public_key, rng, self._now_ms,
+                                   functools.partial(self.publish, researcher))   # our experiments' edits
         self._missing_best: dict[str, bytes] = {}   # per class: the best commit no peer served (said once)
         self.submissions = SubmitQueue(repo, self.history, ledger.spec, path=queue_path)  # durable with a path
         self.commits: CommitFetcher | None = None   # fetches other nodes' commits, once peered
@@ -130,7 +121,7 @@ class Research:
         cls, baseline = device.platform_class, self.spec.spec.baseline_commit
         _, queue = self.replays.queue(cls)
         return work.Situation(
-            baseline_done=self.history.baseline_ok(cls, baseline), baseline_running=cls in self._baseline_running,
+            baseline_done=self.history.baseline_ok(cls, baseline), baseline_running=cls in self.baselines.running,
             calibration_seed=work.calibration_seed(
                 self.history, cls, baseline, self.researcher.public_key,
                 creator=self.spec.spec.creator == self.researcher.public_key, seed=self.config.seed,
@@ -138,7 +129,7 @@ class Research:
             own_experiments=work.own_experiments(self.history, cls, self.researcher.public_key),
             paid_jobs=self.market.pending() if self.market is not None else 0, verify=queue,
             submissions=len(self.submissions.queued()), done=self._done(), dry=dry,
-            busy=bool(self.replays.busy or self._busy_keys), unsealed=self._unsealed(cls))
+            busy=bool(self.replays.busy or self.proposing.busy), unsealed=self._unsealed(cls))
 
     def _unsealed(self, platform_class: str) -> int:
         """Claims of the class that our own seal loop (node/wiring.py) seals within seconds; 0 when
@@ -152,7 +143,8 @@ class Research:
     async def run_worker(self, device: Device) -> None:
         """Works until max_experiments is reached and nothing is left to verify (forever without a limit)."""
         cls = device.platform_class
-        self.workers_of[cls] = self.workers_of.get(cls, 0) + 1
+        workers = self.proposing.workers_of
+        workers[cls] = workers.get(cls, 0) + 1
         dry = False
         while True:
             await self.history.sync(self.ledger)
@@ -161,7 +153,7 @@ class Research:
                 self.display.event(f"[{device.label}] published {owed} mints owed for verified records")
             match work.choose_work(self.situation(device, dry=dry)):
                 case work.Baseline(seed=seed):
-                    await self._baseline(device, self.config.seed if seed is None else seed)
+                    await self.baselines.run(device, self.config.seed if seed is None else seed)
                     continue
                 case work.PaidJob():
                     job = self.market.take() if self.market is not None else None
@@ -246,105 +238,7 @@ class Research:
             return True
         return self.commits is not None and await self.commits.fetch(commit)
 
-    # -- our own work: the baseline, calibration, experiments
-
-    async def _baseline(self, device: Device, seed: int) -> None:
-        cls, baseline = device.platform_class, self.spec.spec.baseline_commit
-        calibration = seed != self.config.seed
-        what = f"calibration (data seed {seed})" if calibration else "baseline"
-        self._baseline_running.add(cls)
-        try:
-            cand, _ = await self.runs.materialize(device, baseline, None)
-            source = cand.read_text()
-            result = await self.runs.run(device, self._phase(cls, what), cand, None, steps=None, seed=seed)
-            if result.status == "timeout" and not calibration and self._slow_baseline(device, result.reason):
-                return  # a busy moment says nothing about the genesis train.py: no claim, tried again
-            bundle = await self.runs.store_bundle(baseline, None) if result.status == "ok" else None
-            message = f"calibration: the genesis train.py, data seed {seed}" if calibration \
-                else "baseline: the genesis train.py"
-            record = await self._publish_claim(claim_body(device, baseline, None, result, summarize(None, source),
-                                                           message, bundle))
-        finally:
-            self._baseline_running.discard(cls)
-        self.display.event(f"[{device.label}] {what} {result_text(result)} claim {record.id.hex()[:12]}")
-        self.stats.remember(f"base {short_value(result)}")
-        if result.status != "ok" and not calibration:
-            slow = " (every try; the machine may be too busy or too slow for this budget)" \
-                if result.status == "timeout" else ""
-            raise SetupError(f"the genesis train.py does not run here{slow}: {result.status}: {result.reason[:300]}")
-        if calibration:
-            self._report_noise(cls)
-
-    def _slow_baseline(self, device: Device, reason: str) -> bool:
-        """Whether a baseline killed at its wall-clock limit is tried again: a machine busy with other
-        work (another trainer, a test suite) can make startup alone outlast the allowance, and that
-        is no reason to stop the node. After BASELINE_TRIES such kills it is (SetupError follows)."""
-        cls = device.platform_class
-        tries = self._baseline_timeouts[cls] = self._baseline_timeouts.get(cls, 0) + 1
-        if tries >= BASELINE_TRIES:
-            return False
-        self.display.event(f"[{device.label}] baseline {tries} of {BASELINE_TRIES} too slow ({reason[:120]}): "
-                           "is the machine busy? not claimed, trying again")
-        return True
-
-    def _phase(self, platform_class: str, what: str) -> str:
-        done = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher.public_key)
-        creator = self.spec.spec.creator == self.researcher.public_key
-        return work.phase(what, len(done), self.config.calibration_runs if creator else 0)
-
-    def _report_noise(self, platform_class: str) -> None:
-        """One line once the calibration runs are complete (node/research/noise.py calibration_report)."""
-        runs = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher.public_key)
-        text = calibration_report(platform_class, [v for r in runs if (v := r.body.val_bpb) is not None],
-                                  self.spec.spec.noise_bpb[platform_class],
-                                  complete=len(runs) > self.config.calibration_runs)
-        if text is not None:
-            self.display.event(text)
-
-    async def _proposer(self) -> Chosen:
-        """The configured proposer ([research] proposer); every program's ancestry starts at the genesis train.py."""
-        if self._chosen is None:
-            baseline = self.spec.spec.baseline_commit
-            genesis = await gitrepo.read_file(self.repo, baseline, "train.py")
-            self._chosen = Chosen(self.config.proposer, genesis.decode(errors="replace"), baseline, self.config.seed,
-                                  self._settings)
-        return self._chosen
-
-    def _propose(self, device: Device, parent_source: str, chosen: Chosen) -> Proposal:
-        """Our next edit of the class's best program: a screened winner to confirm (two-tier), the
-        next point of a wave (several workers), else the configured proposer's own draw. Tried are
-        the programs that count in the ledger, those our workers run, and those other nodes hold
-        live leases on (synced by the caller)."""
-        cls, state, config = device.platform_class, self.ledger.state, self.config
-        leased = self.leases.taken(cls, self._now_ms(), standing(state), self.researcher.public_key)
-        tried = self.history.keys | self._busy_keys | leased
-        if config.screening_classes and cls == config.reference_class:
-            found = screening.next_confirmation(state, self.history, parent_source, reference_class=cls,
-                                                screening_classes=config.screening_classes, busy=self._busy_keys)
-            if found is not None and found.proposal.key not in leased:   # another node confirms it already
-                return found.proposal
-        if config.waves and self.workers_of.get(cls, 1) > 1:
-            trials = self.history.trials(state, cls)
-            queue, parent_key = self._waves.setdefault(cls, WaveQueue()), normalized_key(parent_source)
-            if (proposal := queue.take(parent_key, tried)) is None:
-                with contextlib.suppress(NoProposal):
-                    queue.load(plan_wave(parent_source, profile=device.profile, trials=trials, tried=tried,
-                                         n=self.workers_of[cls], rng=self.rng,
-                                         settings=WaveSettings(proposer=self._settings)))
-                    proposal = queue.take(parent_key, tried)
-            if proposal is not None:
-                return proposal
-        return chosen.propose(self.history, state, cls, device.profile, parent_source, tried=tried, rng=self.rng)
-
-    async def _lease(self, device: Device, key: str) -> None:
-        """Tells other nodes' proposers that we run `key` now: without a lease they learn of it only
-        from our claim, a whole run later, and may run it too (node/research/leases.py)."""
-        until_ms = self._now_ms() + int(lease_seconds(self.runs.expected_s(device, None)) * 1000)
-        try:
-            post = lease_post(device.platform_class, key, until_ms)
-        except BadLease:
-            return   # a class or key the lease line cannot carry: the claim still tells everyone, later
-        await self.publish(self.researcher, post)
+    # -- our own experiments (baselines and calibration: node/research/baselines.py)
 
     async def _experiment(self, device: Device, submission: Submission | None) -> None:
         """One run and its claim: a submitted commit (an agent's), or a proposal of our own."""
@@ -353,8 +247,7 @@ class Research:
         if submission is None:
             parent = await self.parent_here(device)
             parent_source = (await gitrepo.read_file(self.repo, parent, "train.py")).decode()
-            await self.leases.sync(self.ledger, self._now_ms())
-            proposal = self._propose(device, parent_source, await self._proposer())
+            proposal = await self.proposing.next(device, parent_source)
             key, source, what = proposal.key, proposal.source, describe(proposal.changes)
         else:
             parent = submission.parent
@@ -362,10 +255,10 @@ class Research:
             source = (await gitrepo.read_file(self.repo, submission.commit, "train.py")).decode(errors="replace")
             key, what = f"submission:{submission.commit.hex()}", f"{submission.agent}: {submission.message.strip()}"
         self.stats.experiments += 1
-        self._busy_keys.add(key)
+        self.proposing.busy.add(key)
         try:
             if submission is None:
-                await self._lease(device, key)
+                await self.proposing.lease(device, key, self.runs.expected_s(device, None))
                 commit = await gitrepo.commit_file(self.repo, parent, {"train.py": source.encode()}, what,
                                                    f"{self.researcher.node_id[:12]} <node@autoswarm>", int(self.clock()))
             else:
@@ -383,7 +276,7 @@ class Research:
             if submission is not None:
                 self.submissions.finish(submission.commit)
         finally:
-            self._busy_keys.discard(key)
+            self.proposing.busy.discard(key)
         overhead_s = self.clock() - started - result.wall_s
         self.stats.overheads_s.append(overhead_s)
         mark = " *improvement*" if improved else ""

@@ -89,15 +89,15 @@ async def test_the_configured_proposer_draws_the_nodes_own_edits(tmp_path: Path,
         research = _research(kit, kit.ledger, tmp_path / "home", kit.me, 1, name)
         assert research.config.proposer == (name or "bandit")
         await research.history.sync(kit.ledger)
-        chosen = await research._proposer()
+        chosen = await research.proposing.proposer()
         parent_source = (await gitrepo.read_file(kit.repo, better, "train.py")).decode()
-        proposal = research._propose(DEVICE, parent_source, chosen)
+        proposal = research.proposing.propose(DEVICE, parent_source, chosen)
         assert isinstance(chosen.made[(CLASS, "cpu")], kind)
         assert proposal.key == normalized_key(proposal.source) and proposal.key not in research.history.keys
         assert proposal.changes and all(n in parent_source for n in proposal.changes)
         if kind is Tpe:   # told the verified claim (the only counted one with a parent), once
             assert chosen.made[(CLASS, "cpu")].optimizer.observed == 1       # type: ignore[attr-defined]
-            research._propose(DEVICE, parent_source, chosen)
+            research.proposing.propose(DEVICE, parent_source, chosen)
             assert chosen.made[(CLASS, "cpu")].optimizer.observed == 1       # type: ignore[attr-defined]
 
 
@@ -121,13 +121,13 @@ async def test_a_lease_keeps_a_second_node_off_the_program_the_first_one_runs(tm
         await b.history.sync(other)
         blind = _research(kit, other, tmp_path / "blind", identity(600), 3)
         await blind.history.sync(other)
-        assert blind._propose(DEVICE, parent, await blind._proposer()).key == lease.key
+        assert blind.proposing.propose(DEVICE, parent, await blind.proposing.proposer()).key == lease.key
         # with the lease synced, it draws another one
-        assert await b.leases.sync(other, int(NOW_S * 1000)) == 1
-        assert b._propose(DEVICE, parent, await b._proposer()).key != lease.key
+        assert await b.proposing.leases.sync(other, int(NOW_S * 1000)) == 1
+        assert b.proposing.propose(DEVICE, parent, await b.proposing.proposer()).key != lease.key
         # once the lease runs out, the program is free again
-        await b.leases.sync(other, lease.until_ms)
-        assert b.leases.taken(CLASS, lease.until_ms, {}, b.researcher.public_key) == set()
+        await b.proposing.leases.sync(other, lease.until_ms)
+        assert b.proposing.leases.taken(CLASS, lease.until_ms, {}, b.researcher.public_key) == set()
 
 
 GOSSIP_S = 30.0     # for an entry to cross between two peers on 127.0.0.1 (a second or less when idle)
@@ -149,21 +149,21 @@ async def test_over_real_gossip_the_second_node_runs_another_program_while_the_f
             async def meanwhile(device: Device, what: str, cand: Path, parent: Path | None, **_: object) -> RunResult:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + GOSSIP_S
-                while not await b.leases.sync(other, int(NOW_S * 1000)):
+                while not await b.proposing.leases.sync(other, int(NOW_S * 1000)):
                     assert loop.time() < deadline, "a's lease never reached b"
                     await asyncio.sleep(0.05)
                 await b.history.sync(other)
                 source = (await gitrepo.read_file(kit.repo, kit.baseline, "train.py")).decode()
-                drawn.append(b._propose(DEVICE, source, await b._proposer()).key)
+                drawn.append(b.proposing.propose(DEVICE, source, await b.proposing.proposer()).key)
                 return RunResult("crash", "a fake trainer", None, 0, 0, 0, 0.0, 0.0, 0.0, (), "", "", 1.0)
 
             a.runs.run = meanwhile        # type: ignore[method-assign]
             await a.history.sync(a.ledger)
             await a._experiment(DEVICE, None)
-            [running] = {x.key for x in b.leases.leases}
+            [running] = {x.key for x in b.proposing.leases.leases}
             assert drawn and drawn[0] != running
             # the same draws without the lease: b would have run a's program
             blind = _research(kit, other, tmp_path / "blind", b_id, 3)
             await blind.history.sync(other)
             source = (await gitrepo.read_file(kit.repo, kit.baseline, "train.py")).decode()
-            assert blind._propose(DEVICE, source, await blind._proposer()).key == running
+            assert blind.proposing.propose(DEVICE, source, await blind.proposing.proposer()).key == running

@@ -16,8 +16,7 @@ from node.research.history import History
 from node.home import genesis_source
 from node.platform import Device
 from node.research.program import normalized_key, parse_program
-from node.research.leases import LeaseBook
-from node.research.loop import Research
+from node.research.proposing import Proposing
 from node.research.proposers import Chosen
 from node.research.proposer import Settings, Trial
 from node.sim.simulate import CLASS
@@ -155,25 +154,30 @@ def test_the_simulated_node_is_deterministic_by_seed(config: WorkConfig) -> None
         assert classes == {CLASS, cheap_tier(1).platform_class}
 
 
-def _research_stand_in(waves: bool, workers: int) -> SimpleNamespace:
-    """What Research._propose reads of its Research, with a real History and an empty ledger view."""
-    config = SimpleNamespace(waves=waves, screening_classes=(), reference_class="")
+def _proposing(waves: bool, workers: int) -> Proposing:
+    """The research loop's Proposing, with a real History and an empty ledger view."""
+    config = SimpleNamespace(waves=waves, screening_classes=(), reference_class="", frozen_constants=FROZEN.proposer.frozen)
     state = fold.initial(make_spec(identity(1), [identity(2)]).spec)
-    return SimpleNamespace(config=config, ledger=SimpleNamespace(state=state), history=History(), _busy_keys=set(),
-                           _waves={}, workers_of={CLASS: workers}, rng=random.Random(7), _settings=FROZEN.proposer,
-                           leases=LeaseBook(), _now_ms=lambda: 0, researcher=identity(1))
+
+    async def publish(body: object) -> None:
+        raise AssertionError("nothing is published here")
+
+    proposing = Proposing(config, SimpleNamespace(state=state), None, History(), identity(1).public_key,  # type: ignore[arg-type]
+                          random.Random(7), lambda: 0, publish)  # type: ignore[arg-type]
+    proposing.workers_of[CLASS] = workers
+    return proposing
 
 
 def test_the_research_loop_takes_wave_points_one_per_worker_when_waves_are_on() -> None:
     device = Device(index=None, name="cpu", memory_mb=0, driver="", platform_class=CLASS)
-    node = _research_stand_in(waves=True, workers=4)
+    node = _proposing(waves=True, workers=4)
     chosen = Chosen("bandit", GENESIS, b"g" * 20, 7, FROZEN.proposer)
-    picked = [Research._propose(node, device, GENESIS, chosen) for _ in range(4)]  # type: ignore[arg-type]
-    wave = node._waves[CLASS].wave
+    picked = [node.propose(device, GENESIS, chosen) for _ in range(4)]
+    wave = node.waves[CLASS].wave
     assert wave is not None and [p.key for p in picked] == [p.key for p in wave.proposals]
-    Research._propose(node, device, GENESIS, chosen)  # type: ignore[arg-type]
-    assert node._waves[CLASS].waves == 2  # the first wave used up: the next is planned
-    off = _research_stand_in(waves=False, workers=4)
-    assert Research._propose(off, device, GENESIS, chosen).key and not off._waves  # type: ignore[arg-type]
-    one = _research_stand_in(waves=True, workers=1)
-    assert Research._propose(one, device, GENESIS, chosen).key and not one._waves  # type: ignore[arg-type]
+    node.propose(device, GENESIS, chosen)
+    assert node.waves[CLASS].waves == 2  # the first wave used up: the next is planned
+    off = _proposing(waves=False, workers=4)
+    assert off.propose(device, GENESIS, chosen).key and not off.waves
+    one = _proposing(waves=True, workers=1)
+    assert one.propose(device, GENESIS, chosen).key and not one.waves

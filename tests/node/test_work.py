@@ -184,7 +184,7 @@ async def test_a_running_phase_reads_as_a_progress_line_with_time_left(tmp_path:
     async with backend(tmp_path) as kit:
         research = _research(kit, tmp_path, clock=lambda: now[0])
         await research.history.sync(kit.ledger)
-        assert research._phase(CLASS, "calibration (data seed 1)") == "baseline 2 of 3: calibration (data seed 1)"
+        assert research.baselines.phase(CLASS, "calibration (data seed 1)") == "baseline 2 of 3: calibration (data seed 1)"
         research.runs.running["cpu"] = Live("baseline 2 of 3", 1190.0, 1000.0)
         research.display.start("cpu", "baseline 2 of 3", 190.0)
         assert research.runs.progress_line("cpu") == "[cpu] baseline 2 of 3: about 190 s left"
