@@ -7,6 +7,9 @@ swarm/antientropy.py (heads, digests, fork proofs and the feeds a peer lacks); w
 anti-entropy round is swarm/links.py's. Knows nothing about sockets or handshakes
 (swarm/connection.py, swarm/peer.py) and reaches the ledger only through swarm/ledgerport.py;
 its pure rules live in swarm/heads.py.
+`Replicator` is about 265 lines, over the 250 STYLE.md asks of a class: about twenty of its
+methods are the few-line entry points a connection calls (swarm/links.py's handler), and routing
+them to the parts above is what the class is for.
 
 Theory of operation
 - Ingest. Every connection's entry frames go to one bounded queue; one task drains it into

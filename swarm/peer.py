@@ -7,6 +7,10 @@ dropping peers are split out: swarm/dialer.py dials, swarm/inbound.py accepts (a
 half-open slots), swarm/links.py keeps the registry of live connections and answers their
 callbacks, swarm/bundlehttp.py serves and fetches bundles. What flows over a connection is
 swarm/gossip.py's business, and the frames themselves swarm/connection.py's.
+`Peer` is about 290 lines, over the 250 STYLE.md asks of a class: it is the node's one handle
+on the swarm, and what is left in it is the lifetime (open, supervise, close in order, which
+must stay together) and the calls the node makes, most of them a few lines handing on to the
+parts above.
 
 Theory of operation
 - Every connection is a websocket at WS_PATH that starts with a signed hello each way
