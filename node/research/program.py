@@ -20,6 +20,7 @@ import ast
 import hashlib
 import math
 import re
+import threading
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,22 @@ _KEY_LINE = re.compile(r"^key: (k1-[0-9a-f]{32})$", re.MULTILINE)
 _CHANGE_LINE = re.compile(r"^([A-Z][A-Z0-9_]*): (\S+) -> (\S+)$", re.MULTILINE)
 _MAX_POW_EXPONENT = 64
 _MAX_MAGNITUDE = 1e18
+# CPython 3.11 keeps the AST constructor's recursion depth per interpreter, not per thread: two
+# threads parsing at once (the node parses in worker threads too) can fail with "SystemError: AST
+# constructor recursion depth mismatch" (CPython issue gh-106905). Every parse of ours takes turns.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_module(source: str, filename: str = "<unknown>") -> ast.Module:
+    """`ast.parse`, one thread at a time (see _PARSE_LOCK); raises what ast.parse raises."""
+    with _PARSE_LOCK:
+        return ast.parse(source, filename=filename)
+
+
+def parse_expression(text: str) -> ast.Expression:
+    """`ast.parse(text, mode="eval")`, one thread at a time."""
+    with _PARSE_LOCK:
+        return ast.parse(text, mode="eval")
 
 
 class BadProgram(NodeError):
@@ -124,7 +141,7 @@ def _profile_of(test: ast.expr) -> str | None:
 
 def parse_program(source: str) -> Program:
     try:
-        tree = ast.parse(source)
+        tree = parse_module(source)
     except (SyntaxError, ValueError) as exc:
         raise BadProgram(f"train.py does not parse: {exc}") from None
     offsets = _offsets(source)
@@ -263,6 +280,6 @@ def parse_summary(text: str) -> tuple[dict[str, tuple[Value, Value]], str | None
 
 def _literal(text: str) -> Value | None:
     try:
-        return evaluate(ast.parse(text, mode="eval").body)
+        return evaluate(parse_expression(text).body)
     except (SyntaxError, ValueError):
         return None

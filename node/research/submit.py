@@ -20,7 +20,6 @@ Knows nothing of HTTP or the trainer.
 """
 from __future__ import annotations
 
-import ast
 import asyncio
 import collections
 import dataclasses
@@ -38,6 +37,7 @@ from swarm.gitrepo import Repository
 
 from node.errors import AlreadySubmitted, BadSubmission, QueueFull
 from node.research.history import History
+from node.research.program import parse_module
 from node.research.limits import MAX_CLAIM_MESSAGE
 
 MAX_QUEUED = 64
@@ -71,7 +71,7 @@ def check_source(data: bytes, name: str = "train.py") -> None:
     except UnicodeDecodeError as exc:
         raise BadTrainPy(f"{name} is not UTF-8 (byte {exc.start})") from None
     try:
-        ast.parse(text, filename=name)
+        parse_module(text, filename=name)
     except SyntaxError as exc:
         line, column = exc.lineno or 0, exc.offset or 0
         raise BadTrainPy(f"{name} does not parse: line {line}, column {column}: {exc.msg}", line, column) from None
