@@ -38,6 +38,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT_S + 300)]
 TRAINER_START_S = 180.0     # data preparation and the first trainer spawn
 STOP_BOUND_S = 45.0         # SIGINT to exit: kill the trainer, close the ledger
 ARGS = ("--profile", "cpu", "--budget-s", "2")
+# Two paired rounds per claim, where the default is six: the rounds themselves are
+# tests/node/test_paired_replay.py's subject; here every improving claim of every run in the file
+# would cost six more pairs of trainer runs (the file took ~23 minutes with them, on two cores).
+CONFIG = "[swarm]\nmax_rounds = 2\n"
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -91,6 +95,8 @@ def assert_audits_clean(home: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     home = tmp_path_factory.mktemp("node") / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(CONFIG)   # as an operator writes one before the first start
     return home, run_node(home, "--max-experiments", "2")
 
 
