@@ -1,7 +1,8 @@
 """`python -m node` end to end on the CPU: real subprocesses, real trainer runs, real ledger files.
 
-Budgets are tiny (2 s of training) so the whole file takes a couple of minutes on a 2-core
-machine; every wait is bounded with several times the usual duration as headroom.
+Budgets are tiny (2 s of training) and claims get two paired rounds (CONFIG), so the whole file
+takes about 6.5 minutes on a quiet 2-core machine (every trainer start costs seconds of CPU);
+every wait is bounded with several times the usual duration as headroom.
 """
 from __future__ import annotations
 
