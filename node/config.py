@@ -61,6 +61,7 @@ class NodeConfig:
     reference_class: str = ""
     screening_classes: tuple[str, ...] = ()
     proposer: str = "bandit"     # [research] proposer: one of PROPOSERS
+    experiments: bool = True     # [research] experiments: false runs no experiments of our own proposer
     market_offer: bool = True
     market_price_ucr_per_gpu_s: int = 100
     market_spot_check_rate: float = 0.1
@@ -309,6 +310,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
                                             "platform class names")),
         proposer=_check(path, "research", "proposer", r["proposer"], str, lambda v: v in PROPOSERS,
                         f"must be one of {', '.join(PROPOSERS)}"),
+        experiments=_check(path, "research", "experiments", r["experiments"], bool, lambda v: True,
+                           "must be true or false"),
         swarm_name=_check(path, "swarm", "name", s["name"], str, lambda v: 0 < len(v) <= 64,
                           "must be 1 to 64 characters"),
         noise_bpb_cpu=noise("noise_bpb_cpu"),

@@ -48,6 +48,10 @@ screening_classes = []
 # constant, told every counted result. bandit is the default: in the simulator TPE did not reach
 # the target sooner (docs/benchmarks.md, research per GPU-hour).
 proposer = "bandit"
+# false: no experiments of this node's own proposer; the node still runs the baseline, paid jobs,
+# verifications and the commits agents submit (a verifier-only node, or one that runs only its
+# agent's ideas)
+experiments = true
 
 [swarm]
 # name written into the solo swarm's spec

@@ -129,7 +129,8 @@ class Research:
             own_experiments=work.own_experiments(self.history, cls, self.researcher.public_key),
             paid_jobs=self.market.pending() if self.market is not None else 0, verify=queue,
             submissions=len(self.submissions.queued()), done=self._done(), dry=dry,
-            busy=bool(self.replays.busy or self.proposing.busy), unsealed=self._unsealed(cls))
+            busy=bool(self.replays.busy or self.proposing.busy), unsealed=self._unsealed(cls),
+            experiments=self.config.experiments)
 
     def _unsealed(self, platform_class: str) -> int:
         """Claims of the class that our own seal loop (node/wiring.py) seals within seconds; 0 when

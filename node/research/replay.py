@@ -46,6 +46,11 @@ VERDICT_TEXT = {
 }
 SLOW_REPLAY_TRIES = 3        # replays too slow for the budget before the verifier publishes that they do not fit
 SLOW_REPLAY_WAIT_BUDGETS = 6  # a too-slow replay is tried again after this many budgets (a busy moment passes)
+# A claim whose commit no peer served is asked for again after MISSING_RETRY_S, then twice as long
+# each time, at most MISSING_RETRY_MAX_S: its author's bundle gate serves it only once the author
+# holds the claim's seal (node/bundlegate.py), which may reach us before it reaches the author.
+MISSING_RETRY_S = 15.0
+MISSING_RETRY_MAX_S = 600.0
 
 Publish = Callable[[Identity, Body], Awaitable[Entry]]
 Have = Callable[[bytes], Awaitable[bool]]
@@ -60,7 +65,8 @@ class Replays:
         self.researcher, self.verifier = researcher, verifier_id
         self.publish, self.have, self.clock = publish, have, clock
         self.busy: set[bytes] = set()           # claims a worker is verifying now
-        self.unavailable: set[bytes] = set()    # claims whose commit this node cannot read
+        self.unavailable: set[bytes] = set()    # claims left to other verifiers (replays killed every time)
+        self.missing: dict[bytes, tuple[int, float]] = {}      # claim -> (tries, ask again after: clock s)
         self.inconclusive: dict[bytes, tuple[int, float]] = {}  # claim -> (replays too slow, retry after: clock s)
         self.published: set[tuple[bytes, bytes, int]] = set()   # (claim, key, round) we published this session
         self.parent_runs = ParentRuns()                         # parent runs of paired replays, reused
@@ -85,9 +91,11 @@ class Replays:
                                         platform_class)
 
     def _waiting(self) -> set[bytes]:
-        """Claims whose last replay here was too slow (or that had nothing to run), until their retry time."""
+        """Claims whose last replay here was too slow (or that had nothing to run), or whose commit no
+        peer served, until their retry time."""
         now = self.clock()
-        return {claim for claim, (_, after) in self.inconclusive.items() if after > now}
+        return {claim for table in (self.inconclusive, self.missing) for claim, (_, after) in table.items()
+                if after > now}
 
     def queue(self, platform_class: str) -> tuple[Identity | None, list[ClaimRecord]]:
         """The key this worker verifies with and the claims it may replay now, most promising first."""
@@ -121,10 +129,13 @@ class Replays:
         self.busy.add(record.id)
         try:
             if not await self.have(body.commit) or (body.parent is not None and not await self.have(body.parent)):
-                self.unavailable.add(record.id)  # asked again after a restart, or once a peer serves it
+                tries = self.missing.get(record.id, (0, 0.0))[0] + 1
+                wait_s = min(MISSING_RETRY_MAX_S, MISSING_RETRY_S * 2 ** min(tries - 1, 16))
+                self.missing[record.id] = (tries, self.clock() + wait_s)
                 self.display.event(f"[{device.label}] skip verifying {record.id.hex()[:12]}: its commit is "
-                                   "not here and no peer served its bundle")
+                                   f"not here and no peer served its bundle (asked again in {wait_s:.0f} s)")
                 return
+            self.missing.pop(record.id, None)
             ran = 0
             for round_index in self._rounds(record, me):
                 if (record.id, me, round_index) in self.published:

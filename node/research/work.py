@@ -18,6 +18,7 @@ The order, first match wins:
      node is busy (idle while one is: it may publish a claim to verify) and no claim of the class
      waits for this node's seal (idle while one does: its replay may fall to us once sealed);
   7. an experiment of our own; when the proposer ran dry, owed calibration instead, else idle.
+     A node with `[research] experiments = false` runs none: owed calibration at once, else idle.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Situation:
     dry: bool = False                      # the last try at an experiment found nothing to propose
     busy: bool = False                     # another worker of this node is verifying or experimenting
     unsealed: int = 0                      # claims of the class this node will seal within seconds
+    experiments: bool = True               # [research] experiments: false, none of our proposer's
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +96,11 @@ def choose_work(s: Situation) -> Decision:
     if s.submissions > 0:
         return RunSubmission()
     calibrate = s.calibration_seed is not None and not s.baseline_running
-    if calibrate and (s.own_experiments >= CALIBRATE_AFTER or s.done or s.dry):
+    if calibrate and (s.own_experiments >= CALIBRATE_AFTER or s.done or s.dry or not s.experiments):
         return Baseline(s.calibration_seed)
     if s.done:
         return Idle() if s.busy or s.unsealed else Stop()
-    return Idle() if s.dry else Experiment()
+    return Experiment() if s.experiments and not s.dry else Idle()
 
 
 def calibration_seed(history: History, platform_class: str, baseline: bytes, me: bytes, *, creator: bool,

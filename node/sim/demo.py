@@ -7,7 +7,10 @@ setup, explicit in the genesis spec: `admit = "none"` (a private swarm: no key e
 replays, nobody is admitted later), and no node is trusted for asking. Once its baseline claim is in
 its ledger, the others join through its peer address, and the demo plays a coding agent once:
 it submits an edited train.py through node 1's CLI (`python -m node submit`), which node 1 runs
-and claims like any experiment of its own proposer. The demo watches the creator's ledger
+and claims like any experiment. The nodes run no experiments of their own proposers
+(`[research] experiments = false`): on a CPU box shared by three nodes their claims took turns
+at the machine lock and the verifiers' rounds away from the agent's edit, and the demo took about
+twice as long (10.5 minutes to the record in a run on 2026-12-07, load ~1.5). The demo watches the creator's ledger
 (read-only, beside the running node) until a claim that improved on an earlier record has been
 verified by a quorum of other nodes, recorded, and minted credits to its author; then that
 author spends some of them (`python -m node job submit`: a 5-step training run of the agent's
@@ -121,7 +124,7 @@ class DemoNode:
 
 def _config_text(budget_s: int, verifiers: list[str], quorum: int, lock: Path) -> str:
     ids = ", ".join(f'"{v}"' for v in verifiers)
-    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\ncalibration_runs = 0\n'
+    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\ncalibration_runs = 0\nexperiments = false\n'
             f'machine_lock = {json.dumps(str(lock))}\n\n'
             f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nnoise_dof = {DEMO_NOISE_DOF}\n'
             f'max_rounds = {DEMO_MAX_ROUNDS}\nrecord_fdr = {DEMO_RECORD_FDR}\n'

@@ -35,6 +35,9 @@ def test_first_run_writes_commented_defaults_and_reads_them(tmp_path: Path) -> N
     assert config.proposer == "bandit"
     (tmp_path / "h" / CONFIG_FILE).write_text('[research]\nproposer = "tpe"\n')
     assert load_config(["--home", str(tmp_path / "h")], {}).proposer == "tpe"
+    assert config.experiments
+    (tmp_path / "h" / CONFIG_FILE).write_text('[research]\nexperiments = false\n')
+    assert not load_config(["--home", str(tmp_path / "h")], {}).experiments
 
 
 def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
@@ -62,6 +65,7 @@ def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
     ("[swarm]\nadmit_keys = [\"asNOTANID\"]\n", "admit_keys must be a list of node ids"),
     ("[swarm]\nadmit_keys = \"one\"\n", "admit_keys must be a list of node ids"),
     ("[research]\nwaves = 1\n", "must be bool"),
+    ("[research]\nexperiments = \"no\"\n", "[research] experiments must be bool, got str 'no'"),
     ("[research]\nproposer = \"optuna\"\n", "[research] proposer = 'optuna': must be one of bandit, tpe"),
     ("[research]\nproposer = 1\n", "must be str"),
     ("[research]\nreference_class = \"a b\"\n", "platform class name"),

@@ -2,6 +2,7 @@
 research loop's workers and the simulator alike."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import time
@@ -13,11 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.bodies import Claim, Seal
+from swarm.gitrepo import Repository
 from node.config import load_config
 from node.display import Display
 from node.home import DataInfo, Layout
 from node.platform import Device
-from node.research import verifier, work
+from node.research import replay, verifier, work
 from node.research.history import ClaimRecord
 from node.research.loop import Research
 from node.research.runs import Live
@@ -40,7 +42,7 @@ situations = st.builds(
     calibration_seed=st.none() | st.integers(1, 5), own_experiments=st.integers(0, 3),
     paid_jobs=st.integers(0, 2), verify=st.lists(st.integers(0, 9).map(_record), max_size=3),
     submissions=st.integers(0, 2), done=st.booleans(), dry=st.booleans(), busy=st.booleans(),
-    unsealed=st.integers(0, 2))
+    unsealed=st.integers(0, 2), experiments=st.booleans())
 
 
 @given(situations)
@@ -114,6 +116,20 @@ def test_a_solo_creators_first_hour_in_order() -> None:
     assert work.choose_work(Situation(baseline_done=True, dry=True)) == Idle()
 
 
+@given(situations)
+def test_without_experiments_of_its_own_a_node_does_all_the_rest_as_before(s: Situation) -> None:
+    """[research] experiments = false: never an experiment of our proposer; whatever else the node
+    would do it still does (owed calibration comes at once, as when the proposer runs dry)."""
+    on, off = dataclasses.replace(s, experiments=True), dataclasses.replace(s, experiments=False)
+    decided = work.choose_work(off)
+    assert decided != Experiment()
+    if work.choose_work(on) != Experiment():
+        assert decided == work.choose_work(on)
+    else:
+        owed = s.calibration_seed is not None and not s.baseline_running
+        assert decided == (Baseline(s.calibration_seed) if owed else Idle())
+
+
 class Spy:
     """Records every Situation choose_work is asked about, and answers as the real one would."""
 
@@ -142,11 +158,12 @@ async def _seal(kit: KitBackend) -> None:
         await kit.ledger.publish(kit.verifier, Seal(claims=claims), time_ms=kit.clock_ms)
 
 
-def _research(kit: KitBackend, tmp_path: Path, clock: Callable[[], float] = time.time) -> Research:
+def _research(kit: KitBackend, tmp_path: Path, clock: Callable[[], float] = time.time,
+              repo: Repository | None = None, out: io.StringIO | None = None) -> Research:
     config = load_config(["--home", str(tmp_path / "home"), "--profile", "cpu"], {})
-    return Research(config, kit.ledger, kit.repo, Layout(tmp_path / "home"),
+    return Research(config, kit.ledger, repo or kit.repo, Layout(tmp_path / "home"),
                     DataInfo(tmp_path / "data", b"m" * 32, b"t" * 32), kit.me, kit.verifier,
-                    Display(io.StringIO(), tty=False), tmp_path / "scratch", random.Random(1), clock)
+                    Display(out or io.StringIO(), tty=False), tmp_path / "scratch", random.Random(1), clock)
 
 
 async def test_a_worker_chooses_with_the_same_function(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -177,6 +194,30 @@ async def test_the_injected_clock_decides_when_a_slow_replay_is_tried_again(tmp_
         assert research.situation(DEVICE).verify == []
         now[0] = 1501.0
         assert [r.id for r in research.situation(DEVICE).verify] == [claim]
+
+
+async def test_a_claim_whose_commit_no_peer_served_is_asked_for_again_later(tmp_path: Path) -> None:
+    """The author's bundle gate serves a claim's commit only once the author holds its seal, which
+    may reach a verifier first: a demo run's verifier skipped the agent's claim and never came back
+    to it. Now it asks again after MISSING_RETRY_S, then twice as long each time."""
+    now = [1000.0]
+    async with backend(tmp_path) as kit, Repository.open(tmp_path / "empty") as empty:
+        out = io.StringIO()
+        research = _research(kit, tmp_path, clock=lambda: now[0], repo=empty, out=out)   # the commit is not here
+        await research.history.sync(kit.ledger)
+        await _seal(kit)
+        (record,) = research.situation(DEVICE).verify
+        await research.replays.verify(DEVICE, kit.verifier, record)     # no peer to fetch it from
+        assert research.situation(DEVICE).verify == []
+        now[0] += replay.MISSING_RETRY_S
+        (again,) = research.situation(DEVICE).verify
+        await research.replays.verify(DEVICE, kit.verifier, again)
+        now[0] += replay.MISSING_RETRY_S
+        assert research.situation(DEVICE).verify == []                  # the second wait is twice as long
+        now[0] += replay.MISSING_RETRY_S
+        assert [r.id for r in research.situation(DEVICE).verify] == [record.id]
+        text = out.getvalue()
+        assert "no peer served its bundle (asked again in 15 s)" in text and "(asked again in 30 s)" in text
 
 
 async def test_a_running_phase_reads_as_a_progress_line_with_time_left(tmp_path: Path) -> None:
