@@ -148,7 +148,6 @@ class SubmitQueue:
     def take(self) -> Submission | None:
         """The oldest submission, out of the queue (kept on disk until `finish`); None when empty."""
         if not self._queue:
-            self._changed.clear()
             return None
         item = self._queue.popleft()
         self._taken[item.commit] = item
@@ -204,7 +203,12 @@ class SubmitQueue:
         os.replace(tmp, self.path)
 
     async def wait(self, timeout_s: float) -> None:
-        """Returns when something was submitted or after `timeout_s`, whichever is first."""
+        """Returns when something is submitted or after `timeout_s`, whichever is first; at once
+        while the queue holds a submission. (The event is cleared here: once set by a submission
+        that a worker has taken since, it made every idle worker's wait return at once, a busy loop.)"""
+        if self._queue:
+            return
+        self._changed.clear()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._changed.wait()

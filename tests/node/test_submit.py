@@ -2,6 +2,7 @@
 its line and column, and the queue survives a restart."""
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -91,3 +92,27 @@ async def test_a_damaged_queue_file_is_reported_and_the_node_goes_on(tmp_path: P
         (a,) = await _commits(kit, 1)
         await queue.submit(a, "agent-1")   # and the queue works, its file rewritten
         assert [r["commit"] for r in json.loads(path.read_text())] == [a.hex()]
+
+
+async def test_an_idle_worker_waits_again_after_a_submission_was_taken(tmp_path: Path) -> None:
+    """The wait that idle workers sleep in: at once while something is queued, woken by a new
+    submission, and a real wait again once it is taken (it returned at once forever after the
+    first submission, and an idle node spun at 80% of a core: seen in the demo)."""
+    async with backend(tmp_path) as kit:
+        queue = SubmitQueue(kit.repo, kit.history, kit.ledger.spec)
+        loop = asyncio.get_running_loop()
+        (commit,) = await _commits(kit, 1)
+        await queue.submit(commit, "agent-1")
+        async with asyncio.timeout(5):
+            await queue.wait(60)                      # queued: no wait
+        assert queue.take() is not None            # as a worker takes it: once, while one is queued
+        queue.finish(commit)
+        start = loop.time()
+        await queue.wait(0.3)
+        assert loop.time() - start >= 0.25            # taken: the next idle wait is a wait
+        waiter = asyncio.create_task(queue.wait(60))
+        await asyncio.sleep(0)
+        (other,) = [c for c in await _commits(kit, 2) if c != commit]
+        await queue.submit(other, "agent-1")
+        async with asyncio.timeout(5):
+            await waiter                              # a new submission wakes it
