@@ -174,7 +174,7 @@ CASES: dict[str, Case] = {
     "python -m node job submit|list|show|cancel": Parse(),
     "python -m node job submit": Parse(_NAMES),
     "python -m trainer ...": Parse(),
-    "python -m node demo --nodes 3 [--budget-s 5] [--dir D] [--keep]": Parse(_DEMO),
+    "python -m node demo --nodes 3 [--budget-s N] [--dir D] [--keep]": Parse(_DEMO),
     "python -m node --profile cpu --budget-s 3 --max-experiments 4": Parse(_FOREVER),
     "python -m node --home HOME --listen 0.0.0.0:7400 [--bootstrap BOOTSTRAP]": Parse(_FOREVER),
     "python -m trainer.prepare --home DIR --no-progress": Run({"DIR": "fresh_dir"}, cwd="repo", slow=True,

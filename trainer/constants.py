@@ -61,6 +61,16 @@ class Profile:
     spot_rows: int  # full logits rows checked per batch against the reported log-probs
     probe_atol: float  # max |difference| of log-probs tolerated between main and probe workers
     spot_atol: float  # max |difference| between a reported log-prob and our recomputation
+    # torch's intra-op threads in the training and evaluation sandboxes; 0: torch's default (one per
+    # core). A fixed count makes CPU results the same on every machine (a reduction's order follows
+    # its threads: 1 and 2 threads trained genesis to 1.808 and 1.827 in 20 steps) and keeps a step
+    # fast on a shared machine (2 threads on 2 cores beside one busy process: 2.6 s a step, against
+    # 0.47 s for 1 thread; docs/benchmarks.md, "Trainer: one CPU thread").
+    threads: int
+
+    def thread_env(self) -> dict[str, str]:
+        """The sandbox's variables that fix its thread count (none where torch picks)."""
+        return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)} if self.threads else {}
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -68,6 +78,8 @@ class Profile:
         for field in ("seq_len", "eval_batch_size", "eval_tokens", "memory_limit_mb", "probe_batches", "spot_rows"):
             if getattr(self, field) <= 0:
                 raise UnknownProfile(f"profile {self.name}: {field} must be positive")
+        if self.threads < 0:
+            raise UnknownProfile(f"profile {self.name}: threads must not be negative")
         if self.eval_tokens < self.seq_len * self.eval_batch_size:
             raise UnknownProfile(f"profile {self.name}: eval_tokens below one batch")
 
@@ -78,17 +90,19 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu", device="cuda", seq_len=2048, eval_batch_size=32, eval_tokens=20 * (1 << 20),
         startup_allowance_s=240.0, memory_limit_mb=64 << 10, eval_timeout_s=900.0,
-        probe_batches=32, spot_rows=64, probe_atol=5e-2, spot_atol=1e-3,
+        probe_batches=32, spot_rows=64, probe_atol=5e-2, spot_atol=1e-3, threads=0,
     ),
-    # Tiny: a 2-core machine trains ~100 steps in 30 s. The eval asks for more tokens than the offline
+    # Tiny: one thread trains ~60 steps in 30 s (about 0.5 s a step on the 2-core VM, idle or beside other
+    # work; two threads took 0.3 s idle and 1.8-3 s beside busy processes). The eval asks for more tokens than the offline
     # default validation set holds (89,693: 694 rows of 129), so every eval seed scores 688 of those rows
-    # (43 batches): eval-seed noise ~0.001 bpb (std) instead of 0.027 with 8,192 tokens, for ~10 s of
-    # evaluation on 2 idle cores (docs/benchmarks.md, "Trainer: CPU evaluation noise"); 4 of 43 batches probed.
+    # (43 batches): eval-seed noise ~0.001 bpb (std) instead of 0.027 with 8,192 tokens, for ~14 s of
+    # evaluation on 2 idle cores, a thread for each of its two workers (docs/benchmarks.md, "Trainer: CPU
+    # evaluation noise", measured at 10.5 s with two threads each); 4 of 43 batches probed.
     # It took 118 s on 2 cores shared at load 8-9, hence a 300 s deadline.
     "cpu": Profile(
         name="cpu", device="cpu", seq_len=128, eval_batch_size=16, eval_tokens=16 * 128 * 48,
         startup_allowance_s=30.0, memory_limit_mb=6 << 10, eval_timeout_s=300.0,
-        probe_batches=4, spot_rows=32, probe_atol=1e-4, spot_atol=1e-3,
+        probe_batches=4, spot_rows=32, probe_atol=1e-4, spot_atol=1e-3, threads=1,
     ),
 }
 

@@ -239,6 +239,7 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
     others = rng.choice(np.arange(1, n), min(profile.probe_batches - 1, n - 1), replace=False)
     probed = {0} | {int(i) for i in others}  # batch 0 always: both workers start at the same moment
     spec = sandbox.SandboxSpec(work_dir=work_dir, work_writable=False, cuda=profile.device == "cuda",
+                               env=tuple(profile.thread_env().items()),
                                memory_limit_mb=profile.memory_limit_mb, hidden=hidden, sandboxed=sandboxed,
                                cpu_limit_s=int(profile.eval_timeout_s * (os.cpu_count() or 1)) + 10)
     header = json.dumps({"batch_size": b, "seq_len": t, "vocab_size": v, "device": profile.device,

@@ -275,7 +275,8 @@ def run_experiment(
             for f in data_files:
                 os.symlink(f.resolve(), exp / "data" / f.name)
             data_env = str(exp / "data")
-        env = {ENV_PROFILE: prof.name, ENV_BUDGET_S: repr(float(budget_s)), ENV_SEED: str(seed), ENV_DATA: data_env}
+        env = {ENV_PROFILE: prof.name, ENV_BUDGET_S: repr(float(budget_s)), ENV_SEED: str(seed), ENV_DATA: data_env,
+               **prof.thread_env()}
         if steps is not None:
             env[ENV_STEPS] = str(steps)
         if horizon is not None:

@@ -54,6 +54,7 @@ from trainer.harness import HARNESS_DIR
 
 from node import home
 from node.market import policy as market
+from node.sim import speed
 from node.web.server import API_FILE
 from node.home import Layout
 
@@ -84,8 +85,8 @@ DEMO_NOISE_DOF = 0
 DEMO_MAX_ROUNDS = 12
 DEMO_RECORD_FDR = 0.5
 # What the demo's "agent" submits through node 1's CLI: three learning-rate edits that replays of
-# 18 CPU steps (about what 5 s gives) measured 0.084 bpb better than genesis (1.857 -> 1.773), well
-# past the replay bar of noise + 1.5 sd (0.045): a doubled output-head rate alone gained 0.062, a
+# 18 CPU steps (about what the demo's budget gives: node/sim/speed.py) measured 0.084 bpb better
+# than genesis (1.857 -> 1.773), well past the replay bar of noise + 1.5 sd (0.045): a doubled output-head rate alone gained 0.062, a
 # bar that close made the demo's record a matter of luck on a slower machine.
 AGENT_EDIT = (("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.008"), ("EMBEDDING_LR = 0.6", "EMBEDDING_LR = 0.3"),
               ("WARMDOWN_RATIO = 0.5", "WARMDOWN_RATIO = 0.2"))
@@ -346,11 +347,16 @@ async def run_demo(args: argparse.Namespace, stopped_by: list[signal.Signals] | 
     started = time.monotonic()
     summary: dict[str, Any] = {"ok": False, "nodes": args.nodes, "dir": str(root), "budget_s": args.demo_budget_s}
     try:
+        if args.demo_budget_s is None:
+            summary["speed_trial_s"] = round(await asyncio.to_thread(speed.trial_seconds), 4)
+            summary["budget_s"] = speed.budget_for(summary["speed_trial_s"])
+            _say(f"this machine ran the speed probe in {summary['speed_trial_s'] * 1000:.0f} ms (the reference: "
+                 f"{speed.REFERENCE_TRIAL_S * 1000:.0f} ms), so each experiment trains {summary['budget_s']} s")
         keys = [home.load_identities(Layout(n.home))[0] for n in nodes]
         quorum = min(2, args.nodes - 1)
         others = [k.node_id for k in keys[1:]]
         for i, node in enumerate(nodes):
-            (node.home / "config.toml").write_text(_config_text(args.demo_budget_s, others if i == 0 else [], quorum,
+            (node.home / "config.toml").write_text(_config_text(summary["budget_s"], others if i == 0 else [], quorum,
                                                                 root / "cpu.lock"))
         _say(f"{args.nodes} nodes in {root}; the creator's spec names the others' research keys as its "
              f"verifiers, quorum {quorum}; nobody else is trusted")

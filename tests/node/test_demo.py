@@ -22,6 +22,7 @@ from ledger import fold, schema
 from ledger.audit import audit_file
 from ledger.keys import parse_node_id
 from ledger.spec import decode_spec
+from node.sim import speed
 
 DEMO_TIMEOUT_S = 2400
 JOIN_TIMEOUT_S = 900        # the creator's data, first start and baseline claim on a busy 2-core machine
@@ -57,6 +58,7 @@ def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     if result.returncode != 0 or not summary["ok"]:
         pytest.fail(_diagnosis(summary, root), pytrace=False)
     assert "Traceback" not in result.stderr + _logs(root)
+    assert summary["budget_s"] == speed.budget_for(summary["speed_trial_s"])  # the probe chose it
     record = summary["record"]
     assert record["author"] not in record["verified_by"] and len(record["verified_by"]) >= 2
     assert record["minted_ucr"] > 0 and record["val_bpb"] < record["previous_best"]
@@ -80,6 +82,19 @@ def test_three_nodes_find_verify_record_and_mint(tmp_path: Path) -> None:
     assert all(claim in s.verified for s in states)
     assert parse_node_id(record["author"]) == states[0].claims[claim].author
     assert all(s.jobs[bytes.fromhex(job["job"])].status == "settled" for s in states)
+
+
+def test_the_budget_grows_with_the_probes_time_and_is_bounded() -> None:
+    ref = speed.REFERENCE_TRIAL_S
+    assert speed.budget_for(ref / 3) == speed.budget_for(ref) == speed.REFERENCE_BUDGET_S  # never below 5 s
+    assert speed.budget_for(ref * 2.5) == round(speed.REFERENCE_BUDGET_S * 2.5)
+    assert speed.budget_for(ref * 1000) == speed.MAX_BUDGET_S
+
+
+def test_the_probe_times_real_work() -> None:
+    trial = speed.trial_seconds()
+    assert 0 < trial < 60
+    assert speed.REFERENCE_BUDGET_S <= speed.budget_for(trial) <= speed.MAX_BUDGET_S
 
 
 def test_bad_demo_arguments_are_one_line() -> None:

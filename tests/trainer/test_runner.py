@@ -1,6 +1,7 @@
 """The runner end to end on the tiny CPU profile: train -> evaluate, replay, rules, CLI, sandbox."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -306,6 +307,23 @@ def test_gpu_run_in_the_sandbox_really_uses_the_gpu(tmp_path: Path) -> None:
     print(f"gpu replay: timed {first.val_bpb!r} replay {replay.val_bpb!r} identical={first.val_bpb == replay.val_bpb} "
           f"outputs_identical={first.outputs == replay.outputs}")
     assert first.outputs is not None and replay.outputs is not None
+
+
+THREADS_PROBE = "import os, sys, torch\nprint('threads', torch.get_num_threads(), flush=True)\nsys.exit(3)\n"
+
+
+@needs_bwrap
+@pytest.mark.parametrize("threads", [None, 2])  # torch caps a count at the cores (2 in CI)
+def test_the_sandbox_trains_on_the_profiles_threads(tmp_path: Path, data: PreparedData, threads: int | None) -> None:
+    """One thread on the CPU profile, whatever the machine: a reduction's order follows its threads,
+    and two threads on two shared cores took 5x longer a step than one (docs/benchmarks.md)."""
+    path = tmp_path / "train.py"
+    path.write_text(THREADS_PROBE)
+    cpu = PROFILES["cpu"]
+    profile = cpu if threads is None else dataclasses.replace(cpu, threads=threads)
+    result = run_experiment(path, None, data, profile=profile, budget_s=BUDGET_S)
+    want = 1 if threads is None else min(threads, os.cpu_count() or 1)
+    assert result.status == "crash" and f"threads {want}\n" in result.log_tail, result.log_tail
 
 
 @needs_bwrap
