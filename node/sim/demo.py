@@ -386,7 +386,7 @@ async def run_demo(args: argparse.Namespace, stopped_by: list[signal.Signals] | 
             _say(f"node {buyer.index} spends its credits on job {job[:12]}: {JOB_STEPS} steps, at most "
                  f"{JOB_GPU_S} GPU-s at {JOB_PRICE} ucr")
             bought = await _wait_for("settled job", nodes, lambda: _settled_job(nodes[0], job), JOB_TIMEOUT_S)
-            _say(f"job {job[:12]} run by {bought['executor'][:12]}: {bought['gpu_s']} GPU-s, paid {bought['paid_ucr']} "
+            _say(f"job {job[:12]} run by {bought['executor'][:12]}: {bought['gpu_s']:.1f} GPU-s, paid {bought['paid_ucr']} "
                  f"ucr, {bought['refund_ucr']} back")
             summary["job"] = bought
             await _wait_for("convergence", nodes, lambda: _converged(nodes), CONVERGE_TIMEOUT_S)
