@@ -29,6 +29,7 @@ from node.home import default_home
 
 MAX_BUDGET_S = 24 * 3600  # the swarm spec's own bound on time_budget_s
 MAX_AGENT_COMMAND_CHARS = 8192
+MAX_FIXED_STEPS = 1_000_000    # [research] steps: far above what any budget trains
 PROPOSERS = ("bandit", "tpe")   # [research] proposer: node/research/proposers.py NAMES (a test keeps them equal)
 
 
@@ -43,6 +44,7 @@ class NodeConfig:
     seed: int
     frozen_constants: tuple[str, ...]
     machine_lock: Path | None
+    machine_slots: int              # trainers the nodes sharing machine_lock run at once
     calibration_runs: int
     swarm_name: str
     noise_bpb_cpu: float
@@ -62,6 +64,7 @@ class NodeConfig:
     screening_classes: tuple[str, ...] = ()
     proposer: str = "bandit"     # [research] proposer: one of PROPOSERS
     experiments: bool = True     # [research] experiments: false runs no experiments of our own proposer
+    fixed_steps: int | None = None  # [research] steps: each timed run trains exactly this many; None: the budget
     market_offer: bool = True
     market_price_ucr_per_gpu_s: int = 100
     market_spot_check_rate: float = 0.1
@@ -303,6 +306,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
         machine_lock=Path(lock) if (lock := _check(path, "research", "machine_lock", r["machine_lock"], str,
                                                   lambda v: len(v) < 4096 and "\0" not in v,
                                                   "must be a file path or empty")) else None,
+        machine_slots=_check(path, "research", "machine_slots", r["machine_slots"], int, lambda v: 1 <= v <= 64,
+                             "must be 1 to 64"),
         waves=_check(path, "research", "waves", r["waves"], bool, lambda v: True, "must be true or false"),
         reference_class=_check(path, "research", "reference_class", r["reference_class"], str,
                                lambda v: v == "" or _is_class(v), "must be a platform class name or empty"),
@@ -312,6 +317,8 @@ def build_config(args: Args, file: Mapping[str, Mapping[str, Any]], path: Path) 
                         f"must be one of {', '.join(PROPOSERS)}"),
         experiments=_check(path, "research", "experiments", r["experiments"], bool, lambda v: True,
                            "must be true or false"),
+        fixed_steps=_check(path, "research", "steps", r["steps"], int, lambda v: 0 <= v <= MAX_FIXED_STEPS,
+                           f"must be 0 to {MAX_FIXED_STEPS}") or None,
         swarm_name=_check(path, "swarm", "name", s["name"], str, lambda v: 0 < len(v) <= 64,
                           "must be 1 to 64 characters"),
         noise_bpb_cpu=noise("noise_bpb_cpu"),

@@ -25,6 +25,10 @@ profile = "auto"
 gpu_budget_s = 300
 # training seconds per experiment for the tiny CPU model: short, so a laptop makes progress
 cpu_budget_s = 30
+# 0: each run of this node's own (baseline, experiments, submitted commits) trains until the budget
+# is spent; N: exactly N steps within the budget, so results compare on a machine whose speed
+# changes with its load (the demo; the budget then only bounds a run)
+steps = 0
 # data-order seed of this node's own experiments; one seed keeps its results comparable
 seed = 0
 # train.py constants the proposer never edits: they change how the budget is measured, not the model
@@ -35,6 +39,8 @@ calibration_runs = 2
 # a file that every node sharing this machine's CPU names: they then run one trainer at a time
 # (several nodes on one machine, as `python -m node demo` starts). Empty: no lock.
 machine_lock = ""
+# how many trainers those nodes run at once (the CPU profile trains on one thread: 2 suit 2 cores)
+machine_slots = 1
 # plan experiments in waves when this node has several workers of a class: a factorial screen of
 # one or two constants across them (node/research/waves.py). Off by default: in the simulator it used the
 # GPUs more but reached a target later than independent proposals (docs/node.md).

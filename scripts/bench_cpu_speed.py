@@ -1,16 +1,13 @@
-"""A CPU-profile training step's time, idle and beside busy loops, by torch thread count, with the
-demo's speed probe beside it.
+"""A CPU-profile training step's time, idle and beside busy loops, by torch thread count.
 
     python scripts/bench_cpu_speed.py [--busy 0,1,3] [--threads 1,0] [--rounds 2] [--steps 20]
 
 For each number of busy loops (pure-Python processes spinning beside the run) and each thread count
 (the CPU profile's `threads`: 1 is the harness's; 0 is torch's default, one per core, which the
-harness used before), runs `--rounds` rounds of: the demo's speed probe (node/sim/speed.py, in a
-fresh process) and a real sandboxed trainer run (trainer.runner.run_experiment, the CPU profile
-with that thread count) of the genesis train.py for `--steps` fixed steps on the default dataset.
-Prints one JSON line per round (the probe's trial ms, ms per timed step, val_bpb, evaluation
-seconds, the load), then one per condition with the medians. The demo's budget rule assumes the
-step time follows the probe (node/sim/speed.py).
+harness used before), runs `--rounds` sandboxed trainer runs (trainer.runner.run_experiment, the
+CPU profile with that thread count) of the genesis train.py for `--steps` fixed steps on the default
+dataset. Prints one JSON line per run (ms per timed step, val_bpb, evaluation seconds, the load),
+then one per condition with the medians.
 """
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ import dataclasses
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,13 +35,6 @@ RUN_TIMEOUT_S = 900
 def _spin() -> None:
     while True:
         pass
-
-
-def probe_ms() -> float:
-    code = "from node.sim import speed; print(speed.trial_seconds())"
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                         capture_output=True, text=True, check=True, timeout=RUN_TIMEOUT_S)
-    return float(out.stdout.strip()) * 1000
 
 
 def train(data: PreparedData, threads: int, steps: int) -> ExperimentResult:
@@ -75,16 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             for t in threads:
                 rows = []
                 for r in range(a.rounds):
-                    probe, result = probe_ms(), train(data, t, a.steps)
+                    result = train(data, t, a.steps)
                     step = (result.training_seconds or 0.0) / (a.steps - UNTIMED_CPU_STEPS) * 1000
-                    rows.append((probe, step, result.eval_seconds or 0.0))
-                    emit({"bench": "cpu_speed", "busy": n, "threads": t, "round": r, "probe_ms": round(probe, 1),
-                          "step_ms": round(step, 1), "val_bpb": result.val_bpb, "eval_s": result.eval_seconds,
-                          "load": load(), "utc": now_utc()})
-                med = [statistics.median(row[i] for row in rows) for i in range(3)]
-                emit({"bench": "cpu_speed", "busy": n, "threads": t, "median_probe_ms": round(med[0], 1),
-                      "median_step_ms": round(med[1], 1), "median_eval_s": round(med[2], 2),
-                      "step_per_probe": round(med[1] / med[0], 2), "rounds": a.rounds, "cpus": os.cpu_count(),
+                    rows.append((step, result.eval_seconds or 0.0))
+                    emit({"bench": "cpu_speed", "busy": n, "threads": t, "round": r, "step_ms": round(step, 1),
+                          "val_bpb": result.val_bpb, "eval_s": result.eval_seconds, "load": load(), "utc": now_utc()})
+                med = [statistics.median(row[i] for row in rows) for i in range(2)]
+                emit({"bench": "cpu_speed", "busy": n, "threads": t, "median_step_ms": round(med[0], 1),
+                      "median_eval_s": round(med[1], 2), "rounds": a.rounds, "cpus": os.cpu_count(),
                       "load": load(), "utc": now_utc()})
         finally:
             for s in spinners:

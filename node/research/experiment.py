@@ -167,15 +167,16 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def machine_slot(lock_path: Path | None) -> AsyncIterator[None]:
+async def machine_slot(lock_path: Path | None, slots: int = 1) -> AsyncIterator[None]:
     """Waits for this process's turn on a machine shared by several nodes (None: no waiting).
 
     Nodes that share one machine's CPU name the same `lock_path`; each run takes a ticket (a file
-    named by the time it asked, in `<lock_path>.queue/`) and starts when its ticket is the oldest
-    live one, so runs take turns in the order they asked — a plain flock lets whoever releases
-    it take it again at once. Each run then gets the whole machine, and a replay's speed does not
-    depend on what the other nodes happen to run. A ticket of a process that died is removed by
-    the next waiter. Waiting is polled, so a cancelled worker stops waiting at once.
+    named by the time it asked, in `<lock_path>.queue/`) and starts when its ticket is among the
+    `slots` oldest live ones, so runs take turns in the order they asked — a plain flock lets
+    whoever releases it take it again at once. With one slot each run gets the whole machine; two
+    suit a 2-core machine whose trainers run one thread each (the CPU profile). A ticket of a
+    process that died is removed by the next waiter. Waiting is polled, so a cancelled worker
+    stops waiting at once.
     """
     if lock_path is None:
         yield
@@ -188,15 +189,16 @@ async def machine_slot(lock_path: Path | None) -> AsyncIterator[None]:
     except OSError as exc:
         raise TrainerFailed(f"{queue}: cannot queue for the machine: {exc.strerror}") from None
     try:
-        while _queue_head(queue) != ticket.name:
+        while ticket.name not in _queue_heads(queue, slots):
             await asyncio.sleep(LOCK_POLL_S)
         yield
     finally:
         ticket.unlink(missing_ok=True)
 
 
-def _queue_head(queue: Path) -> str | None:
-    """The oldest ticket whose process is alive; tickets of dead processes are removed."""
+def _queue_heads(queue: Path, slots: int) -> list[str]:
+    """The `slots` oldest tickets whose processes are alive; tickets of dead processes are removed."""
+    heads: list[str] = []
     for name in sorted(p.name for p in queue.iterdir()):
         try:
             pid = int(name.split("-")[1])
@@ -206,8 +208,10 @@ def _queue_head(queue: Path) -> str | None:
             continue
         except PermissionError:
             pass  # alive, another user's
-        return name
-    return None
+        heads.append(name)
+        if len(heads) == slots:
+            break
+    return heads
 
 
 _tickets = itertools.count()

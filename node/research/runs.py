@@ -130,6 +130,8 @@ class Runs:
     async def run(self, device: Device, what: str, cand: Path, parent: Path | None, *, steps: int | None,
                   seed: int, horizon: int | None = None, budget_s: int | None = None,
                   eval_seed: int | None = None) -> RunResult:
+        if steps is None and self.config.fixed_steps is not None:  # a timed run of a node that trains N steps
+            steps = horizon = self.config.fixed_steps
         env: dict[str, str] = {}
         if device.index is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device.index)
@@ -138,7 +140,7 @@ class Runs:
                              seed=seed, data=self.data.path, scratch=self.scratch / device.label / "tmp", env=env,
                              home=self.layout.home, eval_seed=eval_seed)
         expected_s = self.expected_s(device, steps)
-        async with machine_slot(self.config.machine_lock):
+        async with machine_slot(self.config.machine_lock, self.config.machine_slots):
             self.display.start(device.label, what, expected_s)
             now = self.clock()
             self.running[device.label] = Live(what, now + expected_s, now)

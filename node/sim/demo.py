@@ -54,7 +54,6 @@ from trainer.harness import HARNESS_DIR
 
 from node import home
 from node.market import policy as market
-from node.sim import speed
 from node.web.server import API_FILE
 from node.home import Layout
 
@@ -83,9 +82,19 @@ DEMO_NOISE_DOF = 0
 # the default max_rounds 6 and record_fdr 0.01. The demo shows the mechanics: more rounds, and a
 # false-discovery level a real swarm would not choose.
 DEMO_MAX_ROUNDS = 12
+# Trainer runs at once across the demo's nodes (one `machine_lock`): the CPU profile trains on one
+# thread, so two share a 2-core machine at about the speed of one (docs/benchmarks.md).
+DEMO_MACHINE_SLOTS = 2
+# Every run of the demo's nodes trains exactly DEMO_STEPS steps (`[research] steps`), within a budget
+# that only bounds it. Under a time budget the steps a run gets follow the machine's load: at load 5
+# a 5 s budget trained 3 steps, where the agent's edit gains nothing and replays on other seeds
+# refuted it; and with a budget scaled to the load the baseline trained 34 steps and the agent's
+# edit, later, 28, so its claim measured worse than the baseline and was never replayed.
+DEMO_STEPS = 18
+DEMO_BUDGET_S = 60
 DEMO_RECORD_FDR = 0.5
 # What the demo's "agent" submits through node 1's CLI: three learning-rate edits that replays of
-# 18 CPU steps (about what the demo's budget gives: node/sim/speed.py) measured 0.084 bpb better
+# 18 CPU steps (DEMO_STEPS) measured 0.084 bpb better
 # than genesis (1.857 -> 1.773), well past the replay bar of noise + 1.5 sd (0.045): a doubled output-head rate alone gained 0.062, a
 # bar that close made the demo's record a matter of luck on a slower machine.
 AGENT_EDIT = (("UNEMBEDDING_LR = 0.004", "UNEMBEDDING_LR = 0.008"), ("EMBEDDING_LR = 0.6", "EMBEDDING_LR = 0.3"),
@@ -133,8 +142,9 @@ class DemoNode:
 
 def _config_text(budget_s: int, verifiers: list[str], quorum: int, lock: Path) -> str:
     ids = ", ".join(f'"{v}"' for v in verifiers)
-    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\ncalibration_runs = 0\nexperiments = false\n'
-            f'machine_lock = {json.dumps(str(lock))}\n\n'
+    return (f'[research]\nprofile = "cpu"\ncpu_budget_s = {budget_s}\nsteps = {DEMO_STEPS}\ncalibration_runs = 0\n'
+            f'experiments = false\n'
+            f'machine_lock = {json.dumps(str(lock))}\nmachine_slots = {DEMO_MACHINE_SLOTS}\n\n'
             f'[swarm]\nname = "demo"\nnoise_bpb_cpu = {DEMO_NOISE_BPB}\nnoise_dof = {DEMO_NOISE_DOF}\n'
             f'max_rounds = {DEMO_MAX_ROUNDS}\nrecord_fdr = {DEMO_RECORD_FDR}\n'
             f'verifiers = [{ids}]\nquorum = {quorum}\n'
@@ -345,18 +355,14 @@ async def run_demo(args: argparse.Namespace, stopped_by: list[signal.Signals] | 
     root.mkdir(parents=True, exist_ok=True)
     nodes = [DemoNode(i, root / f"node{i}", root / f"node{i}.log") for i in range(args.nodes)]
     started = time.monotonic()
-    summary: dict[str, Any] = {"ok": False, "nodes": args.nodes, "dir": str(root), "budget_s": args.demo_budget_s}
+    summary: dict[str, Any] = {"ok": False, "nodes": args.nodes, "dir": str(root), "budget_s": args.demo_budget_s,
+                               "steps": DEMO_STEPS}
     try:
-        if args.demo_budget_s is None:
-            summary["speed_trial_s"] = round(await asyncio.to_thread(speed.trial_seconds), 4)
-            summary["budget_s"] = speed.budget_for(summary["speed_trial_s"])
-            _say(f"this machine ran the speed probe in {summary['speed_trial_s'] * 1000:.0f} ms (the reference: "
-                 f"{speed.REFERENCE_TRIAL_S * 1000:.0f} ms), so each experiment trains {summary['budget_s']} s")
         keys = [home.load_identities(Layout(n.home))[0] for n in nodes]
         quorum = min(2, args.nodes - 1)
         others = [k.node_id for k in keys[1:]]
         for i, node in enumerate(nodes):
-            (node.home / "config.toml").write_text(_config_text(summary["budget_s"], others if i == 0 else [], quorum,
+            (node.home / "config.toml").write_text(_config_text(args.demo_budget_s, others if i == 0 else [], quorum,
                                                                 root / "cpu.lock"))
         _say(f"{args.nodes} nodes in {root}; the creator's spec names the others' research keys as its "
              f"verifiers, quorum {quorum}; nobody else is trusted")

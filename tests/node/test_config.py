@@ -38,6 +38,10 @@ def test_first_run_writes_commented_defaults_and_reads_them(tmp_path: Path) -> N
     assert config.experiments
     (tmp_path / "h" / CONFIG_FILE).write_text('[research]\nexperiments = false\n')
     assert not load_config(["--home", str(tmp_path / "h")], {}).experiments
+    assert config.fixed_steps is None and config.machine_slots == 1   # the budget decides; one run at a time
+    (tmp_path / "h" / CONFIG_FILE).write_text('[research]\nsteps = 18\nmachine_slots = 2\n')
+    fixed = load_config(["--home", str(tmp_path / "h")], {})
+    assert fixed.fixed_steps == 18 and fixed.machine_slots == 2
 
 
 def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
@@ -68,6 +72,9 @@ def test_home_comes_from_args_then_env(tmp_path: Path) -> None:
     ("[research]\nexperiments = \"no\"\n", "[research] experiments must be bool, got str 'no'"),
     ("[research]\nproposer = \"optuna\"\n", "[research] proposer = 'optuna': must be one of bandit, tpe"),
     ("[research]\nproposer = 1\n", "must be str"),
+    ("[research]\nsteps = -1\n", "[research] steps = -1: must be 0 to 1000000"),
+    ("[research]\nsteps = 2.5\n", "must be int"),
+    ("[research]\nmachine_slots = 0\n", "[research] machine_slots = 0: must be 1 to 64"),
     ("[research]\nreference_class = \"a b\"\n", "platform class name"),
     ("[research]\nscreening_classes = [\"rtx-4090\"]\n", "needs a reference_class"),
 ])
