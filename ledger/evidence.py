@@ -278,17 +278,21 @@ def record_test(state: State, claim_id: bytes, parent_value: float, best: float,
 
 # -- what a verifier should run now
 
+def parent_is_record(state: State, claim_id: bytes) -> bool:
+    claim = state.claims[claim_id]
+    return claim.parent is not None and any(r.commit == claim.parent and r.platform_class == claim.platform_class
+                                            for r in state.records)
+
+
 def worth_testing(state: State, claim_id: bytes) -> bool:
     """The claimant's own number beats the class's best by SCREEN_SDS run sds, and its parent is a
     record of the class. The claimant's run is independent of the replays' seeds, so choosing by it
     keeps every test valid, and most rounds go to claims that may be real gains."""
     claim = state.claims[claim_id]
-    if claim.parent is None or claim.claimed is None:
+    if claim.claimed is None or not parent_is_record(state, claim_id):
         return False
     cls = claim.platform_class
     rows = [r for r in state.records if r.platform_class == cls]
-    if not rows or not any(r.commit == claim.parent for r in rows):
-        return False
     # the best's own replays measure its value directly; its row's value is a chain of estimated
     # gains whose errors add up, and a chain that drifted high would let null edits through
     decided = state.decisions.get(rows[-1].claim)
@@ -300,7 +304,8 @@ def worth_testing(state: State, claim_id: bytes) -> bool:
 def rounds_wanted(state: State, claim_id: bytes, key: bytes) -> list[int]:
     """The round indexes `key` should replay the claim for now, each a paired run of the candidate
     and its parent with `assign.replay_train_seed(state, claim_id, key, round_index)`; empty when
-    it is not assigned, the claim's test has stopped or the claim is not worth testing. Round 0
+    it is not assigned, the claim's test has stopped or (before its first round) the claim is not
+    worth testing. Round 0
     first, then the rest of the first MIN_WIN_ROUNDS at once (spread over their owners), then one
     at a time."""
     keys = assign.assignment(state, claim_id)
@@ -310,9 +315,13 @@ def rounds_wanted(state: State, claim_id: bytes, key: bytes) -> list[int]:
     stream = state.streams.get(cls)
     if stream is not None and claim_id in stream.tests:
         return []
-    if claim_id in state.decisions or not worth_testing(state, claim_id):
+    if claim_id in state.decisions:
         return []
     have = counted(state, claim_id)
+    # the screen picks which tests start; a started one runs to its stop, or a class's run sd that
+    # grew with its rounds (so the claim no longer passes the screen) would leave it open forever
+    if not (worth_testing(state, claim_id) if not have else parent_is_record(state, claim_id)):
+        return []
     done = 0
     while done in have:
         done += 1

@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo(p: argparse.ArgumentParser) -> None:
     # here rather than in node/sim/demo.py, whose imports (the fold, the web server) would slow every command
     p.add_argument("--nodes", type=_bounded(2, 8), default=3, help="nodes to start (default 3)")
-    p.add_argument("--budget-s", dest="demo_budget_s", type=_bounded(1, 300), default=60,
-                   help="the demo swarm's training budget in seconds (default 60): each run trains 18 steps within it")
+    p.add_argument("--budget-s", dest="demo_budget_s", type=_bounded(1, 300), default=20,
+                   help="the demo swarm's training budget in seconds (default 20): each run trains 18 steps within it")
     p.add_argument("--timeout-s", type=_bounded(60, 24 * 3600), default=1800, help="give up after this long")
     p.add_argument("--dir", type=Path, default=None, help="folder for the nodes' homes (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the folder afterwards")

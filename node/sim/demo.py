@@ -86,12 +86,14 @@ DEMO_MAX_ROUNDS = 12
 # thread, so two share a 2-core machine at about the speed of one (docs/benchmarks.md).
 DEMO_MACHINE_SLOTS = 2
 # Every run of the demo's nodes trains exactly DEMO_STEPS steps (`[research] steps`), within a budget
-# that only bounds it. Under a time budget the steps a run gets follow the machine's load: at load 5
+# that only bounds it (`--budget-s`, 20 s by default: 18 steps took 21 s of training at load 5, and a
+# replay may train 1.5 budgets + 10 s; a longer one makes the verifiers' waits longer, which are
+# counted in budgets: at 60 s a claim whose first-ranked verifier could not vouch for it waited six
+# minutes for the next). Under a time budget the steps a run gets follow the machine's load: at load 5
 # a 5 s budget trained 3 steps, where the agent's edit gains nothing and replays on other seeds
 # refuted it; and with a budget scaled to the load the baseline trained 34 steps and the agent's
 # edit, later, 28, so its claim measured worse than the baseline and was never replayed.
 DEMO_STEPS = 18
-DEMO_BUDGET_S = 60
 DEMO_RECORD_FDR = 0.5
 # What the demo's "agent" submits through node 1's CLI: three learning-rate edits that replays of
 # 18 CPU steps (DEMO_STEPS) measured 0.084 bpb better

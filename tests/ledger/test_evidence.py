@@ -2,6 +2,8 @@
 paired rounds, and one truth in any arrival order with paired verifies in the history."""
 from __future__ import annotations
 
+import pytest
+
 import math
 import random
 from typing import Any
@@ -244,6 +246,27 @@ def test_rounds_go_to_their_owners_and_stop_when_the_test_does() -> None:
     assert all(evidence.rounds_wanted(swarm.state, c.id, key) == [] for key in keys)
     # decided, or at max rounds while the class's noise estimate is too young to judge them
     assert c.id in swarm.state.decisions or c.id in swarm.state.streams[CLASS].waiting
+
+
+def test_a_started_test_gets_its_rounds_when_the_claim_no_longer_passes_the_screen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The screen (its own number a run sd past the best) picks which tests start. In a demo the
+    class's run sd grew with a claim's rounds until the claim failed the screen, and its test, with
+    rounds 0-2 and 4 in, asked no one for round 3: open forever."""
+    swarm, claims = grown_swarm(4, [0.0] * 6 + [0.03])
+    c = swarm.claim(99, 0.03)
+    swarm.add(V1 if swarm.state.claims[c.id].author != V1.public_key else V2, Seal(claims=[c.id]))
+    keys = assign.assignment(swarm.state, c.id) or ()
+    owner = evidence.round_owner(swarm.state, c.id, 0)
+    assert owner is not None and evidence.worth_testing(swarm.state, c.id)
+    swarm.replay(c, owner, 0)
+    monkeypatch.setattr(evidence, "SCREEN_SDS", 1e9)  # as if the run sd had grown past the claim's margin
+    assert not evidence.worth_testing(swarm.state, c.id)
+    asked = {key: evidence.rounds_wanted(swarm.state, c.id, key) for key in keys}
+    assert sorted(r for rs in asked.values() for r in rs) == list(range(1, evidence.MIN_WIN_ROUNDS))
+    fresh = swarm.claim(98, 0.03)  # a claim with no round yet does not start
+    swarm.add(V1 if swarm.state.claims[fresh.id].author != V1.public_key else V2, Seal(claims=[fresh.id]))
+    assert all(evidence.rounds_wanted(swarm.state, fresh.id, key) == [] for key in keys)
 
 
 def test_two_keys_replaying_one_round_must_agree_within_the_tolerance() -> None:

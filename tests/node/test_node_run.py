@@ -1,6 +1,6 @@
 """`python -m node` end to end on the CPU: real subprocesses, real trainer runs, real ledger files.
 
-Budgets are tiny (2 s of training) and claims get two paired rounds (CONFIG), so the whole file
+Runs are tiny (10 steps, in a 4 s budget) and claims get two paired rounds (CONFIG), so the whole file
 takes about 6.5 minutes on a quiet 2-core machine (every trainer start costs seconds of CPU);
 every wait is bounded with several times the usual duration as headroom.
 """
@@ -38,11 +38,13 @@ RUN_TIMEOUT_S = 1500.0
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT_S + 300)]
 TRAINER_START_S = 180.0     # data preparation and the first trainer spawn
 STOP_BOUND_S = 45.0         # SIGINT to exit: kill the trainer, close the ledger
-ARGS = ("--profile", "cpu", "--budget-s", "2")
+ARGS = ("--profile", "cpu", "--budget-s", "4")
 # Two paired rounds per claim, where the default is six: the rounds themselves are
 # tests/node/test_paired_replay.py's subject; here every improving claim of every run in the file
 # would cost six more pairs of trainer runs (the file took ~23 minutes with them, on two cores).
-CONFIG = "[swarm]\nmax_rounds = 2\n"
+# And the node's own runs train 10 steps, not "until the budget is spent": under a time budget a run at
+# load 6 trained 4 steps, where single runs spread so widely that the lie below was not refuted.
+CONFIG = "[research]\nsteps = 10\n\n[swarm]\nmax_rounds = 2\n"
 
 
 def _env(home: Path) -> dict[str, str]:
