@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.node.test_node_run import (CONFIG, RUN_TIMEOUT_S, TRAINER_START_S, _env, _wait_for_trainer,
+from tests.node.test_node_run import (RUN_TIMEOUT_S, TRAINER_START_S, _env, _wait_for_trainer,
                                       assert_audits_clean, ledger_facts)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT_S + 300)]
@@ -60,7 +60,7 @@ def test_a_starved_baseline_is_tried_again_and_never_claimed(tmp_path: Path) -> 
     home = tmp_path / "home"
     home.mkdir()
     # what comes after the baseline is not this test's subject: no calibration, two paired rounds
-    (home / "config.toml").write_text("[research]\ncalibration_runs = 0\n\n" + CONFIG)
+    (home / "config.toml").write_text("[research]\ncalibration_runs = 0\n\n[swarm]\nmax_rounds = 2\n")
     proc = subprocess.Popen([sys.executable, "-m", "node", "--profile", "cpu", "--budget-s", "1",
                              "--max-experiments", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=_env(home))
