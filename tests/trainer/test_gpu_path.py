@@ -163,5 +163,9 @@ def test_a_slow_cold_start_is_not_cut_short(tmp_path: Path, data: PreparedData) 
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     values = dict(re.findall(r"^(\w+): (\S+)$", proc.stdout, re.M))
     assert float(values["warmup_seconds"]) >= slow_s
-    # It trained for its budget (a planned horizon fills it too): the slow start cost no training time.
-    assert float(values["training_seconds"]) >= 0.8 * budget_s, proc.stdout[-2000:]
+    # It trained to the horizon it planned from its first timed steps: the slow start cut nothing.
+    # (How much of the budget that horizon fills depends on how steady those first steps were, which
+    # a loaded CI machine does not promise: a step measured at 36 ms ran at 27 ms once planned.)
+    assert "stopping early" not in proc.stdout, proc.stdout[-2000:]
+    assert int(values["num_steps"]) == int(values["planned_steps"]) > _train_module().PLAN_AFTER_STEPS
+    assert float(values["training_seconds"]) > 0
