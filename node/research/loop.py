@@ -280,7 +280,9 @@ class Research:
             self.proposing.busy.discard(key)
         overhead_s = self.clock() - started - result.wall_s
         self.stats.overheads_s.append(overhead_s)
-        mark = " *improvement*" if improved else ""
+        # Without a verified best every good run is "improved" (its bundle is kept for the verifiers),
+        # but calling a run worse than the unverified baseline an improvement misleads the reader.
+        mark = "" if not improved else " *improvement*" if best is not None else " (no verified best yet)"
         self.display.event(f"[{device.label}] experiment {self.stats.experiments}: {what[:120]}: {result_text(result)}"
                            f"{mark} claim {record.id.hex()[:12]} (node overhead {overhead_s:.2f} s)")
         self.stats.remember(short_value(result))

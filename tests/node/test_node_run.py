@@ -317,7 +317,12 @@ def _wait_for_trainer(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> 
     while not children and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
         children = _trainer_children(proc.pid)
-    assert children, "the node never started a trainer"
+    if not children:  # say why: the node's exit code and its last words (it is stopped to read them)
+        code = proc.poll()
+        if code is None:
+            proc.kill()
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the node never started a trainer (exit code {code}):\n{str(out)[-1500:]}\n{str(err)[-1500:]}")
     return children
 
 
