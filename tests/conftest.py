@@ -1,9 +1,9 @@
-"""Test order for a parallel run (`bash scripts/test.sh --fast` runs on two pytest-xdist workers,
-one file per work unit, in collection order).
+"""Test order for a parallel run (`bash scripts/test.sh`, CI's command, and its `--fast` tier run
+on two pytest-xdist workers, one file per work unit, in collection order).
 
 A parallel run's wall time is set by its longest files, so files holding `slow` tests come first,
 those with the longest declared bound (`pytest.mark.timeout`) leading. Within a file the order is
-unchanged; a serial run (the whole suite, CI) keeps pytest's own order.
+unchanged; a serial run (`-n 0`) keeps pytest's own order.
 """
 from __future__ import annotations
 

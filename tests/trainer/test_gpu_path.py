@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainer import sandbox
+from trainer.constants import PROFILES
 from trainer.data_format import PreparedData, synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,15 +158,18 @@ def test_a_slow_cold_start_is_not_cut_short(tmp_path: Path, data: PreparedData) 
                                           f"startup_allowance_s={allowance_s})\n")
     (tmp_path / "train.py").write_text(source)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AUTOSWARM_PROFILE": "cpu", "AUTOSWARM_BUDGET_S": str(budget_s),
-           "AUTOSWARM_SEED": "1", "AUTOSWARM_DATA": str(data.root)}
+           "AUTOSWARM_SEED": "1", "AUTOSWARM_DATA": str(data.root),
+           **PROFILES["cpu"].thread_env()}  # the harness's thread count for the profile, as its sandbox sets
     proc = subprocess.run([sys.executable, "-P", "train.py"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     values = dict(re.findall(r"^(\w+): (\S+)$", proc.stdout, re.M))
     assert float(values["warmup_seconds"]) >= slow_s
-    # It trained to the horizon it planned from its first timed steps: the slow start cut nothing.
-    # (How much of the budget that horizon fills depends on how steady those first steps were, which
-    # a loaded CI machine does not promise: a step measured at 36 ms ran at 27 ms once planned.)
-    assert "stopping early" not in proc.stdout, proc.stdout[-2000:]
-    assert int(values["num_steps"]) == int(values["planned_steps"]) > _train_module().PLAN_AFTER_STEPS
-    assert float(values["training_seconds"]) > 0
+    # The slow start cut nothing: the run trained timed steps until the horizon it planned from its
+    # first ones, or until its own budget was spent. (Which of the two ends it depends on how steady
+    # those first steps were, which a shared CI machine does not promise: once a step measured at
+    # 36 ms ran at 27 ms after the plan, 3.03 s of a 4 s budget; once, beside another test, the plan
+    # said 11 steps and 11 steps took 4.65 s.)
+    steps, training_s = int(values["num_steps"]), float(values["training_seconds"])
+    assert steps > _train_module().UNTIMED_STEPS and training_s > 0, proc.stdout[-2000:]
+    assert steps == int(values["planned_steps"]) or training_s >= budget_s, proc.stdout[-2000:]
