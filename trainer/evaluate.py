@@ -29,8 +29,10 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -40,6 +42,8 @@ from trainer import sandbox
 from trainer.constants import Profile
 from trainer.data_format import PreparedData, read_token_bytes
 from trainer.errors import TrainerError
+
+_T = TypeVar("_T")
 
 SPLICE_SEARCH_TOKENS = 1 << 20  # window of val tokens searched for a natural-looking continuation
 WORKER_EXIT_S = 10.0
@@ -142,7 +146,8 @@ def splice(rows: np.ndarray, val: np.ndarray, rng: np.random.Generator) -> tuple
 def log_softmax(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float64)
     top = rows.max(axis=-1, keepdims=True)
-    return rows - top - np.log(np.exp(rows - top).sum(axis=-1, keepdims=True))
+    out: np.ndarray = rows - top - np.log(np.exp(rows - top).sum(axis=-1, keepdims=True))
+    return out
 
 
 class _Worker:
@@ -167,7 +172,7 @@ class _Worker:
     def expect(self, kind: bytes, size: int | None, deadline: float) -> bytes:
         return self._guard(lambda: proto.expect(self.fd_out, kind, size, deadline))
 
-    def _guard(self, call):  # type: ignore[no-untyped-def]
+    def _guard(self, call: Callable[[], _T]) -> _T:
         """Translates protocol failures into the evaluation's typed errors, with the worker's log."""
         try:
             return call()
@@ -244,7 +249,8 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
                                cpu_limit_s=int(profile.eval_timeout_s * (os.cpu_count() or 1)) + 10)
     header = json.dumps({"batch_size": b, "seq_len": t, "vocab_size": v, "device": profile.device,
                          "max_chunk_batches": k}).encode()
-    main = probe = None
+    main: _Worker | None = None
+    probe: _Worker | None = None
     try:
         main = _Worker("main", spec)
         probe = _Worker("probe", spec)
@@ -309,9 +315,9 @@ def evaluate(work_dir: Path, data: PreparedData, profile: Profile, *, eval_seed:
                           probe_max_diff=probe_diff, spot_max_diff=spot_diff, seconds=seconds, round_trips=trips,
                           batch_outputs=tuple(committed), outputs=commitment)
     finally:
-        for w in (main, probe):
-            if w is not None:
-                w.close()
+        for worker in (main, probe):
+            if worker is not None:
+                worker.close()
 
 
 def _logprobs(worker: _Worker, b: int, t: int, deadline: float) -> np.ndarray:

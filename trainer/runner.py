@@ -296,7 +296,7 @@ def run_experiment(
             return finish("crash", f"out of memory: the process tree passed {prof.memory_limit_mb} MB and was killed")
         if train.returncode != 0:
             return finish("crash", _crash_reason(train.log, train.returncode, prof))
-        if compile_cache is not None and compile_cache_mod.is_genesis(base["candidate_sha256"]):
+        if compile_cache is not None and compile_cache_mod.is_genesis(str(base["candidate_sha256"])):
             compile_cache_mod.publish(work, compile_cache)  # only the harness's own program fills the base
         try:
             contract = parse_contract(train.stdout)
