@@ -34,6 +34,7 @@ class Baselines:
         self.display, self.researcher, self.publish_claim = display, researcher, publish_claim
         self.running: set[str] = set()          # classes whose baseline or calibration run is running here
         self._timeouts: dict[str, int] = {}     # class -> our baselines killed at their wall-clock limit
+        self._reported: set[str] = set()        # classes whose calibration report was shown
 
     async def run(self, device: Device, seed: int) -> None:
         cls, baseline = device.platform_class, self.spec.spec.baseline_commit
@@ -59,8 +60,9 @@ class Baselines:
             slow = " (every try; the machine may be too busy or too slow for this budget)" \
                 if result.status == "timeout" else ""
             raise SetupError(f"the genesis train.py does not run here{slow}: {result.status}: {result.reason[:300]}")
-        if calibration:
-            self._report_noise(cls)
+        # after the baseline too: on a busy machine a baseline killed at its limit is run again after
+        # the calibration runs, and its claim is then the one that completes them
+        self._report_noise(cls)
 
     def _slow(self, device: Device, reason: str) -> bool:
         """Whether a baseline killed at its wall-clock limit is tried again: a machine busy with other
@@ -83,8 +85,11 @@ class Baselines:
     def _report_noise(self, platform_class: str) -> None:
         """One line once the calibration runs are complete (node/research/noise.py calibration_report)."""
         runs = self.history.baseline_runs(platform_class, self.spec.spec.baseline_commit, self.researcher)
+        if platform_class in self._reported:
+            return
         text = calibration_report(platform_class, [v for r in runs if (v := r.body.val_bpb) is not None],
                                   self.spec.spec.noise_bpb[platform_class],
                                   complete=len(runs) > self.config.calibration_runs)
         if text is not None:
+            self._reported.add(platform_class)
             self.display.event(text)

@@ -208,7 +208,8 @@ def run_to_run_noise(values: Sequence[float], policy: NoisePolicy = NoisePolicy(
 def calibration_report(platform_class: str, values: Sequence[float], spec_noise_bpb: float, *, complete: bool,
                        policy: NoisePolicy = NoisePolicy()) -> str | None:
     """What the creator's node says about its calibration runs (runs of the genesis program with
-    different data seeds): one line once they are complete, None before.
+    different data seeds): one line once they are complete (saying so if too few gave a value), None
+    before.
 
     A warning only when it means something: when the point estimate of the tolerance, k x sigma,
     is above the spec's noise_bpb. The upper confidence bound is not used for it: over three runs it
@@ -217,8 +218,9 @@ def calibration_report(platform_class: str, values: Sequence[float], spec_noise_
     if not complete:
         return None
     found = run_to_run_noise(values, policy)
-    if found is None:
-        return None
+    if found is None:  # runs that failed (killed on a busy machine) or were dropped as outliers
+        return (f"run-to-run noise of {platform_class}: not measured: {len(values)} of the calibration runs gave "
+                f"a value, three are needed; the swarm's noise_bpb is {spec_noise_bpb}")
     central_bpb = policy.k * found.sigma_bpb
     text = (f"run-to-run noise of {platform_class}: sd {found.sigma_bpb:.4f} bpb over {found.samples} runs of the "
             f"genesis train.py; the swarm's noise_bpb is {spec_noise_bpb}")
