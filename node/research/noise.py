@@ -219,8 +219,8 @@ def calibration_report(platform_class: str, values: Sequence[float], spec_noise_
         return None
     found = run_to_run_noise(values, policy)
     if found is None:  # runs that failed (killed on a busy machine) or were dropped as outliers
-        return (f"run-to-run noise of {platform_class}: not measured: {len(values)} of the calibration runs gave "
-                f"a value, three are needed; the swarm's noise_bpb is {spec_noise_bpb}")
+        return (f"run-to-run noise of {platform_class}: not measured: fewer than three usable values among "
+                f"the {len(values)} its runs gave; the swarm's noise_bpb is {spec_noise_bpb}")
     central_bpb = policy.k * found.sigma_bpb
     text = (f"run-to-run noise of {platform_class}: sd {found.sigma_bpb:.4f} bpb over {found.samples} runs of the "
             f"genesis train.py; the swarm's noise_bpb is {spec_noise_bpb}")

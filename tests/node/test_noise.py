@@ -197,8 +197,8 @@ def test_the_calibration_report_waits_for_every_run_and_warns_only_on_the_point_
     assert loud is not None and "some records may be noise" in loud
     # a calibration run killed on a busy machine has no value: the report says the noise is unmeasured
     short = calibration_report("cpu", [1.50, 1.51], 0.01, complete=True)
-    assert short == ("run-to-run noise of cpu: not measured: 2 of the calibration runs gave a value, three are "
-                     "needed; the swarm's noise_bpb is 0.01")
+    assert short == ("run-to-run noise of cpu: not measured: fewer than three usable values among the 2 its runs "
+                     "gave; the swarm's noise_bpb is 0.01")
 
 
 @given(st.lists(st.floats(0.5, 3.0), min_size=3, max_size=6), st.floats(0.0001, 0.1))
